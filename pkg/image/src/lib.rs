@@ -1,0 +1,3 @@
+pub mod reference;
+pub mod registries;
+pub mod unpack;
