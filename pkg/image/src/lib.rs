@@ -1,3 +1,12 @@
+//! Images for berth: references and registries config, pulls over the OCI
+//! distribution protocol, the content store, safe layer unpacking, and the
+//! image service the core exposes. See docs/dev/architecture.md.
+
+mod apply;
+pub mod content;
+pub mod fetch;
+pub mod manifest;
 pub mod reference;
 pub mod registries;
+pub mod service;
 pub mod unpack;

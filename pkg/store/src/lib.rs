@@ -1,1 +1,279 @@
+//! Crash-safe metadata for berth, kept in one redb file.
+//!
+//! Layout (schema version 1):
+//!
+//! ```text
+//! <root>/meta.redb
+//! ├── meta            "schema_version" -> u32 (little endian)
+//! └── <collection>    key (&str) -> serde JSON record
+//!     └── images      image id ("sha256:<config digest>") -> berth_image::ImageRecord
+//! ```
+//!
+//! Every write is one redb transaction committed with immediate durability
+//! before the caller acknowledges anything ("write before you publish"), so a
+//! crash leaves either the old or the new state, never half of a batch.
+//! Plain files beside the database go through [`write_atomic`].
 
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use berth_errdefs::{Error, ErrorKind, Result};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// The schema this build writes; a newer one on disk is refused.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+fn store_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::internal(format!("metadata store: {what}: {e}"))
+}
+
+/// The metadata database of one berthd root.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) `<dir>/meta.redb` and checks its schema version.
+    pub fn open(dir: &Path) -> Result<Store> {
+        fs::create_dir_all(dir)?;
+        let path = dir.join("meta.redb");
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::new(
+                ErrorKind::FailedPrecondition,
+                format!("metadata store {} is in use by another process", path.display()),
+            ),
+            e => store_error(&format!("open {}", path.display()), e),
+        })?;
+        let store = Store { db, path };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check_schema(&self) -> Result<()> {
+        let tx = self.db.begin_write().map_err(|e| store_error("begin", e))?;
+        {
+            let mut meta = tx.open_table(META).map_err(|e| store_error("open meta", e))?;
+            let found = meta
+                .get("schema_version")
+                .map_err(|e| store_error("read schema", e))?
+                .map(|v| {
+                    let b = v.value();
+                    u32::from_le_bytes(b.try_into().unwrap_or([0xff; 4]))
+                });
+            match found {
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(Error::new(
+                        ErrorKind::FailedPrecondition,
+                        format!(
+                            "metadata store {} has schema version {v}, newer than {SCHEMA_VERSION} that this berthd knows",
+                            self.path.display()
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())
+                        .map_err(|e| store_error("write schema", e))?;
+                }
+            }
+        }
+        tx.commit().map_err(|e| store_error("commit", e))
+    }
+
+    /// Reads every record of a collection.
+    pub fn list<T: DeserializeOwned>(&self, collection: &str) -> Result<Vec<(String, T)>> {
+        let tx = self.db.begin_read().map_err(|e| store_error("begin", e))?;
+        let table = match tx.open_table(table(collection)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(store_error(collection, e)),
+        };
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| store_error(collection, e))? {
+            let (k, v) = row.map_err(|e| store_error(collection, e))?;
+            let record = serde_json::from_slice(v.value()).map_err(|e| {
+                store_error(&format!("decode {collection}/{}", k.value()), e)
+            })?;
+            out.push((k.value().to_string(), record));
+        }
+        Ok(out)
+    }
+
+    /// Reads one record.
+    pub fn get<T: DeserializeOwned>(&self, collection: &str, key: &str) -> Result<Option<T>> {
+        let tx = self.db.begin_read().map_err(|e| store_error("begin", e))?;
+        let table = match tx.open_table(table(collection)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(store_error(collection, e)),
+        };
+        let Some(v) = table.get(key).map_err(|e| store_error(collection, e))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(|e| store_error(&format!("decode {collection}/{key}"), e))
+    }
+
+    /// Applies a batch of puts and deletes in one durable transaction.
+    pub fn write(&self, batch: Batch) -> Result<()> {
+        let tx = self.db.begin_write().map_err(|e| store_error("begin", e))?;
+        for op in batch.ops {
+            match op {
+                Op::Put(collection, key, bytes) => {
+                    let mut t = tx
+                        .open_table(table(&collection))
+                        .map_err(|e| store_error(&collection, e))?;
+                    t.insert(key.as_str(), bytes.as_slice())
+                        .map_err(|e| store_error(&collection, e))?;
+                }
+                Op::Delete(collection, key) => {
+                    let mut t = tx
+                        .open_table(table(&collection))
+                        .map_err(|e| store_error(&collection, e))?;
+                    t.remove(key.as_str()).map_err(|e| store_error(&collection, e))?;
+                }
+            }
+        }
+        tx.commit().map_err(|e| store_error("commit", e))
+    }
+}
+
+fn table(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+enum Op {
+    Put(String, String, Vec<u8>),
+    Delete(String, String),
+}
+
+/// Puts and deletes that commit together.
+#[derive(Default)]
+pub struct Batch {
+    ops: Vec<Op>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn put<T: Serialize>(mut self, collection: &str, key: &str, record: &T) -> Result<Self> {
+        let bytes = serde_json::to_vec(record)
+            .map_err(|e| store_error(&format!("encode {collection}/{key}"), e))?;
+        self.ops
+            .push(Op::Put(collection.to_string(), key.to_string(), bytes));
+        Ok(self)
+    }
+
+    pub fn delete(mut self, collection: &str, key: &str) -> Self {
+        self.ops
+            .push(Op::Delete(collection.to_string(), key.to_string()));
+        self
+    }
+}
+
+/// Writes `bytes` to `path` so that readers see the old or the new content,
+/// never a mix: temp file, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::invalid(format!("{} has no parent directory", path.display())))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::invalid(format!("{} has no file name", path.display())))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::from(e).context(format!("write {}", path.display())));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Rec {
+        n: u32,
+    }
+
+    #[test]
+    fn batch_commits_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let b = Batch::new()
+                .put("things", "a", &Rec { n: 1 })
+                .unwrap()
+                .put("things", "b", &Rec { n: 2 })
+                .unwrap();
+            s.write(b).unwrap();
+            s.write(Batch::new().delete("things", "a")).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let all: Vec<(String, Rec)> = s.list("things").unwrap();
+        assert_eq!(all, vec![("b".to_string(), Rec { n: 2 })]);
+        assert_eq!(s.get::<Rec>("things", "a").unwrap(), None);
+        assert!(s.list::<Rec>("missing").unwrap().is_empty());
+    }
+
+    #[test]
+    fn second_open_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).err().expect("second open must fail");
+        assert_eq!(err.kind, ErrorKind::FailedPrecondition);
+        assert!(err.message.contains("in use"), "{}", err.message);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let tx = s.db.begin_write().unwrap();
+            tx.open_table(META)
+                .unwrap()
+                .insert("schema_version", 99u32.to_le_bytes().as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let err = Store::open(dir.path()).err().unwrap();
+        assert!(err.message.contains("schema version 99"), "{}", err.message);
+    }
+
+    #[test]
+    fn write_atomic_replaces_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

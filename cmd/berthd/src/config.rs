@@ -1,0 +1,159 @@
+//! berthd settings: built-in defaults, then `/etc/berth/config.toml` (or
+//! `--config`), then flags. Every setting has a working default.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use berth_core::CgroupDriver;
+use clap::Parser;
+use serde::Deserialize;
+
+pub const DEFAULT_CONFIG: &str = "/etc/berth/config.toml";
+
+#[derive(Debug, Parser)]
+#[command(name = "berthd", version, about = "berth node agent (CRI v1 runtime)")]
+pub struct Flags {
+    /// Config file; a missing default file is fine, a missing named one is not.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Persistent state: images, metadata.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Runtime state: sockets, locks.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The CRI socket (`unix://` prefix optional).
+    #[arg(long, value_name = "PATH")]
+    pub cri_socket: Option<String>,
+    /// containers-registries.conf v2 file.
+    #[arg(long, value_name = "FILE")]
+    pub registries_config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `berth_image=debug`.
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The config file, all fields optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct File {
+    root: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    cri_socket: Option<String>,
+    registries_config: Option<PathBuf>,
+    cgroup_driver: Option<String>,
+    log_level: Option<String>,
+    log_format: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub root: PathBuf,
+    pub state_dir: PathBuf,
+    pub cri_socket: PathBuf,
+    pub registries_config: PathBuf,
+    pub cgroup_driver: CgroupDriver,
+    pub log_level: String,
+    pub json_logs: bool,
+}
+
+impl Config {
+    pub fn resolve(flags: Flags) -> Result<Config> {
+        let file = match &flags.config {
+            Some(path) => read_file(path)?,
+            None if Path::new(DEFAULT_CONFIG).exists() => read_file(Path::new(DEFAULT_CONFIG))?,
+            None => File::default(),
+        };
+        let root = flags
+            .root
+            .or(file.root)
+            .unwrap_or_else(|| "/var/lib/berth".into());
+        let state_dir = flags
+            .state_dir
+            .or(file.state_dir)
+            .unwrap_or_else(|| "/run/berth".into());
+        let cri_socket = flags
+            .cri_socket
+            .or(file.cri_socket)
+            .map(|s| PathBuf::from(s.strip_prefix("unix://").unwrap_or(&s)))
+            .unwrap_or_else(|| state_dir.join("berth.sock"));
+        let cgroup_driver = match file.cgroup_driver.as_deref() {
+            None | Some("cgroupfs") => CgroupDriver::Cgroupfs,
+            Some("systemd") => CgroupDriver::Systemd,
+            Some(other) => bail!("cgroup_driver {other:?} is not one of cgroupfs, systemd"),
+        };
+        let log_format = flags
+            .log_format
+            .or(file.log_format)
+            .unwrap_or_else(|| "text".into());
+        let json_logs = match log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => bail!("log format {other:?} is not one of text, json"),
+        };
+        for (name, p) in [("root", &root), ("state dir", &state_dir)] {
+            if !p.is_absolute() {
+                bail!("{name} {} must be an absolute path", p.display());
+            }
+        }
+        Ok(Config {
+            root,
+            state_dir,
+            cri_socket,
+            registries_config: flags
+                .registries_config
+                .or(file.registries_config)
+                .unwrap_or_else(|| "/etc/containers/registries.conf".into()),
+            cgroup_driver,
+            log_level: flags
+                .log_level
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+            json_logs,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<File> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("read config {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parse config {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Flags {
+        Flags::parse_from(std::iter::once("berthd").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn flags_override_file_and_socket_follows_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(&cfg, "root = \"/file/root\"\nstate_dir = \"/file/run\"\n").unwrap();
+        let c = Config::resolve(flags(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--root",
+            "/flag/root",
+        ]))
+        .unwrap();
+        assert_eq!(c.root, PathBuf::from("/flag/root"));
+        assert_eq!(c.cri_socket, PathBuf::from("/file/run/berth.sock"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(&cfg, "rooot = \"/x\"\n").unwrap();
+        let e = Config::resolve(flags(&["--config", cfg.to_str().unwrap()])).unwrap_err();
+        assert!(format!("{e:#}").contains("rooot"), "{e:#}");
+        assert!(Config::resolve(flags(&["--root", "relative"])).is_err());
+    }
+}

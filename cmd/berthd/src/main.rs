@@ -1,0 +1,55 @@
+//! berthd: parse settings before binding anything, start logging, wire the
+//! crates, serve until SIGTERM/SIGINT, then drain.
+
+mod config;
+mod server;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// sysexits.h EX_USAGE: the configuration is wrong, retrying won't help.
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let flags = config::Flags::parse();
+    let config = match config::Config::resolve(flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berthd: {e:#}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("berthd: start tokio: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("berthd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &config::Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.json_logs {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,123 @@
+//! Wiring: take the locks, open the core, bind the CRI socket (0660), serve,
+//! and shut down cleanly on a signal.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use berth_core::{Core, CoreConfig};
+use berth_image::registries::RegistriesConfig;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::Config;
+
+pub async fn run(config: Config) -> Result<()> {
+    fs::create_dir_all(&config.root)
+        .with_context(|| format!("create root {}", config.root.display()))?;
+    fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("create state dir {}", config.state_dir.display()))?;
+    let _root_lock = DirLock::take(&config.root)?;
+    let _state_lock = DirLock::take(&config.state_dir)?;
+
+    let registries = RegistriesConfig::load(&config.registries_config)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let core = Arc::new(
+        Core::open(CoreConfig {
+            root: config.root.clone(),
+            registries,
+            cgroup_driver: config.cgroup_driver,
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+
+    let listener = bind_socket(&config.cri_socket)?;
+    let (runtime_service, image_service) = berth_cri::services(core);
+    tracing::info!(socket = %config.cri_socket.display(), root = %config.root.display(),
+        version = env!("CARGO_PKG_VERSION"), "berthd serving CRI v1");
+
+    let result = tonic::transport::Server::builder()
+        .add_service(runtime_service)
+        .add_service(image_service)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
+        .await;
+    let _ = fs::remove_file(&config.cri_socket);
+    result.context("serve CRI")?;
+    tracing::info!("berthd stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop berthd with SIGKILL");
+        return std::future::pending().await;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "shutting down");
+}
+
+/// Binds the socket with mode 0660, refusing to steal one that answers.
+fn bind_socket(path: &Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!(
+                "another process is serving on {}; is another berthd running?",
+                path.display()
+            );
+        }
+        fs::remove_file(path).with_context(|| format!("remove stale socket {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    Ok(listener)
+}
+
+/// An exclusive flock on `<dir>/berthd.lock`, held for the daemon's life;
+/// the kernel drops it if berthd dies, so a stale lock never blocks a restart.
+struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    fn take(dir: &Path) -> Result<DirLock> {
+        let path: PathBuf = dir.join("berthd.lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("open {}", path.display()))?;
+        // SAFETY: flock on a descriptor we own; no memory is touched.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            bail!(
+                "{} is in use by another berthd (pid {}); give each instance its own --root and --state-dir",
+                dir.display(),
+                holder.trim()
+            );
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        write!(file, "{}", std::process::id())?;
+        Ok(DirLock { _file: file })
+    }
+}

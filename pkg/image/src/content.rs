@@ -1,0 +1,210 @@
+//! The on-disk layout of the image store:
+//!
+//! ```text
+//! <root>/images/
+//! ├── blobs/sha256/<hex>          verified manifests, configs and layer blobs
+//! ├── snapshots/<diff-id hex>/
+//! │   ├── fs/                     the unpacked layer: an overlayfs lowerdir
+//! │   └── usage.json              bytes and inodes the layer takes on disk
+//! └── tmp/                        work in progress; emptied at start-up
+//! ```
+//!
+//! A blob or a snapshot appears under its final name only by a rename after it
+//! was verified, so anything found there is complete.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use berth_errdefs::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::digest_hex;
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Usage {
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, o: Usage) {
+        self.bytes += o.bytes;
+        self.inodes += o.inodes;
+    }
+}
+
+pub struct Content {
+    root: PathBuf,
+    tmp_seq: AtomicU64,
+}
+
+impl Content {
+    /// Opens the store under `root`, creating its folders and discarding work
+    /// that a previous run left unfinished.
+    pub fn open(root: &Path) -> Result<Content> {
+        let c = Content {
+            root: root.to_path_buf(),
+            tmp_seq: AtomicU64::new(0),
+        };
+        for dir in [c.root.join("blobs/sha256"), c.root.join("snapshots")] {
+            fs::create_dir_all(&dir)
+                .map_err(|e| Error::from(e).context(format!("create {}", dir.display())))?;
+        }
+        let tmp = c.root.join("tmp");
+        if tmp.exists() {
+            remove_tree(&tmp)?;
+        }
+        fs::create_dir_all(&tmp)?;
+        Ok(c)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf> {
+        Ok(self.root.join("blobs/sha256").join(digest_hex(digest)?))
+    }
+
+    pub fn snapshot_dir(&self, diff_id: &str) -> Result<PathBuf> {
+        Ok(self.root.join("snapshots").join(digest_hex(diff_id)?))
+    }
+
+    /// The directory to use as an overlayfs lowerdir for a layer.
+    pub fn snapshot_fs(&self, diff_id: &str) -> Result<PathBuf> {
+        Ok(self.snapshot_dir(diff_id)?.join("fs"))
+    }
+
+    pub fn has_blob(&self, digest: &str) -> bool {
+        self.blob_path(digest).is_ok_and(|p| p.exists())
+    }
+
+    pub fn has_snapshot(&self, diff_id: &str) -> bool {
+        self.snapshot_dir(diff_id).is_ok_and(|p| p.exists())
+    }
+
+    pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>> {
+        let p = self.blob_path(digest)?;
+        fs::read(&p).map_err(|e| Error::from(e).context(format!("read blob {digest}")))
+    }
+
+    /// A fresh path under tmp/ for work in progress.
+    pub fn tmp_path(&self, what: &str) -> PathBuf {
+        let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        self.root
+            .join("tmp")
+            .join(format!("{what}-{}-{n}", std::process::id()))
+    }
+
+    /// Stores small verified content (manifests, configs).
+    pub fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<()> {
+        let dest = self.blob_path(digest)?;
+        if dest.exists() {
+            return Ok(());
+        }
+        let tmp = self.tmp_path("blob");
+        fs::write(&tmp, bytes)?;
+        self.commit(&tmp, &dest)
+    }
+
+    /// Moves verified work from tmp/ to its final name. Losing a race to a
+    /// concurrent writer of the same content is fine: the content is equal.
+    pub fn commit(&self, tmp: &Path, dest: &Path) -> Result<()> {
+        match fs::rename(tmp, dest) {
+            Ok(()) => Ok(()),
+            Err(e) if dest.exists() => {
+                tracing::debug!(dest = %dest.display(), error = %e, "content already committed");
+                remove_tree(tmp)
+            }
+            Err(e) => Err(Error::from(e).context(format!("commit {}", dest.display()))),
+        }
+    }
+
+    pub fn snapshot_usage(&self, diff_id: &str) -> Usage {
+        self.snapshot_dir(diff_id)
+            .ok()
+            .and_then(|d| fs::read(d.join("usage.json")).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn blob_usage(&self, digest: &str) -> Usage {
+        use std::os::unix::fs::MetadataExt;
+        match self.blob_path(digest).and_then(|p| Ok(fs::metadata(p)?)) {
+            Ok(m) => Usage {
+                bytes: m.blocks() * 512,
+                inodes: 1,
+            },
+            Err(_) => Usage::default(),
+        }
+    }
+
+    /// Removes a blob or snapshot; a missing one is not an error.
+    pub fn remove_blob(&self, digest: &str) -> Result<()> {
+        match fs::remove_file(self.blob_path(digest)?) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes a snapshot by first renaming it into tmp/, so that a crash
+    /// mid-way never leaves a half-deleted layer under its final name.
+    pub fn remove_snapshot(&self, diff_id: &str) -> Result<()> {
+        let dir = self.snapshot_dir(diff_id)?;
+        let doomed = self.tmp_path("gc");
+        match fs::rename(&dir, &doomed) {
+            Ok(()) => remove_tree(&doomed),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::from(e).context(format!("remove snapshot {}", dir.display()))),
+        }
+    }
+
+    /// Lists the diff ids of every snapshot on disk.
+    pub fn snapshots(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(self.root.join("snapshots"))? {
+            out.push(format!("sha256:{}", e?.file_name().to_string_lossy()));
+        }
+        Ok(out)
+    }
+
+    /// Lists the digests of every blob on disk.
+    pub fn blobs(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(self.root.join("blobs/sha256"))? {
+            out.push(format!("sha256:{}", e?.file_name().to_string_lossy()));
+        }
+        Ok(out)
+    }
+}
+
+/// Removes a directory tree, making read-only directories writable first
+/// (layers may contain mode 0500 directories).
+pub fn remove_tree(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            make_writable(path);
+            fs::remove_dir_all(path)
+                .map_err(|e| Error::from(e).context(format!("remove {}", path.display())))
+        }
+    }
+}
+
+fn make_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
+    if meta.is_dir() {
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
+        if let Ok(entries) = fs::read_dir(path) {
+            for e in entries.flatten() {
+                make_writable(&e.path());
+            }
+        }
+    }
+}

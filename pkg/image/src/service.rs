@@ -1,0 +1,434 @@
+//! The image service: pull, list, inspect and remove images, shared by every
+//! front door (one store for kubelet and for admins).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Instant, SystemTime};
+
+use berth_errdefs::{Error, ErrorKind, Result};
+use berth_store::{Batch, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::apply::pull_layer;
+use crate::content::{Content, Usage};
+use crate::fetch::{Clients, Credentials, Source};
+use crate::manifest::{select_platform, Descriptor, ImageConfig, Manifest, Platform};
+use crate::reference::{is_image_id, Reference};
+use crate::registries::{Endpoint, RegistriesConfig};
+
+const IMAGES: &str = "images";
+
+/// What berth keeps about one image (its id is the config digest).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Image {
+    pub id: String,
+    /// `registry/repository:tag` names that point at this image.
+    pub repo_tags: Vec<String>,
+    /// `registry/repository@digest` names; the digest is the one the
+    /// registry served for the reference (an index digest for multi-arch).
+    pub repo_digests: Vec<String>,
+    /// The platform manifest the layers came from.
+    pub manifest_digest: String,
+    pub layers: Vec<Layer>,
+    /// Compressed size: config plus layers, as registries and containerd count it.
+    pub size: u64,
+    /// The image config's `User`, as written.
+    pub user: String,
+    pub platform: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Layer {
+    pub digest: String,
+    pub diff_id: String,
+    pub size: u64,
+}
+
+/// Bytes and inodes the image store takes on its filesystem.
+#[derive(Debug, Clone)]
+pub struct FsInfo {
+    pub mountpoint: PathBuf,
+    pub used: Usage,
+    pub timestamp: SystemTime,
+}
+
+/// Counters a metrics front door can read.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PullOutcome {
+    pub downloaded_bytes: u64,
+    pub reused_layers: usize,
+    pub seconds: f64,
+}
+
+pub struct ImageService {
+    content: Arc<Content>,
+    store: Arc<Store>,
+    registries: RegistriesConfig,
+    clients: Clients,
+    images: RwLock<BTreeMap<String, Image>>,
+    /// One download per layer at a time, across all pulls.
+    layer_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Pulls share it; removal (which collects garbage) takes it alone.
+    gc_lock: tokio::sync::RwLock<()>,
+}
+
+impl ImageService {
+    /// Opens the image store under `root` and loads its records.
+    pub fn open(root: &Path, store: Arc<Store>, registries: RegistriesConfig) -> Result<Self> {
+        let content = Arc::new(Content::open(root)?);
+        let images = store
+            .list::<Image>(IMAGES)?
+            .into_iter()
+            .collect::<BTreeMap<_, _>>();
+        tracing::info!(images = images.len(), root = %root.display(), "image store opened");
+        Ok(ImageService {
+            content,
+            store,
+            registries,
+            clients: Clients::default(),
+            images: RwLock::new(images),
+            layer_locks: Mutex::default(),
+            gc_lock: tokio::sync::RwLock::new(()),
+        })
+    }
+
+    /// Pulls `reference` for `platform` (default: this node's) and returns the image.
+    pub async fn pull(
+        &self,
+        reference: &str,
+        creds: &Credentials,
+        platform: Option<Platform>,
+    ) -> Result<(Image, PullOutcome)> {
+        let started = Instant::now();
+        let reference = Reference::parse(reference)?;
+        let platform = platform.unwrap_or_else(Platform::host);
+        let endpoints = self.registries.endpoints(&reference)?;
+        let _gc = self.gc_lock.read().await;
+
+        let mut last_error = None;
+        for endpoint in &endpoints {
+            match self
+                .pull_from(&reference, endpoint, creds, &platform)
+                .await
+            {
+                Ok((image, mut outcome)) => {
+                    outcome.seconds = started.elapsed().as_secs_f64();
+                    tracing::info!(image = %reference, id = %image.id, registry = %endpoint.registry,
+                        bytes = outcome.downloaded_bytes, seconds = outcome.seconds, "image pulled");
+                    return Ok((image, outcome));
+                }
+                Err(e) => {
+                    tracing::warn!(image = %reference, registry = %endpoint.registry,
+                        mirror = endpoint.is_mirror, error = %e, "pull attempt failed");
+                    last_error = Some(e);
+                }
+            }
+        }
+        Err(last_error
+            .unwrap_or_else(|| Error::not_found("no registry endpoint"))
+            .context(format!("pull image \"{reference}\"")))
+    }
+
+    async fn pull_from(
+        &self,
+        reference: &Reference,
+        endpoint: &Endpoint,
+        creds: &Credentials,
+        platform: &Platform,
+    ) -> Result<(Image, PullOutcome)> {
+        let source = self
+            .clients
+            .source(endpoint, reference.tag.as_deref(), creds);
+        let (top_bytes, top_digest) = source.manifest(reference.digest.as_deref()).await?;
+        if let Some(want) = &reference.digest {
+            if *want != top_digest {
+                return Err(Error::invalid(format!(
+                    "registry {} served manifest {top_digest} for digest {want}",
+                    endpoint.registry
+                )));
+            }
+        }
+        let mut blobs = vec![(top_digest.clone(), top_bytes.to_vec())];
+        let manifest = match Manifest::parse(&top_bytes)? {
+            Manifest::Image(m) => m,
+            Manifest::Index(entries) => {
+                let entry = select_platform(&entries, platform).ok_or_else(|| {
+                    Error::not_found(format!(
+                        "image index {top_digest} has no manifest for platform {platform}"
+                    ))
+                })?;
+                let (bytes, digest) = source.manifest(Some(&entry.digest)).await?;
+                let Manifest::Image(m) = Manifest::parse(&bytes)? else {
+                    return Err(Error::invalid(format!(
+                        "index entry {digest} is itself an index"
+                    )));
+                };
+                blobs.push((digest, bytes.to_vec()));
+                m
+            }
+        };
+        let manifest_digest = blobs.last().map(|b| b.0.clone()).unwrap_or_default();
+
+        let config_digest = manifest.config.digest.clone();
+        let config_bytes = if self.content.has_blob(&config_digest) {
+            self.content.read_blob(&config_digest)?
+        } else {
+            source.blob(&config_digest).await?
+        };
+        let config = ImageConfig::parse(&config_bytes)?;
+        let diff_ids = &config.rootfs.diff_ids;
+        if diff_ids.len() != manifest.layers.len() {
+            return Err(Error::invalid(format!(
+                "image config {config_digest} lists {} diff ids for {} layers",
+                diff_ids.len(),
+                manifest.layers.len()
+            )));
+        }
+        blobs.push((config_digest.clone(), config_bytes));
+
+        let fetches = manifest
+            .layers
+            .iter()
+            .zip(diff_ids)
+            .map(|(layer, diff_id)| self.ensure_layer(&source, layer, diff_id));
+        let downloaded = futures::future::try_join_all(fetches).await?;
+        for (digest, bytes) in &blobs {
+            self.content.put_blob(digest, bytes)?;
+        }
+
+        let image = Image {
+            id: config_digest.clone(),
+            repo_tags: reference.tagged().into_iter().collect(),
+            repo_digests: vec![reference.with_digest(&top_digest)],
+            manifest_digest,
+            layers: manifest
+                .layers
+                .iter()
+                .zip(diff_ids)
+                .map(|(l, d)| Layer {
+                    digest: l.digest.clone(),
+                    diff_id: d.clone(),
+                    size: l.size,
+                })
+                .collect(),
+            size: manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>(),
+            user: config.user().to_string(),
+            platform: format!("{}/{}", config.os, config.architecture),
+        };
+        let image = self.commit(image)?;
+        let outcome = PullOutcome {
+            downloaded_bytes: downloaded.iter().flatten().sum(),
+            reused_layers: downloaded.iter().filter(|d| d.is_none()).count(),
+            seconds: 0.0,
+        };
+        Ok((image, outcome))
+    }
+
+    /// Makes sure the snapshot of one layer exists; `Some(bytes)` when it had
+    /// to be downloaded, `None` when it was already there.
+    async fn ensure_layer(
+        &self,
+        source: &Source,
+        layer: &Descriptor,
+        diff_id: &str,
+    ) -> Result<Option<u64>> {
+        let lock = {
+            let mut locks = self.layer_locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(diff_id.to_string()).or_default().clone()
+        };
+        let result = {
+            let _held = lock.lock().await;
+            if self.content.has_snapshot(diff_id) {
+                Ok(None)
+            } else {
+                pull_layer(self.content.clone(), source, layer, diff_id)
+                    .await
+                    .map(Some)
+            }
+        };
+        let mut locks = self.layer_locks.lock().unwrap_or_else(|p| p.into_inner());
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(diff_id);
+        }
+        result
+    }
+
+    /// Records a pulled image: merges names into an existing record of the
+    /// same id and moves names that pointed at other images. The store is
+    /// written before memory changes, so what is listed is what is durable.
+    fn commit(&self, pulled: Image) -> Result<Image> {
+        let mut images = self.images.write().unwrap_or_else(|p| p.into_inner());
+        let mut image = images.get(&pulled.id).cloned().unwrap_or_else(|| pulled.clone());
+        let mut changed = Vec::new();
+        for name in pulled.repo_tags.iter().chain(&pulled.repo_digests) {
+            for other in images.values().filter(|o| o.id != image.id) {
+                if other.repo_tags.contains(name) || other.repo_digests.contains(name) {
+                    let mut o = changed
+                        .iter()
+                        .position(|c: &Image| c.id == other.id)
+                        .map(|i| changed.remove(i))
+                        .unwrap_or_else(|| other.clone());
+                    o.repo_tags.retain(|t| t != name);
+                    o.repo_digests.retain(|t| t != name);
+                    changed.push(o);
+                }
+            }
+        }
+        add_unique(&mut image.repo_tags, &pulled.repo_tags);
+        add_unique(&mut image.repo_digests, &pulled.repo_digests);
+        changed.push(image.clone());
+
+        let mut batch = Batch::new();
+        for c in &changed {
+            batch = batch.put(IMAGES, &c.id, c)?;
+        }
+        self.store.write(batch)?;
+        for c in changed {
+            images.insert(c.id.clone(), c);
+        }
+        Ok(image)
+    }
+
+    /// All images, or those that `filter` (a reference or id) names.
+    pub fn list(&self, filter: Option<&str>) -> Result<Vec<Image>> {
+        match filter.filter(|f| !f.is_empty()) {
+            Some(f) => Ok(self.status(f)?.into_iter().collect()),
+            None => Ok(self
+                .images
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned()
+                .collect()),
+        }
+    }
+
+    /// The image that `name` (id, tag or digest reference) names, if present.
+    pub fn status(&self, name: &str) -> Result<Option<Image>> {
+        let images = self.images.read().unwrap_or_else(|p| p.into_inner());
+        if is_image_id(name) {
+            let id = if name.starts_with("sha256:") {
+                name.to_string()
+            } else {
+                format!("sha256:{name}")
+            };
+            return Ok(images.get(&id).cloned());
+        }
+        let reference = Reference::parse(name)?;
+        let found = match &reference.digest {
+            Some(digest) => {
+                let by_digest = reference.with_digest(digest);
+                images
+                    .values()
+                    .find(|i| i.repo_digests.contains(&by_digest))
+            }
+            None => {
+                let tagged = reference.tagged().unwrap_or_default();
+                images.values().find(|i| i.repo_tags.contains(&tagged))
+            }
+        };
+        Ok(found.cloned())
+    }
+
+    /// The raw image config JSON of a present image.
+    pub fn config(&self, image: &Image) -> Result<Vec<u8>> {
+        self.content.read_blob(&image.id)
+    }
+
+    /// The overlayfs lowerdirs of an image, bottom layer first.
+    pub fn layer_dirs(&self, image: &Image) -> Result<Vec<PathBuf>> {
+        image
+            .layers
+            .iter()
+            .map(|l| self.content.snapshot_fs(&l.diff_id))
+            .collect()
+    }
+
+    /// Removes an image and every name of it, then collects layers and blobs
+    /// no remaining image uses. Removing a missing image succeeds.
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        let _gc = self.gc_lock.write().await;
+        let Some(image) = self.status(name)? else {
+            return Ok(());
+        };
+        {
+            let mut images = self.images.write().unwrap_or_else(|p| p.into_inner());
+            self.store.write(Batch::new().delete(IMAGES, &image.id))?;
+            images.remove(&image.id);
+        }
+        tracing::info!(id = %image.id, "image removed");
+        self.collect_garbage()
+    }
+
+    /// Deletes snapshots and blobs that no image references (also those an
+    /// interrupted pull left, which are kept until then so a retry resumes).
+    fn collect_garbage(&self) -> Result<()> {
+        let (layers, blobs) = {
+            let images = self.images.read().unwrap_or_else(|p| p.into_inner());
+            let mut layers = BTreeSet::new();
+            let mut blobs = BTreeSet::new();
+            for i in images.values() {
+                blobs.insert(i.id.clone());
+                blobs.insert(i.manifest_digest.clone());
+                for d in &i.repo_digests {
+                    if let Some((_, digest)) = d.rsplit_once('@') {
+                        blobs.insert(digest.to_string());
+                    }
+                }
+                for l in &i.layers {
+                    layers.insert(l.diff_id.clone());
+                    blobs.insert(l.digest.clone());
+                }
+            }
+            (layers, blobs)
+        };
+        let mut errors = Vec::new();
+        for diff_id in self.content.snapshots()? {
+            if !layers.contains(&diff_id) {
+                if let Err(e) = self.content.remove_snapshot(&diff_id) {
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        for digest in self.content.blobs()? {
+            if !blobs.contains(&digest) {
+                if let Err(e) = self.content.remove_blob(&digest) {
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::Internal,
+                format!("image garbage collection: {}", errors.join("; ")),
+            ))
+        }
+    }
+
+    /// Real bytes and inodes used by snapshots, blobs and the metadata file.
+    pub fn fs_info(&self) -> Result<FsInfo> {
+        let mut used = Usage::default();
+        for diff_id in self.content.snapshots()? {
+            used += self.content.snapshot_usage(&diff_id);
+        }
+        for digest in self.content.blobs()? {
+            used += self.content.blob_usage(&digest);
+        }
+        Ok(FsInfo {
+            mountpoint: self.content.root().to_path_buf(),
+            used,
+            timestamp: SystemTime::now(),
+        })
+    }
+}
+
+fn add_unique(into: &mut Vec<String>, names: &[String]) {
+    for n in names {
+        if !into.contains(n) {
+            into.push(n.clone());
+        }
+    }
+}
