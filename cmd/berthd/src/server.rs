@@ -17,6 +17,9 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
 
+/// How long in-flight requests may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub async fn run(config: Config) -> Result<()> {
     fs::create_dir_all(&config.root)
         .with_context(|| format!("create root {}", config.root.display()))?;
@@ -41,13 +44,33 @@ pub async fn run(config: Config) -> Result<()> {
     tracing::info!(socket = %config.cri_socket.display(), root = %config.root.display(),
         version = env!("CARGO_PKG_VERSION"), "berthd serving CRI v1");
 
-    let result = tonic::transport::Server::builder()
-        .add_service(runtime_service)
-        .add_service(image_service)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
-        .await;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(runtime_service)
+            .add_service(image_service)
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+                let _ = stop_rx.await;
+            }),
+    );
+    let result = tokio::select! {
+        r = &mut server => r,
+        () = shutdown_signal() => {
+            let _ = stop_tx.send(());
+            // Clients such as kubelet keep connections open: drain what is in
+            // flight for a while, then stop regardless.
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open; closing them");
+                    server.abort();
+                    Ok(Ok(()))
+                }
+            }
+        }
+    };
     let _ = fs::remove_file(&config.cri_socket);
-    result.context("serve CRI")?;
+    result.context("CRI server task")?.context("serve CRI")?;
     tracing::info!("berthd stopped");
     Ok(())
 }

@@ -106,7 +106,7 @@ async fn diff_ids(c: &mut Images, image: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_status_and_runtime_config_are_truthful() {
     let d = TestDaemon::start().await;
     let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode();
@@ -152,7 +152,7 @@ async fn version_status_and_runtime_config_are_truthful() {
     assert_eq!(err.code(), Code::Unimplemented);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_by_tag_list_status_fs_info_and_remove() {
     let images = test_images();
     let reg = TestRegistry::start();
@@ -220,7 +220,7 @@ async fn pull_by_tag_list_status_fs_info_and_remove() {
     assert!(bytes_after < bytes, "fs info shrinks after removal");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_by_digest_and_remove_by_id() {
     let images = test_images();
     let reg = TestRegistry::start();
@@ -246,7 +246,7 @@ async fn pull_by_digest_and_remove_by_id() {
     assert!(status(&mut c, &reg.image("busybox")).await.is_none());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whiteouts_and_opaque_dirs_become_overlayfs_form() {
     let reg = TestRegistry::start();
     reg.push(&["layered"]);
@@ -301,7 +301,7 @@ async fn whiteouts_and_opaque_dirs_become_overlayfs_form() {
     assert_eq!(seen, (true, false, false, true, true), "(keep, gone, old1, new, busybox)");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multiarch_index_selects_the_node_platform_or_the_asked_one() {
     let images = test_images();
     let reg = TestRegistry::start();
@@ -356,7 +356,7 @@ async fn multiarch_index_selects_the_node_platform_or_the_asked_one() {
     assert!(err.message().contains("linux/s390x"), "{}", err.message());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nonroot_zstd_uncompressed_and_docker_v2_images() {
     let reg = TestRegistry::start();
     reg.push(&["nonroot", "zstd", "uncompressed", "busybox-v2s2"]);
@@ -380,7 +380,7 @@ async fn nonroot_zstd_uncompressed_and_docker_v2_images() {
     assert_eq!(list(&mut c).await.len(), 4);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_auth_is_required_and_honoured() {
     let reg = TestRegistry::start_with_auth("berth", "s3cret-pass");
     reg.push_as(&["busybox"], Some(("berth", "s3cret-pass")));
@@ -410,7 +410,7 @@ async fn registry_auth_is_required_and_honoured() {
     assert!(!d.log().contains("s3cret-pass"), "credentials must not reach the log");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirrors_are_tried_first_and_fall_back_to_the_primary() {
     let primary = TestRegistry::start();
     primary.push(&["busybox"]);
@@ -454,7 +454,7 @@ location = "{m}"
     assert!(primary.log().contains("/v2/busybox/manifests/latest"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_pulls_download_each_blob_once() {
     let images = test_images();
     let reg = TestRegistry::start();
@@ -492,7 +492,7 @@ async fn concurrent_pulls_download_each_blob_once() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_survive_a_restart_and_a_kill_mid_pull_leaves_nothing_half_made() {
     let images = test_images();
     let reg = TestRegistry::start();
@@ -540,7 +540,7 @@ async fn images_survive_a_restart_and_a_kill_mid_pull_leaves_nothing_half_made()
 }
 
 /// Every escape attempt is refused, named, and leaves nothing behind.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malicious_layers_are_rejected_naming_the_entry() {
     let reg = TestRegistry::start();
     reg.push(&["evil-dotdot", "evil-symlink", "evil-abs"]);
@@ -569,7 +569,7 @@ async fn malicious_layers_are_rejected_naming_the_entry() {
     d.assert_no_leaks();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_the_right_code_and_stores_nothing() {
     let images = test_images();
     let reg = TestRegistry::start();
@@ -624,7 +624,7 @@ async fn bad_input_gets_the_right_code_and_stores_nothing() {
     assert!(list(&mut c).await.is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_berthd_on_the_same_root_or_socket_is_refused() {
     let d = TestDaemon::start().await;
     let out = d.command().output().expect("run a second berthd");
