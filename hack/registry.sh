@@ -85,6 +85,8 @@ launch() {
   while IFS= read -r v; do unset_args+=(-u "$v"); done < <(compgen -e | grep '^REGISTRY_' || true)
   # stdin/stdout/stderr detached so `$(hack/registry.sh start ...)` and
   # Command::output() callers do not wait on the registry's pipes.
+  local log_start
+  log_start=$(( $(stat -c %s "$dir/registry.log" 2>/dev/null || echo 0) + 1 ))
   env "${unset_args[@]}" docker-registry serve "$dir/config.yml" \
     </dev/null >>"$dir/registry.log" 2>&1 &
   pid=$!
@@ -96,11 +98,15 @@ launch() {
       rm -f "$dir/pid"
       return 1
     fi
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 \
-      "http://127.0.0.1:$port/v2/" 2>/dev/null || true)
-    case $code in
-      200|401) return 0 ;;
-    esac
+    # Ready when this very process logged that it bound the port (another
+    # process could answer on it) and GET /v2/ answers (401 with auth).
+    if tail -c +"$log_start" "$dir/registry.log" | grep -qF "listening on 127.0.0.1:$port"; then
+      code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 \
+        "http://127.0.0.1:$port/v2/" 2>/dev/null || true)
+      case $code in
+        200|401) alive "$pid" && return 0 ;;
+      esac
+    fi
     if [ "$(now_ms)" -ge "$deadline" ]; then
       kill "$pid" 2>/dev/null || true
       rm -f "$dir/pid"
