@@ -28,8 +28,8 @@ pub async fn run(config: Config) -> Result<()> {
     let _root_lock = DirLock::take(&config.root)?;
     let _state_lock = DirLock::take(&config.state_dir)?;
 
-    let registries = RegistriesConfig::load(&config.registries_config)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let registries =
+        RegistriesConfig::load(&config.registries_config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let core = Arc::new(
         Core::open(CoreConfig {
             root: config.root.clone(),
@@ -104,8 +104,7 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
         }
         fs::remove_file(path).with_context(|| format!("remove stale socket {}", path.display()))?;
     }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
+    let listener = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o660))
         .with_context(|| format!("chmod {}", path.display()))?;
     Ok(listener)

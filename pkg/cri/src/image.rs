@@ -126,7 +126,10 @@ fn to_api(image: &Image) -> api::Image {
 
 #[tonic::async_trait]
 impl ImageService for Images {
-    async fn list_images(&self, req: Request<api::ListImagesRequest>) -> Reply<api::ListImagesResponse> {
+    async fn list_images(
+        &self,
+        req: Request<api::ListImagesRequest>,
+    ) -> Reply<api::ListImagesResponse> {
         let req = req.into_inner();
         let filter = req
             .filter
@@ -139,7 +142,10 @@ impl ImageService for Images {
         }))
     }
 
-    async fn image_status(&self, req: Request<api::ImageStatusRequest>) -> Reply<api::ImageStatusResponse> {
+    async fn image_status(
+        &self,
+        req: Request<api::ImageStatusRequest>,
+    ) -> Reply<api::ImageStatusResponse> {
         let req = req.into_inner();
         let name = image_name(req.image.as_ref())?;
         let Some(image) = self.core.images.status(name).map_err(status)? else {
@@ -167,7 +173,10 @@ impl ImageService for Images {
         }))
     }
 
-    async fn pull_image(&self, req: Request<api::PullImageRequest>) -> Reply<api::PullImageResponse> {
+    async fn pull_image(
+        &self,
+        req: Request<api::PullImageRequest>,
+    ) -> Reply<api::PullImageResponse> {
         let req = req.into_inner();
         let name = image_name(req.image.as_ref())?;
         let creds = credentials(req.auth.as_ref())?;
@@ -177,17 +186,25 @@ impl ImageService for Images {
             .pull(name, &creds, platform(req.image.as_ref()))
             .await
             .map_err(status)?;
-        Ok(Response::new(api::PullImageResponse { image_ref: image.id }))
+        Ok(Response::new(api::PullImageResponse {
+            image_ref: image.id,
+        }))
     }
 
-    async fn remove_image(&self, req: Request<api::RemoveImageRequest>) -> Reply<api::RemoveImageResponse> {
+    async fn remove_image(
+        &self,
+        req: Request<api::RemoveImageRequest>,
+    ) -> Reply<api::RemoveImageResponse> {
         let req = req.into_inner();
         let name = image_name(req.image.as_ref())?;
         self.core.images.remove(name).await.map_err(status)?;
         Ok(Response::new(api::RemoveImageResponse {}))
     }
 
-    async fn image_fs_info(&self, _req: Request<api::ImageFsInfoRequest>) -> Reply<api::ImageFsInfoResponse> {
+    async fn image_fs_info(
+        &self,
+        _req: Request<api::ImageFsInfoRequest>,
+    ) -> Reply<api::ImageFsInfoResponse> {
         let info = self.core.images.fs_info().map_err(status)?;
         let timestamp = info
             .timestamp
@@ -200,8 +217,12 @@ impl ImageService for Images {
                 fs_id: Some(api::FilesystemIdentifier {
                     mountpoint: info.mountpoint.display().to_string(),
                 }),
-                used_bytes: Some(api::UInt64Value { value: info.used.bytes }),
-                inodes_used: Some(api::UInt64Value { value: info.used.inodes }),
+                used_bytes: Some(api::UInt64Value {
+                    value: info.used.bytes,
+                }),
+                inodes_used: Some(api::UInt64Value {
+                    value: info.used.inodes,
+                }),
             }],
             container_filesystems: Vec::new(),
         }))

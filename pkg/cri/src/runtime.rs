@@ -96,7 +96,10 @@ impl RuntimeService for Runtime {
         }))
     }
 
-    async fn runtime_config(&self, _req: Request<api::RuntimeConfigRequest>) -> Reply<api::RuntimeConfigResponse> {
+    async fn runtime_config(
+        &self,
+        _req: Request<api::RuntimeConfigRequest>,
+    ) -> Reply<api::RuntimeConfigResponse> {
         let driver = match self.core.cgroup_driver() {
             CgroupDriver::Systemd => api::CgroupDriver::Systemd,
             CgroupDriver::Cgroupfs => api::CgroupDriver::Cgroupfs,
@@ -110,8 +113,13 @@ impl RuntimeService for Runtime {
 
     type GetContainerEventsStream = EventStream;
 
-    async fn get_container_events(&self, _req: Request<api::GetEventsRequest>) -> Reply<EventStream> {
-        Err(Status::unimplemented("get_container_events is not implemented by berthd yet"))
+    async fn get_container_events(
+        &self,
+        _req: Request<api::GetEventsRequest>,
+    ) -> Reply<EventStream> {
+        Err(Status::unimplemented(
+            "get_container_events is not implemented by berthd yet",
+        ))
     }
 
     unimplemented_rpcs! {

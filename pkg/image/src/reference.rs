@@ -36,11 +36,17 @@ impl Reference {
         if s.is_empty() {
             return Err(invalid(s, "empty"));
         }
-        if s.len() > 4096 || s.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+        if s.len() > 4096
+            || s.bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
             return Err(invalid(s, "contains white space or control characters"));
         }
         if s.len() == 64 && s.bytes().all(is_lower_hex) {
-            return Err(invalid(s, "a bare 64-hex string is an image id, not a reference"));
+            return Err(invalid(
+                s,
+                "a bare 64-hex string is an image id, not a reference",
+            ));
         }
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => (r, Some(parse_digest(s, d)?)),
@@ -160,7 +166,9 @@ fn check_host(s: &str, host: &str) -> Result<()> {
                 !label.is_empty()
                     && !label.starts_with('-')
                     && !label.ends_with('-')
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             });
         if !ok {
             return Err(invalid(s, "bad registry host name"));
@@ -184,7 +192,10 @@ fn check_repository(s: &str, repository: &str) -> Result<()> {
     }
     for component in repository.split('/') {
         if !component_ok(component.as_bytes()) {
-            return Err(invalid(s, &format!("bad repository path component {component:?}")));
+            return Err(invalid(
+                s,
+                &format!("bad repository path component {component:?}"),
+            ));
         }
     }
     Ok(())
@@ -236,10 +247,18 @@ fn parse_digest(s: &str, d: &str) -> Result<String> {
     let len = match algo {
         "sha256" => 64,
         "sha512" => 128,
-        _ => return Err(invalid(s, &format!("unsupported digest algorithm {algo:?}"))),
+        _ => {
+            return Err(invalid(
+                s,
+                &format!("unsupported digest algorithm {algo:?}"),
+            ))
+        }
     };
     if hex.len() != len || !hex.bytes().all(is_lower_hex) {
-        return Err(invalid(s, &format!("digest must be {len} lowercase hex digits")));
+        return Err(invalid(
+            s,
+            &format!("digest must be {len} lowercase hex digits"),
+        ));
     }
     Ok(d.to_string())
 }
@@ -258,8 +277,14 @@ mod tests {
     fn docker_hub_names_are_normalised() {
         assert_eq!(norm("busybox"), "docker.io/library/busybox:latest");
         assert_eq!(norm("user/img"), "docker.io/user/img:latest");
-        assert_eq!(norm("index.docker.io/library/busybox:1"), "docker.io/library/busybox:1");
-        assert_eq!(norm("docker.io/busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(
+            norm("index.docker.io/library/busybox:1"),
+            "docker.io/library/busybox:1"
+        );
+        assert_eq!(
+            norm("docker.io/busybox"),
+            "docker.io/library/busybox:latest"
+        );
     }
 
     #[test]
@@ -274,7 +299,10 @@ mod tests {
         let r = Reference::parse(&format!("busybox:1@{D}")).unwrap();
         assert_eq!(r.tagged().unwrap(), "docker.io/library/busybox:1");
         assert_eq!(r.to_string(), format!("docker.io/library/busybox:1@{D}"));
-        assert_eq!(norm("x/a__b.c-d---e/f"), "docker.io/x/a__b.c-d---e/f:latest");
+        assert_eq!(
+            norm("x/a__b.c-d---e/f"),
+            "docker.io/x/a__b.c-d---e/f:latest"
+        );
     }
 
     #[test]
@@ -295,9 +323,15 @@ mod tests {
             "a___b",
             &"a".repeat(64).replace('a', "0"),
         ] {
-            let e = Reference::parse(bad).err().unwrap_or_else(|| panic!("{bad:?} parsed"));
+            let e = Reference::parse(bad)
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} parsed"));
             assert_eq!(e.kind, berth_errdefs::ErrorKind::InvalidArgument, "{bad}");
-            assert!(e.message.contains("invalid image reference"), "{}", e.message);
+            assert!(
+                e.message.contains("invalid image reference"),
+                "{}",
+                e.message
+            );
         }
     }
 
@@ -306,7 +340,13 @@ mod tests {
         assert!(is_image_id(D));
         assert!(is_image_id(D.trim_start_matches("sha256:")));
         assert!(!is_image_id("busybox"));
-        for host in ["localhost:5000", "127.0.0.1", "127.1.2.3:80", "[::1]:5000", "localhost"] {
+        for host in [
+            "localhost:5000",
+            "127.0.0.1",
+            "127.1.2.3:80",
+            "[::1]:5000",
+            "localhost",
+        ] {
             assert!(is_loopback_host(host), "{host}");
         }
         for host in ["docker.io", "10.0.0.1:5000", "localhost.example.com"] {

@@ -95,8 +95,8 @@ impl RegistriesConfig {
     }
 
     pub fn parse(text: &str) -> Result<Self> {
-        let config: RegistriesConfig = toml::from_str(text)
-            .map_err(|e| Error::invalid(format!("registries config: {e}")))?;
+        let config: RegistriesConfig =
+            toml::from_str(text).map_err(|e| Error::invalid(format!("registries config: {e}")))?;
         for r in &config.registries {
             if r.prefix.is_none() && r.location.is_empty() {
                 return Err(Error::invalid(
@@ -126,7 +126,10 @@ impl RegistriesConfig {
         if entry.blocked {
             return Err(Error::new(
                 ErrorKind::PermissionDenied,
-                format!("registry {} is blocked by the registries config", entry.prefix()),
+                format!(
+                    "registry {} is blocked by the registries config",
+                    entry.prefix()
+                ),
             ));
         }
         let remainder = &name[matched..];
@@ -174,7 +177,10 @@ mod tests {
         assert_eq!(e[0].registry, "docker.io");
         assert_eq!(e[0].repository, "library/busybox");
         assert!(!e[0].insecure);
-        assert!(endpoints("", "127.0.0.1:5000/x")[0].insecure, "loopback is insecure");
+        assert!(
+            endpoints("", "127.0.0.1:5000/x")[0].insecure,
+            "loopback is insecure"
+        );
     }
 
     #[test]
@@ -195,11 +201,20 @@ location = "mirror2.example/m2"
 "#;
         let e = endpoints(conf, "example.com/foo/app:1");
         assert_eq!(e.len(), 3);
-        assert_eq!((e[0].registry.as_str(), e[0].repository.as_str()), ("127.0.0.1:5001", "m/app"));
+        assert_eq!(
+            (e[0].registry.as_str(), e[0].repository.as_str()),
+            ("127.0.0.1:5001", "m/app")
+        );
         assert!(e[0].insecure && e[0].is_mirror);
-        assert_eq!((e[1].registry.as_str(), e[1].repository.as_str()), ("mirror2.example", "m2/app"));
+        assert_eq!(
+            (e[1].registry.as_str(), e[1].repository.as_str()),
+            ("mirror2.example", "m2/app")
+        );
         assert!(!e[1].insecure);
-        assert_eq!((e[2].registry.as_str(), e[2].repository.as_str()), ("internal.mirror:5000", "bar/app"));
+        assert_eq!(
+            (e[2].registry.as_str(), e[2].repository.as_str()),
+            ("internal.mirror:5000", "bar/app")
+        );
         assert!(e[2].insecure && !e[2].is_mirror);
 
         let e = endpoints(conf, "example.com/foobar/app");
@@ -221,7 +236,7 @@ blocked = true
         let e = endpoints(conf, "a.example.org/x");
         assert_eq!(e[0].registry, "a.example.org");
         assert!(e[0].insecure);
-        assert_eq!(endpoints(conf, "example.org/x")[0].insecure, false);
+        assert!(!endpoints(conf, "example.org/x")[0].insecure);
 
         let err = RegistriesConfig::parse(conf)
             .unwrap()

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime};
 
@@ -10,7 +11,7 @@ use berth_errdefs::{Error, ErrorKind, Result};
 use berth_store::{Batch, Store};
 use serde::{Deserialize, Serialize};
 
-use crate::apply::pull_layer;
+use crate::apply::{pull_layer, ABORTED};
 use crate::content::{Content, Usage};
 use crate::fetch::{Clients, Credentials, Source};
 use crate::manifest::{select_platform, Descriptor, ImageConfig, Manifest, Platform};
@@ -108,10 +109,7 @@ impl ImageService {
 
         let mut last_error = None;
         for endpoint in &endpoints {
-            match self
-                .pull_from(&reference, endpoint, creds, &platform)
-                .await
-            {
+            match self.pull_from(&reference, endpoint, creds, &platform).await {
                 Ok((image, mut outcome)) => {
                     outcome.seconds = started.elapsed().as_secs_f64();
                     tracing::info!(image = %reference, id = %image.id, registry = %endpoint.registry,
@@ -187,12 +185,40 @@ impl ImageService {
         }
         blobs.push((config_digest.clone(), config_bytes));
 
+        // All layers at once; the first failure tells the others to stop, and
+        // every one is awaited so none is cut off mid-write.
+        let abort = AtomicBool::new(false);
         let fetches = manifest
             .layers
             .iter()
             .zip(diff_ids)
-            .map(|(layer, diff_id)| self.ensure_layer(&source, layer, diff_id));
-        let downloaded = futures::future::try_join_all(fetches).await?;
+            .map(|(layer, diff_id)| {
+                let abort = &abort;
+                let source = &source;
+                async move {
+                    let r = self.ensure_layer(source, layer, diff_id, abort).await;
+                    if r.is_err() {
+                        abort.store(true, Ordering::Relaxed);
+                    }
+                    r
+                }
+            });
+        let mut downloaded = Vec::new();
+        let mut errors = Vec::new();
+        for r in futures::future::join_all(fetches).await {
+            match r {
+                Ok(d) => downloaded.push(d),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            // A layer that stopped because another failed is not the cause.
+            let cause = errors
+                .iter()
+                .position(|e| e.message != ABORTED)
+                .unwrap_or(0);
+            return Err(errors.swap_remove(cause));
+        }
         for (digest, bytes) in &blobs {
             self.content.put_blob(digest, bytes)?;
         }
@@ -232,6 +258,7 @@ impl ImageService {
         source: &Source,
         layer: &Descriptor,
         diff_id: &str,
+        abort: &AtomicBool,
     ) -> Result<Option<u64>> {
         let lock = {
             let mut locks = self.layer_locks.lock().unwrap_or_else(|p| p.into_inner());
@@ -242,7 +269,7 @@ impl ImageService {
             if self.content.has_snapshot(diff_id) {
                 Ok(None)
             } else {
-                pull_layer(self.content.clone(), source, layer, diff_id)
+                pull_layer(self.content.clone(), source, layer, diff_id, abort)
                     .await
                     .map(Some)
             }
@@ -259,7 +286,10 @@ impl ImageService {
     /// written before memory changes, so what is listed is what is durable.
     fn commit(&self, pulled: Image) -> Result<Image> {
         let mut images = self.images.write().unwrap_or_else(|p| p.into_inner());
-        let mut image = images.get(&pulled.id).cloned().unwrap_or_else(|| pulled.clone());
+        let mut image = images
+            .get(&pulled.id)
+            .cloned()
+            .unwrap_or_else(|| pulled.clone());
         let mut changed = Vec::new();
         for name in pulled.repo_tags.iter().chain(&pulled.repo_digests) {
             for other in images.values().filter(|o| o.id != image.id) {

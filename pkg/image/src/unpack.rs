@@ -36,11 +36,17 @@ const OPAQUE_MARKER: &str = ".wh..wh..opq";
 const COPY_BUFFER: usize = 256 * 1024;
 
 fn refuse(entry: &Path, why: &str) -> Error {
-    Error::invalid(format!("layer entry {:?} {why}", entry.display().to_string()))
+    Error::invalid(format!(
+        "layer entry {:?} {why}",
+        entry.display().to_string()
+    ))
 }
 
 fn io_error(entry: &Path, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::internal(format!("layer entry {:?}: {what}: {e}", entry.display().to_string()))
+    Error::internal(format!(
+        "layer entry {:?}: {what}: {e}",
+        entry.display().to_string()
+    ))
 }
 
 /// Unpacks the uncompressed tar stream into `dest` (an existing directory).
@@ -139,11 +145,18 @@ pub fn unpack_layer<R: Read>(tar_stream: R, dest: &Path) -> Result<UnpackStats> 
                     .ok_or_else(|| refuse(&raw, "is a hardlink without a target"))?
                     .into_owned();
                 let link_rel = clean(&link).map_err(|_| {
-                    refuse(&raw, &format!("links to {:?} outside the layer", link.display().to_string()))
+                    refuse(
+                        &raw,
+                        &format!(
+                            "links to {:?} outside the layer",
+                            link.display().to_string()
+                        ),
+                    )
                 })?;
                 let source = existing_inside(dest, &link_rel, &raw)?;
                 remove_existing(&target, false, &raw)?;
-                fs::hard_link(&source, &target).map_err(|e| io_error(&raw, "create hardlink", e))?;
+                fs::hard_link(&source, &target)
+                    .map_err(|e| io_error(&raw, "create hardlink", e))?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 let flag = match kind {
@@ -192,10 +205,16 @@ fn clean(raw: &Path) -> Result<PathBuf> {
             Component::Normal(n) => out.push(n),
             Component::CurDir => {}
             Component::RootDir | Component::Prefix(_) => {
-                return Err(refuse(raw, "has an absolute path, which would escape the snapshot"))
+                return Err(refuse(
+                    raw,
+                    "has an absolute path, which would escape the snapshot",
+                ))
             }
             Component::ParentDir => {
-                return Err(refuse(raw, "contains \"..\", which would escape the snapshot"))
+                return Err(refuse(
+                    raw,
+                    "contains \"..\", which would escape the snapshot",
+                ))
             }
         }
     }
@@ -210,7 +229,10 @@ fn make_parents(dest: &Path, parent_rel: &Path, raw: &Path) -> Result<PathBuf> {
         cur.push(c);
         match fs::symlink_metadata(&cur) {
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(refuse(raw, "traverses a symlink, which could escape the snapshot"))
+                return Err(refuse(
+                    raw,
+                    "traverses a symlink, which could escape the snapshot",
+                ))
             }
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(refuse(raw, "has a parent that is not a directory")),
@@ -236,7 +258,10 @@ fn existing_inside(dest: &Path, rel: &Path, raw: &Path) -> Result<PathBuf> {
             .map_err(|_| refuse(raw, "links to a file that is not in this layer"))?;
         let last = i + 1 == count;
         if !last && m.file_type().is_symlink() {
-            return Err(refuse(raw, "links through a symlink, which could escape the snapshot"));
+            return Err(refuse(
+                raw,
+                "links through a symlink, which could escape the snapshot",
+            ));
         }
         if last && m.is_dir() {
             return Err(refuse(raw, "is a hardlink to a directory"));
@@ -263,8 +288,7 @@ fn remove_existing(target: &Path, keep_dir: bool, raw: &Path) -> Result<()> {
 
 /// Owner first, then mode: chown clears setuid/setgid bits.
 fn own_and_mode(path: &Path, uid: u32, gid: u32, mode: Option<u32>, raw: &Path) -> Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-        .map_err(|e| io_error(raw, "chown", e))?;
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| io_error(raw, "chown", e))?;
     if let Some(mode) = mode {
         fs::set_permissions(path, fs::Permissions::from_mode(mode))
             .map_err(|e| io_error(raw, "chmod", e))?;
@@ -378,8 +402,14 @@ mod tests {
         let stats = r.unwrap();
         let d = outer.path().join("dest");
         assert_eq!(fs::read(d.join("bin/busybox")).unwrap(), b"binary");
-        assert_eq!(fs::read_link(d.join("bin/sh")).unwrap(), Path::new("busybox"));
-        assert_eq!(fs::read_link(d.join("bin/abs")).unwrap(), Path::new("/etc/passwd"));
+        assert_eq!(
+            fs::read_link(d.join("bin/sh")).unwrap(),
+            Path::new("busybox")
+        );
+        assert_eq!(
+            fs::read_link(d.join("bin/abs")).unwrap(),
+            Path::new("/etc/passwd")
+        );
         assert_eq!(
             fs::metadata(d.join("bin/hard")).unwrap().ino(),
             fs::metadata(d.join("bin/busybox")).unwrap().ino()
@@ -429,7 +459,12 @@ mod tests {
     fn assert_refused(tar: Tar, entry: &str) -> tempfile::TempDir {
         let (outer, r) = unpack(tar);
         let e = r.expect_err("must be refused");
-        assert_eq!(e.kind, berth_errdefs::ErrorKind::InvalidArgument, "{}", e.message);
+        assert_eq!(
+            e.kind,
+            berth_errdefs::ErrorKind::InvalidArgument,
+            "{}",
+            e.message
+        );
         assert!(e.message.contains(entry), "names {entry}: {}", e.message);
         outer
     }

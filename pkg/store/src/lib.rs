@@ -46,7 +46,10 @@ impl Store {
         let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::new(
                 ErrorKind::FailedPrecondition,
-                format!("metadata store {} is in use by another process", path.display()),
+                format!(
+                    "metadata store {} is in use by another process",
+                    path.display()
+                ),
             ),
             e => store_error(&format!("open {}", path.display()), e),
         })?;
@@ -62,7 +65,9 @@ impl Store {
     fn check_schema(&self) -> Result<()> {
         let tx = self.db.begin_write().map_err(|e| store_error("begin", e))?;
         {
-            let mut meta = tx.open_table(META).map_err(|e| store_error("open meta", e))?;
+            let mut meta = tx
+                .open_table(META)
+                .map_err(|e| store_error("open meta", e))?;
             let found = meta
                 .get("schema_version")
                 .map_err(|e| store_error("read schema", e))?
@@ -101,9 +106,8 @@ impl Store {
         let mut out = Vec::new();
         for row in table.iter().map_err(|e| store_error(collection, e))? {
             let (k, v) = row.map_err(|e| store_error(collection, e))?;
-            let record = serde_json::from_slice(v.value()).map_err(|e| {
-                store_error(&format!("decode {collection}/{}", k.value()), e)
-            })?;
+            let record = serde_json::from_slice(v.value())
+                .map_err(|e| store_error(&format!("decode {collection}/{}", k.value()), e))?;
             out.push((k.value().to_string(), record));
         }
         Ok(out)
@@ -141,7 +145,8 @@ impl Store {
                     let mut t = tx
                         .open_table(table(&collection))
                         .map_err(|e| store_error(&collection, e))?;
-                    t.remove(key.as_str()).map_err(|e| store_error(&collection, e))?;
+                    t.remove(key.as_str())
+                        .map_err(|e| store_error(&collection, e))?;
                 }
             }
         }
@@ -193,7 +198,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| Error::invalid(format!("{} has no file name", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| -> std::io::Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
@@ -246,7 +255,9 @@ mod tests {
     fn second_open_is_refused_with_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let _first = Store::open(dir.path()).unwrap();
-        let err = Store::open(dir.path()).err().expect("second open must fail");
+        let err = Store::open(dir.path())
+            .err()
+            .expect("second open must fail");
         assert_eq!(err.kind, ErrorKind::FailedPrecondition);
         assert!(err.message.contains("in use"), "{}", err.message);
     }

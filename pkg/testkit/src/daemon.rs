@@ -126,14 +126,18 @@ impl TestDaemon {
         self.child = Some(child);
         let socket = self.socket.clone();
         let pid = self.pid();
-        eventually("berthd to serve its CRI socket", Duration::from_secs(20), || {
-            assert!(
-                Path::new(&format!("/proc/{pid}")).exists(),
-                "berthd exited early: {}",
-                self.log()
-            );
-            std::os::unix::net::UnixStream::connect(&socket).ok()
-        })
+        eventually(
+            "berthd to serve its CRI socket",
+            Duration::from_secs(20),
+            || {
+                assert!(
+                    Path::new(&format!("/proc/{pid}")).exists(),
+                    "berthd exited early: {}",
+                    self.log()
+                );
+                std::os::unix::net::UnixStream::connect(&socket).ok()
+            },
+        )
         .await;
     }
 
@@ -212,7 +216,11 @@ impl TestDaemon {
         let tmp = self.root.join("images/tmp");
         if let Ok(entries) = std::fs::read_dir(&tmp) {
             let left: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
-            assert!(left.is_empty(), "image work left in {}: {left:?}", tmp.display());
+            assert!(
+                left.is_empty(),
+                "image work left in {}: {left:?}",
+                tmp.display()
+            );
         }
     }
 }
@@ -222,7 +230,11 @@ impl Drop for TestDaemon {
         let status = self.stop();
         if !std::thread::panicking() {
             if let Some(s) = status {
-                assert!(s.success(), "berthd did not exit cleanly ({s}): {}", self.log());
+                assert!(
+                    s.success(),
+                    "berthd did not exit cleanly ({s}): {}",
+                    self.log()
+                );
             }
             assert!(!self.socket.exists(), "berthd left its socket behind");
             self.assert_no_leaks();

@@ -22,7 +22,11 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Polls `check` until it returns `Some`, or panics naming `what` at the deadline.
-pub async fn eventually<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+pub async fn eventually<T>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = check() {

@@ -102,7 +102,12 @@ async fn diff_ids(c: &mut Images, image: &str) -> Vec<String> {
         .as_array()
         .expect("diff ids")
         .iter()
-        .map(|v| v.as_str().unwrap().trim_start_matches("sha256:").to_string())
+        .map(|v| {
+            v.as_str()
+                .unwrap()
+                .trim_start_matches("sha256:")
+                .to_string()
+        })
         .collect()
 }
 
@@ -134,7 +139,10 @@ async fn version_status_and_runtime_config_are_truthful() {
             .unwrap_or_else(|| panic!("{kind} missing"));
         // This build runs no pods: saying "ready" would be a lie.
         assert!(!c.status, "{kind} must be false until pods run");
-        assert!(!c.reason.is_empty() && !c.message.is_empty(), "{kind} needs a reason");
+        assert!(
+            !c.reason.is_empty() && !c.message.is_empty(),
+            "{kind} needs a reason"
+        );
     }
     let cfg = rt
         .runtime_config(api::RuntimeConfigRequest {})
@@ -174,7 +182,11 @@ async fn pull_by_tag_list_status_fs_info_and_remove() {
         img.repo_digests,
         vec![format!("{}/busybox@{}", reg.addr, want.manifest_digest)]
     );
-    assert!(img.size > 500_000, "size {} counts the busybox layer", img.size);
+    assert!(
+        img.size > 500_000,
+        "size {} counts the busybox layer",
+        img.size
+    );
     assert_eq!(img.uid, None, "busybox has no USER");
 
     // Found by id, by tag and by digest; the filter narrows the list.
@@ -183,7 +195,11 @@ async fn pull_by_tag_list_status_fs_info_and_remove() {
         name.clone(),
         format!("{}/busybox@{}", reg.addr, want.manifest_digest),
     ] {
-        assert_eq!(status(&mut c, &key).await.map(|i| i.id), Some(id.clone()), "{key}");
+        assert_eq!(
+            status(&mut c, &key).await.map(|i| i.id),
+            Some(id.clone()),
+            "{key}"
+        );
     }
     let filtered = c
         .list_images(api::ListImagesRequest {
@@ -207,8 +223,14 @@ async fn pull_by_tag_list_status_fs_info_and_remove() {
     );
 
     let (bytes, inodes) = fs_used(&mut c).await;
-    assert!(bytes >= bytes_before + meta.len(), "fs info counts the layer: {bytes}");
-    assert!(inodes > inodes_before + 10, "fs info counts inodes: {inodes}");
+    assert!(
+        bytes >= bytes_before + meta.len(),
+        "fs info counts the layer: {bytes}"
+    );
+    assert!(
+        inodes > inodes_before + 10,
+        "fs info counts inodes: {inodes}"
+    );
 
     remove(&mut c, &name).await;
     assert!(status(&mut c, &id).await.is_none());
@@ -259,7 +281,10 @@ async fn whiteouts_and_opaque_dirs_become_overlayfs_form() {
     let top = snapshot_fs(&d, &diff[2]);
 
     let whiteout = std::fs::symlink_metadata(top.join("data/gone.txt")).expect("whiteout");
-    assert!(whiteout.file_type().is_char_device(), "whiteout is a char device");
+    assert!(
+        whiteout.file_type().is_char_device(),
+        "whiteout is a char device"
+    );
     assert_eq!(whiteout.rdev(), 0, "whiteout is device 0:0");
     assert!(!top.join("data/.wh.gone.txt").exists());
     let opaque = xattr::get(top.join("opaque"), "trusted.overlay.opaque").unwrap();
@@ -298,7 +323,11 @@ async fn whiteouts_and_opaque_dirs_become_overlayfs_form() {
     );
     // SAFETY: unmounting what we mounted above.
     unsafe { libc::umount2(target_c.as_ptr(), libc::MNT_DETACH) };
-    assert_eq!(seen, (true, false, false, true, true), "(keep, gone, old1, new, busybox)");
+    assert_eq!(
+        seen,
+        (true, false, false, true, true),
+        "(keep, gone, old1, new, busybox)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,13 +392,17 @@ async fn nonroot_zstd_uncompressed_and_docker_v2_images() {
     let d = TestDaemon::start().await;
     let mut c = d.images().await;
 
-    pull(&mut c, &reg.image("nonroot")).await.expect("pull nonroot");
+    pull(&mut c, &reg.image("nonroot"))
+        .await
+        .expect("pull nonroot");
     let img = status(&mut c, &reg.image("nonroot")).await.unwrap();
     assert_eq!(img.uid.map(|u| u.value), Some(1000));
 
     for name in ["zstd", "uncompressed", "busybox-v2s2"] {
         let image = reg.image(name);
-        pull(&mut c, &image).await.unwrap_or_else(|e| panic!("pull {name}: {e}"));
+        pull(&mut c, &image)
+            .await
+            .unwrap_or_else(|e| panic!("pull {name}: {e}"));
         let diff = diff_ids(&mut c, &image).await;
         assert!(
             snapshot_fs(&d, &diff[0]).join("bin/busybox").exists(),
@@ -390,7 +423,11 @@ async fn registry_auth_is_required_and_honoured() {
 
     let err = pull(&mut c, &name).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
-    assert!(err.message().contains(&reg.addr), "names the registry: {}", err.message());
+    assert!(
+        err.message().contains(&reg.addr),
+        "names the registry: {}",
+        err.message()
+    );
 
     let wrong = api::AuthConfig {
         username: "berth".into(),
@@ -405,9 +442,14 @@ async fn registry_auth_is_required_and_honoured() {
         password: "s3cret-pass".into(),
         ..Default::default()
     };
-    pull_with(&mut c, &name, Some(right)).await.expect("pull with credentials");
+    pull_with(&mut c, &name, Some(right))
+        .await
+        .expect("pull with credentials");
     assert!(status(&mut c, &name).await.is_some());
-    assert!(!d.log().contains("s3cret-pass"), "credentials must not reach the log");
+    assert!(
+        !d.log().contains("s3cret-pass"),
+        "credentials must not reach the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,8 +483,13 @@ location = "{m}"
     pull(&mut c, "mirrored.test/layered:latest")
         .await
         .expect("pull through the mirror");
-    let img = status(&mut c, "mirrored.test/layered").await.expect("listed");
-    assert_eq!(img.repo_tags, vec!["mirrored.test/layered:latest".to_string()]);
+    let img = status(&mut c, "mirrored.test/layered")
+        .await
+        .expect("listed");
+    assert_eq!(
+        img.repo_tags,
+        vec!["mirrored.test/layered:latest".to_string()]
+    );
 
     pull(&mut c, "fallback.test/busybox")
         .await
@@ -504,7 +551,9 @@ async fn images_survive_a_restart_and_a_kill_mid_pull_leaves_nothing_half_made()
 
     d.restart().await;
     let mut c = d.images().await;
-    let img = status(&mut c, &busybox).await.expect("survives a clean restart");
+    let img = status(&mut c, &busybox)
+        .await
+        .expect("survives a clean restart");
     assert_eq!(img.id, images.get("busybox").config_digest);
 
     // Start a large pull and SIGKILL berthd while it is unpacking.
@@ -513,15 +562,22 @@ async fn images_survive_a_restart_and_a_kill_mid_pull_leaves_nothing_half_made()
     let bench_c = bench.clone();
     let pulling = tokio::spawn(async move { pull(&mut puller, &bench_c).await });
     let tmp = d.root.join("images/tmp");
-    eventually("the pull to start unpacking", Duration::from_secs(30), || {
-        std::fs::read_dir(&tmp)
-            .ok()
-            .and_then(|mut r| r.next())
-            .map(|_| ())
-    })
+    eventually(
+        "the pull to start unpacking",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_dir(&tmp)
+                .ok()
+                .and_then(|mut r| r.next())
+                .map(|_| ())
+        },
+    )
     .await;
     d.kill9();
-    assert!(pulling.await.unwrap().is_err(), "the interrupted pull fails");
+    assert!(
+        pulling.await.unwrap().is_err(),
+        "the interrupted pull fails"
+    );
 
     d.start_again().await;
     let mut c = d.images().await;
@@ -531,7 +587,9 @@ async fn images_survive_a_restart_and_a_kill_mid_pull_leaves_nothing_half_made()
     );
     assert_eq!(list(&mut c).await.len(), 1, "busybox is still there");
     d.assert_no_leaks();
-    let id = pull(&mut c, &bench).await.expect("the next pull finishes it");
+    let id = pull(&mut c, &bench)
+        .await
+        .expect("the next pull finishes it");
     assert_eq!(id, images.get("bench").config_digest);
     let diff = diff_ids(&mut c, &bench).await;
     for h in &diff {
@@ -553,13 +611,21 @@ async fn malicious_layers_are_rejected_naming_the_entry() {
     ] {
         let err = pull(&mut c, &reg.image(name)).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
-        assert!(err.message().contains(entry), "{name} names the entry: {}", err.message());
+        assert!(
+            err.message().contains(entry),
+            "{name} names the entry: {}",
+            err.message()
+        );
         assert!(status(&mut c, &reg.image(name)).await.is_none());
     }
     assert!(list(&mut c).await.is_empty());
     for escaped in ["escaped-dotdot", "escaped-symlink", "escaped-abs"] {
         for dir in d.root.ancestors().chain([Path::new("/tmp")]) {
-            assert!(!dir.join(escaped).exists(), "{escaped} written to {}", dir.display());
+            assert!(
+                !dir.join(escaped).exists(),
+                "{escaped} written to {}",
+                dir.display()
+            );
         }
         let images = d.root.join("images");
         for sub in ["", "tmp", "snapshots"] {
@@ -582,11 +648,18 @@ async fn bad_input_gets_the_right_code_and_stores_nothing() {
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     assert!(err.message().contains(&missing), "{}", err.message());
 
-    let err = pull(&mut c, "127.0.0.1:1/busybox:latest").await.unwrap_err();
+    let err = pull(&mut c, "127.0.0.1:1/busybox:latest")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(err.message().contains("127.0.0.1:1"), "{}", err.message());
 
-    for bad in ["Not A Reference", "busybox:bad tag", "UPPER/case", "busybox@sha256:123"] {
+    for bad in [
+        "Not A Reference",
+        "busybox:bad tag",
+        "UPPER/case",
+        "busybox@sha256:123",
+    ] {
         let err = pull(&mut c, bad).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{bad}: {err:?}");
     }
@@ -597,14 +670,19 @@ async fn bad_input_gets_the_right_code_and_stores_nothing() {
     // registry serves it under its old digest, berthd must notice.
     let layered = reg.image("layered");
     let manifest = std::fs::read(
-        images
-            .dir
-            .join("layered/blobs/sha256")
-            .join(images.get("layered").manifest_digest.trim_start_matches("sha256:")),
+        images.dir.join("layered/blobs/sha256").join(
+            images
+                .get("layered")
+                .manifest_digest
+                .trim_start_matches("sha256:"),
+        ),
     )
     .unwrap();
     let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
-    let top = manifest["layers"][2]["digest"].as_str().unwrap().to_string();
+    let top = manifest["layers"][2]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let data = reg.blob_data_path(&top);
     let mut bytes = std::fs::read(&data).unwrap();
     let mid = bytes.len() / 2;
@@ -613,7 +691,11 @@ async fn bad_input_gets_the_right_code_and_stores_nothing() {
 
     let err = pull(&mut c, &layered).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert!(err.message().contains(&top), "names the blob: {}", err.message());
+    assert!(
+        err.message().contains(&top),
+        "names the blob: {}",
+        err.message()
+    );
     assert!(status(&mut c, &layered).await.is_none());
     let blob = d
         .root
@@ -634,25 +716,27 @@ async fn a_second_berthd_on_the_same_root_or_socket_is_refused() {
 
     // Same socket, other directories.
     let other = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(berth_testkit::workspace_root().join("target/debug/berthd"))
-        .arg("--root")
-        .arg(other.path().join("root"))
-        .arg("--state-dir")
-        .arg(other.path().join("run"))
-        .arg("--cri-socket")
-        .arg(&d.socket)
-        .arg("--config")
-        .arg("/dev/null")
-        .output()
-        .unwrap();
+    let out =
+        std::process::Command::new(berth_testkit::workspace_root().join("target/debug/berthd"))
+            .arg("--root")
+            .arg(other.path().join("root"))
+            .arg("--state-dir")
+            .arg(other.path().join("run"))
+            .arg("--cri-socket")
+            .arg(&d.socket)
+            .arg("--config")
+            .arg("/dev/null")
+            .output()
+            .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another process is serving"), "{err}");
     assert!(d.socket.exists(), "the first berthd keeps its socket");
 
-    let out = std::process::Command::new(berth_testkit::workspace_root().join("target/debug/berthd"))
-        .args(["--root", "relative/path"])
-        .output()
-        .unwrap();
+    let out =
+        std::process::Command::new(berth_testkit::workspace_root().join("target/debug/berthd"))
+            .args(["--root", "relative/path"])
+            .output()
+            .unwrap();
     assert_eq!(out.status.code(), Some(64), "usage errors exit 64");
 }

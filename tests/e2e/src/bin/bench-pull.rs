@@ -39,7 +39,10 @@ fn floor_once(image: &str, work: &Path) -> f64 {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(work.join("blobs/manifest.json")).unwrap()).unwrap();
     for layer in manifest["layers"].as_array().unwrap() {
-        let digest = layer["digest"].as_str().unwrap().trim_start_matches("sha256:");
+        let digest = layer["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:");
         run(Command::new("tar")
             .arg("-xzf")
             .arg(work.join("blobs").join(digest))
@@ -62,7 +65,10 @@ async fn main() {
         .map(|e| e.metadata().unwrap().len())
         .sum();
 
-    let work = tempfile::Builder::new().prefix("berth-bench-").tempdir_in("/var/tmp").unwrap();
+    let work = tempfile::Builder::new()
+        .prefix("berth-bench-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
     let floor: Vec<f64> = (0..RUNS)
         .map(|_| floor_once(&image, &work.path().join("floor")))
         .collect();
@@ -102,9 +108,20 @@ async fn main() {
         size as f64 / 1e6,
         bench.layers
     );
-    println!("  floor  skopeo copy + tar -x   median {:.3} s  runs {:?}", f, rounded(&floor));
-    println!("  berthd CRI PullImage         median {:.3} s  runs {:?}", o, rounded(&ours));
-    println!("  ratio berthd/floor           {:.2}x (target <= 1.2x)", o / f);
+    println!(
+        "  floor  skopeo copy + tar -x   median {:.3} s  runs {:?}",
+        f,
+        rounded(&floor)
+    );
+    println!(
+        "  berthd CRI PullImage         median {:.3} s  runs {:?}",
+        o,
+        rounded(&ours)
+    );
+    println!(
+        "  ratio berthd/floor           {:.2}x (target <= 1.2x)",
+        o / f
+    );
 }
 
 fn rounded(v: &[f64]) -> Vec<f64> {
