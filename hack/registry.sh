@@ -11,6 +11,8 @@
 # REGISTRY_HTPASSWD_USER and REGISTRY_HTPASSWD_PASS are set the registry
 # demands HTTP basic auth (bcrypt htpasswd in DIR/htpasswd, realm berth-test);
 # it serves plain HTTP, which distribution 2.8 accepts for htpasswd auth.
+# With REGISTRY_TOKEN_REALM and REGISTRY_TOKEN_CERT set it demands bearer
+# tokens from that token server instead (service berth-test).
 set -euo pipefail
 
 READY_TIMEOUT=${REGISTRY_READY_TIMEOUT:-20}   # seconds
@@ -46,6 +48,9 @@ write_config() {
   local dir=$1 port=$2 auth=""
   if [ -f "$dir/htpasswd" ]; then
     auth=$(printf 'auth:\n  htpasswd:\n    realm: berth-test\n    path: "%s/htpasswd"\n' "$dir")
+  elif [ -f "$dir/token-realm" ]; then
+    auth=$(printf 'auth:\n  token:\n    realm: "%s"\n    service: berth-test\n    issuer: berth-test-issuer\n    rootcertbundle: "%s/token-cert.pem"\n' \
+      "$(cat "$dir/token-realm")" "$dir")
   fi
   # No http.debug section: no debug/metrics listener at all.
   cat >"$dir/config.yml" <<EOF
@@ -126,7 +131,14 @@ start() {
   fi
   command -v docker-registry >/dev/null || die "docker-registry not installed (hack/install-deps.sh)"
   mkdir -p "$dir/storage"
-  rm -f "$dir/htpasswd"
+  rm -f "$dir/htpasswd" "$dir/token-realm" "$dir/token-cert.pem"
+  # Token auth (as Docker Hub does it): REGISTRY_TOKEN_REALM is the token
+  # server's URL, REGISTRY_TOKEN_CERT the PEM certificate it signs with.
+  if [ -n "${REGISTRY_TOKEN_REALM:-}" ]; then
+    [ -f "${REGISTRY_TOKEN_CERT:-}" ] || die "REGISTRY_TOKEN_CERT must name the token signing certificate"
+    cp "$REGISTRY_TOKEN_CERT" "$dir/token-cert.pem"
+    printf '%s' "$REGISTRY_TOKEN_REALM" >"$dir/token-realm"
+  fi
   if [ -n "${REGISTRY_HTPASSWD_USER:-}" ] || [ -n "${REGISTRY_HTPASSWD_PASS:-}" ]; then
     [ -n "${REGISTRY_HTPASSWD_USER:-}" ] && [ -n "${REGISTRY_HTPASSWD_PASS:-}" ] ||
       die "set both REGISTRY_HTPASSWD_USER and REGISTRY_HTPASSWD_PASS"

@@ -141,6 +141,15 @@ pub fn is_loopback_host(registry: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Whether `name` lacks a registry host (`busybox`, `library/busybox`), so
+/// that the configured search registries decide where it comes from.
+pub fn is_short_name(name: &str) -> bool {
+    match name.split_once('/') {
+        Some((first, _)) => !is_registry_host(first),
+        None => true,
+    }
+}
+
 fn is_registry_host(first: &str) -> bool {
     first.contains('.') || first.contains(':') || first == "localhost" || first.starts_with('[')
 }

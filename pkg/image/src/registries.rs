@@ -6,7 +6,7 @@ use std::path::Path;
 use berth_errdefs::{Error, ErrorKind, Result};
 use serde::Deserialize;
 
-use crate::reference::{is_loopback_host, Reference};
+use crate::reference::{is_loopback_host, is_short_name, Reference};
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -105,6 +105,26 @@ impl RegistriesConfig {
             }
         }
         Ok(config)
+    }
+
+    /// The fully qualified names a user's image name may mean, in the order
+    /// to try: itself when it names a registry, else one per
+    /// `unqualified-search-registries` entry (by default only docker.io).
+    pub fn candidates(&self, name: &str) -> Result<Vec<Reference>> {
+        if !is_short_name(name) {
+            return Ok(vec![Reference::parse(name)?]);
+        }
+        if self.unqualified_search_registries.is_empty() {
+            return Err(Error::invalid(format!(
+                "short image name {name:?} and no unqualified-search-registries are configured"
+            )));
+        }
+        // Validate the name as written before combining it with registries.
+        Reference::parse(name)?;
+        self.unqualified_search_registries
+            .iter()
+            .map(|registry| Reference::parse(&format!("{registry}/{name}")))
+            .collect()
     }
 
     /// Where to pull `reference` from, in order: mirrors, then the primary.
@@ -221,6 +241,39 @@ location = "mirror2.example/m2"
         assert_eq!(e.len(), 1, "foo does not match foobar");
         assert_eq!(e[0].registry, "one.example:5000");
         assert_eq!(e[0].repository, "foobar/app");
+    }
+
+    #[test]
+    fn short_names_use_the_search_registries_in_order() {
+        let names = |conf: &str, n: &str| -> Vec<String> {
+            RegistriesConfig::parse(conf)
+                .unwrap()
+                .candidates(n)
+                .unwrap()
+                .iter()
+                .map(|r| r.to_string())
+                .collect()
+        };
+        assert_eq!(names("", "busybox"), ["docker.io/library/busybox:latest"]);
+        assert_eq!(
+            names(
+                r#"unqualified-search-registries = ["quay.io", "docker.io"]"#,
+                "app/x:1"
+            ),
+            ["quay.io/app/x:1", "docker.io/app/x:1"]
+        );
+        assert_eq!(
+            names(
+                r#"unqualified-search-registries = ["quay.io"]"#,
+                "127.0.0.1:5000/x"
+            ),
+            ["127.0.0.1:5000/x:latest"]
+        );
+        let none = RegistriesConfig::parse("unqualified-search-registries = []").unwrap();
+        assert_eq!(
+            none.candidates("busybox").unwrap_err().kind,
+            ErrorKind::InvalidArgument
+        );
     }
 
     #[test]

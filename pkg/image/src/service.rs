@@ -102,18 +102,39 @@ impl ImageService {
         platform: Option<Platform>,
     ) -> Result<(Image, PullOutcome)> {
         let started = Instant::now();
-        let reference = Reference::parse(reference)?;
+        let candidates = self.registries.candidates(reference)?;
         let platform = platform.unwrap_or_else(Platform::host);
-        let endpoints = self.registries.endpoints(&reference)?;
         let _gc = self.gc_lock.read().await;
 
-        let mut last_error = None;
-        for endpoint in &endpoints {
-            match self.pull_from(&reference, endpoint, creds, &platform).await {
+        let mut first_error = None;
+        for reference in &candidates {
+            match self.pull_reference(reference, creds, &platform).await {
                 Ok((image, mut outcome)) => {
                     outcome.seconds = started.elapsed().as_secs_f64();
+                    return Ok((image, outcome));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e.context(format!("pull image \"{reference}\"")));
+                }
+            }
+        }
+        Err(first_error.unwrap_or_else(|| Error::not_found("no image name to pull")))
+    }
+
+    /// Tries each endpoint of one fully qualified reference: mirrors first.
+    async fn pull_reference(
+        &self,
+        reference: &Reference,
+        creds: &Credentials,
+        platform: &Platform,
+    ) -> Result<(Image, PullOutcome)> {
+        let mut last_error = None;
+        for endpoint in &self.registries.endpoints(reference)? {
+            match self.pull_from(reference, endpoint, creds, platform).await {
+                Ok((image, outcome)) => {
                     tracing::info!(image = %reference, id = %image.id, registry = %endpoint.registry,
-                        bytes = outcome.downloaded_bytes, seconds = outcome.seconds, "image pulled");
+                        bytes = outcome.downloaded_bytes, reused_layers = outcome.reused_layers,
+                        "image pulled");
                     return Ok((image, outcome));
                 }
                 Err(e) => {
@@ -123,9 +144,7 @@ impl ImageService {
                 }
             }
         }
-        Err(last_error
-            .unwrap_or_else(|| Error::not_found("no registry endpoint"))
-            .context(format!("pull image \"{reference}\"")))
+        Err(last_error.unwrap_or_else(|| Error::not_found("no registry endpoint")))
     }
 
     async fn pull_from(
@@ -345,20 +364,24 @@ impl ImageService {
             };
             return Ok(images.get(&id).cloned());
         }
-        let reference = Reference::parse(name)?;
-        let found = match &reference.digest {
-            Some(digest) => {
-                let by_digest = reference.with_digest(digest);
-                images
-                    .values()
-                    .find(|i| i.repo_digests.contains(&by_digest))
+        for reference in self.registries.candidates(name)? {
+            let found = match &reference.digest {
+                Some(digest) => {
+                    let by_digest = reference.with_digest(digest);
+                    images
+                        .values()
+                        .find(|i| i.repo_digests.contains(&by_digest))
+                }
+                None => {
+                    let tagged = reference.tagged().unwrap_or_default();
+                    images.values().find(|i| i.repo_tags.contains(&tagged))
+                }
+            };
+            if let Some(image) = found {
+                return Ok(Some(image.clone()));
             }
-            None => {
-                let tagged = reference.tagged().unwrap_or_default();
-                images.values().find(|i| i.repo_tags.contains(&tagged))
-            }
-        };
-        Ok(found.cloned())
+        }
+        Ok(None)
     }
 
     /// The raw image config JSON of a present image.

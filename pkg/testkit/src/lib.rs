@@ -5,12 +5,14 @@
 
 mod daemon;
 mod registry;
+mod token;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use daemon::{TestDaemon, TestDaemonBuilder};
 pub use registry::{test_images, TestImages, TestRegistry};
+pub use token::TokenServer;
 
 /// The workspace checkout (two levels above this crate).
 pub fn workspace_root() -> PathBuf {

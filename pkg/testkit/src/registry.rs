@@ -91,7 +91,24 @@ impl TestRegistry {
         Self::start_with(Some((user, password)))
     }
 
+    /// A registry that demands bearer tokens from `tokens`.
+    pub fn start_with_token_server(tokens: &crate::TokenServer) -> TestRegistry {
+        Self::launch(|cmd| {
+            cmd.env("REGISTRY_TOKEN_REALM", &tokens.realm)
+                .env("REGISTRY_TOKEN_CERT", &tokens.cert_path);
+        })
+    }
+
     fn start_with(auth: Option<(&str, &str)>) -> TestRegistry {
+        Self::launch(|cmd| {
+            if let Some((u, p)) = auth {
+                cmd.env("REGISTRY_HTPASSWD_USER", u)
+                    .env("REGISTRY_HTPASSWD_PASS", p);
+            }
+        })
+    }
+
+    fn launch(configure: impl FnOnce(&mut Command)) -> TestRegistry {
         let dir = tempfile::Builder::new()
             .prefix("berth-registry-")
             .tempdir()
@@ -100,10 +117,7 @@ impl TestRegistry {
         cmd.arg(workspace_root().join("hack/registry.sh"))
             .arg("start")
             .arg(dir.path());
-        if let Some((u, p)) = auth {
-            cmd.env("REGISTRY_HTPASSWD_USER", u)
-                .env("REGISTRY_HTPASSWD_PASS", p);
-        }
+        configure(&mut cmd);
         let out = cmd.output().expect("run hack/registry.sh");
         assert!(
             out.status.success(),

@@ -740,3 +740,75 @@ async fn a_second_berthd_on_the_same_root_or_socket_is_refused() {
             .unwrap();
     assert_eq!(out.status.code(), Some(64), "usage errors exit 64");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_names_resolve_through_the_search_registries() {
+    let reg = TestRegistry::start();
+    reg.push(&["busybox"]);
+    // The first search registry is a closed loopback port: it fails and the
+    // next one is tried.
+    let conf = format!(
+        "unqualified-search-registries = [\"127.0.0.1:1\", \"{}\"]\n",
+        reg.addr
+    );
+    let d = TestDaemon::builder().registries_conf(&conf).start().await;
+    let mut c = d.images().await;
+    let id = pull(&mut c, "busybox").await.expect("pull a short name");
+    let img = status(&mut c, "busybox")
+        .await
+        .expect("found by its short name");
+    assert_eq!(img.id, id);
+    assert_eq!(img.repo_tags, vec![reg.image("busybox")]);
+
+    let err = pull(&mut c, "no-such-image").await.unwrap_err();
+    assert!(
+        err.message().contains("127.0.0.1:1/no-such-image"),
+        "reports the first candidate: {}",
+        err.message()
+    );
+}
+
+/// Token auth as Docker Hub, GHCR and Quay do it: a 401 challenge, a JWT
+/// from the token server, then the pull.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_registries_are_honoured() {
+    let tokens = berth_testkit::TokenServer::start("berth", "tok3n-pass");
+    let reg = TestRegistry::start_with_token_server(&tokens);
+    reg.push_as(&["busybox"], Some(("berth", "tok3n-pass")));
+    let d = TestDaemon::start().await;
+    let mut c = d.images().await;
+    let name = reg.image("busybox");
+
+    let err = pull(&mut c, &name).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::Unauthenticated,
+        "anonymous token grants nothing: {err:?}"
+    );
+
+    let before = tokens.issued.load(std::sync::atomic::Ordering::Relaxed);
+    let basic = api::AuthConfig {
+        username: "berth".into(),
+        password: "tok3n-pass".into(),
+        ..Default::default()
+    };
+    pull_with(&mut c, &name, Some(basic))
+        .await
+        .expect("pull with a token from credentials");
+    assert!(
+        tokens.issued.load(std::sync::atomic::Ordering::Relaxed) > before,
+        "berthd fetched a token with the credentials"
+    );
+    remove(&mut c, &name).await;
+
+    // A registry token handed over by kubelet is sent as is.
+    let bearer = api::AuthConfig {
+        registry_token: tokens.issue("repository:busybox:pull"),
+        ..Default::default()
+    };
+    pull_with(&mut c, &name, Some(bearer))
+        .await
+        .expect("pull with a registry token");
+    assert!(status(&mut c, &name).await.is_some());
+    assert!(!d.log().contains("tok3n-pass"));
+}
