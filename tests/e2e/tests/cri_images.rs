@@ -39,6 +39,22 @@ async fn pull_with(
     .map(|r| r.into_inner().image_ref)
 }
 
+/// A pull that asks for another architecture through the image spec.
+async fn pull_for_arch(c: &mut Images, image: &str, arch: &str) -> Result<String, tonic::Status> {
+    let mut spec = api::ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    };
+    spec.annotations
+        .insert("kubernetes.io/arch".into(), arch.into());
+    c.pull_image(api::PullImageRequest {
+        image: Some(spec),
+        ..Default::default()
+    })
+    .await
+    .map(|r| r.into_inner().image_ref)
+}
+
 async fn status(c: &mut Images, image: &str) -> Option<api::Image> {
     c.image_status(api::ImageStatusRequest {
         image: spec(image),
@@ -351,36 +367,11 @@ async fn multiarch_index_selects_the_node_platform_or_the_asked_one() {
     let arch = std::fs::read_to_string(snapshot_fs(&d, &diff[1]).join("etc/arch")).unwrap();
     assert_eq!(arch.trim(), "amd64");
 
-    let mut arm = api::ImageSpec {
-        image: name.clone(),
-        ..Default::default()
-    };
-    arm.annotations
-        .insert("kubernetes.io/arch".into(), "arm64".into());
-    let arm_id = c
-        .pull_image(api::PullImageRequest {
-            image: Some(arm),
-            ..Default::default()
-        })
+    let arm_id = pull_for_arch(&mut c, &name, "arm64")
         .await
-        .expect("pull arm64")
-        .into_inner()
-        .image_ref;
+        .expect("pull arm64");
     assert_ne!(arm_id, id);
-
-    let mut s390 = api::ImageSpec {
-        image: name.clone(),
-        ..Default::default()
-    };
-    s390.annotations
-        .insert("kubernetes.io/arch".into(), "s390x".into());
-    let err = c
-        .pull_image(api::PullImageRequest {
-            image: Some(s390),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let err = pull_for_arch(&mut c, &name, "s390x").await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert!(err.message().contains("linux/s390x"), "{}", err.message());
 }
