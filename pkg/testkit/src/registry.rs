@@ -156,6 +156,23 @@ impl TestRegistry {
         self
     }
 
+    /// Points `<addr>/<to>:latest` at the image `<addr>/<from>:latest`, as a
+    /// new push of a moving tag would.
+    pub fn retag(&self, from: &str, to: &str) {
+        let out = Command::new("skopeo")
+            .args(["--insecure-policy", "copy", "--quiet", "--all"])
+            .args(["--src-tls-verify=false", "--dest-tls-verify=false"])
+            .arg(format!("docker://{}", self.image(from)))
+            .arg(format!("docker://{}", self.image(to)))
+            .output()
+            .expect("run skopeo copy");
+        assert!(
+            out.status.success(),
+            "retag {from} as {to}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `<addr>/<name>:latest`
     pub fn image(&self, name: &str) -> String {
         format!("{}/{name}:latest", self.addr)

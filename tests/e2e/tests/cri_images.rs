@@ -803,3 +803,33 @@ async fn bearer_token_registries_are_honoured() {
     assert!(status(&mut c, &name).await.is_some());
     assert!(!d.log().contains("tok3n-pass"));
 }
+
+/// kubelet re-pulls `:latest`: when the tag moved, the name follows the new
+/// image and the old one stays reachable by id and digest until removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_tag_follows_the_new_image() {
+    let images = test_images();
+    let reg = TestRegistry::start();
+    reg.push(&["busybox", "nonroot"]);
+    reg.retag("busybox", "app");
+    let d = TestDaemon::start().await;
+    let mut c = d.images().await;
+    let app = reg.image("app");
+    let old = pull(&mut c, &app).await.expect("first pull");
+    assert_eq!(old, images.get("busybox").config_digest);
+
+    reg.retag("nonroot", "app");
+    let new = pull(&mut c, &app).await.expect("pull after the tag moved");
+    assert_eq!(new, images.get("nonroot").config_digest);
+    assert_eq!(status(&mut c, &app).await.map(|i| i.id), Some(new.clone()));
+
+    let old_image = status(&mut c, &old).await.expect("old image kept");
+    assert!(old_image.repo_tags.is_empty(), "the tag left the old image");
+    assert_eq!(old_image.repo_digests.len(), 1, "still reachable by digest");
+    assert_eq!(list(&mut c).await.len(), 2);
+
+    // Removing the old image keeps the layers the new one shares.
+    remove(&mut c, &old).await;
+    let diff = diff_ids(&mut c, &app).await;
+    assert!(snapshot_fs(&d, &diff[0]).join("bin/busybox").exists());
+}
