@@ -47,6 +47,8 @@ pub async fn run(config: Config) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(
         tonic::transport::Server::builder()
+            // One span per CRI call, named by its method, for every log line inside.
+            .trace_fn(|req| tracing::info_span!("cri", method = %req.uri().path()))
             .add_service(runtime_service)
             .add_service(image_service)
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {

@@ -20,7 +20,15 @@ pub fn code(kind: ErrorKind) -> Code {
     }
 }
 
+/// The status a caller sees; logged once here so every failed call leaves a
+/// line (inside the call's span, which names the method).
 pub fn status(e: Error) -> Status {
+    match e.kind {
+        ErrorKind::Internal | ErrorKind::Unavailable | ErrorKind::DeadlineExceeded => {
+            tracing::error!(kind = %e.kind, "{}", e.message)
+        }
+        _ => tracing::info!(kind = %e.kind, "{}", e.message),
+    }
     Status::new(code(e.kind), e.message)
 }
 
