@@ -259,7 +259,7 @@ async fn pull_by_tag_list_status_fs_info_and_remove() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pull_by_digest_and_remove_by_id() {
+async fn pull_by_digest_and_remove_by_digest() {
     let images = test_images();
     let reg = TestRegistry::start();
     reg.push(&["busybox"]);
@@ -279,8 +279,8 @@ async fn pull_by_digest_and_remove_by_id() {
     assert_eq!(img.repo_tags, vec![reg.image("busybox")]);
     assert_eq!(list(&mut c).await.len(), 1);
 
-    remove(&mut c, &id).await;
-    assert!(status(&mut c, &by_digest).await.is_none());
+    remove(&mut c, &by_digest).await;
+    assert!(status(&mut c, &id).await.is_none(), "removal by digest removes the image");
     assert!(status(&mut c, &reg.image("busybox")).await.is_none());
 }
 
