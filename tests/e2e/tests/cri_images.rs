@@ -280,7 +280,10 @@ async fn pull_by_digest_and_remove_by_digest() {
     assert_eq!(list(&mut c).await.len(), 1);
 
     remove(&mut c, &by_digest).await;
-    assert!(status(&mut c, &id).await.is_none(), "removal by digest removes the image");
+    assert!(
+        status(&mut c, &id).await.is_none(),
+        "removal by digest removes the image"
+    );
     assert!(status(&mut c, &reg.image("busybox")).await.is_none());
 }
 
