@@ -1,0 +1,152 @@
+//! cgroup v1 (and the hybrid layout, whose v2 tree holds no controllers):
+//! one directory per controller hierarchy.
+
+use std::path::{Path, PathBuf};
+
+use berth_errdefs::{Error, Result};
+
+use crate::{
+    keyed, pids_of, read, read_u64, relative, remove_dir, write, Cgroups, Mode, Resources, Stats,
+};
+
+/// The hierarchies berth creates cgroups in. `cpu` and `cpuacct` are often
+/// one mount (`cpu,cpuacct`) reached through two links: creating in both is
+/// harmless, the second finds the directory there.
+const CONTROLLERS: &[&str] = &[
+    "cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "devices", "freezer",
+];
+
+pub struct CgroupV1 {
+    root: PathBuf,
+    mode: Mode,
+}
+
+impl CgroupV1 {
+    pub fn new(root: &Path, mode: Mode) -> Self {
+        CgroupV1 {
+            root: root.to_path_buf(),
+            mode,
+        }
+    }
+
+    fn dir(&self, controller: &str, path: &str) -> Result<PathBuf> {
+        Ok(self.root.join(controller).join(relative(path)?))
+    }
+
+    fn mounted(&self) -> impl Iterator<Item = &'static str> + '_ {
+        CONTROLLERS
+            .iter()
+            .copied()
+            .filter(|c| self.root.join(c).is_dir())
+    }
+
+    /// A new cpuset cgroup starts with no cpus or mems, and no process can
+    /// join it until both are set: inherit them from the parent.
+    fn init_cpuset(&self, path: &str) -> Result<()> {
+        let mut cur = self.root.join("cpuset");
+        for part in relative(path)?.split('/') {
+            let parent = cur.clone();
+            cur.push(part);
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                if read(&cur, file)?.trim().is_empty() {
+                    write(&cur, file, read(&parent, file)?.trim())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Cgroups for CgroupV1 {
+    fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    fn create(&self, path: &str) -> Result<()> {
+        for c in self.mounted() {
+            let dir = self.dir(c, path)?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::from(e).context(format!("create cgroup {}", dir.display())))?;
+        }
+        if self.root.join("cpuset").is_dir() {
+            self.init_cpuset(path)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&self, path: &str, r: &Resources) -> Result<()> {
+        let cpu = self.dir("cpu", path)?;
+        if let Some(v) = r.cpu_shares {
+            write(&cpu, "cpu.shares", &v.to_string())?;
+        }
+        if let Some(v) = r.cpu_period {
+            write(&cpu, "cpu.cfs_period_us", &v.to_string())?;
+        }
+        if let Some(v) = r.cpu_quota {
+            write(&cpu, "cpu.cfs_quota_us", &v.to_string())?;
+        }
+        let cpuset = self.dir("cpuset", path)?;
+        if let Some(v) = &r.cpuset_cpus {
+            write(&cpuset, "cpuset.cpus", v)?;
+        }
+        if let Some(v) = &r.cpuset_mems {
+            write(&cpuset, "cpuset.mems", v)?;
+        }
+        if let Some(v) = r.memory_limit {
+            write(
+                &self.dir("memory", path)?,
+                "memory.limit_in_bytes",
+                &v.to_string(),
+            )?;
+        }
+        if let Some(v) = r.pids_limit {
+            let value = if v < 0 {
+                "max".to_string()
+            } else {
+                v.to_string()
+            };
+            write(&self.dir("pids", path)?, "pids.max", &value)?;
+        }
+        Ok(())
+    }
+
+    fn add_process(&self, path: &str, pid: u32) -> Result<()> {
+        for c in self.mounted() {
+            write(&self.dir(c, path)?, "cgroup.procs", &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn processes(&self, path: &str) -> Result<Vec<u32>> {
+        pids_of(&self.dir("memory", path)?)
+    }
+
+    fn stats(&self, path: &str) -> Result<Stats> {
+        let memory = self.dir("memory", path)?;
+        let usage = read_u64(&memory, "memory.usage_in_bytes")?;
+        let stat = read(&memory, "memory.stat")?;
+        let inactive_file = keyed(&stat, "total_inactive_file").unwrap_or(0);
+        Ok(Stats {
+            cpu_usage_ns: read_u64(&self.dir("cpuacct", path)?, "cpuacct.usage")?,
+            memory_usage_bytes: usage,
+            memory_working_set_bytes: usage.saturating_sub(inactive_file),
+            memory_rss_bytes: keyed(&stat, "total_rss").unwrap_or(0),
+            pids: read_u64(&self.dir("pids", path)?, "pids.current")?,
+        })
+    }
+
+    fn remove(&self, path: &str) -> Result<()> {
+        let mut errors = Vec::new();
+        for c in self.mounted() {
+            if let Err(e) = remove_dir(&self.dir(c, path)?, path) {
+                errors.push(e);
+            }
+        }
+        // One failure must not leave the other hierarchies behind: every
+        // one was tried; report the first problem.
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
