@@ -11,9 +11,11 @@ use crate::{
 
 /// The hierarchies berth creates cgroups in. `cpu` and `cpuacct` are often
 /// one mount (`cpu,cpuacct`) reached through two links: creating in both is
-/// harmless, the second finds the directory there.
+/// harmless, the second finds the directory there. `systemd` is the named,
+/// controller-less hierarchy that runc and systemd also track processes in;
+/// on hybrid hosts `unified` plays that part for v2 (see `mounted`).
 const CONTROLLERS: &[&str] = &[
-    "cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "devices", "freezer",
+    "cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "devices", "freezer", "systemd",
 ];
 
 pub struct CgroupV1 {
@@ -34,8 +36,14 @@ impl CgroupV1 {
     }
 
     fn mounted(&self) -> impl Iterator<Item = &'static str> + '_ {
+        let unified: &[&'static str] = if self.mode == Mode::Hybrid {
+            &["unified"]
+        } else {
+            &[]
+        };
         CONTROLLERS
             .iter()
+            .chain(unified)
             .copied()
             .filter(|c| self.root.join(c).is_dir())
     }

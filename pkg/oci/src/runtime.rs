@@ -1,0 +1,154 @@
+//! The OCI runtime command-line contract, through one handler.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use berth_errdefs::{Error, ErrorKind, Result};
+use serde::Deserialize;
+
+use crate::RuntimeHandler;
+
+/// What `<runtime> state` reports.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct ContainerState {
+    pub id: String,
+    /// `creating`, `created`, `running`, `paused` or `stopped`.
+    pub status: String,
+    #[serde(default)]
+    pub pid: u32,
+}
+
+pub struct OciRuntime {
+    handler: RuntimeHandler,
+}
+
+impl OciRuntime {
+    pub fn new(handler: RuntimeHandler) -> Self {
+        OciRuntime { handler }
+    }
+
+    pub fn handler(&self) -> &RuntimeHandler {
+        &self.handler
+    }
+
+    /// The runtime with its global flags; subcommand arguments follow.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.handler.program);
+        cmd.args(&self.handler.argv_prefix)
+            .arg("--root")
+            .arg(&self.handler.root)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runtimes word "no such container" differently (crun names a missing
+    /// status file); every one keeps a directory per container under its
+    /// root, so that is what decides.
+    fn require(&self, id: &str) -> Result<()> {
+        if self.handler.root.join(id).exists() {
+            Ok(())
+        } else {
+            Err(Error::not_found(format!(
+                "container {id} not found by runtime handler {:?}",
+                self.handler.name
+            )))
+        }
+    }
+
+    /// Runs a subcommand to completion, turning a failure into an error that
+    /// names the handler, the verb, the container and what the runtime said.
+    fn run(&self, verb: &str, id: &str, cmd: &mut Command) -> Result<Output> {
+        let out = cmd.output().map_err(|e| {
+            Error::unavailable(format!(
+                "runtime handler {:?}: cannot run {}: {e}",
+                self.handler.name,
+                self.handler.program.display()
+            ))
+        })?;
+        if out.status.success() {
+            return Ok(out);
+        }
+        let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        Err(Error::new(
+            ErrorKind::Internal,
+            format!(
+                "{} {verb} {id}: {said} ({})",
+                self.handler.program.display(),
+                out.status
+            ),
+        ))
+    }
+
+    /// `create`: the container's init is made and waits for `start`. Its
+    /// stdout and stderr are the ones given (the monitor's pipes or files).
+    pub fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Result<()> {
+        std::fs::create_dir_all(&self.handler.root)?;
+        let status = self
+            .command()
+            .arg("create")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg(id)
+            .stdout(stdout)
+            .stderr(stderr)
+            .status()
+            .map_err(|e| {
+                Error::unavailable(format!(
+                    "runtime handler {:?}: cannot run {}: {e}",
+                    self.handler.name,
+                    self.handler.program.display()
+                ))
+            })?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(Error::internal(format!(
+                "{} create {id} failed ({status}); the runtime's message is in the container's stderr",
+                self.handler.program.display()
+            )))
+        }
+    }
+
+    pub fn start(&self, id: &str) -> Result<()> {
+        self.require(id)?;
+        self.run("start", id, self.command().arg("start").arg(id))
+            .map(drop)
+    }
+
+    pub fn kill(&self, id: &str, signal: &str) -> Result<()> {
+        self.require(id)?;
+        self.run("kill", id, self.command().arg("kill").arg(id).arg(signal))
+            .map(drop)
+    }
+
+    /// Deletes the container; with `force` a running one is killed first.
+    pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        self.require(id)?;
+        let mut cmd = self.command();
+        cmd.arg("delete");
+        if force {
+            cmd.arg("--force");
+        }
+        self.run("delete", id, cmd.arg(id)).map(drop)
+    }
+
+    pub fn state(&self, id: &str) -> Result<ContainerState> {
+        self.require(id)?;
+        let out = self.run("state", id, self.command().arg("state").arg(id))?;
+        serde_json::from_slice(&out.stdout).map_err(|e| {
+            Error::internal(format!(
+                "{} state {id}: unreadable answer: {e}",
+                self.handler.program.display()
+            ))
+        })
+    }
+}
