@@ -124,6 +124,15 @@ fn relative(path: &str) -> Result<&str> {
     Ok(rel)
 }
 
+/// A limit as cgroupfs writes it: a negative one means "no limit".
+fn limit_value(v: i64) -> String {
+    if v < 0 {
+        "max".to_string()
+    } else {
+        v.to_string()
+    }
+}
+
 fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
     let p = dir.join(file);
     std::fs::write(&p, value)

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use berth_errdefs::{Error, Result};
 
 use crate::{
-    keyed, pids_of, read, read_u64, relative, remove_dir, write, Cgroups, Mode, Resources, Stats,
+    keyed, limit_value, pids_of, read, read_u64, relative, remove_dir, write, Cgroups, Mode,
+    Resources, Stats,
 };
 
 /// The hierarchies berth creates cgroups in. `cpu` and `cpuacct` are often
@@ -108,12 +109,7 @@ impl Cgroups for CgroupV1 {
             )?;
         }
         if let Some(v) = r.pids_limit {
-            let value = if v < 0 {
-                "max".to_string()
-            } else {
-                v.to_string()
-            };
-            write(&self.dir("pids", path)?, "pids.max", &value)?;
+            write(&self.dir("pids", path)?, "pids.max", &limit_value(v))?;
         }
         Ok(())
     }

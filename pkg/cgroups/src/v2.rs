@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use berth_errdefs::{Error, Result};
 
 use crate::{
-    keyed, pids_of, read, read_u64, relative, remove_dir, write, Cgroups, Mode, Resources, Stats,
+    keyed, limit_value, pids_of, read, read_u64, relative, remove_dir, write, Cgroups, Mode,
+    Resources, Stats,
 };
 
 pub struct CgroupV2 {
@@ -83,20 +84,10 @@ impl Cgroups for CgroupV2 {
             write(&dir, "cpuset.mems", v)?;
         }
         if let Some(v) = r.memory_limit {
-            let value = if v < 0 {
-                "max".to_string()
-            } else {
-                v.to_string()
-            };
-            write(&dir, "memory.max", &value)?;
+            write(&dir, "memory.max", &limit_value(v))?;
         }
         if let Some(v) = r.pids_limit {
-            let value = if v < 0 {
-                "max".to_string()
-            } else {
-                v.to_string()
-            };
-            write(&dir, "pids.max", &value)?;
+            write(&dir, "pids.max", &limit_value(v))?;
         }
         Ok(())
     }

@@ -55,16 +55,18 @@ impl OciRuntime {
         }
     }
 
+    fn spawn_error(&self, e: std::io::Error) -> Error {
+        Error::unavailable(format!(
+            "runtime handler {:?}: cannot run {}: {e}",
+            self.handler.name,
+            self.handler.program.display()
+        ))
+    }
+
     /// Runs a subcommand to completion, turning a failure into an error that
     /// names the handler, the verb, the container and what the runtime said.
     fn run(&self, verb: &str, id: &str, cmd: &mut Command) -> Result<Output> {
-        let out = cmd.output().map_err(|e| {
-            Error::unavailable(format!(
-                "runtime handler {:?}: cannot run {}: {e}",
-                self.handler.name,
-                self.handler.program.display()
-            ))
-        })?;
+        let out = cmd.output().map_err(|e| self.spawn_error(e))?;
         if out.status.success() {
             return Ok(out);
         }
@@ -101,13 +103,7 @@ impl OciRuntime {
             .stdout(stdout)
             .stderr(stderr)
             .status()
-            .map_err(|e| {
-                Error::unavailable(format!(
-                    "runtime handler {:?}: cannot run {}: {e}",
-                    self.handler.name,
-                    self.handler.program.display()
-                ))
-            })?;
+            .map_err(|e| self.spawn_error(e))?;
         if status.success() {
             Ok(())
         } else {
