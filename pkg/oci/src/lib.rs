@@ -9,6 +9,7 @@
 
 mod handler;
 mod runtime;
+pub mod spec;
 
 pub use handler::{default_handlers, RuntimeHandler};
 pub use runtime::{ContainerState, OciRuntime};
