@@ -325,6 +325,7 @@ def build(outdir):
                            "uncompressed_bytes": bb_gz.uncompressed_size + arch_layer.uncompressed_size}
 
     single("nonroot", [bb_gz], {"User": "1000:1000", "WorkingDir": "/home/app"})
+    single("stopsignal", [bb_gz], {"StopSignal": "SIGUSR1"})
     single("zstd", [Layer(bb_tar, "zstd")])
     single("uncompressed", [Layer(bb_tar, "none")])
 

@@ -1,1 +1,166 @@
-fn main() {}
+//! `berth-shim`: the per-container monitor (the role of conmon or
+//! containerd-shim). berthd starts one per container. It runs the OCI
+//! runtime's `create`, holds the container's stdio, writes the container log
+//! in the CRI format, records the exit status and time, and keeps running
+//! when berthd stops, is killed or restarts. It is one thread with one
+//! `poll(2)` loop and only `libc` as a dependency, to stay small in memory.
+//!
+//! # Command line
+//!
+//! ```text
+//! berth-shim --id ID --bundle DIR --dir STATEDIR --log PATH \
+//!     --runtime PROGRAM [--runtime-arg ARG]... --runtime-root DIR \
+//!     [--tty] [--stdin] [--stdin-once]
+//! ```
+//!
+//! (`--flag=value` is accepted too.) Relative paths are taken against the
+//! caller's working directory. `PROGRAM` followed by every `--runtime-arg`
+//! in order is the runtime invocation prefix (for example
+//! `/usr/bin/unshare --mount --propagation private sh -c '...' /usr/bin/crun`);
+//! the shim appends `--root <runtime-root>` and then the subcommand. It runs
+//! exactly:
+//!
+//! ```text
+//! PROGRAM ARGS... --root R --log STATEDIR/runtime.log --log-format json \
+//!     create --bundle DIR --pid-file STATEDIR/container.pid \
+//!     [--console-socket STATEDIR/console.sock] ID
+//! ```
+//!
+//! (`PROGRAM` without a `/` is looked up in `PATH`.) Both runc and crun
+//! accept the global `--log`/`--log-format json` flags.
+//!
+//! # Start-up and the report on fd 3
+//!
+//! berthd starts the shim with **fd 3** open on the write end of a pipe
+//! (the report pipe). The shim forks at once; the first process exits 0
+//! immediately (berthd reaps it). The second one calls `setsid()`, becomes
+//! a child subreaper, changes to STATEDIR, points its own stdin, stdout and
+//! stderr at `/dev/null`, closes any other inherited descriptor (fd 4 and
+//! up), writes `STATEDIR/shim.pid`, opens the log, creates
+//! `STATEDIR/control.sock`, and runs the runtime's `create` with the
+//! container's stdio. Then it writes **one line** of JSON to fd 3 and
+//! closes it:
+//!
+//! - `{"pid":<container init pid>}` when the container is created and
+//!   being monitored (the control socket already listens);
+//! - `{"error":"<message>"}` otherwise, and the shim exits non-zero. The
+//!   message is the runtime's own: the last error entry of
+//!   `runtime.log` written by this `create`, else what the runtime printed
+//!   on stderr, else its exit status; or the shim's reason (the runtime
+//!   could not be executed, bad arguments, ...). Before exiting the shim
+//!   removes the files it made (`shim.pid`, `control.sock`,
+//!   `console.sock`) and keeps `runtime.log`; STATEDIR itself stays (berthd
+//!   removes it). When `create` succeeded but the shim cannot go on, it runs
+//!   `<runtime> delete --force ID` itself first.
+//!
+//! Bad arguments are reported on fd 3 (and stderr) by the first process,
+//! which then exits 2 without forking. EOF on fd 3 without a line means the
+//! shim died (berthd should treat it as an error; if `shim.pid` exists,
+//! that process may be killed and the container deleted).
+//!
+//! berthd then runs `<runtime> start ID` itself. It may also run
+//! `<runtime> delete --force ID` without starting: the container's init
+//! then dies, and the shim records that exit like any other.
+//!
+//! # stdio
+//!
+//! - Without `--tty`: the container's stdout and stderr are two pipes read
+//!   by the shim. With `--stdin`, its stdin is a pipe whose write end the
+//!   shim holds open (for attach; `--stdin-once` is recorded for it);
+//!   without, stdin is `/dev/null`.
+//! - With `--tty`: the shim listens on `STATEDIR/console.sock`, passes
+//!   `--console-socket` to `create`, and receives the pty master by
+//!   SCM_RIGHTS; it sets 80x24 if the runtime left the size at 0x0, and logs
+//!   what the master gives as `stdout`. The runtime's own stdout and
+//!   stderr go to a pipe logged as `stderr` (normally empty).
+//!
+//! The runtime's messages printed during `create` (non-tty) reach the
+//! container log as `stderr` entries too.
+//!
+//! # The container log
+//!
+//! The file at `--log` is opened `O_APPEND|O_CREAT`, mode 0640 (its parent
+//! directory must exist). One entry per line, in the CRI format:
+//!
+//! ```text
+//! 2016-10-06T00:17:09.669794202Z stdout F hello
+//! ```
+//!
+//! The timestamp is UTC in Go's `time.RFC3339Nano` (the fraction without
+//! trailing zeros, no dot when it is zero). Lines are cut like containerd's
+//! CRI logger: the `\n` and one `\r` before it are dropped; content longer
+//! than 16 KiB becomes `P` entries of 16384 bytes then an `F` entry with the
+//! rest; an empty line is an `F` entry with an empty message; a last line
+//! without `\n` at end of stream is a `P` entry. Each entry is one
+//! `writev(2)`.
+//!
+//! # Files in STATEDIR
+//!
+//! | file | written by | content |
+//! |---|---|---|
+//! | `shim.pid` | shim, at start (tmp + rename) | the monitor's pid in decimal, no newline |
+//! | `shim.log` | shim, appended | the shim's own errors, one timestamped line each |
+//! | `runtime.log` | the runtime (`--log`, JSON lines) | kept |
+//! | `container.pid` | the runtime (`--pid-file`) | the container init's pid |
+//! | `console.sock` | shim (`--tty` only) | removed once the pty master arrived |
+//! | `control.sock` | shim, mode 0600 | the control socket; removed when the shim exits |
+//! | `exit.json` | shim, at the end (tmp + fsync + rename + dir fsync) | see below |
+//!
+//! # Exit
+//!
+//! The init becomes the shim's child once the runtime exits (subreaper);
+//! the shim also reaps every other child (the runtime, orphaned
+//! grandchildren) without mistaking them for the container. When the
+//! container exits, the shim reads its output until EOF, but for at most
+//! 1 s after the exit (a leftover process may keep a pipe open), writes
+//! pending partial lines, then writes `exit.json`:
+//!
+//! ```text
+//! {"exit_code":N,"signal":S,"finished_at_ns":T,"oom_killed":false}
+//! ```
+//!
+//! `exit_code` is the exit status, or 128 + the signal number for a death
+//! by signal (what CRI and Docker report); `signal` is that signal or 0;
+//! `finished_at_ns` is the reaping time in Unix nanoseconds; `oom_killed`
+//! is always false (berthd decides OOM from the cgroup). There is no
+//! `started_at_ns`: the shim does not see `start` (berthd records it).
+//! The shim then removes `control.sock` and exits 0. So `exit.json`
+//! appearing means the log is complete.
+//!
+//! # Control socket
+//!
+//! `STATEDIR/control.sock`, a unix stream socket (mode 0600), listening
+//! before the `{"pid":..}` report and until the shim exits. Several clients
+//! may be connected (16 at once; more get `error too many clients` and are
+//! closed). One command per line (`\n`, at most 128 bytes); each is answered
+//! with `ok\n` or `error <message>\n`, in order:
+//!
+//! - `reopen-log`: open the log path again and write there from now on
+//!   (after rotation renamed the file). If opening fails, the old file stays
+//!   in use and the answer is an error.
+//! - `resize <cols> <rows>`: `TIOCSWINSZ` on the pty master; an error
+//!   without `--tty` or once the tty is closed.
+//!
+//! Unknown or malformed lines get `error ...`; a line over 128 bytes gets an
+//! error and the connection is closed, as is a client that does not read
+//! its answers. The shim never blocks on a client.
+//!
+//! # Signals
+//!
+//! SIGPIPE, SIGHUP, SIGINT and SIGTERM are ignored (berthd's death or a
+//! terminal must not stop the monitor; containers are stopped through the
+//! runtime). The runtime is started with default dispositions and an
+//! empty signal mask. SIGKILL of the shim leaves the container running
+//! unmonitored; no exit.json is then written.
+
+mod args;
+mod control;
+mod crilog;
+mod json;
+mod shim;
+mod sys;
+
+fn main() {
+    let code = shim::main();
+    std::process::exit(code);
+}

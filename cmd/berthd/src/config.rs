@@ -34,6 +34,22 @@ pub struct Flags {
     /// Log format: text or json.
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// The cgroup under which pods without a cgroup parent of their own go.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup_root: Option<String>,
+    /// The container monitor binary (default: berth-shim beside berthd).
+    #[arg(long, value_name = "FILE")]
+    pub shim: Option<PathBuf>,
+}
+
+/// One extra OCI runtime handler (a RuntimeClass handler name → binary).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeFile {
+    pub program: PathBuf,
+    #[serde(default)]
+    pub args: Vec<String>,
+    pub root: Option<PathBuf>,
 }
 
 /// The config file, all fields optional.
@@ -47,6 +63,12 @@ struct File {
     cgroup_driver: Option<String>,
     log_level: Option<String>,
     log_format: Option<String>,
+    cgroup_root: Option<String>,
+    shim: Option<PathBuf>,
+    /// The handler used when a pod names none (default: crun, else runc).
+    default_runtime: Option<String>,
+    #[serde(default)]
+    runtimes: std::collections::BTreeMap<String, RuntimeFile>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +80,10 @@ pub struct Config {
     pub cgroup_driver: CgroupDriver,
     pub log_level: String,
     pub json_logs: bool,
+    pub cgroup_root: String,
+    pub shim: PathBuf,
+    pub default_runtime: Option<String>,
+    pub runtimes: std::collections::BTreeMap<String, RuntimeFile>,
 }
 
 impl Config {
@@ -99,7 +125,26 @@ impl Config {
                 bail!("{name} {} must be an absolute path", p.display());
             }
         }
+        let cgroup_root = flags
+            .cgroup_root
+            .or(file.cgroup_root)
+            .unwrap_or_else(|| "/berth".into());
+        if !cgroup_root.starts_with('/') || cgroup_root.split('/').any(|p| p == "..") {
+            bail!("cgroup root {cgroup_root:?} must be an absolute cgroup path");
+        }
+        let shim = match flags.shim.or(file.shim) {
+            Some(p) => p,
+            None => std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|d| d.join("berth-shim")))
+                .filter(|p| p.exists())
+                .unwrap_or_else(|| "/usr/local/bin/berth-shim".into()),
+        };
         Ok(Config {
+            cgroup_root,
+            shim,
+            default_runtime: file.default_runtime,
+            runtimes: file.runtimes,
             root,
             state_dir,
             cri_socket,

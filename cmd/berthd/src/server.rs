@@ -6,11 +6,11 @@ use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use berth_core::{Core, CoreConfig};
 use berth_image::registries::RegistriesConfig;
+use berth_oci::{default_handlers, RuntimeHandler};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_stream::wrappers::UnixListenerStream;
@@ -30,14 +30,16 @@ pub async fn run(config: Config) -> Result<()> {
 
     let registries =
         RegistriesConfig::load(&config.registries_config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let core = Arc::new(
-        Core::open(CoreConfig {
-            root: config.root.clone(),
-            registries,
-            cgroup_driver: config.cgroup_driver,
-        })
-        .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
+    let core = Core::open(CoreConfig {
+        root: config.root.clone(),
+        state_dir: config.state_dir.clone(),
+        registries,
+        cgroup_driver: config.cgroup_driver,
+        handlers: runtime_handlers(&config)?,
+        shim: config.shim.clone(),
+        cgroup_root: config.cgroup_root.clone(),
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let listener = bind_socket(&config.cri_socket)?;
     let (runtime_service, image_service) = berth_cri::services(core);
@@ -75,6 +77,52 @@ pub async fn run(config: Config) -> Result<()> {
     result.context("CRI server task")?.context("serve CRI")?;
     tracing::info!("berthd stopped");
     Ok(())
+}
+
+/// The handlers found on this host (crun wrapped on hybrid cgroup hosts,
+/// runc), then those of the config file; `""` is the default one.
+fn runtime_handlers(config: &Config) -> Result<Vec<RuntimeHandler>> {
+    let mode =
+        berth_cgroups::detect(Path::new("/sys/fs/cgroup")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let runtimes = config.state_dir.join("runtimes");
+    let mut handlers: Vec<RuntimeHandler> = default_handlers(mode, &runtimes)
+        .into_iter()
+        .filter(|h| !h.name.is_empty())
+        .collect();
+    for (name, r) in &config.runtimes {
+        if name.is_empty() {
+            bail!("runtime handler names must not be empty");
+        }
+        handlers.retain(|h| &h.name != name);
+        handlers.push(RuntimeHandler {
+            name: name.clone(),
+            program: r.program.clone(),
+            argv_prefix: r.args.clone(),
+            root: r.root.clone().unwrap_or_else(|| runtimes.join(name)),
+        });
+    }
+    let default = match &config.default_runtime {
+        Some(name) => handlers.iter().find(|h| &h.name == name).with_context(|| {
+            format!("default_runtime {name:?} is not a configured runtime handler")
+        })?,
+        None => match handlers
+            .iter()
+            .find(|h| h.name == "crun")
+            .or(handlers.first())
+        {
+            Some(h) => h,
+            None => {
+                tracing::warn!("no OCI runtime found (crun, runc): pods cannot run");
+                return Ok(handlers);
+            }
+        },
+    };
+    let default = RuntimeHandler {
+        name: String::new(),
+        ..default.clone()
+    };
+    handlers.insert(0, default);
+    Ok(handlers)
 }
 
 async fn shutdown_signal() {

@@ -73,6 +73,8 @@ pub trait Cgroups: Send + Sync {
     /// Removes the cgroup; a missing one is fine, a populated one is a
     /// `FailedPrecondition` naming it.
     fn remove(&self, path: &str) -> Result<()>;
+    /// Whether the cgroup exists (in the memory hierarchy on v1).
+    fn exists(&self, path: &str) -> bool;
 }
 
 /// Finds the layout under `root` (normally `/sys/fs/cgroup`).

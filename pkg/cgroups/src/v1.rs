@@ -71,6 +71,10 @@ impl Cgroups for CgroupV1 {
         self.mode
     }
 
+    fn exists(&self, path: &str) -> bool {
+        self.dir("memory", path).is_ok_and(|d| d.is_dir())
+    }
+
     fn create(&self, path: &str) -> Result<()> {
         for c in self.mounted() {
             let dir = self.dir(c, path)?;

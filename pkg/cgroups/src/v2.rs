@@ -118,6 +118,10 @@ impl Cgroups for CgroupV2 {
     fn remove(&self, path: &str) -> Result<()> {
         remove_dir(&self.dir(path)?, path)
     }
+
+    fn exists(&self, path: &str) -> bool {
+        self.dir(path).is_ok_and(|d| d.is_dir())
+    }
 }
 
 #[cfg(test)]

@@ -1,16 +1,42 @@
 //! The runtime core. Front doors (CRI, Docker, metrics) translate their wire
 //! types into calls on [`Core`] and back; nothing here knows gRPC or JSON
 //! wire formats.
+//!
+//! Files (see docs/dev/architecture.md):
+//! ```text
+//! <root>/pods/<sandbox id>/{hostname,hosts,resolv.conf}
+//! <root>/containers/<id>/{upper,work}          the writable layer
+//! <root>/containers/<id>/bundle/{config.json,rootfs}
+//! <state>/pods/<sandbox id>/ns/{net,ipc,uts,pid} pinned namespaces
+//! <state>/pods/<sandbox id>/shm                 the pod's /dev/shm tmpfs
+//! <state>/c/<id>/                               the monitor's files and sockets
+//! ```
 
+mod container;
+mod exec;
+pub mod model;
+mod monitor;
+mod podfiles;
+mod recovery;
+mod rootfs;
+mod sandbox;
+mod stats;
+
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use berth_cgroups::Cgroups;
 use berth_errdefs::Result;
 use berth_image::registries::RegistriesConfig;
 use berth_image::service::ImageService;
+use berth_oci::{OciRuntime, RuntimeHandler};
 use berth_store::Store;
+use tokio::sync::broadcast;
 
 pub use berth_errdefs::{Error, ErrorKind};
+pub use exec::ExecOutput;
+pub use model::*;
 
 /// The cgroup driver kubelet must match (CRI `RuntimeConfig`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,13 +45,25 @@ pub enum CgroupDriver {
     Systemd,
 }
 
+/// The longest state dir whose monitor sockets (`<state>/c/<64 hex>/console.sock`)
+/// still fit in a unix socket address (107 bytes).
+pub const MAX_STATE_DIR_LEN: usize = 107 - "/c/".len() - 64 - "/console.sock".len();
+
 /// Settings the core needs, resolved by the daemon from its config file and flags.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
     /// Persistent state (`/var/lib/berth`).
     pub root: PathBuf,
+    /// Runtime state (`/run/berth`).
+    pub state_dir: PathBuf,
     pub registries: RegistriesConfig,
     pub cgroup_driver: CgroupDriver,
+    /// Runtime handlers by name; `""` is the default.
+    pub handlers: Vec<RuntimeHandler>,
+    /// The monitor binary (`berth-shim`).
+    pub shim: PathBuf,
+    /// The cgroup under which pods without a parent of their own go.
+    pub cgroup_root: String,
 }
 
 /// One readiness condition, as CRI `Status` reports them.
@@ -43,21 +81,63 @@ pub enum ConditionKind {
     NetworkReady,
 }
 
+/// Live objects, by id, and the names reserved for them.
+#[derive(Default)]
+struct Objects {
+    sandboxes: BTreeMap<String, Arc<sandbox::Entry>>,
+    containers: BTreeMap<String, Arc<container::Entry>>,
+    /// `pod/<full name>` or `ctr/<full name>` → id.
+    names: HashMap<String, String>,
+}
+
 pub struct Core {
     pub images: Arc<ImageService>,
     config: CoreConfig,
+    store: Arc<Store>,
+    runtimes: BTreeMap<String, Arc<OciRuntime>>,
+    cgroups: Box<dyn Cgroups>,
+    objects: Mutex<Objects>,
+    events: broadcast::Sender<Event>,
+    cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
 }
 
 impl Core {
-    /// Opens the store and the services under `config.root`.
-    pub fn open(config: CoreConfig) -> Result<Core> {
+    /// Opens the store and the services under `config.root`, reloads every
+    /// sandbox and container, reconnects to live monitors and cleans up what
+    /// no record owns. Must run inside a tokio runtime.
+    pub fn open(config: CoreConfig) -> Result<Arc<Core>> {
+        let state_len = config.state_dir.as_os_str().len();
+        if state_len > MAX_STATE_DIR_LEN {
+            return Err(Error::invalid(format!(
+                "state dir {} is {state_len} bytes long; at most {MAX_STATE_DIR_LEN} leave room for the monitors' unix sockets",
+                config.state_dir.display()
+            )));
+        }
         let store = Arc::new(Store::open(&config.root)?);
         let images = Arc::new(ImageService::open(
             &config.root.join("images"),
-            store,
+            store.clone(),
             config.registries.clone(),
         )?);
-        Ok(Core { images, config })
+        let runtimes = config
+            .handlers
+            .iter()
+            .map(|h| (h.name.clone(), Arc::new(OciRuntime::new(h.clone()))))
+            .collect();
+        let cgroups = berth_cgroups::open(Path::new("/sys/fs/cgroup"))?;
+        let (events, _) = broadcast::channel(1024);
+        let core = Arc::new(Core {
+            images,
+            config,
+            store,
+            runtimes,
+            cgroups,
+            objects: Mutex::default(),
+            events,
+            cpu_samples: Mutex::default(),
+        });
+        core.recover()?;
+        Ok(core)
     }
 
     pub fn root(&self) -> &Path {
@@ -68,22 +148,137 @@ impl Core {
         self.config.cgroup_driver
     }
 
-    /// Readiness as it truly is: this build serves images but does not yet
-    /// run pod sandboxes or give them networks, so both conditions say so.
+    /// Names of the configured runtime handlers.
+    pub fn runtime_handlers(&self) -> Vec<String> {
+        self.runtimes.keys().cloned().collect()
+    }
+
+    /// Subscribes to container and sandbox events from now on.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, id: &str, sandbox_id: &str, kind: EventKind) {
+        let _ = self.events.send(Event {
+            id: id.to_string(),
+            sandbox_id: sandbox_id.to_string(),
+            kind,
+            at_ns: now_ns(),
+        });
+    }
+
+    fn objects(&self) -> std::sync::MutexGuard<'_, Objects> {
+        self.objects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn runtime(&self, handler: &str) -> Result<Arc<OciRuntime>> {
+        self.runtimes.get(handler).cloned().ok_or_else(|| {
+            Error::invalid(format!(
+                "unknown runtime handler {handler:?} (configured: {})",
+                self.runtimes
+                    .keys()
+                    .map(|k| format!("{k:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+    }
+
+    /// Reserves a unique name for `id`; a taken name names its holder.
+    fn reserve_name(&self, key: &str, id: &str) -> Result<()> {
+        let mut objects = self.objects();
+        if let Some(holder) = objects.names.get(key) {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "name {:?} is reserved for {holder}",
+                    key.split_once('/').map(|(_, n)| n).unwrap_or(key)
+                ),
+            ));
+        }
+        objects.names.insert(key.to_string(), id.to_string());
+        Ok(())
+    }
+
+    fn release_name(&self, key: &str, id: &str) {
+        let mut objects = self.objects();
+        if objects.names.get(key).is_some_and(|h| h == id) {
+            objects.names.remove(key);
+        }
+    }
+
+    fn pod_dir(&self, id: &str) -> PathBuf {
+        self.config.root.join("pods").join(id)
+    }
+    fn pod_state_dir(&self, id: &str) -> PathBuf {
+        self.config.state_dir.join("pods").join(id)
+    }
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.config.root.join("containers").join(id)
+    }
+    /// Short on purpose: the monitor's sockets live here, and a unix
+    /// socket path must fit in 107 bytes (see `MAX_STATE_DIR_LEN`).
+    fn container_state_dir(&self, id: &str) -> PathBuf {
+        self.config.state_dir.join("c").join(id)
+    }
+
+    /// Readiness as it truly is: pods and containers run, but a pod gets
+    /// only its own loopback until a pod network backend is built.
     pub fn conditions(&self) -> Vec<Condition> {
+        let runtime_ready = !self.runtimes.is_empty();
         vec![
             Condition {
                 kind: ConditionKind::RuntimeReady,
-                ready: false,
-                reason: "PodSandboxesNotImplemented".to_string(),
-                message: "berthd serves the CRI ImageService; pod sandboxes and containers are not implemented in this build".to_string(),
+                ready: runtime_ready,
+                reason: if runtime_ready {
+                    ""
+                } else {
+                    "NoRuntimeHandler"
+                }
+                .to_string(),
+                message: if runtime_ready {
+                    String::new()
+                } else {
+                    "no OCI runtime (crun, runc) was found".to_string()
+                },
             },
             Condition {
                 kind: ConditionKind::NetworkReady,
                 ready: false,
                 reason: "NoPodNetwork".to_string(),
-                message: "no pod network backend is implemented in this build".to_string(),
+                message:
+                    "no pod network backend is implemented in this build: pods get loopback only"
+                        .to_string(),
             },
         ]
     }
+
+    /// Removes an image unless a container still uses it.
+    pub async fn remove_image(&self, name: &str) -> Result<()> {
+        if let Some(image) = self.images.status(name)? {
+            let users: Vec<String> = self
+                .objects()
+                .containers
+                .values()
+                .filter(|c| c.record().image_id == image.id)
+                .map(|c| c.record().id.clone())
+                .collect();
+            if let Some(user) = users.first() {
+                return Err(Error::new(
+                    ErrorKind::FailedPrecondition,
+                    format!("image {name} is in use by container {user}"),
+                ));
+            }
+        }
+        self.images.remove(name).await
+    }
+}
+
+/// A fresh 64-hex-digit id.
+fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    // getrandom cannot fail on Linux ≥ 3.17 for ≤ 256 bytes.
+    // SAFETY: writes at most bytes.len() bytes into our buffer.
+    unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

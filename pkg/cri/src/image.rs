@@ -197,7 +197,7 @@ impl ImageService for Images {
     ) -> Reply<api::RemoveImageResponse> {
         let req = req.into_inner();
         let name = image_name(req.image.as_ref())?;
-        self.core.images.remove(name).await.map_err(status)?;
+        self.core.remove_image(name).await.map_err(status)?;
         Ok(Response::new(api::RemoveImageResponse {}))
     }
 

@@ -1,6 +1,7 @@
 //! The CRI v1 front door: translates gRPC requests into calls on the berth
 //! core and the answers back. No runtime logic lives here.
 
+mod convert;
 mod error;
 mod image;
 mod runtime;

@@ -1,17 +1,22 @@
-//! CRI RuntimeService. Version, Status and RuntimeConfig are served; the pod
-//! and container calls answer `Unimplemented` until the runtime core has them,
-//! which kubelet handles as an error for that call rather than a crash.
+//! CRI RuntimeService: each call is one core call, translated both ways
+//! (`convert.rs`). Exec, Attach and PortForward (the streaming server) and
+//! checkpointing answer `Unimplemented`, which kubelet treats as an error for
+//! that call rather than a crash.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
+use berth_core::model as m;
 use berth_core::{CgroupDriver, ConditionKind, Core};
 use k8s_cri::v1 as api;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
+use crate::convert;
+use crate::error::status;
 use crate::CRI_API_VERSION;
 
 pub struct Runtime {
@@ -91,7 +96,18 @@ impl RuntimeService for Runtime {
         Ok(Response::new(api::StatusResponse {
             status: Some(api::RuntimeStatus { conditions }),
             info,
-            runtime_handlers: Vec::new(),
+            runtime_handlers: self
+                .core
+                .runtime_handlers()
+                .into_iter()
+                .map(|name| api::RuntimeHandler {
+                    name,
+                    features: Some(api::RuntimeHandlerFeatures {
+                        recursive_read_only_mounts: false,
+                        user_namespaces: false,
+                    }),
+                })
+                .collect(),
             features: None,
         }))
     }
@@ -117,36 +133,366 @@ impl RuntimeService for Runtime {
         &self,
         _req: Request<api::GetEventsRequest>,
     ) -> Reply<EventStream> {
-        Err(Status::unimplemented(
-            "get_container_events is not implemented by berthd yet",
-        ))
+        let mut events = self.core.events();
+        let core = self.core.clone();
+        let stream = async_stream::stream! {
+            loop {
+                let event = match events.recv().await {
+                    Ok(e) => e,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "event subscriber fell behind");
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                let pod = core.pod_sandbox_status(&event.sandbox_id).ok();
+                let containers = if event.id == event.sandbox_id {
+                    Vec::new()
+                } else {
+                    core.container_status(&event.id)
+                        .map(|r| vec![convert::container_status(&r)])
+                        .unwrap_or_default()
+                };
+                yield Ok(api::ContainerEventResponse {
+                    container_id: event.id,
+                    container_event_type: convert::event_type(event.kind),
+                    created_at: event.at_ns,
+                    pod_sandbox_status: pod.as_ref().map(convert::sandbox_status),
+                    containers_statuses: containers,
+                });
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        req: Request<api::RunPodSandboxRequest>,
+    ) -> Reply<api::RunPodSandboxResponse> {
+        let req = req.into_inner();
+        let config = req
+            .config
+            .ok_or_else(|| Status::invalid_argument("RunPodSandbox needs a config"))?;
+        let id = self
+            .core
+            .run_pod_sandbox(convert::pod_config(config, req.runtime_handler))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(api::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        req: Request<api::StopPodSandboxRequest>,
+    ) -> Reply<api::StopPodSandboxResponse> {
+        let id = req.into_inner().pod_sandbox_id;
+        self.core.stop_pod_sandbox(&id).await.map_err(status)?;
+        Ok(Response::new(api::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        req: Request<api::RemovePodSandboxRequest>,
+    ) -> Reply<api::RemovePodSandboxResponse> {
+        let id = req.into_inner().pod_sandbox_id;
+        self.core.remove_pod_sandbox(&id).await.map_err(status)?;
+        Ok(Response::new(api::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        req: Request<api::PodSandboxStatusRequest>,
+    ) -> Reply<api::PodSandboxStatusResponse> {
+        let req = req.into_inner();
+        let record = self
+            .core
+            .pod_sandbox_status(&req.pod_sandbox_id)
+            .map_err(status)?;
+        let mut info = HashMap::new();
+        if req.verbose {
+            info.insert("info".to_string(), sandbox_info(&record).to_string());
+        }
+        Ok(Response::new(api::PodSandboxStatusResponse {
+            status: Some(convert::sandbox_status(&record)),
+            info,
+            containers_statuses: Vec::new(),
+            timestamp: 0,
+        }))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        req: Request<api::ListPodSandboxRequest>,
+    ) -> Reply<api::ListPodSandboxResponse> {
+        let filter = req.into_inner().filter.unwrap_or_default();
+        let items = self.core.list_pod_sandboxes(&m::SandboxFilter {
+            id: filter.id,
+            state: filter.state.map(|s| convert::sandbox_state_in(s.state)),
+            labels: filter.label_selector.into_iter().collect(),
+        });
+        Ok(Response::new(api::ListPodSandboxResponse {
+            items: items.iter().map(convert::sandbox).collect(),
+        }))
+    }
+
+    async fn create_container(
+        &self,
+        req: Request<api::CreateContainerRequest>,
+    ) -> Reply<api::CreateContainerResponse> {
+        let req = req.into_inner();
+        let config = req
+            .config
+            .ok_or_else(|| Status::invalid_argument("CreateContainer needs a config"))?;
+        let id = self
+            .core
+            .create_container(&req.pod_sandbox_id, convert::container_config(config))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(api::CreateContainerResponse {
+            container_id: id,
+        }))
+    }
+
+    async fn start_container(
+        &self,
+        req: Request<api::StartContainerRequest>,
+    ) -> Reply<api::StartContainerResponse> {
+        let id = req.into_inner().container_id;
+        self.core.start_container(&id).await.map_err(status)?;
+        Ok(Response::new(api::StartContainerResponse {}))
+    }
+
+    async fn stop_container(
+        &self,
+        req: Request<api::StopContainerRequest>,
+    ) -> Reply<api::StopContainerResponse> {
+        let req = req.into_inner();
+        self.core
+            .stop_container(&req.container_id, req.timeout)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(api::StopContainerResponse {}))
+    }
+
+    async fn remove_container(
+        &self,
+        req: Request<api::RemoveContainerRequest>,
+    ) -> Reply<api::RemoveContainerResponse> {
+        let id = req.into_inner().container_id;
+        self.core.remove_container(&id).await.map_err(status)?;
+        Ok(Response::new(api::RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(
+        &self,
+        req: Request<api::ListContainersRequest>,
+    ) -> Reply<api::ListContainersResponse> {
+        let filter = req.into_inner().filter.unwrap_or_default();
+        let items = self.core.list_containers(&m::ContainerFilter {
+            id: filter.id,
+            sandbox_id: filter.pod_sandbox_id,
+            state: filter.state.map(|s| convert::container_state_in(s.state)),
+            labels: filter.label_selector.into_iter().collect(),
+        });
+        Ok(Response::new(api::ListContainersResponse {
+            containers: items.iter().map(convert::container).collect(),
+        }))
+    }
+
+    async fn container_status(
+        &self,
+        req: Request<api::ContainerStatusRequest>,
+    ) -> Reply<api::ContainerStatusResponse> {
+        let req = req.into_inner();
+        let record = self
+            .core
+            .container_status(&req.container_id)
+            .map_err(status)?;
+        let mut info = HashMap::new();
+        if req.verbose {
+            info.insert("info".to_string(), container_info(&record).to_string());
+        }
+        Ok(Response::new(api::ContainerStatusResponse {
+            status: Some(convert::container_status(&record)),
+            info,
+        }))
+    }
+
+    async fn update_container_resources(
+        &self,
+        req: Request<api::UpdateContainerResourcesRequest>,
+    ) -> Reply<api::UpdateContainerResourcesResponse> {
+        let req = req.into_inner();
+        let resources = req.linux.as_ref().map(convert::resources).ok_or_else(|| {
+            Status::invalid_argument("UpdateContainerResources needs linux resources")
+        })?;
+        self.core
+            .update_container_resources(&req.container_id, resources)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(api::UpdateContainerResourcesResponse {}))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        req: Request<api::ReopenContainerLogRequest>,
+    ) -> Reply<api::ReopenContainerLogResponse> {
+        let id = req.into_inner().container_id;
+        self.core.reopen_container_log(&id).await.map_err(status)?;
+        Ok(Response::new(api::ReopenContainerLogResponse {}))
+    }
+
+    async fn exec_sync(&self, req: Request<api::ExecSyncRequest>) -> Reply<api::ExecSyncResponse> {
+        let req = req.into_inner();
+        let timeout = Duration::from_secs(req.timeout.max(0) as u64);
+        let out = self
+            .core
+            .exec_sync(&req.container_id, req.cmd, timeout)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(api::ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        }))
+    }
+
+    async fn container_stats(
+        &self,
+        req: Request<api::ContainerStatsRequest>,
+    ) -> Reply<api::ContainerStatsResponse> {
+        let id = req.into_inner().container_id;
+        let record = self.core.container_status(&id).map_err(status)?;
+        let stats = self.core.container_stats(&id).map_err(status)?;
+        Ok(Response::new(api::ContainerStatsResponse {
+            stats: Some(convert::container_stats(&stats, &record)),
+        }))
+    }
+
+    async fn list_container_stats(
+        &self,
+        req: Request<api::ListContainerStatsRequest>,
+    ) -> Reply<api::ListContainerStatsResponse> {
+        let filter = req.into_inner().filter.unwrap_or_default();
+        let filter = m::ContainerFilter {
+            id: filter.id,
+            sandbox_id: filter.pod_sandbox_id,
+            state: None,
+            labels: filter.label_selector.into_iter().collect(),
+        };
+        let stats = self.core.list_container_stats(&filter);
+        Ok(Response::new(api::ListContainerStatsResponse {
+            stats: self
+                .with_records(stats)
+                .iter()
+                .map(|(s, r)| convert::container_stats(s, r))
+                .collect(),
+        }))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        req: Request<api::PodSandboxStatsRequest>,
+    ) -> Reply<api::PodSandboxStatsResponse> {
+        let id = req.into_inner().pod_sandbox_id;
+        let (pod, stats) = self.core.pod_sandbox_stats(&id).map_err(status)?;
+        Ok(Response::new(api::PodSandboxStatsResponse {
+            stats: Some(convert::pod_stats(&pod, &self.with_records(stats))),
+        }))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        req: Request<api::ListPodSandboxStatsRequest>,
+    ) -> Reply<api::ListPodSandboxStatsResponse> {
+        let filter = req.into_inner().filter.unwrap_or_default();
+        let pods = self.core.list_pod_sandboxes(&m::SandboxFilter {
+            id: filter.id,
+            state: None,
+            labels: filter.label_selector.into_iter().collect(),
+        });
+        let mut out = Vec::new();
+        for pod in pods {
+            if let Ok((pod, stats)) = self.core.pod_sandbox_stats(&pod.id) {
+                out.push(convert::pod_stats(&pod, &self.with_records(stats)));
+            }
+        }
+        Ok(Response::new(api::ListPodSandboxStatsResponse {
+            stats: out,
+        }))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        _req: Request<api::UpdateRuntimeConfigRequest>,
+    ) -> Reply<api::UpdateRuntimeConfigResponse> {
+        // The pod CIDR matters to the pod network, which this build does
+        // not have yet; accepting it keeps kubelet's start-up going.
+        Ok(Response::new(api::UpdateRuntimeConfigResponse {}))
     }
 
     unimplemented_rpcs! {
-        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse;
-        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse;
-        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse;
-        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse;
-        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse;
-        create_container(CreateContainerRequest) -> CreateContainerResponse;
-        start_container(StartContainerRequest) -> StartContainerResponse;
-        stop_container(StopContainerRequest) -> StopContainerResponse;
-        remove_container(RemoveContainerRequest) -> RemoveContainerResponse;
-        list_containers(ListContainersRequest) -> ListContainersResponse;
-        container_status(ContainerStatusRequest) -> ContainerStatusResponse;
-        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
-        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
-        exec_sync(ExecSyncRequest) -> ExecSyncResponse;
         exec(ExecRequest) -> ExecResponse;
         attach(AttachRequest) -> AttachResponse;
         port_forward(PortForwardRequest) -> PortForwardResponse;
-        container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
-        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
-        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
-        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse;
-        update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse;
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse;
     }
+}
+
+impl Runtime {
+    /// Pairs stats with their container records (dropping any removed meanwhile).
+    fn with_records(
+        &self,
+        stats: Vec<m::ContainerStats>,
+    ) -> Vec<(m::ContainerStats, m::ContainerRecord)> {
+        stats
+            .into_iter()
+            .filter_map(|s| {
+                let r = self.core.container_status(&s.id).ok()?;
+                Some((s, r))
+            })
+            .collect()
+    }
+}
+
+/// Verbose sandbox info, in the spirit of containerd's `info` key.
+fn sandbox_info(r: &m::SandboxRecord) -> serde_json::Value {
+    serde_json::json!({
+        "pid": r.namespaces.pause_pid.unwrap_or(0),
+        "runtimeHandler": r.config.runtime_handler,
+        "cgroupParent": r.cgroup_parent,
+        "namespaces": {
+            "network": r.namespaces.net,
+            "ipc": r.namespaces.ipc,
+            "uts": r.namespaces.uts,
+            "pid": r.namespaces.pid,
+        },
+        "shm": r.shm,
+        "config": {
+            "hostname": r.config.hostname,
+            "logDirectory": r.config.log_directory,
+            "sysctls": r.config.sysctls,
+            "dns": r.config.dns.as_ref().map(|d| serde_json::json!({
+                "servers": d.servers, "searches": d.searches, "options": d.options,
+            })),
+        },
+    })
+}
+
+/// Verbose container info.
+fn container_info(r: &m::ContainerRecord) -> serde_json::Value {
+    serde_json::json!({
+        "sandboxID": r.sandbox_id,
+        "pid": r.pid,
+        "monitorPid": r.shim_pid,
+        "runtimeHandler": r.runtime_handler,
+        "cgroupsPath": r.cgroups_path,
+        "stopSignal": r.stop_signal,
+        "logPath": r.log_path,
+        "image": r.config.image,
+    })
 }

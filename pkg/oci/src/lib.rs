@@ -7,8 +7,14 @@
 //! mount namespace whose `/sys/fs/cgroup/unified` is an empty tmpfs, without
 //! shipping a wrapper script. See docs/dev/architecture.md for the figures.
 
+mod caps;
+mod devices;
 mod handler;
+mod mounts;
+mod passwd;
+mod resources;
 mod runtime;
+pub mod seccomp;
 pub mod spec;
 
 pub use handler::{default_handlers, RuntimeHandler};

@@ -147,4 +147,34 @@ impl OciRuntime {
             ))
         })
     }
+
+    /// The `exec` command for a process described by `process_file` (an OCI
+    /// `process` JSON); the caller runs it, with its own stdio and timeout.
+    /// The exec'd process's host pid is written to `pid_file`.
+    pub fn exec_command(&self, id: &str, process_file: &Path, pid_file: &Path) -> Result<Command> {
+        self.require(id)?;
+        let mut cmd = self.command();
+        cmd.arg("exec")
+            .arg("--process")
+            .arg(process_file)
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg(id);
+        Ok(cmd)
+    }
+
+    /// Applies new limits (`resources_file`: OCI `linux.resources` JSON).
+    pub fn update(&self, id: &str, resources_file: &Path) -> Result<()> {
+        self.require(id)?;
+        self.run(
+            "update",
+            id,
+            self.command()
+                .arg("update")
+                .arg("--resources")
+                .arg(resources_file)
+                .arg(id),
+        )
+        .map(drop)
+    }
 }

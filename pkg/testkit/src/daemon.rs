@@ -29,6 +29,88 @@ pub fn berthd_bin() -> PathBuf {
     bin
 }
 
+/// The monitor binary beside berthd.
+pub fn shim_bin() -> PathBuf {
+    berthd_bin().with_file_name("berth-shim")
+}
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The cgroup hierarchies mounted here (v1 controllers, named ones, or v2).
+fn hierarchies() -> Vec<PathBuf> {
+    let root = Path::new(CGROUP_ROOT);
+    if root.join("cgroup.controllers").exists() {
+        return vec![root.to_path_buf()];
+    }
+    std::fs::read_dir(root)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir() && !p.is_symlink())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Cgroup directories under `cgroup` (relative path) in any hierarchy.
+pub fn cgroups_under(cgroup: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for h in hierarchies() {
+        let mut stack = vec![h.join(cgroup.trim_start_matches('/'))];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    out.push(e.path());
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Pids of processes whose command line mentions `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// `berth-pause` processes (pod pid namespaces) whose parent is `ppid`.
+pub fn pauses_of(ppid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // "pid (comm) state ppid ..."; comm may hold spaces, so split at ')'.
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let parent = rest
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok());
+            head.ends_with("(berth-pause") && parent == Some(ppid)
+        })
+        .collect()
+}
+
+static NEXT_CGROUP: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 #[derive(Default)]
 pub struct TestDaemonBuilder {
     registries_conf: Option<String>,
@@ -55,7 +137,9 @@ impl TestDaemonBuilder {
         let registries = dir.path().join("registries.conf");
         std::fs::write(&registries, self.registries_conf.unwrap_or_default())
             .expect("write registries.conf");
+        let n = NEXT_CGROUP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut d = TestDaemon {
+            cgroup_root: format!("/berth-test-{}-{n}", std::process::id()),
             root: dir.path().join("root"),
             state_dir: dir.path().join("run"),
             socket: dir.path().join("run/berth.sock"),
@@ -72,6 +156,8 @@ impl TestDaemonBuilder {
 
 pub struct TestDaemon {
     dir: TempDir,
+    /// The cgroup this daemon puts pods under; removed on drop.
+    pub cgroup_root: String,
     pub root: PathBuf,
     pub state_dir: PathBuf,
     pub socket: PathBuf,
@@ -103,6 +189,10 @@ impl TestDaemon {
             .arg(&self.registries)
             .arg("--config")
             .arg(self.dir.path().join("no-config.toml"))
+            .arg("--cgroup-root")
+            .arg(&self.cgroup_root)
+            .arg("--shim")
+            .arg(shim_bin())
             .args(&self.args)
             .env("RUST_BACKTRACE", "1");
         cmd
@@ -208,11 +298,41 @@ impl TestDaemon {
         self.spawn().await;
     }
 
+    /// The temporary directory holding root, state dir and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// Asserts nothing is left that a stopped berthd should have cleaned:
-    /// no mounts under its directories, no work in progress in the image store.
+    /// no mounts (rootfs, shm, namespace pins) under its directories, no
+    /// monitor or pause process, no cgroup under its cgroup root, no
+    /// container or pod directories, no work in progress in the image store.
     pub fn assert_no_leaks(&self) {
         let mounts = mounts_under(self.dir.path());
         assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
+        let procs: Vec<u32> = processes_mentioning(&self.dir.path().display().to_string())
+            .into_iter()
+            .filter(|p| Some(*p) != self.child.as_ref().map(|c| c.id()))
+            .collect();
+        assert!(procs.is_empty(), "processes left behind: {procs:?}");
+        let pauses = pauses_of(self.pid());
+        assert!(pauses.is_empty(), "pause processes left behind: {pauses:?}");
+        let cgroups = cgroups_under(&self.cgroup_root);
+        assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
+        for dir in [
+            self.root.join("containers"),
+            self.root.join("pods"),
+            self.state_dir.join("c"),
+            self.state_dir.join("pods"),
+        ] {
+            let left: Vec<_> = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            assert!(left.is_empty(), "left in {}: {left:?}", dir.display());
+        }
         let tmp = self.root.join("images/tmp");
         if let Ok(entries) = std::fs::read_dir(&tmp) {
             let left: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
@@ -225,10 +345,78 @@ impl TestDaemon {
     }
 }
 
+impl TestDaemon {
+    /// After a failed test: kill what the daemon started, unmount and
+    /// remove its cgroups, so one failure does not leak onto the machine.
+    fn scrub(&self) {
+        for h in hierarchies() {
+            let dir = h.join(self.cgroup_root.trim_start_matches('/'));
+            let mut stack = vec![dir];
+            while let Some(d) = stack.pop() {
+                if let Ok(procs) = std::fs::read_to_string(d.join("cgroup.procs")) {
+                    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                        // SAFETY: signalling a process in this test's own cgroup.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                    if e.path().is_dir() {
+                        stack.push(e.path());
+                    }
+                }
+            }
+        }
+        for pid in processes_mentioning(&self.dir.path().display().to_string()) {
+            // SAFETY: a monitor or pause process of this test's daemon.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let mut mounts = mounts_under(self.dir.path());
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = Command::new("umount").arg("-l").arg(&m).status();
+        }
+        self.remove_cgroup_root();
+    }
+
+    /// Removes the cgroup root (deepest first) in every hierarchy.
+    fn remove_cgroup_root(&self) {
+        let mut dirs = cgroups_under(&self.cgroup_root);
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.as_os_str().len()));
+        for h in hierarchies() {
+            dirs.push(h.join(self.cgroup_root.trim_start_matches('/')));
+        }
+        for d in dirs {
+            for _ in 0..100 {
+                match std::fs::remove_dir(&d) {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
 impl Drop for TestDaemon {
     fn drop(&mut self) {
+        // Pause processes are berthd's children: look before it exits.
+        let pauses = pauses_of(self.pid());
         let status = self.stop();
-        if !std::thread::panicking() {
+        if !pauses.is_empty() && !std::thread::panicking() {
+            for p in &pauses {
+                // SAFETY: a pause process this test's berthd started.
+                unsafe { libc::kill(*p as i32, libc::SIGKILL) };
+            }
+            self.scrub();
+            panic!("pause processes left behind: {pauses:?}");
+        }
+        if std::thread::panicking() {
+            self.scrub();
+            return;
+        }
+        {
             if let Some(s) = status {
                 assert!(
                     s.success(),
@@ -237,7 +425,13 @@ impl Drop for TestDaemon {
                 );
             }
             assert!(!self.socket.exists(), "berthd left its socket behind");
-            self.assert_no_leaks();
+            let leaks =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.assert_no_leaks()));
+            if let Err(panic) = leaks {
+                self.scrub();
+                std::panic::resume_unwind(panic);
+            }
+            self.remove_cgroup_root();
         }
     }
 }

@@ -10,7 +10,9 @@ mod token;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use daemon::{TestDaemon, TestDaemonBuilder};
+pub use daemon::{
+    cgroups_under, pauses_of, processes_mentioning, shim_bin, TestDaemon, TestDaemonBuilder,
+};
 pub use registry::{test_images, TestImages, TestRegistry};
 pub use token::TokenServer;
 

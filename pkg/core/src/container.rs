@@ -1,0 +1,690 @@
+//! Containers: an overlayfs rootfs, an OCI bundle, and a monitor
+//! (`berth-shim`) that runs the runtime's `create` and outlives berthd.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_errdefs::{Error, ErrorKind, Result};
+use berth_oci::spec as oci;
+use berth_store::Batch;
+use tokio::sync::watch;
+
+use crate::model::*;
+use crate::{monitor, new_id, podfiles, rootfs, Core};
+
+pub(crate) const CONTAINERS: &str = "containers";
+
+/// How long a monitor may take to exit after its container did.
+const MONITOR_EXIT: Duration = Duration::from_secs(10);
+
+pub(crate) struct Entry {
+    /// Serialises the operations on one container.
+    pub lock: tokio::sync::Mutex<()>,
+    record: Mutex<ContainerRecord>,
+    /// Becomes true once the container has exited and that is recorded.
+    pub exited: watch::Sender<bool>,
+}
+
+impl Entry {
+    pub fn new(record: ContainerRecord) -> Arc<Entry> {
+        let exited = matches!(
+            record.state,
+            ContainerState::Exited | ContainerState::Unknown
+        );
+        Arc::new(Entry {
+            lock: tokio::sync::Mutex::new(()),
+            record: Mutex::new(record),
+            exited: watch::Sender::new(exited),
+        })
+    }
+
+    pub fn record(&self) -> ContainerRecord {
+        self.record
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Changes the record in memory and returns the new value.
+    fn update(&self, f: impl FnOnce(&mut ContainerRecord)) -> ContainerRecord {
+        let mut r = self.record.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut r);
+        r.clone()
+    }
+}
+
+fn name_key(config: &ContainerConfig, pod: &PodConfig) -> String {
+    format!(
+        "ctr/{}_{}_{}_{}_{}",
+        config.name, pod.name, pod.namespace, pod.uid, config.attempt
+    )
+}
+
+impl Core {
+    pub(crate) fn container_entry(&self, id: &str) -> Option<Arc<Entry>> {
+        self.objects().containers.get(id).cloned()
+    }
+
+    fn require_container(&self, id: &str) -> Result<Arc<Entry>> {
+        self.container_entry(id)
+            .ok_or_else(|| Error::not_found(format!("container {id} not found")))
+    }
+
+    pub(crate) fn containers_of(&self, sandbox_id: &str) -> Vec<String> {
+        self.objects()
+            .containers
+            .values()
+            .map(|c| c.record())
+            .filter(|r| r.sandbox_id == sandbox_id)
+            .map(|r| r.id)
+            .collect()
+    }
+
+    pub(crate) fn persist_container(&self, record: &ContainerRecord) -> Result<()> {
+        self.store
+            .write(Batch::new().put(CONTAINERS, &record.id, record)?)
+    }
+
+    /// Creates a container in a ready sandbox: all of it, or nothing.
+    pub async fn create_container(
+        self: &Arc<Self>,
+        sandbox_id: &str,
+        config: ContainerConfig,
+    ) -> Result<String> {
+        if config.name.is_empty() {
+            return Err(Error::invalid("container metadata needs a name"));
+        }
+        let (sandbox, _) = self.ready_sandbox(sandbox_id)?;
+        let _pod_guard = sandbox.lock.lock().await;
+        let (_, pod) = self.ready_sandbox(sandbox_id)?;
+        let image = self.images.status(&config.image)?.ok_or_else(|| {
+            Error::not_found(format!("image {:?} not found: pull it first", config.image))
+        })?;
+        let id = new_id();
+        let key = name_key(&config, &pod.config);
+        self.reserve_name(&key, &id)?;
+        let core = self.clone();
+        let made = {
+            let id = id.clone();
+            tokio::task::spawn_blocking(move || {
+                let made = core.make_container(&id, &pod, config, &image);
+                if made.is_err() {
+                    core.remove_container_files(&id, &pod.config.runtime_handler);
+                }
+                made
+            })
+            .await
+            .map_err(|e| Error::internal(format!("container setup task: {e}")))?
+        };
+        let record = match made.and_then(|r| self.persist_container(&r).map(|()| r)) {
+            Ok(r) => r,
+            Err(e) => {
+                self.release_name(&key, &id);
+                return Err(e);
+            }
+        };
+        let shim_pid = record.shim_pid;
+        self.objects()
+            .containers
+            .insert(id.clone(), Entry::new(record));
+        self.watch_monitor(&id, shim_pid);
+        self.emit(&id, sandbox_id, EventKind::Created);
+        Ok(id)
+    }
+
+    fn make_container(
+        &self,
+        id: &str,
+        pod: &SandboxRecord,
+        config: ContainerConfig,
+        image: &berth_image::service::Image,
+    ) -> Result<ContainerRecord> {
+        let runtime = self.runtime(&pod.config.runtime_handler)?;
+        let dir = self.container_dir(id);
+        let bundle = dir.join("bundle");
+        let rootfs_dir = bundle.join("rootfs");
+        let layers = self.images.layer_dirs(image)?;
+        rootfs::mount_overlay(&layers, &dir.join("upper"), &dir.join("work"), &rootfs_dir)?;
+        let image_config = self.images.config(image)?;
+        let defaults = image_defaults(&image_config)?;
+        let stop_signal = oci::stop_signal(&defaults);
+        let cgroups_path = format!("{}/{id}", pod.cgroup_parent);
+        let spec = self.container_spec(pod, &config, defaults, rootfs_dir, &cgroups_path)?;
+        let spec = oci::build(&spec)?;
+        oci::write_bundle_config(&spec, &bundle)?;
+        let log_path = log_path(&pod.config, &config)?;
+        let state = self.container_state_dir(id);
+        let (shim_pid, pid) = monitor::spawn(&monitor::SpawnRequest {
+            shim: &self.config.shim,
+            handler: runtime.handler(),
+            id,
+            bundle: &bundle,
+            dir: &state,
+            log: log_path.as_deref().unwrap_or(Path::new("/dev/null")),
+            tty: config.tty,
+            stdin: config.stdin,
+            stdin_once: config.stdin_once,
+        })?;
+        Ok(ContainerRecord {
+            id: id.to_string(),
+            sandbox_id: pod.id.clone(),
+            owner: pod.owner,
+            image_id: image.id.clone(),
+            image_ref: image
+                .repo_tags
+                .first()
+                .or(image.repo_digests.first())
+                .cloned()
+                .unwrap_or_else(|| image.id.clone()),
+            state: ContainerState::Created,
+            created_at_ns: now_ns(),
+            log_path: log_path.unwrap_or_default(),
+            shim_pid,
+            pid,
+            cgroups_path,
+            runtime_handler: pod.config.runtime_handler.clone(),
+            stop_signal,
+            config,
+            ..Default::default()
+        })
+    }
+
+    /// Translates the request into the OCI builder's terms, joining the
+    /// pod's namespaces and shared files.
+    fn container_spec(
+        &self,
+        pod: &SandboxRecord,
+        config: &ContainerConfig,
+        image: oci::ImageDefaults,
+        rootfs_dir: PathBuf,
+        cgroups_path: &str,
+    ) -> Result<oci::ContainerSpec> {
+        let join = |p: &Option<PathBuf>| match p {
+            Some(p) => oci::Namespace::Join(p.clone()),
+            None => oci::Namespace::Host,
+        };
+        let sec = &config.security;
+        let pid = match sec.namespaces.pid {
+            NamespaceMode::Node => oci::Namespace::Host,
+            NamespaceMode::Container => oci::Namespace::Private,
+            NamespaceMode::Pod => match &pod.namespaces.pid {
+                Some(p) => oci::Namespace::Join(p.clone()),
+                None => oci::Namespace::Private,
+            },
+            NamespaceMode::Target => {
+                let target = self.require_container(&sec.namespaces.target_id)?.record();
+                if target.state != ContainerState::Running {
+                    return Err(Error::new(
+                        ErrorKind::FailedPrecondition,
+                        format!("target container {} is not running", target.id),
+                    ));
+                }
+                oci::Namespace::Join(format!("/proc/{}/ns/pid", target.pid).into())
+            }
+        };
+        let mut mounts: Vec<oci::Mount> = config
+            .mounts
+            .iter()
+            .map(|m| oci::Mount {
+                host_path: m.host_path.clone().into(),
+                container_path: m.container_path.clone(),
+                readonly: m.readonly,
+                propagation: match m.propagation {
+                    Propagation::Private => oci::Propagation::Private,
+                    Propagation::HostToContainer => oci::Propagation::HostToContainer,
+                    Propagation::Bidirectional => oci::Propagation::Bidirectional,
+                },
+            })
+            .collect();
+        let taken =
+            |dest: &str, mounts: &[oci::Mount]| mounts.iter().any(|m| m.container_path == dest);
+        let pod_dir = self.pod_dir(&pod.id);
+        for (file, dest) in [
+            (podfiles::HOSTNAME, "/etc/hostname"),
+            (podfiles::HOSTS, "/etc/hosts"),
+            (podfiles::RESOLV, "/etc/resolv.conf"),
+        ] {
+            if !taken(dest, &mounts) {
+                mounts.push(oci::Mount {
+                    host_path: pod_dir.join(file),
+                    container_path: dest.to_string(),
+                    readonly: sec.readonly_rootfs,
+                    propagation: oci::Propagation::Private,
+                });
+            }
+        }
+        if let Some(shm) = &pod.shm {
+            if !taken("/dev/shm", &mounts) {
+                mounts.push(oci::Mount {
+                    host_path: shm.clone(),
+                    container_path: "/dev/shm".to_string(),
+                    readonly: false,
+                    propagation: oci::Propagation::Private,
+                });
+            }
+        }
+        let non_empty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        let uid = |v: Option<i64>, what: &str| -> Result<Option<u32>> {
+            v.map(|v| {
+                u32::try_from(v).map_err(|_| Error::invalid(format!("{what} {v} is out of range")))
+            })
+            .transpose()
+        };
+        let r = &config.resources;
+        let positive = |v: i64| (v > 0).then_some(v);
+        Ok(oci::ContainerSpec {
+            rootfs: rootfs_dir,
+            image,
+            command: config.command.clone(),
+            args: config.args.clone(),
+            env: config.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            working_dir: config.working_dir.clone(),
+            tty: config.tty,
+            stdin: config.stdin,
+            user: oci::UserRequest {
+                run_as_user: uid(sec.run_as_user, "run_as_user")?,
+                run_as_username: (!sec.run_as_username.is_empty())
+                    .then(|| sec.run_as_username.clone()),
+                run_as_group: uid(sec.run_as_group, "run_as_group")?,
+                supplemental_groups: sec
+                    .supplemental_groups
+                    .iter()
+                    .map(|g| uid(Some(*g), "supplemental group").map(Option::unwrap_or_default))
+                    .collect::<Result<_>>()?,
+            },
+            mounts,
+            devices: config
+                .devices
+                .iter()
+                .map(|d| oci::Device {
+                    host_path: d.host_path.clone().into(),
+                    container_path: d.container_path.clone(),
+                    permissions: d.permissions.clone(),
+                })
+                .collect(),
+            privileged: sec.privileged,
+            readonly_rootfs: sec.readonly_rootfs,
+            no_new_privs: sec.no_new_privs,
+            capabilities_add: sec.capabilities_add.clone(),
+            capabilities_drop: sec.capabilities_drop.clone(),
+            masked_paths: non_empty(&sec.masked_paths),
+            readonly_paths: non_empty(&sec.readonly_paths),
+            seccomp: match &sec.seccomp {
+                SeccompConfig::RuntimeDefault => oci::Seccomp::RuntimeDefault,
+                SeccompConfig::Unconfined => oci::Seccomp::Unconfined,
+                SeccompConfig::Localhost(p) => oci::Seccomp::Localhost(p.into()),
+            },
+            apparmor_profile: (!sec.apparmor.is_empty()).then(|| sec.apparmor.clone()),
+            resources: oci::Resources {
+                cpu_shares: positive(r.cpu_shares).map(|v| v as u64),
+                cpu_quota: positive(r.cpu_quota),
+                cpu_period: positive(r.cpu_period).map(|v| v as u64),
+                cpuset_cpus: (!r.cpuset_cpus.is_empty()).then(|| r.cpuset_cpus.clone()),
+                cpuset_mems: (!r.cpuset_mems.is_empty()).then(|| r.cpuset_mems.clone()),
+                memory_limit: positive(r.memory_limit_in_bytes),
+                memory_swap_limit: positive(r.memory_swap_limit_in_bytes),
+                pids_limit: None,
+                hugepage_limits: r.hugepage_limits.clone(),
+                unified: r.unified.clone(),
+                oom_score_adj: (r.oom_score_adj != 0).then_some(r.oom_score_adj as i32),
+            },
+            namespaces: oci::Namespaces {
+                network: join(&pod.namespaces.net),
+                ipc: join(&pod.namespaces.ipc),
+                uts: join(&pod.namespaces.uts),
+                pid,
+            },
+            cgroups_path: cgroups_path.to_string(),
+            sysctls: pod.config.sysctls.clone(),
+            annotations: config.annotations.clone(),
+            hostname: std::fs::read_to_string(pod_dir.join(podfiles::HOSTNAME))
+                .ok()
+                .map(|h| h.trim().to_string()),
+            cgroupns: oci::cgroupns_default(self.cgroups.mode(), sec.privileged),
+        })
+    }
+
+    /// Follows a container's monitor: when it exits, the exit is recorded.
+    pub(crate) fn watch_monitor(self: &Arc<Self>, id: &str, shim_pid: u32) {
+        let core = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = monitor::wait_exit(shim_pid).await {
+                tracing::warn!(container = %id, "waiting for monitor {shim_pid}: {e}");
+            }
+            core.record_exit(&id).await;
+        });
+    }
+
+    /// Records the exit the monitor wrote and releases the runtime's state.
+    pub(crate) async fn record_exit(self: &Arc<Self>, id: &str) {
+        let Some(entry) = self.container_entry(id) else {
+            return;
+        };
+        let record = self.apply_exit(&entry);
+        if let Ok(runtime) = self.runtime(&record.runtime_handler) {
+            let id = id.to_string();
+            let _ = tokio::task::spawn_blocking(move || match runtime.delete(&id, true) {
+                Err(e) if e.kind != ErrorKind::NotFound => {
+                    tracing::warn!(container = %id, "runtime delete after exit: {e}")
+                }
+                _ => {}
+            })
+            .await;
+        }
+        entry.exited.send_replace(true);
+        tracing::info!(container = %id, exit_code = record.exit_code, "container exited");
+        self.emit(id, &record.sandbox_id, EventKind::Stopped);
+    }
+
+    /// Moves the record to Exited with what `exit.json` says (or Unknown
+    /// when the monitor left nothing) and persists it.
+    pub(crate) fn apply_exit(&self, entry: &Entry) -> ContainerRecord {
+        let id = entry.record().id;
+        let exit = monitor::read_exit(&self.container_state_dir(&id));
+        let record = entry.update(|r| {
+            if matches!(r.state, ContainerState::Exited | ContainerState::Unknown) {
+                return;
+            }
+            r.state = ContainerState::Exited;
+            match exit {
+                Some(e) => {
+                    r.exit_code = e.exit_code;
+                    r.finished_at_ns = if e.finished_at_ns > 0 {
+                        e.finished_at_ns
+                    } else {
+                        now_ns()
+                    };
+                    r.reason = if e.exit_code == 0 {
+                        "Completed"
+                    } else {
+                        "Error"
+                    }
+                    .to_string();
+                }
+                None => {
+                    r.exit_code = 255;
+                    r.finished_at_ns = now_ns();
+                    r.reason = "Unknown".to_string();
+                    r.message = "the container's monitor exited without recording an exit status"
+                        .to_string();
+                }
+            }
+        });
+        if let Err(e) = self.persist_container(&record) {
+            tracing::error!(container = %id, "record exit: {e}");
+        }
+        record
+    }
+
+    pub async fn start_container(self: &Arc<Self>, id: &str) -> Result<()> {
+        let entry = self.require_container(id)?;
+        let _guard = entry.lock.lock().await;
+        let record = entry.record();
+        if record.state != ContainerState::Created {
+            return Err(Error::new(
+                ErrorKind::FailedPrecondition,
+                format!(
+                    "container {id} is {:?}, not created: it cannot be started",
+                    record.state
+                ),
+            ));
+        }
+        let runtime = self.runtime(&record.runtime_handler)?;
+        let cid = id.to_string();
+        tokio::task::spawn_blocking(move || runtime.start(&cid))
+            .await
+            .map_err(|e| Error::internal(format!("container start task: {e}")))??;
+        let record = entry.update(|r| {
+            r.started_at_ns = now_ns();
+            if r.state == ContainerState::Created {
+                r.state = ContainerState::Running;
+            }
+        });
+        self.persist_container(&record)?;
+        self.emit(id, &record.sandbox_id, EventKind::Started);
+        Ok(())
+    }
+
+    /// Stops a container: its stop signal, then SIGKILL after `timeout_s`.
+    /// A missing or already stopped container is fine (CRI).
+    pub async fn stop_container(self: &Arc<Self>, id: &str, timeout_s: i64) -> Result<()> {
+        let Some(entry) = self.container_entry(id) else {
+            return Ok(());
+        };
+        let _guard = entry.lock.lock().await;
+        self.kill_and_wait(&entry, timeout_s).await
+    }
+
+    async fn kill_and_wait(self: &Arc<Self>, entry: &Arc<Entry>, timeout_s: i64) -> Result<()> {
+        let record = entry.record();
+        if *entry.exited.borrow() {
+            return Ok(());
+        }
+        let runtime = self.runtime(&record.runtime_handler)?;
+        let mut exited = entry.exited.subscribe();
+        if timeout_s > 0 {
+            let (rt, id, sig) = (runtime.clone(), record.id.clone(), record.stop_signal);
+            let _ = tokio::task::spawn_blocking(move || rt.kill(&id, &sig.to_string())).await;
+            let wait = exited.wait_for(|e| *e);
+            if tokio::time::timeout(Duration::from_secs(timeout_s as u64), wait)
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+        let id = record.id.clone();
+        let _ = tokio::task::spawn_blocking(move || runtime.kill(&id, "KILL")).await;
+        let exited_in_time = tokio::time::timeout(MONITOR_EXIT, exited.wait_for(|e| *e))
+            .await
+            .is_ok();
+        match exited_in_time {
+            true => Ok(()),
+            false => Err(Error::new(
+                ErrorKind::DeadlineExceeded,
+                format!("container {} did not exit after SIGKILL", record.id),
+            )),
+        }
+    }
+
+    /// Removes a container (killing it if it runs). A missing one is fine (CRI).
+    pub async fn remove_container(self: &Arc<Self>, id: &str) -> Result<()> {
+        let Some(entry) = self.container_entry(id) else {
+            return Ok(());
+        };
+        let _guard = entry.lock.lock().await;
+        self.kill_and_wait(&entry, 0).await?;
+        let record = entry.record();
+        {
+            let core = self.clone();
+            let (id, handler) = (id.to_string(), record.runtime_handler.clone());
+            tokio::task::spawn_blocking(move || core.remove_container_files(&id, &handler))
+                .await
+                .map_err(|e| Error::internal(format!("container removal task: {e}")))?;
+        }
+        self.store.write(Batch::new().delete(CONTAINERS, id))?;
+        self.objects().containers.remove(id);
+        if let Some(pod) = self.sandbox_entry(&record.sandbox_id) {
+            self.release_name(&name_key(&record.config, &pod.record().config), id);
+        }
+        self.cpu_samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        self.emit(id, &record.sandbox_id, EventKind::Deleted);
+        Ok(())
+    }
+
+    /// Undoes everything a container made on the node; missing parts are fine.
+    pub(crate) fn remove_container_files(&self, id: &str, handler: &str) {
+        let state = self.container_state_dir(id);
+        if let Some(pid) = monitor::live_monitor(&state, id) {
+            // The container is gone, so its monitor is on its way out.
+            let deadline = std::time::Instant::now() + MONITOR_EXIT;
+            while monitor::is_monitor(pid, id) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if let Ok(runtime) = self.runtime(handler) {
+            match runtime.delete(id, true) {
+                Err(e) if e.kind != ErrorKind::NotFound => {
+                    tracing::warn!(container = %id, "runtime delete: {e}")
+                }
+                _ => {}
+            }
+        }
+        let dir = self.container_dir(id);
+        if let Err(e) = rootfs::unmount_all(&dir.join("bundle/rootfs")) {
+            tracing::warn!(container = %id, "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&state);
+    }
+
+    pub fn container_status(&self, id: &str) -> Result<ContainerRecord> {
+        Ok(self.require_container(id)?.record())
+    }
+
+    /// Kubernetes containers matching the filter, oldest first.
+    pub fn list_containers(&self, filter: &ContainerFilter) -> Vec<ContainerRecord> {
+        let mut out: Vec<ContainerRecord> = self
+            .objects()
+            .containers
+            .values()
+            .map(|e| e.record())
+            .filter(|r| r.owner == Owner::Kubernetes)
+            .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
+            .filter(|r| {
+                filter.sandbox_id.is_empty() || r.sandbox_id.starts_with(&filter.sandbox_id)
+            })
+            .filter(|r| filter.state.is_none_or(|s| s == r.state))
+            .filter(|r| labels_match(&r.config.labels, &filter.labels))
+            .collect();
+        out.sort_by_key(|r| r.created_at_ns);
+        out
+    }
+
+    /// Applies new limits to a created or running container.
+    pub async fn update_container_resources(&self, id: &str, resources: Resources) -> Result<()> {
+        let entry = self.require_container(id)?;
+        let _guard = entry.lock.lock().await;
+        let record = entry.record();
+        if !matches!(
+            record.state,
+            ContainerState::Created | ContainerState::Running
+        ) {
+            return Err(Error::new(
+                ErrorKind::FailedPrecondition,
+                format!("container {id} is not running: its resources cannot change"),
+            ));
+        }
+        let runtime = self.runtime(&record.runtime_handler)?;
+        let file = self.container_state_dir(id).join("resources.json");
+        berth_store::write_atomic(&file, linux_resources(&resources).to_string().as_bytes())?;
+        let cid = id.to_string();
+        let done = tokio::task::spawn_blocking(move || runtime.update(&cid, &file))
+            .await
+            .map_err(|e| Error::internal(format!("container update task: {e}")))?;
+        done?;
+        let record = entry.update(|r| r.config.resources = resources);
+        self.persist_container(&record)
+    }
+
+    /// Makes the monitor reopen the log file (after kubelet rotated it).
+    pub async fn reopen_container_log(&self, id: &str) -> Result<()> {
+        let record = self.require_container(id)?.record();
+        if record.state != ContainerState::Running {
+            return Err(Error::new(
+                ErrorKind::FailedPrecondition,
+                format!("container {id} is not running"),
+            ));
+        }
+        let dir = self.container_state_dir(id);
+        let cid = id.to_string();
+        tokio::task::spawn_blocking(move || monitor::control(&dir, &cid, "reopen-log"))
+            .await
+            .map_err(|e| Error::internal(format!("reopen log task: {e}")))?
+    }
+}
+
+/// `linux.resources` JSON for `runtime update`.
+fn linux_resources(r: &Resources) -> serde_json::Value {
+    let mut cpu = serde_json::Map::new();
+    if r.cpu_shares > 0 {
+        cpu.insert("shares".into(), r.cpu_shares.into());
+    }
+    if r.cpu_quota != 0 {
+        cpu.insert("quota".into(), r.cpu_quota.into());
+    }
+    if r.cpu_period > 0 {
+        cpu.insert("period".into(), r.cpu_period.into());
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu.insert("cpus".into(), r.cpuset_cpus.clone().into());
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu.insert("mems".into(), r.cpuset_mems.clone().into());
+    }
+    let mut memory = serde_json::Map::new();
+    if r.memory_limit_in_bytes > 0 {
+        memory.insert("limit".into(), r.memory_limit_in_bytes.into());
+        let swap = if r.memory_swap_limit_in_bytes > 0 {
+            r.memory_swap_limit_in_bytes
+        } else {
+            r.memory_limit_in_bytes
+        };
+        memory.insert("swap".into(), swap.into());
+    }
+    serde_json::json!({ "cpu": cpu, "memory": memory })
+}
+
+/// The image config fields a container inherits.
+fn image_defaults(config: &[u8]) -> Result<oci::ImageDefaults> {
+    let v: serde_json::Value = serde_json::from_slice(config)
+        .map_err(|e| Error::invalid(format!("malformed image config: {e}")))?;
+    let c = &v["config"];
+    let strings = |k: &str| -> Vec<String> {
+        c[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let string = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+    Ok(oci::ImageDefaults {
+        entrypoint: strings("Entrypoint"),
+        cmd: strings("Cmd"),
+        env: strings("Env"),
+        working_dir: string("WorkingDir"),
+        user: string("User"),
+        stop_signal: string("StopSignal"),
+    })
+}
+
+/// The container's log file: the pod's log directory joined with the
+/// container's relative path; `None` when either is unset.
+fn log_path(pod: &PodConfig, config: &ContainerConfig) -> Result<Option<PathBuf>> {
+    if pod.log_directory.is_empty() || config.log_path.is_empty() {
+        return Ok(None);
+    }
+    let rel = Path::new(&config.log_path);
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(Error::invalid(format!(
+            "log path {:?} must be relative to the pod's log directory",
+            config.log_path
+        )));
+    }
+    let path = Path::new(&pod.log_directory).join(rel);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    Ok(Some(path))
+}

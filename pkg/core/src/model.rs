@@ -1,0 +1,325 @@
+//! The runtime model: what a front door asks for (`PodConfig`,
+//! `ContainerConfig`) and what the core records (`SandboxRecord`,
+//! `ContainerRecord`). Records are persisted as JSON in the store, so every
+//! field has a serde default and old records keep loading.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Which front door made an object. CRI lists only `Kubernetes` objects, so
+/// kubelet never sees (or garbage-collects) what an admin made with docker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Owner {
+    #[default]
+    Kubernetes,
+    Docker,
+}
+
+/// How a pod (or container) gets one namespace (CRI `NamespaceMode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NamespaceMode {
+    /// Shared by the pod's containers.
+    #[default]
+    Pod,
+    /// One per container.
+    Container,
+    /// The node's own.
+    Node,
+    /// Another container's (pid only).
+    Target,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NamespaceOptions {
+    pub network: NamespaceMode,
+    pub pid: NamespaceMode,
+    pub ipc: NamespaceMode,
+    /// The container whose pid namespace `Target` joins.
+    pub target_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DnsConfig {
+    pub servers: Vec<String>,
+    pub searches: Vec<String>,
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PortMapping {
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+    pub container_port: i32,
+    pub host_port: i32,
+    pub host_ip: String,
+}
+
+/// Limits in OCI units (CRI `LinuxContainerResources`); 0/empty = unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Resources {
+    pub cpu_period: i64,
+    pub cpu_quota: i64,
+    pub cpu_shares: i64,
+    pub memory_limit_in_bytes: i64,
+    pub memory_swap_limit_in_bytes: i64,
+    pub oom_score_adj: i64,
+    pub cpuset_cpus: String,
+    pub cpuset_mems: String,
+    /// Page size (`2MB`) → limit in bytes.
+    pub hugepage_limits: BTreeMap<String, u64>,
+    pub unified: BTreeMap<String, String>,
+}
+
+/// What a pod asks for (CRI `PodSandboxConfig`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PodConfig {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub attempt: u32,
+    pub hostname: String,
+    /// Directory for the pod's container logs.
+    pub log_directory: String,
+    pub dns: Option<DnsConfig>,
+    pub port_mappings: Vec<PortMapping>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub cgroup_parent: String,
+    pub sysctls: BTreeMap<String, String>,
+    pub namespaces: NamespaceOptions,
+    pub privileged: bool,
+    pub overhead: Option<Resources>,
+    pub resources: Option<Resources>,
+    pub runtime_handler: String,
+}
+
+impl PodConfig {
+    /// The unique name kubelet's metadata gives (`name_namespace_uid_attempt`).
+    pub fn full_name(&self) -> String {
+        format!(
+            "{}_{}_{}_{}",
+            self.name, self.namespace, self.uid, self.attempt
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Propagation {
+    #[default]
+    Private,
+    HostToContainer,
+    Bidirectional,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MountConfig {
+    pub container_path: String,
+    pub host_path: String,
+    pub readonly: bool,
+    pub propagation: Propagation,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeviceConfig {
+    pub container_path: String,
+    pub host_path: String,
+    pub permissions: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeccompConfig {
+    #[default]
+    RuntimeDefault,
+    Unconfined,
+    Localhost(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SecurityConfig {
+    pub capabilities_add: Vec<String>,
+    pub capabilities_drop: Vec<String>,
+    pub privileged: bool,
+    pub namespaces: NamespaceOptions,
+    pub run_as_user: Option<i64>,
+    pub run_as_group: Option<i64>,
+    pub run_as_username: String,
+    pub readonly_rootfs: bool,
+    pub supplemental_groups: Vec<i64>,
+    pub no_new_privs: bool,
+    /// Empty: the defaults.
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+    pub seccomp: SeccompConfig,
+    pub apparmor: String,
+}
+
+/// What a container asks for (CRI `ContainerConfig`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerConfig {
+    pub name: String,
+    pub attempt: u32,
+    /// The image as the caller named it.
+    pub image: String,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub working_dir: String,
+    pub env: Vec<(String, String)>,
+    pub mounts: Vec<MountConfig>,
+    pub devices: Vec<DeviceConfig>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Relative to the pod's log directory.
+    pub log_path: String,
+    pub stdin: bool,
+    pub stdin_once: bool,
+    pub tty: bool,
+    pub resources: Resources,
+    pub security: SecurityConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SandboxState {
+    #[default]
+    Ready,
+    NotReady,
+}
+
+/// The pod's pinned namespaces and files.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SandboxNamespaces {
+    pub net: Option<PathBuf>,
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
+    pub pid: Option<PathBuf>,
+    pub pause_pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub owner: Owner,
+    pub config: PodConfig,
+    pub state: SandboxState,
+    pub created_at_ns: i64,
+    pub namespaces: SandboxNamespaces,
+    /// The absolute cgroupfs parent of the pod's containers.
+    pub cgroup_parent: String,
+    /// Whether berth made the parent (and so removes it with the pod).
+    pub owns_cgroup_parent: bool,
+    /// A tmpfs for /dev/shm shared by the pod's containers.
+    pub shm: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerState {
+    #[default]
+    Created,
+    Running,
+    Exited,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub sandbox_id: String,
+    pub owner: Owner,
+    pub config: ContainerConfig,
+    pub image_id: String,
+    /// The image's name as resolved at create time (`registry/repo:tag`).
+    pub image_ref: String,
+    pub state: ContainerState,
+    pub created_at_ns: i64,
+    pub started_at_ns: i64,
+    pub finished_at_ns: i64,
+    pub exit_code: i32,
+    pub reason: String,
+    pub message: String,
+    /// Absolute log path, empty when the pod has no log directory.
+    pub log_path: PathBuf,
+    pub shim_pid: u32,
+    pub pid: u32,
+    pub cgroups_path: String,
+    pub runtime_handler: String,
+    pub stop_signal: i32,
+}
+
+/// A container event, as CRI `GetContainerEvents` streams them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Created,
+    Started,
+    Stopped,
+    Deleted,
+}
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// A container id, or a sandbox id for pod-level events.
+    pub id: String,
+    pub sandbox_id: String,
+    pub kind: EventKind,
+    pub at_ns: i64,
+}
+
+/// Filters for listings; empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxFilter {
+    pub id: String,
+    pub state: Option<SandboxState>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ContainerFilter {
+    pub id: String,
+    pub sandbox_id: String,
+    pub state: Option<ContainerState>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Usage of one container, from its cgroup and writable layer.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerStats {
+    pub id: String,
+    pub sandbox_id: String,
+    pub timestamp_ns: i64,
+    pub cpu_usage_ns: u64,
+    /// Average over the time since the previous sample (0 on the first).
+    pub cpu_nano_cores: u64,
+    pub memory_working_set_bytes: u64,
+    pub memory_usage_bytes: u64,
+    pub memory_rss_bytes: u64,
+    pub writable_layer_bytes: u64,
+    pub writable_layer_inodes: u64,
+    pub writable_layer_mountpoint: PathBuf,
+    pub pids: u64,
+}
+
+pub(crate) fn labels_match(
+    have: &BTreeMap<String, String>,
+    want: &BTreeMap<String, String>,
+) -> bool {
+    want.iter().all(|(k, v)| have.get(k) == Some(v))
+}
+
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,226 @@
+//! The client side of `berth-shim`, the per-container monitor (its contract
+//! is documented in `cmd/berth-shim/src/main.rs`): spawning one, reading its
+//! report, waiting for it to exit, and talking to its control socket.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use berth_errdefs::{Error, ErrorKind, Result};
+use berth_oci::RuntimeHandler;
+use serde::Deserialize;
+
+/// Files the monitor keeps in its state directory.
+pub(crate) fn shim_pid_file(dir: &Path) -> PathBuf {
+    dir.join("shim.pid")
+}
+pub(crate) fn exit_file(dir: &Path) -> PathBuf {
+    dir.join("exit.json")
+}
+pub(crate) fn control_socket(dir: &Path) -> PathBuf {
+    dir.join("control.sock")
+}
+
+pub(crate) struct SpawnRequest<'a> {
+    pub shim: &'a Path,
+    pub handler: &'a RuntimeHandler,
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub dir: &'a Path,
+    pub log: &'a Path,
+    pub tty: bool,
+    pub stdin: bool,
+    pub stdin_once: bool,
+}
+
+#[derive(Deserialize)]
+struct Report {
+    #[serde(default)]
+    pid: u32,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// What `exit.json` records.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub(crate) struct Exit {
+    pub exit_code: i32,
+    #[serde(default)]
+    pub finished_at_ns: i64,
+}
+
+/// Starts a monitor that runs `<runtime> create`; returns (monitor pid,
+/// container init pid). Blocking: call from a blocking thread.
+pub(crate) fn spawn(req: &SpawnRequest) -> Result<(u32, u32)> {
+    std::fs::create_dir_all(req.dir)?;
+    let (read_end, write_end) = pipe()?;
+    let mut cmd = Command::new(req.shim);
+    cmd.arg("--id")
+        .arg(req.id)
+        .arg("--bundle")
+        .arg(req.bundle)
+        .arg("--dir")
+        .arg(req.dir)
+        .arg("--log")
+        .arg(req.log)
+        .arg("--runtime")
+        .arg(&req.handler.program);
+    for a in &req.handler.argv_prefix {
+        cmd.arg("--runtime-arg").arg(a);
+    }
+    cmd.arg("--runtime-root").arg(&req.handler.root);
+    for (flag, on) in [
+        ("--tty", req.tty),
+        ("--stdin", req.stdin),
+        ("--stdin-once", req.stdin_once),
+    ] {
+        if on {
+            cmd.arg(flag);
+        }
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let fd = write_end.as_raw_fd();
+    // SAFETY: dup2 and fcntl are async-signal-safe. dup2 clears CLOEXEC on
+    // the new fd 3, except when the pipe already is fd 3 (a no-op).
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        Error::unavailable(format!(
+            "cannot start the container monitor {}: {e}",
+            req.shim.display()
+        ))
+    })?;
+    drop(write_end);
+    // The first process forks the monitor and exits at once.
+    let _ = child.wait();
+    let mut line = String::new();
+    let mut reader = BufReader::new(std::fs::File::from(read_end));
+    reader.read_line(&mut line)?;
+    let report: Report = serde_json::from_str(line.trim()).map_err(|e| {
+        Error::internal(format!(
+            "container monitor for {} gave no report ({e}); see {}",
+            req.id,
+            req.dir.join("shim.log").display()
+        ))
+    })?;
+    if let Some(error) = report.error {
+        return Err(Error::new(
+            ErrorKind::Internal,
+            format!(
+                "runtime handler {:?} could not create container {}: {error}",
+                req.handler.name, req.id
+            ),
+        ));
+    }
+    let shim_pid = std::fs::read_to_string(shim_pid_file(req.dir))?
+        .trim()
+        .parse::<u32>()
+        .map_err(|e| Error::internal(format!("monitor pid file of {}: {e}", req.id)))?;
+    Ok((shim_pid, report.pid))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Whether `pid` is the monitor of container `id` (not a reused pid).
+pub(crate) fn is_monitor(pid: u32, id: &str) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => {
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.first().is_some_and(|a| a.ends_with(b"berth-shim"))
+                && args.iter().any(|a| *a == id.as_bytes())
+        }
+        Err(_) => false,
+    }
+}
+
+/// The monitor's pid from its pid file, if that process is still it.
+pub(crate) fn live_monitor(dir: &Path, id: &str) -> Option<u32> {
+    let pid = std::fs::read_to_string(shim_pid_file(dir))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    is_monitor(pid, id).then_some(pid)
+}
+
+pub(crate) fn read_exit(dir: &Path) -> Option<Exit> {
+    let bytes = std::fs::read(exit_file(dir)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Waits until process `pid` has exited (it need not be our child).
+pub(crate) async fn wait_exit(pid: u32) -> Result<()> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ESRCH) {
+            return Ok(());
+        }
+        return Err(Error::from(e).context(format!("pidfd_open {pid}")));
+    }
+    // SAFETY: the descriptor was just returned to us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: the AsyncFd owns the OwnedFd, which stays open and unchanged
+    // until the AsyncFd is dropped.
+    let afd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| Error::from(std::io::Error::from(e)).context(format!("watch pid {pid}")))?;
+    let _ = afd.readable().await?;
+    Ok(())
+}
+
+/// Sends one control command (`reopen-log`, `resize C R`) and reads the answer.
+pub(crate) fn control(dir: &Path, id: &str, command: &str) -> Result<()> {
+    let path = control_socket(dir);
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|e| {
+        Error::new(
+            ErrorKind::FailedPrecondition,
+            format!("monitor of container {id} is not reachable: {e}"),
+        )
+    })?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    stream.write_all(format!("{command}\n").as_bytes())?;
+    let mut answer = String::new();
+    let mut buf = [0u8; 512];
+    while !answer.ends_with('\n') {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    match answer.trim() {
+        "ok" => Ok(()),
+        other => Err(Error::internal(format!(
+            "monitor of container {id}: {command}: {other}"
+        ))),
+    }
+}

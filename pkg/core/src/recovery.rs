@@ -1,0 +1,127 @@
+//! Start-up: reload every sandbox and container from the store, reconnect
+//! to live monitors, record exits that happened while berthd was down, and
+//! clean up what no record owns (half-made objects of a crash).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use berth_errdefs::Result;
+use berth_store::Batch;
+
+use crate::container::{self, CONTAINERS};
+use crate::model::*;
+use crate::sandbox::{self, SANDBOXES};
+use crate::{monitor, Core};
+
+impl Core {
+    pub(crate) fn recover(self: &Arc<Self>) -> Result<()> {
+        let sandboxes: Vec<(String, SandboxRecord)> = self.store.list(SANDBOXES)?;
+        let containers: Vec<(String, ContainerRecord)> = self.store.list(CONTAINERS)?;
+        let mut known_pods = BTreeSet::new();
+        for (id, mut record) in sandboxes {
+            if record.state == SandboxState::Ready && !pins_alive(&record.namespaces) {
+                tracing::warn!(sandbox = %id, "pinned namespaces are gone; the pod is not ready");
+                record.state = SandboxState::NotReady;
+                self.persist_sandbox(&record)?;
+            }
+            let mut objects = self.objects();
+            objects
+                .names
+                .insert(format!("pod/{}", record.config.full_name()), id.clone());
+            objects
+                .sandboxes
+                .insert(id.clone(), sandbox::Entry::new(record));
+            known_pods.insert(id);
+        }
+        let mut known_containers = BTreeSet::new();
+        for (id, record) in containers {
+            let Some(pod) = self.sandbox_entry(&record.sandbox_id) else {
+                tracing::warn!(container = %id, "its pod sandbox is gone; removing it");
+                self.kill_leftover_container(&id);
+                self.store.write(Batch::new().delete(CONTAINERS, &id))?;
+                continue;
+            };
+            let pod = pod.record().config;
+            let live = matches!(
+                record.state,
+                ContainerState::Created | ContainerState::Running
+            );
+            let entry = container::Entry::new(record.clone());
+            {
+                let mut objects = self.objects();
+                objects.names.insert(
+                    format!(
+                        "ctr/{}_{}_{}_{}_{}",
+                        record.config.name, pod.name, pod.namespace, pod.uid, record.config.attempt
+                    ),
+                    id.clone(),
+                );
+                objects.containers.insert(id.clone(), entry.clone());
+            }
+            if live {
+                match monitor::live_monitor(&self.container_state_dir(&id), &id) {
+                    Some(pid) => self.watch_monitor(&id, pid),
+                    None => {
+                        let r = self.apply_exit(&entry);
+                        entry.exited.send_replace(true);
+                        tracing::info!(container = %id, exit_code = r.exit_code,
+                            "container exited while berthd was down");
+                        if let Ok(runtime) = self.runtime(&r.runtime_handler) {
+                            let _ = runtime.delete(&id, true);
+                        }
+                    }
+                }
+            }
+            known_containers.insert(id);
+        }
+        self.collect_leftovers(&known_pods, &known_containers);
+        Ok(())
+    }
+
+    /// Removes directories (and what they hold) that no record owns.
+    fn collect_leftovers(&self, pods: &BTreeSet<String>, containers: &BTreeSet<String>) {
+        let unknown = |dir: &Path, known: &BTreeSet<String>| -> Vec<String> {
+            std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .filter_map(|e| e.file_name().into_string().ok())
+                        .filter(|n| !known.contains(n))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut stray: BTreeSet<String> = unknown(&self.config.root.join("containers"), containers)
+            .into_iter()
+            .collect();
+        stray.extend(unknown(&self.config.state_dir.join("c"), containers));
+        for id in stray {
+            tracing::warn!(container = %id, "removing a container left half-made");
+            self.kill_leftover_container(&id);
+        }
+        let mut stray: BTreeSet<String> = unknown(&self.config.root.join("pods"), pods)
+            .into_iter()
+            .collect();
+        stray.extend(unknown(&self.config.state_dir.join("pods"), pods));
+        for id in stray {
+            tracing::warn!(sandbox = %id, "removing a pod sandbox left half-made");
+            self.remove_leftover_sandbox(&id);
+        }
+    }
+
+    fn kill_leftover_container(&self, id: &str) {
+        for runtime in self.runtimes.values() {
+            let _ = runtime.delete(id, true);
+        }
+        self.remove_container_files(id, "");
+    }
+}
+
+/// Whether every namespace the pod pinned is still pinned.
+fn pins_alive(ns: &SandboxNamespaces) -> bool {
+    [&ns.net, &ns.ipc, &ns.uts, &ns.pid]
+        .into_iter()
+        .flatten()
+        .all(|p| berth_ns::is_pinned(p))
+}

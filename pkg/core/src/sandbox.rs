@@ -1,0 +1,287 @@
+//! Pod sandboxes: pinned namespaces (no pause container), the pod's shared
+//! files, its /dev/shm and its cgroup parent.
+
+use std::sync::{Arc, Mutex};
+
+use berth_errdefs::{Error, ErrorKind, Result};
+use berth_store::Batch;
+
+use crate::model::*;
+use crate::{new_id, podfiles, rootfs, CgroupDriver, Core};
+
+pub(crate) const SANDBOXES: &str = "sandboxes";
+
+pub(crate) struct Entry {
+    /// Serialises the operations on one sandbox.
+    pub lock: tokio::sync::Mutex<()>,
+    record: Mutex<SandboxRecord>,
+}
+
+impl Entry {
+    pub fn new(record: SandboxRecord) -> Arc<Entry> {
+        Arc::new(Entry {
+            lock: tokio::sync::Mutex::new(()),
+            record: Mutex::new(record),
+        })
+    }
+
+    pub fn record(&self) -> SandboxRecord {
+        self.record
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set(&self, record: SandboxRecord) {
+        *self.record.lock().unwrap_or_else(|p| p.into_inner()) = record;
+    }
+}
+
+fn name_key(config: &PodConfig) -> String {
+    format!("pod/{}", config.full_name())
+}
+
+impl Core {
+    pub(crate) fn sandbox_entry(&self, id: &str) -> Option<Arc<Entry>> {
+        self.objects().sandboxes.get(id).cloned()
+    }
+
+    fn require_sandbox(&self, id: &str) -> Result<Arc<Entry>> {
+        self.sandbox_entry(id)
+            .ok_or_else(|| Error::not_found(format!("pod sandbox {id} not found")))
+    }
+
+    pub(crate) fn persist_sandbox(&self, record: &SandboxRecord) -> Result<()> {
+        self.store
+            .write(Batch::new().put(SANDBOXES, &record.id, record)?)
+    }
+
+    /// Makes a pod sandbox: all of it, or nothing (the error names the step).
+    pub async fn run_pod_sandbox(self: &Arc<Self>, config: PodConfig) -> Result<String> {
+        if config.name.is_empty() || config.namespace.is_empty() || config.uid.is_empty() {
+            return Err(Error::invalid(
+                "pod sandbox metadata needs a name, a namespace and a uid",
+            ));
+        }
+        if config.namespaces.pid == NamespaceMode::Target
+            || config.namespaces.network == NamespaceMode::Target
+        {
+            return Err(Error::invalid(
+                "a pod sandbox cannot take another container's namespace (TARGET)",
+            ));
+        }
+        self.runtime(&config.runtime_handler)?;
+        let id = new_id();
+        let key = name_key(&config);
+        self.reserve_name(&key, &id)?;
+        let core = self.clone();
+        let made = {
+            let id = id.clone();
+            tokio::task::spawn_blocking(move || {
+                let made = core.make_sandbox(&id, config);
+                if made.is_err() {
+                    core.remove_sandbox_files(&id, None);
+                }
+                made
+            })
+            .await
+            .map_err(|e| Error::internal(format!("pod sandbox setup task: {e}")))?
+        };
+        let record = match made.and_then(|r| self.persist_sandbox(&r).map(|()| r)) {
+            Ok(r) => r,
+            Err(e) => {
+                self.remove_sandbox_files(&id, None);
+                self.release_name(&key, &id);
+                return Err(e);
+            }
+        };
+        self.objects()
+            .sandboxes
+            .insert(id.clone(), Entry::new(record));
+        self.emit(&id, &id, EventKind::Created);
+        self.emit(&id, &id, EventKind::Started);
+        tracing::info!(sandbox = %id, name = %key, "pod sandbox ready");
+        Ok(id)
+    }
+
+    fn make_sandbox(&self, id: &str, config: PodConfig) -> Result<SandboxRecord> {
+        let host_network = config.namespaces.network == NamespaceMode::Node;
+        let host_ipc = config.namespaces.ipc == NamespaceMode::Node;
+        let hostname = podfiles::hostname(&config, host_network);
+        podfiles::write(&self.pod_dir(id), &config, &hostname, host_network)
+            .map_err(|e| e.context("write pod files"))?;
+        let state = self.pod_state_dir(id);
+        let pinned = berth_ns::pin(&berth_ns::PinRequest {
+            dir: state.join("ns"),
+            net: !host_network,
+            ipc: !host_ipc,
+            uts: !host_network,
+            pid: config.namespaces.pid == NamespaceMode::Pod,
+            hostname: (!host_network).then(|| hostname.clone()),
+        })
+        .map_err(|e| e.context("pin pod namespaces"))?;
+        let shm = if host_ipc {
+            None
+        } else {
+            let dir = state.join("shm");
+            rootfs::mount_shm(&dir)?;
+            Some(dir)
+        };
+        let (cgroup_parent, owns_cgroup_parent) = self.cgroup_parent(id, &config)?;
+        Ok(SandboxRecord {
+            id: id.to_string(),
+            owner: Owner::Kubernetes,
+            state: SandboxState::Ready,
+            created_at_ns: now_ns(),
+            namespaces: SandboxNamespaces {
+                net: pinned.net,
+                ipc: pinned.ipc,
+                uts: pinned.uts,
+                pid: pinned.pid,
+                pause_pid: pinned.pause_pid,
+            },
+            cgroup_parent,
+            owns_cgroup_parent,
+            shm,
+            config,
+        })
+    }
+
+    /// The cgroupfs parent of the pod's containers: kubelet's (a path, or a
+    /// slice name with the systemd driver), or one of berth's own.
+    fn cgroup_parent(&self, id: &str, config: &PodConfig) -> Result<(String, bool)> {
+        let parent = if config.cgroup_parent.is_empty() {
+            format!("{}/{id}", self.config.cgroup_root.trim_end_matches('/'))
+        } else if self.config.cgroup_driver == CgroupDriver::Systemd
+            && config.cgroup_parent.ends_with(".slice")
+        {
+            berth_cgroups::systemd_slice_path(&config.cgroup_parent)?
+        } else {
+            config.cgroup_parent.clone()
+        };
+        if !parent.starts_with('/') || parent.split('/').any(|p| p == "..") {
+            return Err(Error::invalid(format!(
+                "cgroup parent {:?} must be an absolute path",
+                config.cgroup_parent
+            )));
+        }
+        let owns = !self.cgroups.exists(&parent);
+        Ok((parent, owns))
+    }
+
+    /// Cleans up a sandbox found on disk with no record (a crash mid-setup).
+    pub(crate) fn remove_leftover_sandbox(&self, id: &str) {
+        self.remove_sandbox_files(id, None);
+    }
+
+    /// Undoes everything a sandbox made on the node; missing parts are fine.
+    fn remove_sandbox_files(&self, id: &str, record: Option<&SandboxRecord>) {
+        let state = self.pod_state_dir(id);
+        if let Err(e) = berth_ns::unpin(&state.join("ns")) {
+            tracing::warn!(sandbox = %id, "unpin namespaces: {e}");
+        }
+        let _ = rootfs::unmount_all(&state.join("shm"));
+        let _ = std::fs::remove_dir_all(&state);
+        let _ = std::fs::remove_dir_all(self.pod_dir(id));
+        if let Some(r) = record {
+            if r.owns_cgroup_parent {
+                if let Err(e) = self.cgroups.remove(&r.cgroup_parent) {
+                    tracing::warn!(sandbox = %id, "remove cgroup parent: {e}");
+                }
+            }
+        }
+    }
+
+    /// Stops the pod's containers and releases its namespaces. Idempotent;
+    /// a missing sandbox is fine (CRI).
+    pub async fn stop_pod_sandbox(self: &Arc<Self>, id: &str) -> Result<()> {
+        let Some(entry) = self.sandbox_entry(id) else {
+            return Ok(());
+        };
+        let _guard = entry.lock.lock().await;
+        for c in self.containers_of(id) {
+            self.stop_container(&c, 0).await?;
+        }
+        let mut record = entry.record();
+        if record.state == SandboxState::NotReady {
+            return Ok(());
+        }
+        let state = self.pod_state_dir(id);
+        let shm = record.shm.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            berth_ns::unpin(&state.join("ns"))?;
+            if let Some(shm) = shm {
+                rootfs::unmount_all(&shm)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::internal(format!("pod sandbox stop task: {e}")))??;
+        record.state = SandboxState::NotReady;
+        self.persist_sandbox(&record)?;
+        entry.set(record);
+        self.emit(id, id, EventKind::Stopped);
+        Ok(())
+    }
+
+    /// Stops the pod if needed, removes its containers and everything it
+    /// made. Idempotent; a missing sandbox is fine (CRI).
+    pub async fn remove_pod_sandbox(self: &Arc<Self>, id: &str) -> Result<()> {
+        let Some(entry) = self.sandbox_entry(id) else {
+            return Ok(());
+        };
+        self.stop_pod_sandbox(id).await?;
+        let _guard = entry.lock.lock().await;
+        for c in self.containers_of(id) {
+            self.remove_container(&c).await?;
+        }
+        let record = entry.record();
+        {
+            let core = self.clone();
+            let record = record.clone();
+            tokio::task::spawn_blocking(move || {
+                core.remove_sandbox_files(&record.id, Some(&record))
+            })
+            .await
+            .map_err(|e| Error::internal(format!("pod sandbox removal task: {e}")))?;
+        }
+        self.store.write(Batch::new().delete(SANDBOXES, id))?;
+        self.objects().sandboxes.remove(id);
+        self.release_name(&name_key(&record.config), id);
+        self.emit(id, id, EventKind::Deleted);
+        Ok(())
+    }
+
+    pub fn pod_sandbox_status(&self, id: &str) -> Result<SandboxRecord> {
+        Ok(self.require_sandbox(id)?.record())
+    }
+
+    /// Kubernetes sandboxes matching the filter, oldest first.
+    pub fn list_pod_sandboxes(&self, filter: &SandboxFilter) -> Vec<SandboxRecord> {
+        let mut out: Vec<SandboxRecord> = self
+            .objects()
+            .sandboxes
+            .values()
+            .map(|e| e.record())
+            .filter(|r| r.owner == Owner::Kubernetes)
+            .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
+            .filter(|r| filter.state.is_none_or(|s| s == r.state))
+            .filter(|r| labels_match(&r.config.labels, &filter.labels))
+            .collect();
+        out.sort_by_key(|r| r.created_at_ns);
+        out
+    }
+
+    /// The sandbox of a container request, which must be ready.
+    pub(crate) fn ready_sandbox(&self, id: &str) -> Result<(Arc<Entry>, SandboxRecord)> {
+        let entry = self.require_sandbox(id)?;
+        let record = entry.record();
+        if record.state != SandboxState::Ready {
+            return Err(Error::new(
+                ErrorKind::FailedPrecondition,
+                format!("pod sandbox {id} is not ready (it was stopped); create a new one"),
+            ));
+        }
+        Ok((entry, record))
+    }
+}

@@ -1,0 +1,66 @@
+//! Usage of containers and pods, read from their cgroups and writable layers.
+
+use berth_errdefs::Result;
+
+use crate::model::*;
+use crate::{rootfs, Core};
+
+impl Core {
+    pub fn container_stats(&self, id: &str) -> Result<ContainerStats> {
+        let record = self.container_status(id)?;
+        Ok(self.stats_of(&record))
+    }
+
+    /// Stats of the Kubernetes containers matching the filter.
+    pub fn list_container_stats(&self, filter: &ContainerFilter) -> Vec<ContainerStats> {
+        self.list_containers(filter)
+            .iter()
+            .map(|r| self.stats_of(r))
+            .collect()
+    }
+
+    /// A pod and the stats of each of its containers.
+    pub fn pod_sandbox_stats(&self, id: &str) -> Result<(SandboxRecord, Vec<ContainerStats>)> {
+        let pod = self.pod_sandbox_status(id)?;
+        let containers = self.list_container_stats(&ContainerFilter {
+            sandbox_id: id.to_string(),
+            ..Default::default()
+        });
+        Ok((pod, containers))
+    }
+
+    fn stats_of(&self, record: &ContainerRecord) -> ContainerStats {
+        let now = now_ns();
+        let upper = self.container_dir(&record.id).join("upper");
+        let (bytes, inodes) = rootfs::usage(&upper);
+        let mut stats = ContainerStats {
+            id: record.id.clone(),
+            sandbox_id: record.sandbox_id.clone(),
+            timestamp_ns: now,
+            writable_layer_bytes: bytes,
+            writable_layer_inodes: inodes,
+            writable_layer_mountpoint: upper,
+            ..Default::default()
+        };
+        if record.state != ContainerState::Running {
+            return stats;
+        }
+        if let Ok(cg) = self.cgroups.stats(&record.cgroups_path) {
+            stats.cpu_usage_ns = cg.cpu_usage_ns;
+            stats.memory_usage_bytes = cg.memory_usage_bytes;
+            stats.memory_working_set_bytes = cg.memory_working_set_bytes;
+            stats.memory_rss_bytes = cg.memory_rss_bytes;
+            stats.pids = cg.pids;
+            let mut samples = self.cpu_samples.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((t, usage)) = samples.get(&record.id) {
+                let dt = now.saturating_sub(*t);
+                if dt > 0 && cg.cpu_usage_ns >= *usage {
+                    stats.cpu_nano_cores =
+                        ((cg.cpu_usage_ns - usage) as u128 * 1_000_000_000 / dt as u128) as u64;
+                }
+            }
+            samples.insert(record.id.clone(), (now, cg.cpu_usage_ns));
+        }
+        stats
+    }
+}

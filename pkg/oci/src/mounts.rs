@@ -1,0 +1,607 @@
+//! The container's mounts: the runtime defaults and the CRI bind mounts,
+//! merged as containerd's CRI plugin does (`WithMounts`), plus the default
+//! masked and read-only paths.
+
+use std::path::{Path, PathBuf};
+
+use berth_errdefs::{Error, Result};
+use oci_spec::runtime::Mount as OciMount;
+
+use crate::spec::{Mount, Propagation};
+
+/// containerd's default masked paths.
+pub const DEFAULT_MASKED_PATHS: [&str; 11] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// containerd's default read-only paths.
+pub const DEFAULT_READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> OciMount {
+    let mut m = OciMount::default();
+    m.set_destination(PathBuf::from(dest));
+    m.set_typ(Some(typ.to_string()));
+    m.set_source(Some(PathBuf::from(source)));
+    m.set_options(Some(options.iter().map(|o| o.to_string()).collect()));
+    m
+}
+
+/// The mounts every container gets: containerd's defaults without `/run`
+/// (its CRI plugin drops it) plus a read-only cgroup filesystem. A
+/// privileged container gets `/sys` and `/sys/fs/cgroup` read-write.
+pub fn default_mounts(privileged: bool) -> Vec<OciMount> {
+    let sys_mode = if privileged { "rw" } else { "ro" };
+    vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", sys_mode],
+        ),
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", sys_mode],
+        ),
+    ]
+}
+
+/// A path made lexically clean (`//`, `.`, `..` resolved), like Go's
+/// `filepath.Clean`; `..` never climbs above `/` for an absolute path.
+pub fn clean_path(path: &str) -> String {
+    let absolute = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if parts.last().is_some_and(|p| *p != "..") {
+                    parts.pop();
+                } else if !absolute {
+                    parts.push("..");
+                }
+            }
+            c => parts.push(c),
+        }
+    }
+    let joined = parts.join("/");
+    match (absolute, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_string(),
+        (false, false) => joined,
+    }
+}
+
+/// A container path from a CRI request: absolute, and cleaned.
+pub fn container_path(field: &str, path: &str) -> Result<String> {
+    if !path.starts_with('/') {
+        return Err(Error::invalid(format!(
+            "{field} {path:?} must be an absolute path"
+        )));
+    }
+    Ok(clean_path(path))
+}
+
+/// One line of `/proc/self/mountinfo`, the parts berth needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfo {
+    pub mount_point: PathBuf,
+    /// The optional fields (`shared:1 master:2`).
+    pub optional: String,
+}
+
+/// `\040` and friends in mountinfo paths.
+fn unescape(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let oct = &b[i + 1..i + 4];
+            if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
+                let v = oct.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+                if let Ok(v) = u8::try_from(v) {
+                    out.push(v);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
+    text.lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            let sep = fields.iter().position(|f| *f == "-")?;
+            if sep < 6 {
+                return None;
+            }
+            Some(MountInfo {
+                mount_point: PathBuf::from(unescape(fields[4])),
+                optional: fields[6..sep].join(" "),
+            })
+        })
+        .collect()
+}
+
+/// The mount `path` lives on: the deepest mount point above it, the last
+/// one mounted when several share that point.
+pub fn mount_of<'a>(path: &Path, infos: &'a [MountInfo]) -> Option<&'a MountInfo> {
+    infos
+        .iter()
+        .filter(|m| path.starts_with(&m.mount_point))
+        .fold(None, |best: Option<&MountInfo>, m| match best {
+            Some(b) if b.mount_point.components().count() > m.mount_point.components().count() => {
+                Some(b)
+            }
+            _ => Some(m),
+        })
+}
+
+/// containerd's `ensureShared` / `ensureSharedOrSlave`: a bidirectional
+/// mount needs a shared source mount, host-to-container a shared or slave
+/// one, else the propagation asked for cannot happen.
+pub fn check_propagation(src: &Path, propagation: Propagation, infos: &[MountInfo]) -> Result<()> {
+    let (prefixes, what): (&[&str], &str) = match propagation {
+        Propagation::Private => return Ok(()),
+        Propagation::Bidirectional => (&["shared:"], "a shared"),
+        Propagation::HostToContainer => (&["shared:", "master:"], "a shared or slave"),
+    };
+    let m = mount_of(src, infos)
+        .ok_or_else(|| Error::invalid(format!("host path {} is on no mount", src.display())))?;
+    if m.optional
+        .split(' ')
+        .any(|o| prefixes.iter().any(|p| o.starts_with(p)))
+    {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "host path {} is mounted on {} but it is not {what} mount, which {:?} propagation needs",
+            src.display(),
+            m.mount_point.display(),
+            propagation
+        )))
+    }
+}
+
+/// A mount with its cleaned destination.
+pub type Destined = (String, OciMount);
+
+/// The CRI mounts as OCI bind mounts, and the rootfs propagation they need.
+///
+/// As containerd: a missing host path is created as a directory (kubelet
+/// relies on it), symlinks in it are resolved, options are `rbind`, the
+/// propagation and `ro`/`rw`; mounts are sorted by the depth of their
+/// destination (stable), so parents come before children.
+pub fn cri_mounts(mounts: &[Mount]) -> Result<(Vec<Destined>, Option<String>)> {
+    cri_mounts_with(mounts, &|| {
+        let text = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| Error::from(e).context("read /proc/self/mountinfo"))?;
+        Ok(parse_mountinfo(&text))
+    })
+}
+
+/// [`cri_mounts`] with the mount table from `mount_table` (read only when
+/// a mount asks for propagation).
+fn cri_mounts_with(
+    mounts: &[Mount],
+    mount_table: &dyn Fn() -> Result<Vec<MountInfo>>,
+) -> Result<(Vec<Destined>, Option<String>)> {
+    let mut infos: Option<Vec<MountInfo>> = None;
+    let mut out = Vec::new();
+    let mut rootfs_propagation: Option<String> = None;
+    for m in mounts {
+        let dest = container_path("mount container_path", &m.container_path)?;
+        if dest == "/" {
+            return Err(Error::invalid(format!(
+                "mount container_path {:?} cannot be the root",
+                m.container_path
+            )));
+        }
+        let host = &m.host_path;
+        if !host.is_absolute() {
+            return Err(Error::invalid(format!(
+                "mount host_path {} (for {dest}) must be an absolute path",
+                host.display()
+            )));
+        }
+        match std::fs::metadata(host) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(host).map_err(|e| {
+                    Error::from(e).context(format!(
+                        "create missing mount host_path {} (for {dest})",
+                        host.display()
+                    ))
+                })?;
+            }
+            Err(e) => {
+                return Err(Error::from(e)
+                    .context(format!("mount host_path {} (for {dest})", host.display())))
+            }
+        }
+        let src = std::fs::canonicalize(host).map_err(|e| {
+            Error::from(e).context(format!(
+                "resolve mount host_path {} (for {dest})",
+                host.display()
+            ))
+        })?;
+        let propagation = match m.propagation {
+            Propagation::Private => "rprivate",
+            Propagation::HostToContainer => "rslave",
+            Propagation::Bidirectional => "rshared",
+        };
+        if m.propagation != Propagation::Private {
+            if infos.is_none() {
+                infos = Some(mount_table()?);
+            }
+            check_propagation(&src, m.propagation, infos.as_deref().unwrap_or_default())
+                .map_err(|e| e.context(format!("mount {dest}")))?;
+            // rshared wins over rslave, rslave over the default.
+            if m.propagation == Propagation::Bidirectional {
+                rootfs_propagation = Some("rshared".into());
+            } else if rootfs_propagation.is_none() {
+                rootfs_propagation = Some("rslave".into());
+            }
+        }
+        let mode = if m.readonly { "ro" } else { "rw" };
+        let mut om = mount(&dest, "bind", "", &["rbind", propagation, mode]);
+        om.set_source(Some(src));
+        out.push((dest, om));
+    }
+    out.sort_by_key(|(dest, _)| dest.matches('/').count());
+    Ok((out, rootfs_propagation))
+}
+
+/// The defaults a CRI mount does not replace, then the CRI mounts: a CRI
+/// mount at a default's destination replaces it, and a CRI `/dev`
+/// replaces every default under `/dev`.
+pub fn merge(defaults: Vec<OciMount>, cri: Vec<Destined>) -> Vec<OciMount> {
+    let taken = |d: &str| cri.iter().any(|(c, _)| c == d);
+    let mut out: Vec<OciMount> = defaults
+        .into_iter()
+        .filter(|m| {
+            let d = clean_path(&m.destination().to_string_lossy());
+            let under_cri_dev = taken("/dev") && d.starts_with("/dev/");
+            !(taken(&d) || under_cri_dev)
+        })
+        .collect();
+    out.extend(cri.into_iter().map(|(_, m)| m));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_errdefs::ErrorKind;
+
+    fn dests(mounts: &[OciMount]) -> Vec<String> {
+        mounts
+            .iter()
+            .map(|m| m.destination().display().to_string())
+            .collect()
+    }
+
+    fn options(m: &OciMount) -> Vec<String> {
+        m.options().clone().unwrap_or_default()
+    }
+
+    #[test]
+    fn paths_clean_like_go() {
+        assert_eq!(clean_path("/a//b/./c/.."), "/a/b");
+        assert_eq!(clean_path("/../../etc"), "/etc");
+        assert_eq!(clean_path("/"), "/");
+        assert_eq!(clean_path("/dev/shm/"), "/dev/shm");
+        assert_eq!(clean_path("a/../../b"), "../b");
+        assert_eq!(clean_path(""), ".");
+    }
+
+    #[test]
+    fn defaults_are_containerds() {
+        let m = default_mounts(false);
+        assert_eq!(
+            dests(&m),
+            [
+                "/proc",
+                "/dev",
+                "/dev/pts",
+                "/dev/shm",
+                "/dev/mqueue",
+                "/sys",
+                "/sys/fs/cgroup"
+            ]
+        );
+        assert_eq!(
+            options(&m[1]),
+            ["nosuid", "strictatime", "mode=755", "size=65536k"]
+        );
+        assert_eq!(
+            options(&m[2]),
+            [
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5"
+            ]
+        );
+        assert_eq!(
+            options(&m[3]),
+            ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]
+        );
+        assert!(options(&m[5]).contains(&"ro".to_string()));
+        assert!(options(&m[6]).contains(&"ro".to_string()));
+        assert_eq!(m[6].typ().as_deref(), Some("cgroup"));
+        let p = default_mounts(true);
+        assert!(options(&p[5]).contains(&"rw".to_string()));
+        assert!(options(&p[6]).contains(&"rw".to_string()));
+    }
+
+    #[test]
+    fn cri_mounts_sort_parents_first_and_replace_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = |n: &str| {
+            let p = dir.path().join(n);
+            std::fs::create_dir_all(&p).unwrap();
+            p
+        };
+        let mounts = vec![
+            Mount {
+                host_path: host("c"),
+                container_path: "/data/a/b".into(),
+                readonly: true,
+                ..Mount::default()
+            },
+            Mount {
+                host_path: host("shm"),
+                container_path: "/dev/shm/".into(),
+                ..Mount::default()
+            },
+            Mount {
+                host_path: host("a"),
+                container_path: "/data".into(),
+                ..Mount::default()
+            },
+            Mount {
+                host_path: host("b"),
+                container_path: "/data/a".into(),
+                ..Mount::default()
+            },
+        ];
+        let (cri, propagation) = cri_mounts(&mounts).unwrap();
+        assert_eq!(propagation, None);
+        let merged = merge(default_mounts(false), cri);
+        assert_eq!(
+            dests(&merged),
+            [
+                "/proc",
+                "/dev",
+                "/dev/pts",
+                "/dev/mqueue",
+                "/sys",
+                "/sys/fs/cgroup",
+                "/data",
+                "/dev/shm",
+                "/data/a",
+                "/data/a/b"
+            ]
+        );
+        let shm = &merged[7];
+        assert_eq!(shm.typ().as_deref(), Some("bind"));
+        assert_eq!(
+            shm.source().as_deref(),
+            Some(dir.path().join("shm").canonicalize().unwrap().as_path())
+        );
+        assert_eq!(options(shm), ["rbind", "rprivate", "rw"]);
+        assert_eq!(options(&merged[9]), ["rbind", "rprivate", "ro"]);
+    }
+
+    #[test]
+    fn a_cri_dev_replaces_everything_under_dev() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cri, _) = cri_mounts(&[Mount {
+            host_path: dir.path().to_path_buf(),
+            container_path: "/dev".into(),
+            ..Mount::default()
+        }])
+        .unwrap();
+        let merged = merge(default_mounts(false), cri);
+        assert_eq!(dests(&merged), ["/proc", "/sys", "/sys/fs/cgroup", "/dev"]);
+    }
+
+    #[test]
+    fn missing_host_dirs_are_created_and_links_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("new/deeper");
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link")).unwrap();
+        let (cri, _) = cri_mounts(&[
+            Mount {
+                host_path: missing.clone(),
+                container_path: "/a".into(),
+                ..Mount::default()
+            },
+            Mount {
+                host_path: dir.path().join("link"),
+                container_path: "/b".into(),
+                ..Mount::default()
+            },
+        ])
+        .unwrap();
+        assert!(missing.is_dir());
+        assert_eq!(
+            cri[1].1.source().as_deref(),
+            Some(dir.path().join("real").canonicalize().unwrap().as_path())
+        );
+    }
+
+    #[test]
+    fn bad_mounts_are_invalid_arguments_naming_the_path() {
+        let e = cri_mounts(&[Mount {
+            host_path: "relative/dir".into(),
+            container_path: "/x".into(),
+            ..Mount::default()
+        }])
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        assert!(e.message.contains("relative/dir"), "{e}");
+        let e = cri_mounts(&[Mount {
+            host_path: "/tmp".into(),
+            container_path: "data".into(),
+            ..Mount::default()
+        }])
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        assert!(e.message.contains("container_path \"data\""), "{e}");
+        let e = cri_mounts(&[Mount {
+            host_path: "/tmp".into(),
+            container_path: "/a/..".into(),
+            ..Mount::default()
+        }])
+        .unwrap_err();
+        assert!(e.message.contains("root"), "{e}");
+    }
+
+    const MOUNTINFO: &str = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+30 22 0:25 / /mnt/shared rw shared:7 - tmpfs tmpfs rw
+31 22 0:26 / /mnt/slave rw master:7 - tmpfs tmpfs rw
+32 22 0:27 / /mnt/private rw - tmpfs tmpfs rw
+33 32 0:28 / /mnt/private/inner\\040dir rw shared:9 - tmpfs tmpfs rw
+";
+
+    #[test]
+    fn mountinfo_decides_propagation() {
+        let infos = parse_mountinfo(MOUNTINFO);
+        assert_eq!(infos.len(), 5);
+        assert_eq!(infos[4].mount_point, Path::new("/mnt/private/inner dir"));
+        assert_eq!(
+            mount_of(Path::new("/mnt/private/x"), &infos)
+                .unwrap()
+                .mount_point,
+            Path::new("/mnt/private")
+        );
+        assert_eq!(
+            mount_of(Path::new("/mnt/privatex"), &infos)
+                .unwrap()
+                .mount_point,
+            Path::new("/")
+        );
+
+        let ok = |p: &str, prop| check_propagation(Path::new(p), prop, &infos);
+        assert!(ok("/mnt/shared/a", Propagation::Bidirectional).is_ok());
+        assert!(ok("/mnt/shared/a", Propagation::HostToContainer).is_ok());
+        assert!(ok("/mnt/slave/a", Propagation::HostToContainer).is_ok());
+        assert!(ok("/mnt/private/inner dir/a", Propagation::Bidirectional).is_ok());
+        assert!(ok("/mnt/private/a", Propagation::Private).is_ok());
+        let e = ok("/mnt/slave/a", Propagation::Bidirectional).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        assert!(
+            e.message.contains("/mnt/slave/a") && e.message.contains("not a shared mount"),
+            "{e}"
+        );
+        assert!(ok("/mnt/private/a", Propagation::HostToContainer).is_err());
+    }
+
+    #[test]
+    fn propagation_sets_the_rootfs_propagation() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().canonicalize().unwrap();
+        // A mount table where the source is on a shared mount.
+        let table = format!(
+            "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n40 22 0:40 / {} rw shared:3 - tmpfs t rw\n",
+            src.display()
+        );
+        let shared = move || Ok(parse_mountinfo(&table));
+        let m = |p| Mount {
+            host_path: src.clone(),
+            container_path: "/x".into(),
+            propagation: p,
+            ..Mount::default()
+        };
+        let (cri, prop) = cri_mounts_with(&[m(Propagation::HostToContainer)], &shared).unwrap();
+        assert_eq!(prop.as_deref(), Some("rslave"));
+        assert_eq!(options(&cri[0].1), ["rbind", "rslave", "rw"]);
+        let (cri, prop) = cri_mounts_with(
+            &[
+                m(Propagation::HostToContainer),
+                m(Propagation::Bidirectional),
+            ],
+            &shared,
+        )
+        .unwrap();
+        assert_eq!(prop.as_deref(), Some("rshared"));
+        assert_eq!(options(&cri[1].1), ["rbind", "rshared", "rw"]);
+        let (_, prop) = cri_mounts_with(&[m(Propagation::Private)], &|| {
+            panic!("private mounts need no mount table")
+        })
+        .unwrap();
+        assert_eq!(prop, None);
+
+        // On this host's real table: an error when the mount is private.
+        let infos = parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap());
+        if check_propagation(&src, Propagation::Bidirectional, &infos).is_err() {
+            let e = cri_mounts(&[m(Propagation::Bidirectional)]).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidArgument);
+            assert!(
+                e.message.contains("mount /x") && e.message.contains("shared"),
+                "{e}"
+            );
+        }
+    }
+}

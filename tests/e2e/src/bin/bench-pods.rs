@@ -1,0 +1,371 @@
+//! Pod start benchmark: RunPodSandbox + CreateContainer + StartContainer of
+//! a busybox `sleep` (image present) through berthd's CRI, beside the floor
+//! measured in the same run: `<runtime> run --detach` of the same rootfs and
+//! the same generated spec by the same handler (same wrapper), one process
+//! tree per run. Also: 20 pods started concurrently, stop + remove, berthd's
+//! idle RSS and the RSS each running container adds (berthd + monitor).
+//!
+//! Run with `hack/bench-pods.sh` (release build).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use berth_testkit::{cgroups_under, test_images, TestDaemon, TestRegistry};
+use k8s_cri::v1 as api;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::Channel;
+
+const RUNS: usize = 50;
+const CONCURRENT: usize = 20;
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+fn ms(v: f64) -> String {
+    format!("{:.1} ms", v * 1000.0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn pod_config(n: usize) -> api::PodSandboxConfig {
+    api::PodSandboxConfig {
+        metadata: Some(api::PodSandboxMetadata {
+            name: format!("bench-{n}"),
+            uid: format!("uid-{n}"),
+            namespace: "bench".into(),
+            attempt: 0,
+        }),
+        hostname: format!("bench-{n}"),
+        ..Default::default()
+    }
+}
+
+fn container_config(image: &str) -> api::ContainerConfig {
+    api::ContainerConfig {
+        metadata: Some(api::ContainerMetadata {
+            name: "sleep".into(),
+            attempt: 0,
+        }),
+        image: Some(api::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: vec!["sleep".into(), "3600".into()],
+        ..Default::default()
+    }
+}
+
+/// RunPodSandbox + CreateContainer + StartContainer; returns (pod, container, seconds).
+async fn start_pod(
+    rt: &mut RuntimeServiceClient<Channel>,
+    n: usize,
+    image: &str,
+) -> (String, String, f64) {
+    let t = Instant::now();
+    let pod = rt
+        .run_pod_sandbox(api::RunPodSandboxRequest {
+            config: Some(pod_config(n)),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("run pod")
+        .into_inner()
+        .pod_sandbox_id;
+    let ctr = rt
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(container_config(image)),
+            sandbox_config: Some(pod_config(n)),
+        })
+        .await
+        .expect("create")
+        .into_inner()
+        .container_id;
+    rt.start_container(api::StartContainerRequest {
+        container_id: ctr.clone(),
+    })
+    .await
+    .expect("start");
+    (pod, ctr, t.elapsed().as_secs_f64())
+}
+
+async fn stop_remove(rt: &mut RuntimeServiceClient<Channel>, pod: &str) -> f64 {
+    let t = Instant::now();
+    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
+        pod_sandbox_id: pod.into(),
+    })
+    .await
+    .expect("stop pod");
+    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.into(),
+    })
+    .await
+    .expect("remove pod");
+    t.elapsed().as_secs_f64()
+}
+
+/// The default handler's command line, as berthd runs it on this host.
+fn handler() -> (PathBuf, Vec<String>) {
+    let mode = berth_cgroups::detect(Path::new("/sys/fs/cgroup")).unwrap();
+    let h = berth_oci::default_handlers(mode, Path::new("/unused"))
+        .into_iter()
+        .next()
+        .expect("an OCI runtime");
+    (h.program, h.argv_prefix)
+}
+
+/// The floor: `run --detach` of berth's own spec for the same image, on a
+/// plain copy of the rootfs, with fresh namespaces instead of pinned ones.
+fn floor(spec_from: &Path, work: &Path, cgroup: &str) -> Vec<f64> {
+    let (program, prefix) = handler();
+    let rootfs = work.join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let images = test_images();
+    let layout = images.dir.join("busybox");
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    let ok = Command::new("tar")
+        .arg("-xzf")
+        .arg(blob(manifest["layers"][0]["digest"].as_str().unwrap()))
+        .arg("-C")
+        .arg(&rootfs)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(spec_from).unwrap()).unwrap();
+    spec["root"]["path"] = rootfs.display().to_string().into();
+    for ns in spec["linux"]["namespaces"].as_array_mut().unwrap() {
+        ns.as_object_mut().unwrap().remove("path");
+    }
+    // Pod files live in the (removed) pod's directory.
+    spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["type"] != "bind");
+    let root = work.join("state");
+    let mut times = Vec::new();
+    for n in 0..RUNS {
+        let bundle = work.join(format!("b{n}"));
+        std::fs::create_dir_all(&bundle).unwrap();
+        spec["linux"]["cgroupsPath"] = format!("{cgroup}/floor-{n}").into();
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec(&spec).unwrap(),
+        )
+        .unwrap();
+        let t = Instant::now();
+        let out = Command::new(&program)
+            .args(&prefix)
+            .arg("--root")
+            .arg(&root)
+            .args(["run", "--detach", "--bundle"])
+            .arg(&bundle)
+            .arg(format!("floor-{n}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        times.push(t.elapsed().as_secs_f64());
+        assert!(
+            out.status.success(),
+            "floor run: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for n in 0..RUNS {
+        let _ = Command::new(&program)
+            .args(&prefix)
+            .arg("--root")
+            .arg(&root)
+            .args(["delete", "--force"])
+            .arg(format!("floor-{n}"))
+            .status();
+    }
+    times
+}
+
+fn remove_cgroup(cgroup: &str) {
+    let mut dirs = cgroups_under(cgroup);
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.as_os_str().len()));
+    for d in dirs {
+        let _ = std::fs::remove_dir(d);
+    }
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let _ = std::fs::remove_dir(h.path().join(cgroup.trim_start_matches('/')));
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let reg = TestRegistry::start();
+    reg.push(&["busybox"]);
+    let image = reg.image("busybox");
+    let d = TestDaemon::start().await;
+    let mut ic = d.images().await;
+    ic.pull_image(api::PullImageRequest {
+        image: Some(api::ImageSpec {
+            image: image.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("pull");
+    let mut rt = d.runtime().await;
+    // Warm up (first pod pays for cgroup parents, page cache, connections).
+    let (pod, ctr, _) = start_pod(&mut rt, 9999, &image).await;
+    let spec_copy = d.dir().join("bench-spec.json");
+    let info = rt
+        .container_status(api::ContainerStatusRequest {
+            container_id: ctr,
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    let _ = info;
+    let bundle_config = std::fs::read_dir(d.root.join("containers"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path()
+        .join("bundle/config.json");
+    std::fs::copy(&bundle_config, &spec_copy).unwrap();
+    stop_remove(&mut rt, &pod).await;
+    let idle_rss = rss_kib(d.pid());
+
+    // Sequential pod starts, then RSS with them all running.
+    let mut starts = Vec::new();
+    let mut pods = Vec::new();
+    for n in 0..RUNS {
+        let (pod, _, t) = start_pod(&mut rt, n, &image).await;
+        starts.push(t);
+        pods.push(pod);
+    }
+    let busy_rss = rss_kib(d.pid());
+    let monitors = berth_testkit::processes_mentioning(&d.dir().display().to_string())
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .split('\0')
+                        .next()
+                        .unwrap_or("")
+                        .ends_with("berth-shim")
+                })
+                .unwrap_or(false)
+        })
+        .collect::<Vec<_>>();
+    let monitor_rss: Vec<u64> = monitors.iter().map(|p| rss_kib(*p)).collect();
+    let mut stops = Vec::new();
+    for pod in &pods {
+        stops.push(stop_remove(&mut rt, pod).await);
+    }
+
+    // Concurrent starts.
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for n in 0..CONCURRENT {
+        let mut rt = d.runtime().await;
+        let image = image.clone();
+        tasks.push(tokio::spawn(async move {
+            start_pod(&mut rt, 1000 + n, &image).await
+        }));
+    }
+    let mut concurrent = Vec::new();
+    let mut cpods = Vec::new();
+    for task in tasks {
+        let (pod, _, t) = task.await.unwrap();
+        concurrent.push(t);
+        cpods.push(pod);
+    }
+    let concurrent_wall = t.elapsed().as_secs_f64();
+    for pod in &cpods {
+        stop_remove(&mut rt, pod).await;
+    }
+
+    let work = tempfile::Builder::new()
+        .prefix("berth-bench-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let floor_cgroup = format!("/berth-bench-floor-{}", std::process::id());
+    let floor_times = floor(&spec_copy, work.path(), &floor_cgroup);
+    remove_cgroup(&floor_cgroup);
+
+    let (program, prefix) = handler();
+    println!(
+        "pod start: busybox sleep, image present, {RUNS} runs; handler: {} {}",
+        program.display(),
+        prefix.join(" ")
+    );
+    let (f50, f99) = (
+        percentile(&floor_times, 0.5),
+        percentile(&floor_times, 0.99),
+    );
+    let (b50, b99) = (percentile(&starts, 0.5), percentile(&starts, 0.99));
+    println!(
+        "  floor  <runtime> run --detach        p50 {}  p99 {}",
+        ms(f50),
+        ms(f99)
+    );
+    println!(
+        "  berthd RunPodSandbox+Create+Start    p50 {}  p99 {}",
+        ms(b50),
+        ms(b99)
+    );
+    println!(
+        "  ratio p50 berthd/floor               {:.2}x (target <= 1.5x)",
+        b50 / f50
+    );
+    println!(
+        "  {CONCURRENT} pods concurrently: wall {}  per pod p50 {}  p99 {}",
+        ms(concurrent_wall),
+        ms(percentile(&concurrent, 0.5)),
+        ms(percentile(&concurrent, 0.99))
+    );
+    println!(
+        "  stop+remove pod                      p50 {}  p99 {}",
+        ms(percentile(&stops, 0.5)),
+        ms(percentile(&stops, 0.99))
+    );
+    let per_container_berthd = (busy_rss.saturating_sub(idle_rss)) as f64 / RUNS as f64;
+    let mon_avg = monitor_rss.iter().sum::<u64>() as f64 / monitor_rss.len().max(1) as f64;
+    println!(
+        "memory: berthd idle RSS {:.1} MiB (target <= 15 MiB); with {RUNS} containers {:.1} MiB",
+        idle_rss as f64 / 1024.0,
+        busy_rss as f64 / 1024.0
+    );
+    println!(
+        "  per running container: berthd +{:.0} KiB, monitor {:.0} KiB (max {} KiB, {} monitors; target <= 1536 KiB)",
+        per_container_berthd,
+        mon_avg,
+        monitor_rss.iter().max().copied().unwrap_or(0),
+        monitor_rss.len()
+    );
+}
