@@ -153,7 +153,7 @@ pub(crate) fn is_monitor(pid: u32, id: &str) -> bool {
         Ok(cmdline) => {
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
             args.first().is_some_and(|a| a.ends_with(b"berth-shim"))
-                && args.iter().any(|a| *a == id.as_bytes())
+                && args.contains(&id.as_bytes())
         }
         Err(_) => false,
     }

@@ -37,6 +37,20 @@ impl Entry {
     }
 }
 
+/// The pod's total limits (CRI `resources` plus `overhead`), if it has any.
+fn pod_limits(config: &PodConfig) -> Option<berth_cgroups::Resources> {
+    let r = config.resources.as_ref()?;
+    let o = config.overhead.clone().unwrap_or_default();
+    let positive = |v: i64| (v > 0).then_some(v);
+    Some(berth_cgroups::Resources {
+        cpu_shares: positive(r.cpu_shares + o.cpu_shares).map(|v| v as u64),
+        cpu_quota: positive(r.cpu_quota).map(|q| q + o.cpu_quota.max(0)),
+        cpu_period: positive(r.cpu_period).map(|v| v as u64),
+        memory_limit: positive(r.memory_limit_in_bytes).map(|m| m + o.memory_limit_in_bytes.max(0)),
+        ..Default::default()
+    })
+}
+
 fn name_key(config: &PodConfig) -> String {
     format!("pod/{}", config.full_name())
 }
@@ -128,6 +142,16 @@ impl Core {
             Some(dir)
         };
         let (cgroup_parent, owns_cgroup_parent) = self.cgroup_parent(id, &config)?;
+        if owns_cgroup_parent {
+            if let Some(limits) = pod_limits(&config) {
+                // kubelet sizes the pod cgroups it makes; for ours, berth does.
+                self.cgroups.create(&cgroup_parent)?;
+                if let Err(e) = self.cgroups.apply(&cgroup_parent, &limits) {
+                    let _ = self.cgroups.remove(&cgroup_parent);
+                    return Err(e.context("apply pod resources"));
+                }
+            }
+        }
         Ok(SandboxRecord {
             id: id.to_string(),
             owner: Owner::Kubernetes,

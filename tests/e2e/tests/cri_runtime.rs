@@ -431,9 +431,32 @@ async fn the_spec_is_applied_inside_the_container() {
         searches: vec!["default.svc.cluster.local".into()],
         options: vec!["ndots:5".into()],
     });
-    pc.linux.as_mut().unwrap().sysctls =
-        HashMap::from([("kernel.shm_rmid_forced".to_string(), "1".to_string())]);
+    let linux = pc.linux.as_mut().unwrap();
+    linux.sysctls = HashMap::from([("kernel.shm_rmid_forced".to_string(), "1".to_string())]);
+    linux.resources = Some(api::LinuxContainerResources {
+        memory_limit_in_bytes: 256 << 20,
+        ..Default::default()
+    });
+    linux.overhead = Some(api::LinuxContainerResources {
+        memory_limit_in_bytes: 16 << 20,
+        ..Default::default()
+    });
     let pod = run_pod(&mut rt, pc, "").await;
+    // berth made the pod's cgroup parent, so it sizes it: resources + overhead.
+    let info = rt
+        .pod_sandbox_status(api::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    let parent = info["cgroupParent"].as_str().unwrap().to_string();
+    assert!(parent.starts_with(&d.cgroup_root), "{parent}");
+    let limit = std::fs::read_to_string(format!("/sys/fs/cgroup/memory{parent}/memory.limit_in_bytes")).unwrap();
+    assert_eq!(limit.trim(), (272u64 << 20).to_string());
 
     let host_dir = d.dir().join("shared");
     std::fs::create_dir_all(&host_dir).unwrap();
