@@ -58,6 +58,8 @@ pub struct Stats {
     pub memory_working_set_bytes: u64,
     pub memory_rss_bytes: u64,
     pub pids: u64,
+    /// Processes the kernel's OOM killer killed in this cgroup.
+    pub oom_kills: u64,
 }
 
 /// The operations berth needs on a cgroup, whatever the layout.

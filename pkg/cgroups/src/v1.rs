@@ -140,6 +140,10 @@ impl Cgroups for CgroupV1 {
             memory_working_set_bytes: usage.saturating_sub(inactive_file),
             memory_rss_bytes: keyed(&stat, "total_rss").unwrap_or(0),
             pids: read_u64(&self.dir("pids", path)?, "pids.current")?,
+            oom_kills: read(&memory, "memory.oom_control")
+                .ok()
+                .and_then(|t| keyed(&t, "oom_kill"))
+                .unwrap_or(0),
         })
     }
 

@@ -112,6 +112,10 @@ impl Cgroups for CgroupV2 {
             memory_working_set_bytes: usage.saturating_sub(inactive_file),
             memory_rss_bytes: keyed(&stat, "anon").unwrap_or(0),
             pids: read_u64(&dir, "pids.current")?,
+            oom_kills: read(&dir, "memory.events")
+                .ok()
+                .and_then(|t| keyed(&t, "oom_kill"))
+                .unwrap_or(0),
         })
     }
 
@@ -181,6 +185,7 @@ mod tests {
         .unwrap();
         std::fs::write(dir.join("cpu.stat"), "usage_usec 7\nuser_usec 5\n").unwrap();
         std::fs::write(dir.join("pids.current"), "3\n").unwrap();
+        std::fs::write(dir.join("memory.events"), "low 0\noom 2\noom_kill 1\n").unwrap();
         let s = cg.stats("/p").unwrap();
         assert_eq!(
             s,
@@ -190,6 +195,7 @@ mod tests {
                 memory_working_set_bytes: 700,
                 memory_rss_bytes: 600,
                 pids: 3,
+                oom_kills: 1,
             }
         );
     }

@@ -381,8 +381,15 @@ impl Core {
     /// Moves the record to Exited with what `exit.json` says (or Unknown
     /// when the monitor left nothing) and persists it.
     pub(crate) fn apply_exit(&self, entry: &Entry) -> ContainerRecord {
-        let id = entry.record().id;
+        let before = entry.record();
+        let id = before.id.clone();
         let exit = monitor::read_exit(&self.container_state_dir(&id));
+        // Read before the runtime's delete removes the cgroup.
+        let oom_killed = exit.is_some_and(|e| e.exit_code == 137)
+            && self
+                .cgroups
+                .stats(&before.cgroups_path)
+                .is_ok_and(|s| s.oom_kills > 0);
         let record = entry.update(|r| {
             if matches!(r.state, ContainerState::Exited | ContainerState::Unknown) {
                 return;
@@ -396,10 +403,10 @@ impl Core {
                     } else {
                         now_ns()
                     };
-                    r.reason = if e.exit_code == 0 {
-                        "Completed"
-                    } else {
-                        "Error"
+                    r.reason = match (e.exit_code, oom_killed) {
+                        (0, _) => "Completed",
+                        (_, true) => "OOMKilled",
+                        _ => "Error",
                     }
                     .to_string();
                 }

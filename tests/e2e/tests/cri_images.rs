@@ -159,7 +159,10 @@ async fn version_status_and_runtime_config_are_truthful() {
     assert!(condition("RuntimeReady").status);
     // ... but get loopback only: saying the network is ready would be a lie.
     let net = condition("NetworkReady");
-    assert!(!net.status, "NetworkReady must be false without a pod network");
+    assert!(
+        !net.status,
+        "NetworkReady must be false without a pod network"
+    );
     assert!(!net.reason.is_empty() && !net.message.is_empty());
     let cfg = rt
         .runtime_config(api::RuntimeConfigRequest {})
@@ -175,11 +178,12 @@ async fn version_status_and_runtime_config_are_truthful() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "a pod needs a config");
-    let err = rt
-        .exec(api::ExecRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented, "streaming is not built yet");
+    let err = rt.exec(api::ExecRequest::default()).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::Unimplemented,
+        "streaming is not built yet"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

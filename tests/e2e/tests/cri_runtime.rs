@@ -263,6 +263,62 @@ async fn pod_and_container_lifecycle_with_logs_exec_stats_and_stop() {
         "{lines:?}"
     );
 
+    // Listing filters: by id prefix, pod, state and label.
+    let list = |f: api::ContainerFilter| {
+        let mut rt = rt.clone();
+        async move {
+            rt.list_containers(api::ListContainersRequest { filter: Some(f) })
+                .await
+                .unwrap()
+                .into_inner()
+                .containers
+        }
+    };
+    assert_eq!(
+        list(api::ContainerFilter {
+            id: ctr[..12].into(),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        1
+    );
+    assert_eq!(
+        list(api::ContainerFilter {
+            pod_sandbox_id: pod.clone(),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        1
+    );
+    assert_eq!(
+        list(api::ContainerFilter {
+            state: Some(api::ContainerStateValue {
+                state: api::ContainerState::ContainerExited as i32
+            }),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        0
+    );
+    assert_eq!(
+        list(api::ContainerFilter {
+            label_selector: HashMap::from([("container".into(), "web".into())]),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        1
+    );
+    assert!(list(api::ContainerFilter {
+        label_selector: HashMap::from([("container".into(), "other".into())]),
+        ..Default::default()
+    })
+    .await
+    .is_empty());
+
     // Exec: output, stderr and exit codes.
     let r = exec(
         &mut rt,
@@ -455,7 +511,10 @@ async fn the_spec_is_applied_inside_the_container() {
     let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
     let parent = info["cgroupParent"].as_str().unwrap().to_string();
     assert!(parent.starts_with(&d.cgroup_root), "{parent}");
-    let limit = std::fs::read_to_string(format!("/sys/fs/cgroup/memory{parent}/memory.limit_in_bytes")).unwrap();
+    let limit = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/memory{parent}/memory.limit_in_bytes"
+    ))
+    .unwrap();
     assert_eq!(limit.trim(), (272u64 << 20).to_string());
 
     let host_dir = d.dir().join("shared");
@@ -1013,4 +1072,63 @@ async fn bad_input_gets_clear_errors_and_leaves_nothing() {
     assert_eq!(on_disk, 1);
     teardown(&mut rt, &pod).await;
     d.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oom_kills_ttys_and_devices() {
+    let (d, reg, mut rt) = daemon_with(&["busybox"]).await;
+    let logs = d.dir().join("logs/misc");
+    let pod = run_pod(&mut rt, pod_config("misc", &logs), "").await;
+
+    // dd allocates a 64 MiB buffer under a 16 MiB limit: the OOM killer.
+    let mut hog = container_config(
+        "hog",
+        &reg.image("busybox"),
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+    );
+    hog.linux = Some(api::LinuxContainerConfig {
+        resources: Some(api::LinuxContainerResources {
+            memory_limit_in_bytes: 16 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let hog = create(&mut rt, &pod, hog).await.unwrap();
+    start(&mut rt, &hog).await;
+    let s = wait_state(&mut rt, &hog, api::ContainerState::ContainerExited).await;
+    assert_eq!(s.exit_code, 137, "{s:?}");
+    assert_eq!(s.reason, "OOMKilled");
+
+    // A TTY: the monitor holds the pty master and logs it as stdout.
+    let mut tty = container_config(
+        "tty",
+        &reg.image("busybox"),
+        &["sh", "-c", "test -t 1 && echo is-a-tty"],
+    );
+    tty.tty = true;
+    let tty = create(&mut rt, &pod, tty).await.unwrap();
+    start(&mut rt, &tty).await;
+    wait_state(&mut rt, &tty, api::ContainerState::ContainerExited).await;
+    let lines = eventually("the tty line", Duration::from_secs(5), || {
+        let l = log_lines(&logs.join("tty.log"));
+        (!l.is_empty()).then_some(l)
+    })
+    .await;
+    assert_eq!(lines[0].0, "stdout");
+    assert_eq!(lines[0].2.trim_end_matches('\r'), "is-a-tty");
+
+    // A host device under another name.
+    let mut dev = container_config("dev", &reg.image("busybox"), &["sleep", "3600"]);
+    dev.devices = vec![api::Device {
+        container_path: "/dev/xzero".into(),
+        host_path: "/dev/zero".into(),
+        permissions: "rwm".into(),
+    }];
+    let dev = create(&mut rt, &pod, dev).await.unwrap();
+    start(&mut rt, &dev).await;
+    assert_eq!(
+        exec_out(&mut rt, &dev, &["sh", "-c", "head -c 5 /dev/xzero | wc -c"]).await,
+        "5"
+    );
+    teardown(&mut rt, &pod).await;
 }
