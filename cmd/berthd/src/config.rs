@@ -201,4 +201,12 @@ mod tests {
         assert!(format!("{e:#}").contains("rooot"), "{e:#}");
         assert!(Config::resolve(flags(&["--root", "relative"])).is_err());
     }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../manifests/config.toml");
+        let c = Config::resolve(flags(&["--config", example])).unwrap();
+        assert_eq!(c.cgroup_root, "/berth");
+        assert!(c.runtimes.is_empty());
+    }
 }

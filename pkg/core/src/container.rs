@@ -152,7 +152,11 @@ impl Core {
         let cgroups_path = format!("{}/{id}", pod.cgroup_parent);
         let spec = self.container_spec(pod, &config, defaults, rootfs_dir, &cgroups_path)?;
         let spec = oci::build(&spec)?;
-        oci::write_bundle_config(&spec, &bundle)?;
+        // Not fsynced: containers do not survive a power loss, and the
+        // record (written durably after this) is what recovery trusts.
+        let spec = serde_json::to_vec(&spec)
+            .map_err(|e| Error::internal(format!("serialize the spec of {id}: {e}")))?;
+        std::fs::write(bundle.join("config.json"), spec)?;
         let log_path = log_path(&pod.config, &config)?;
         let state = self.container_state_dir(id);
         let (shim_pid, pid) = monitor::spawn(&monitor::SpawnRequest {

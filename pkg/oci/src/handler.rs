@@ -15,6 +15,11 @@ pub struct RuntimeHandler {
     pub argv_prefix: Vec<String>,
     /// The runtime's state directory (`--root`).
     pub root: PathBuf,
+    /// The runtime binary itself, when `program` is a wrapper that only
+    /// matters for commands that set up cgroups (`create`, `exec`,
+    /// `update`, `delete`): `start`, `kill` and `state` run it directly,
+    /// saving the wrapper's processes (about 8 ms per call here).
+    pub direct: Option<PathBuf>,
 }
 
 /// The shell step that hides the v2 tree from crun on a hybrid host. `$0`
@@ -51,12 +56,13 @@ pub fn default_handlers(mode: Mode, state_dir: &Path) -> Vec<RuntimeHandler> {
                     "--mount".into(),
                     "--propagation".into(),
                     "private".into(),
-                    "sh".into(),
+                    "/bin/sh".into(),
                     "-c".into(),
                     HIDE_UNIFIED.into(),
                     crun.display().to_string(),
                 ],
                 root,
+                direct: Some(crun),
             }
         } else {
             RuntimeHandler {
@@ -64,6 +70,7 @@ pub fn default_handlers(mode: Mode, state_dir: &Path) -> Vec<RuntimeHandler> {
                 program: crun,
                 argv_prefix: Vec::new(),
                 root,
+                direct: None,
             }
         };
         out.push(handler);
@@ -74,6 +81,7 @@ pub fn default_handlers(mode: Mode, state_dir: &Path) -> Vec<RuntimeHandler> {
             program: runc,
             argv_prefix: Vec::new(),
             root: state_dir.join("runc"),
+            direct: None,
         });
     }
     if let Some(first) = out.first() {

@@ -41,6 +41,18 @@ impl OciRuntime {
         cmd
     }
 
+    /// The runtime without its wrapper, for commands that never set up cgroups.
+    fn direct_command(&self) -> Command {
+        let Some(direct) = &self.handler.direct else {
+            return self.command();
+        };
+        let mut cmd = Command::new(direct);
+        cmd.arg("--root")
+            .arg(&self.handler.root)
+            .stdin(Stdio::null());
+        cmd
+    }
+
     /// Runtimes word "no such container" differently (crun names a missing
     /// status file); every one keeps a directory per container under its
     /// root, so that is what decides.
@@ -116,14 +128,18 @@ impl OciRuntime {
 
     pub fn start(&self, id: &str) -> Result<()> {
         self.require(id)?;
-        self.run("start", id, self.command().arg("start").arg(id))
+        self.run("start", id, self.direct_command().arg("start").arg(id))
             .map(drop)
     }
 
     pub fn kill(&self, id: &str, signal: &str) -> Result<()> {
         self.require(id)?;
-        self.run("kill", id, self.command().arg("kill").arg(id).arg(signal))
-            .map(drop)
+        self.run(
+            "kill",
+            id,
+            self.direct_command().arg("kill").arg(id).arg(signal),
+        )
+        .map(drop)
     }
 
     /// Deletes the container; with `force` a running one is killed first.
@@ -139,7 +155,7 @@ impl OciRuntime {
 
     pub fn state(&self, id: &str) -> Result<ContainerState> {
         self.require(id)?;
-        let out = self.run("state", id, self.command().arg("state").arg(id))?;
+        let out = self.run("state", id, self.direct_command().arg("state").arg(id))?;
         serde_json::from_slice(&out.stdout).map_err(|e| {
             Error::internal(format!(
                 "{} state {id}: unreadable answer: {e}",

@@ -68,6 +68,9 @@ fn container_config(image: &str) -> api::ContainerConfig {
     }
 }
 
+/// Per-call times of the last `start_pod` calls (run, create, start).
+static SPLITS: std::sync::Mutex<Vec<[f64; 3]>> = std::sync::Mutex::new(Vec::new());
+
 /// RunPodSandbox + CreateContainer + StartContainer; returns (pod, container, seconds).
 async fn start_pod(
     rt: &mut RuntimeServiceClient<Channel>,
@@ -84,6 +87,7 @@ async fn start_pod(
         .expect("run pod")
         .into_inner()
         .pod_sandbox_id;
+    let t_run = t.elapsed().as_secs_f64();
     let ctr = rt
         .create_container(api::CreateContainerRequest {
             pod_sandbox_id: pod.clone(),
@@ -94,12 +98,18 @@ async fn start_pod(
         .expect("create")
         .into_inner()
         .container_id;
+    let t_create = t.elapsed().as_secs_f64();
     rt.start_container(api::StartContainerRequest {
         container_id: ctr.clone(),
     })
     .await
     .expect("start");
-    (pod, ctr, t.elapsed().as_secs_f64())
+    let total = t.elapsed().as_secs_f64();
+    SPLITS
+        .lock()
+        .unwrap()
+        .push([t_run, t_create - t_run, total - t_create]);
+    (pod, ctr, total)
 }
 
 async fn stop_remove(rt: &mut RuntimeServiceClient<Channel>, pod: &str) -> f64 {
@@ -263,6 +273,7 @@ async fn main() {
     let idle_rss = rss_kib(d.pid());
 
     // Sequential pod starts, then RSS with them all running.
+    SPLITS.lock().unwrap().clear();
     let mut starts = Vec::new();
     let mut pods = Vec::new();
     for n in 0..RUNS {
@@ -271,6 +282,7 @@ async fn main() {
         pods.push(pod);
     }
     let busy_rss = rss_kib(d.pid());
+    let splits = std::mem::take(&mut *SPLITS.lock().unwrap());
     let monitors = berth_testkit::processes_mentioning(&d.dir().display().to_string())
         .into_iter()
         .filter(|p| {
@@ -342,6 +354,13 @@ async fn main() {
         "  berthd RunPodSandbox+Create+Start    p50 {}  p99 {}",
         ms(b50),
         ms(b99)
+    );
+    let part = |i: usize| percentile(&splits.iter().map(|s| s[i]).collect::<Vec<_>>(), 0.5);
+    println!(
+        "    of which RunPodSandbox p50 {}, CreateContainer p50 {}, StartContainer p50 {}",
+        ms(part(0)),
+        ms(part(1)),
+        ms(part(2))
     );
     println!(
         "  ratio p50 berthd/floor               {:.2}x (target <= 1.5x)",
