@@ -141,11 +141,13 @@ impl Core {
         image: &berth_image::service::Image,
     ) -> Result<ContainerRecord> {
         let runtime = self.runtime(&pod.config.runtime_handler)?;
+        let started = std::time::Instant::now();
         let dir = self.container_dir(id);
         let bundle = dir.join("bundle");
         let rootfs_dir = bundle.join("rootfs");
         let layers = self.images.layer_dirs(image)?;
         rootfs::mount_overlay(&layers, &dir.join("upper"), &dir.join("work"), &rootfs_dir)?;
+        let mounted = started.elapsed();
         let image_config = self.images.config(image)?;
         let defaults = image_defaults(&image_config)?;
         let stop_signal = oci::stop_signal(&defaults);
@@ -157,6 +159,7 @@ impl Core {
         let spec = serde_json::to_vec(&spec)
             .map_err(|e| Error::internal(format!("serialize the spec of {id}: {e}")))?;
         std::fs::write(bundle.join("config.json"), spec)?;
+        let specified = started.elapsed();
         let log_path = log_path(&pod.config, &config)?;
         let state = self.container_state_dir(id);
         let (shim_pid, pid) = monitor::spawn(&monitor::SpawnRequest {
@@ -170,6 +173,8 @@ impl Core {
             stdin: config.stdin,
             stdin_once: config.stdin_once,
         })?;
+        tracing::debug!(container = %id, ?mounted, ?specified, created = ?started.elapsed(),
+            "container made: rootfs mounted, spec written, runtime create done");
         Ok(ContainerRecord {
             id: id.to_string(),
             sandbox_id: pod.id.clone(),

@@ -13,29 +13,7 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// Unpacks the busybox test image's layer as a rootfs.
 fn busybox_rootfs(dest: &Path) {
-    let images = berth_testkit::test_images();
-    let layout = images.dir.join("busybox");
-    let blob = |d: &str| {
-        layout
-            .join("blobs/sha256")
-            .join(d.trim_start_matches("sha256:"))
-    };
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
-    )
-    .unwrap();
-    std::fs::create_dir_all(dest).unwrap();
-    let layer = blob(manifest["layers"][0]["digest"].as_str().unwrap());
-    let ok = Command::new("tar")
-        .arg("-xzf")
-        .arg(layer)
-        .arg("-C")
-        .arg(dest)
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    berth_testkit::test_images().unpack("busybox", dest);
 }
 
 /// A default spec from runc, made to print one line and exit.

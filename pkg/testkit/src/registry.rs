@@ -31,6 +31,35 @@ impl TestImages {
             .get(name)
             .unwrap_or_else(|| panic!("test image {name} is not in images.json"))
     }
+
+    /// Unpacks every layer of a single-platform gzip test image into `dest`
+    /// with tar: a plain rootfs for tests and floors that bypass berthd.
+    pub fn unpack(&self, name: &str, dest: &Path) {
+        let layout = self.dir.join(name);
+        let blob = |d: &str| {
+            layout
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:"))
+        };
+        let json = |p: PathBuf| -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(&p).expect("read layout")).expect("json")
+        };
+        let index = json(layout.join("index.json"));
+        let manifest = json(blob(
+            index["manifests"][0]["digest"].as_str().expect("digest"),
+        ));
+        std::fs::create_dir_all(dest).expect("create rootfs dir");
+        for layer in manifest["layers"].as_array().expect("layers") {
+            let ok = Command::new("tar")
+                .arg("-xzf")
+                .arg(blob(layer["digest"].as_str().expect("digest")))
+                .arg("-C")
+                .arg(dest)
+                .status()
+                .expect("run tar");
+            assert!(ok.success(), "unpack {name} into {}", dest.display());
+        }
+    }
 }
 
 /// Builds the test images once (the builder skips work when its stamp

@@ -103,6 +103,13 @@ async fn create(
     .map(|r| r.into_inner().container_id)
 }
 
+/// CreateContainer then StartContainer; returns the container id.
+async fn run_container(rt: &mut Runtime, pod: &str, config: api::ContainerConfig) -> String {
+    let id = create(rt, pod, config).await.expect("create container");
+    start(rt, &id).await;
+    id
+}
+
 async fn start(rt: &mut Runtime, id: &str) {
     rt.start_container(api::StartContainerRequest {
         container_id: id.to_string(),
@@ -459,14 +466,12 @@ async fn sigkill_after_the_timeout_and_the_images_stop_signal() {
 
     // The image says SIGUSR1: the trap for USR1 runs, not TERM's.
     let script = "trap 'exit 42' USR1; trap 'exit 43' TERM; while true; do sleep 0.1; done";
-    let polite = create(
+    let polite = run_container(
         &mut rt,
         &pod,
         container_config("polite", &reg.image("stopsignal"), &["sh", "-c", script]),
     )
-    .await
-    .unwrap();
-    start(&mut rt, &polite).await;
+    .await;
     rt.stop_container(api::StopContainerRequest {
         container_id: polite.clone(),
         timeout: 10,
@@ -696,14 +701,8 @@ async fn runc_is_a_second_handler_and_pods_can_share_a_pid_namespace() {
         });
         c
     };
-    let a = create(&mut rt, &pod, shared("a", &["sleep", "1111"]))
-        .await
-        .unwrap();
-    start(&mut rt, &a).await;
-    let b = create(&mut rt, &pod, shared("b", &["sleep", "2222"]))
-        .await
-        .unwrap();
-    start(&mut rt, &b).await;
+    let a = run_container(&mut rt, &pod, shared("a", &["sleep", "1111"])).await;
+    let b = run_container(&mut rt, &pod, shared("b", &["sleep", "2222"])).await;
     assert_eq!(verbose_info(&mut rt, &a).await["runtimeHandler"], "runc");
     // b sees a's process, and neither is pid 1 (the pod's pause holds it).
     let ps = exec_out(&mut rt, &b, &["ps", "-o", "pid,args"]).await;
@@ -727,14 +726,12 @@ async fn events_stream_the_lifecycle() {
         .unwrap()
         .into_inner();
     let pod = run_pod(&mut rt, pod_config("events", &d.dir().join("logs/ev")), "").await;
-    let ctr = create(
+    let ctr = run_container(
         &mut rt,
         &pod,
         container_config("ev", &reg.image("busybox"), &["sleep", "3600"]),
     )
-    .await
-    .unwrap();
-    start(&mut rt, &ctr).await;
+    .await;
     rt.stop_container(api::StopContainerRequest {
         container_id: ctr.clone(),
         timeout: 0,
@@ -1093,8 +1090,7 @@ async fn oom_kills_ttys_and_devices() {
         }),
         ..Default::default()
     });
-    let hog = create(&mut rt, &pod, hog).await.unwrap();
-    start(&mut rt, &hog).await;
+    let hog = run_container(&mut rt, &pod, hog).await;
     let s = wait_state(&mut rt, &hog, api::ContainerState::ContainerExited).await;
     assert_eq!(s.exit_code, 137, "{s:?}");
     assert_eq!(s.reason, "OOMKilled");
@@ -1106,8 +1102,7 @@ async fn oom_kills_ttys_and_devices() {
         &["sh", "-c", "test -t 1 && echo is-a-tty"],
     );
     tty.tty = true;
-    let tty = create(&mut rt, &pod, tty).await.unwrap();
-    start(&mut rt, &tty).await;
+    let tty = run_container(&mut rt, &pod, tty).await;
     wait_state(&mut rt, &tty, api::ContainerState::ContainerExited).await;
     let lines = eventually("the tty line", Duration::from_secs(5), || {
         let l = log_lines(&logs.join("tty.log"));
@@ -1124,8 +1119,7 @@ async fn oom_kills_ttys_and_devices() {
         host_path: "/dev/zero".into(),
         permissions: "rwm".into(),
     }];
-    let dev = create(&mut rt, &pod, dev).await.unwrap();
-    start(&mut rt, &dev).await;
+    let dev = run_container(&mut rt, &pod, dev).await;
     assert_eq!(
         exec_out(&mut rt, &dev, &["sh", "-c", "head -c 5 /dev/xzero | wc -c"]).await,
         "5"

@@ -137,96 +137,114 @@ fn handler() -> (PathBuf, Vec<String>) {
     (h.program, h.argv_prefix)
 }
 
-/// The floor: `run --detach` of berth's own spec for the same image, on a
-/// plain copy of the rootfs, with fresh namespaces instead of pinned ones.
-fn floor(spec_from: &Path, work: &Path, cgroup: &str) -> Vec<f64> {
+/// One runtime call through the handler, timed. Only stdio reaches the
+/// (possibly detached) container: an inherited pipe end would keep the
+/// caller waiting for EOF for as long as it runs. Errors go to `errors`.
+fn runtime_call(root: &Path, args: &[&str], errors: &Path) -> f64 {
     let (program, prefix) = handler();
-    let rootfs = work.join("rootfs");
-    std::fs::create_dir_all(&rootfs).unwrap();
-    let images = test_images();
-    let layout = images.dir.join("busybox");
-    let blob = |d: &str| {
-        layout
-            .join("blobs/sha256")
-            .join(d.trim_start_matches("sha256:"))
-    };
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
-    )
-    .unwrap();
-    let ok = Command::new("tar")
-        .arg("-xzf")
-        .arg(blob(manifest["layers"][0]["digest"].as_str().unwrap()))
-        .arg("-C")
-        .arg(&rootfs)
+    let mut cmd = Command::new(&program);
+    // SAFETY: close_range is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let t = Instant::now();
+    let status = cmd
+        .args(&prefix)
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(errors).unwrap())
         .status()
         .unwrap();
-    assert!(ok.success());
-    let mut spec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(spec_from).unwrap()).unwrap();
-    spec["root"]["path"] = rootfs.display().to_string().into();
-    for ns in spec["linux"]["namespaces"].as_array_mut().unwrap() {
-        ns.as_object_mut().unwrap().remove("path");
+    let took = t.elapsed().as_secs_f64();
+    assert!(
+        status.success(),
+        "{args:?}: {}",
+        std::fs::read_to_string(errors).unwrap_or_default()
+    );
+    took
+}
+
+/// The floor: `run --detach` of berth's own spec for the same image, on a
+/// plain copy of the rootfs, with fresh namespaces instead of pinned ones.
+struct Floor {
+    work: PathBuf,
+    root: PathBuf,
+    errors: PathBuf,
+    cgroup: String,
+    spec: serde_json::Value,
+    ids: Vec<String>,
+}
+
+impl Floor {
+    fn prepare(spec_from: &Path, work: &Path, cgroup: &str) -> Floor {
+        let rootfs = work.join("rootfs");
+        test_images().unpack("busybox", &rootfs);
+        let mut spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(spec_from).unwrap()).unwrap();
+        spec["root"]["path"] = rootfs.display().to_string().into();
+        for ns in spec["linux"]["namespaces"].as_array_mut().unwrap() {
+            ns.as_object_mut().unwrap().remove("path");
+        }
+        // Pod files live in the (removed) pod's directory.
+        spec["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| m["type"] != "bind");
+        Floor {
+            work: work.to_path_buf(),
+            root: work.join("state"),
+            errors: work.join("errors"),
+            cgroup: cgroup.to_string(),
+            spec,
+            ids: Vec::new(),
+        }
     }
-    // Pod files live in the (removed) pod's directory.
-    spec["mounts"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|m| m["type"] != "bind");
-    let root = work.join("state");
-    let mut times = Vec::new();
-    for n in 0..RUNS {
-        let bundle = work.join(format!("b{n}"));
+
+    fn bundle(&mut self, id: &str) -> String {
+        let bundle = self.work.join(id);
         std::fs::create_dir_all(&bundle).unwrap();
-        spec["linux"]["cgroupsPath"] = format!("{cgroup}/floor-{n}").into();
+        self.spec["linux"]["cgroupsPath"] = format!("{}/{id}", self.cgroup).into();
         std::fs::write(
             bundle.join("config.json"),
-            serde_json::to_vec(&spec).unwrap(),
+            serde_json::to_vec(&self.spec).unwrap(),
         )
         .unwrap();
-        // The detached container inherits stdio: a file, not a pipe that
-        // would never reach EOF while it runs; no other fd may reach it.
-        let errors = work.join(format!("run-{n}.err"));
-        let mut cmd = Command::new(&program);
-        // SAFETY: close_range is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-                Ok(())
-            });
+        self.ids.push(id.to_string());
+        bundle.display().to_string()
+    }
+
+    /// `run --detach`, timed.
+    fn run(&mut self, n: usize) -> f64 {
+        let id = format!("floor-{n}");
+        let b = self.bundle(&id);
+        runtime_call(
+            &self.root,
+            &["run", "--detach", "--bundle", &b, &id],
+            &self.errors,
+        )
+    }
+
+    /// The same as two calls, as a monitor makes them: (create, start).
+    fn create_start(&mut self, n: usize) -> (f64, f64) {
+        let id = format!("split-{n}");
+        let b = self.bundle(&id);
+        let create = runtime_call(&self.root, &["create", "--bundle", &b, &id], &self.errors);
+        let start = runtime_call(&self.root, &["start", &id], &self.errors);
+        (create, start)
+    }
+
+    fn cleanup(self) {
+        for id in &self.ids {
+            runtime_call(&self.root, &["delete", "--force", id], &self.errors);
         }
-        let t = Instant::now();
-        let status = cmd
-            .args(&prefix)
-            .arg("--root")
-            .arg(&root)
-            .args(["run", "--detach", "--bundle"])
-            .arg(&bundle)
-            .arg(format!("floor-{n}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&errors).unwrap())
-            .status()
-            .unwrap();
-        times.push(t.elapsed().as_secs_f64());
-        assert!(
-            status.success(),
-            "floor run: {}",
-            std::fs::read_to_string(&errors).unwrap_or_default()
-        );
+        remove_cgroup(&self.cgroup);
     }
-    for n in 0..RUNS {
-        let _ = Command::new(&program)
-            .args(&prefix)
-            .arg("--root")
-            .arg(&root)
-            .args(["delete", "--force"])
-            .arg(format!("floor-{n}"))
-            .status();
-    }
-    times
 }
 
 fn remove_cgroup(cgroup: &str) {
@@ -245,7 +263,11 @@ async fn main() {
     let reg = TestRegistry::start();
     reg.push(&["busybox"]);
     let image = reg.image("busybox");
-    let d = TestDaemon::start().await;
+    let d = TestDaemon::builder()
+        .arg("--log-level")
+        .arg("info,berth_core=debug")
+        .start()
+        .await;
     let mut ic = d.images().await;
     ic.pull_image(api::PullImageRequest {
         image: Some(api::ImageSpec {
@@ -272,14 +294,27 @@ async fn main() {
     stop_remove(&mut rt, &pod).await;
     let idle_rss = rss_kib(d.pid());
 
-    // Sequential pod starts, then RSS with them all running.
+    // Sequential pod starts interleaved with the floor's runs, so the
+    // machine's noise hits both alike; then RSS with them all running.
+    let work = tempfile::Builder::new()
+        .prefix("berth-bench-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let floor_cgroup = format!("/berth-bench-floor-{}", std::process::id());
+    let mut floor = Floor::prepare(&spec_copy, work.path(), &floor_cgroup);
     SPLITS.lock().unwrap().clear();
     let mut starts = Vec::new();
+    let mut floor_times = Vec::new();
+    let mut floor_split = Vec::new();
     let mut pods = Vec::new();
     for n in 0..RUNS {
         let (pod, _, t) = start_pod(&mut rt, n, &image).await;
         starts.push(t);
         pods.push(pod);
+        floor_times.push(floor.run(n));
+        if n % 5 == 0 {
+            floor_split.push(floor.create_start(n));
+        }
     }
     let busy_rss = rss_kib(d.pid());
     let splits = std::mem::take(&mut *SPLITS.lock().unwrap());
@@ -325,14 +360,7 @@ async fn main() {
         stop_remove(&mut rt, pod).await;
     }
 
-    let work = tempfile::Builder::new()
-        .prefix("berth-bench-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    let floor_cgroup = format!("/berth-bench-floor-{}", std::process::id());
-    eprintln!("berthd phases done; measuring the floor");
-    let floor_times = floor(&spec_copy, work.path(), &floor_cgroup);
-    remove_cgroup(&floor_cgroup);
+    floor.cleanup();
 
     let (program, prefix) = handler();
     println!(
@@ -355,12 +383,34 @@ async fn main() {
         ms(b50),
         ms(b99)
     );
+    for l in d
+        .log()
+        .lines()
+        .filter(|l| l.contains("container made"))
+        .skip(20)
+        .take(4)
+    {
+        println!("  {l}");
+    }
     let part = |i: usize| percentile(&splits.iter().map(|s| s[i]).collect::<Vec<_>>(), 0.5);
     println!(
         "    of which RunPodSandbox p50 {}, CreateContainer p50 {}, StartContainer p50 {}",
         ms(part(0)),
         ms(part(1)),
         ms(part(2))
+    );
+    let split = |i: usize| {
+        let v: Vec<f64> = floor_split
+            .iter()
+            .map(|x: &(f64, f64)| if i == 0 { x.0 } else { x.1 })
+            .collect();
+        ms(percentile(&v, 0.5))
+    };
+    println!(
+        "  floor as two calls (create, start), {} runs: p50 {} + {}",
+        floor_split.len(),
+        split(0),
+        split(1)
     );
     println!(
         "  ratio p50 berthd/floor               {:.2}x (target <= 1.5x)",
