@@ -15,6 +15,9 @@ pub struct Config {
     pub tty: bool,
     pub stdin: bool,
     pub stdin_once: bool,
+    /// Run the runtime in a private mount namespace whose
+    /// `/sys/fs/cgroup/unified` is an empty tmpfs (crun on hybrid hosts).
+    pub hide_cgroup2: bool,
 }
 
 /// Parses the arguments after the program name. Values may follow their
@@ -51,12 +54,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Config, String>
             "--runtime" => runtime = Some(value("--runtime")?),
             "--runtime-arg" => cfg.runtime_args.push(value("--runtime-arg")?),
             "--runtime-root" => root = Some(PathBuf::from(value("--runtime-root")?)),
-            "--tty" | "--stdin" | "--stdin-once" if inline.is_some() => {
+            "--tty" | "--stdin" | "--stdin-once" | "--hide-cgroup2" if inline.is_some() => {
                 return Err(format!("{flag} takes no value"))
             }
             "--tty" => cfg.tty = true,
             "--stdin" => cfg.stdin = true,
             "--stdin-once" => cfg.stdin_once = true,
+            "--hide-cgroup2" => cfg.hide_cgroup2 = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -105,8 +109,10 @@ mod tests {
             "--tty",
             "--stdin",
             "--stdin-once",
+            "--hide-cgroup2",
         ]))
         .unwrap();
+        assert!(cfg.hide_cgroup2);
         assert_eq!(cfg.id, "c1");
         assert_eq!(cfg.dir, PathBuf::from("/s"));
         assert_eq!(cfg.runtime_args, args(&["--mount", "sh", "-c"]));

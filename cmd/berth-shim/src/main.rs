@@ -10,8 +10,13 @@
 //! ```text
 //! berth-shim --id ID --bundle DIR --dir STATEDIR --log PATH \
 //!     --runtime PROGRAM [--runtime-arg ARG]... --runtime-root DIR \
-//!     [--tty] [--stdin] [--stdin-once]
+//!     [--tty] [--stdin] [--stdin-once] [--hide-cgroup2]
 //! ```
+//!
+//! With `--hide-cgroup2` the runtime (for `create`, and the shim's own
+//! clean-up `delete`) runs in a private mount namespace of its own whose
+//! `/sys/fs/cgroup/unified` is an empty tmpfs: what the hybrid-host wrapper
+//! (`unshare` + `sh` + `mount`) does for crun 1.8, without its processes.
 //!
 //! (`--flag=value` is accepted too.) Relative paths are taken against the
 //! caller's working directory. `PROGRAM` followed by every `--runtime-arg`

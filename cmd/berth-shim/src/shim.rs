@@ -296,7 +296,7 @@ impl Setup<'_> {
         }
         argv.push(cstr(&cfg.id)?);
 
-        let runtime_pid = sys::spawn(&argv, stdio).map_err(|e| {
+        let runtime_pid = sys::spawn(&argv, stdio, cfg.hide_cgroup2).map_err(|e| {
             format!(
                 "cannot execute runtime {}: {e}",
                 Path::new(&cfg.runtime).display()
@@ -393,7 +393,7 @@ impl Setup<'_> {
             return;
         };
         let n = null.as_raw_fd();
-        if let Ok(pid) = sys::spawn(&argv, [n, n, n]) {
+        if let Ok(pid) = sys::spawn(&argv, [n, n, n], self.cfg.hide_cgroup2) {
             let mut status = 0;
             // SAFETY: waiting for our own child.
             unsafe { libc::waitpid(pid, &mut status, 0) };

@@ -422,7 +422,7 @@ pub fn monotonic_ms() -> i64 {
 /// descriptors as its 0, 1 and 2, default signal dispositions and an empty
 /// signal mask. Returns the child's pid once the exec has succeeded, or the
 /// exec's error.
-pub fn spawn(argv: &[CString], stdio: [RawFd; 3]) -> io::Result<libc::pid_t> {
+pub fn spawn(argv: &[CString], stdio: [RawFd; 3], hide_cgroup2: bool) -> io::Result<libc::pid_t> {
     let Some(program) = argv.first() else {
         return Err(io::ErrorKind::InvalidInput.into());
     };
@@ -450,6 +450,26 @@ pub fn spawn(argv: &[CString], stdio: [RawFd; 3]) -> io::Result<libc::pid_t> {
             libc::sigemptyset(empty.as_mut_ptr());
             libc::sigprocmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
             let mut ok = true;
+            if hide_cgroup2 {
+                // What `unshare --mount --propagation private` + `mount -t
+                // tmpfs` do, without their processes: crun 1.8 refuses a
+                // hybrid host unless the empty v2 tree is out of sight.
+                ok = libc::unshare(libc::CLONE_NEWNS) == 0
+                    && libc::mount(
+                        std::ptr::null(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    ) == 0
+                    && libc::mount(
+                        c"tmpfs".as_ptr(),
+                        c"/sys/fs/cgroup/unified".as_ptr(),
+                        c"tmpfs".as_ptr(),
+                        0,
+                        std::ptr::null(),
+                    ) == 0;
+            }
             for (target, &src) in stdio.iter().enumerate() {
                 let target = target as libc::c_int;
                 if src == target {

@@ -15,10 +15,11 @@ pub struct RuntimeHandler {
     pub argv_prefix: Vec<String>,
     /// The runtime's state directory (`--root`).
     pub root: PathBuf,
-    /// The runtime binary itself, when `program` is a wrapper that only
-    /// matters for commands that set up cgroups (`create`, `exec`,
-    /// `update`, `delete`): `start`, `kill` and `state` run it directly,
-    /// saving the wrapper's processes (about 8 ms per call here).
+    /// The runtime binary itself, when `program` + `argv_prefix` is the
+    /// hybrid-host wrapper around it (a private mount namespace with an
+    /// empty `/sys/fs/cgroup/unified`). `start`, `kill` and `state` set up
+    /// no cgroups and run it directly; the monitor makes that namespace
+    /// itself before `create`. Each saves the wrapper's three processes.
     pub direct: Option<PathBuf>,
 }
 
