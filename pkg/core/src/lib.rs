@@ -225,22 +225,30 @@ impl Core {
     /// Readiness as it truly is: pods and containers run, but a pod gets
     /// only its own loopback until a pod network backend is built.
     pub fn conditions(&self) -> Vec<Condition> {
-        let runtime_ready = !self.runtimes.is_empty();
+        let (runtime_ready, reason, message) = if self.runtimes.is_empty() {
+            (
+                false,
+                "NoRuntimeHandler",
+                "no OCI runtime (crun, runc) was found".to_string(),
+            )
+        } else if !self.config.shim.is_file() {
+            (
+                false,
+                "NoContainerMonitor",
+                format!(
+                    "the container monitor {} is missing",
+                    self.config.shim.display()
+                ),
+            )
+        } else {
+            (true, "", String::new())
+        };
         vec![
             Condition {
                 kind: ConditionKind::RuntimeReady,
                 ready: runtime_ready,
-                reason: if runtime_ready {
-                    ""
-                } else {
-                    "NoRuntimeHandler"
-                }
-                .to_string(),
-                message: if runtime_ready {
-                    String::new()
-                } else {
-                    "no OCI runtime (crun, runc) was found".to_string()
-                },
+                reason: reason.to_string(),
+                message,
             },
             Condition {
                 kind: ConditionKind::NetworkReady,
