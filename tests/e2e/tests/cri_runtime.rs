@@ -436,7 +436,7 @@ async fn sigkill_after_the_timeout_and_the_images_stop_signal() {
     let logs = _d.dir().join("logs/stop");
     let pod = run_pod(&mut rt, pod_config("stop", &logs), "").await;
     // sh as pid 1 ignores SIGTERM without a trap: SIGKILL after the timeout.
-    let stubborn = create(
+    let stubborn = run_container(
         &mut rt,
         &pod,
         container_config(
@@ -445,9 +445,7 @@ async fn sigkill_after_the_timeout_and_the_images_stop_signal() {
             &["sh", "-c", "while true; do sleep 0.1; done"],
         ),
     )
-    .await
-    .unwrap();
-    start(&mut rt, &stubborn).await;
+    .await;
     let t = std::time::Instant::now();
     rt.stop_container(api::StopContainerRequest {
         container_id: stubborn.clone(),
@@ -773,7 +771,7 @@ async fn containers_outlive_a_kill9_and_are_recovered() {
     let (mut d, reg, mut rt) = daemon_with(&["busybox"]).await;
     let logs = d.dir().join("logs/recovery");
     let pod = run_pod(&mut rt, pod_config("recovery", &logs), "").await;
-    let long = create(
+    let long = run_container(
         &mut rt,
         &pod,
         container_config(
@@ -782,10 +780,8 @@ async fn containers_outlive_a_kill9_and_are_recovered() {
             &["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
         ),
     )
-    .await
-    .unwrap();
-    start(&mut rt, &long).await;
-    let short = create(
+    .await;
+    let short = run_container(
         &mut rt,
         &pod,
         container_config(
@@ -798,9 +794,7 @@ async fn containers_outlive_a_kill9_and_are_recovered() {
             ],
         ),
     )
-    .await
-    .unwrap();
-    start(&mut rt, &short).await;
+    .await;
     let created = create(
         &mut rt,
         &pod,
@@ -879,7 +873,7 @@ async fn reopen_container_log_after_rotation() {
     let (d, reg, mut rt) = daemon_with(&["busybox"]).await;
     let logs = d.dir().join("logs/rotate");
     let pod = run_pod(&mut rt, pod_config("rotate", &logs), "").await;
-    let ctr = create(
+    let ctr = run_container(
         &mut rt,
         &pod,
         container_config(
@@ -888,9 +882,7 @@ async fn reopen_container_log_after_rotation() {
             &["sh", "-c", "while true; do echo line; sleep 0.05; done"],
         ),
     )
-    .await
-    .unwrap();
-    start(&mut rt, &ctr).await;
+    .await;
     let log = logs.join("talker.log");
     eventually("first lines", Duration::from_secs(10), || {
         (!log_lines(&log).is_empty()).then_some(())
