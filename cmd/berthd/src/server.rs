@@ -99,7 +99,7 @@ fn runtime_handlers(config: &Config) -> Result<Vec<RuntimeHandler>> {
             program: r.program.clone(),
             argv_prefix: r.args.clone(),
             root: r.root.clone().unwrap_or_else(|| runtimes.join(name)),
-            direct: None,
+            hide_cgroup2: false,
         });
     }
     let default = match &config.default_runtime {

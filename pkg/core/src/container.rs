@@ -347,9 +347,10 @@ impl Core {
             cgroups_path: cgroups_path.to_string(),
             sysctls: pod.config.sysctls.clone(),
             annotations: config.annotations.clone(),
-            hostname: std::fs::read_to_string(pod_dir.join(podfiles::HOSTNAME))
-                .ok()
-                .map(|h| h.trim().to_string()),
+            hostname: Some(podfiles::hostname(
+                &pod.config,
+                pod.config.namespaces.network == NamespaceMode::Node,
+            )),
             cgroupns: oci::cgroupns_default(self.cgroups.mode(), sec.privileged),
         })
     }

@@ -64,18 +64,14 @@ pub(crate) fn spawn(req: &SpawnRequest) -> Result<(u32, u32)> {
         .arg("--dir")
         .arg(req.dir)
         .arg("--log")
-        .arg(req.log);
-    match &req.handler.direct {
-        // The monitor hides the v2 tree itself: no wrapper processes.
-        Some(runtime) => {
-            cmd.arg("--runtime").arg(runtime).arg("--hide-cgroup2");
-        }
-        None => {
-            cmd.arg("--runtime").arg(&req.handler.program);
-            for a in &req.handler.argv_prefix {
-                cmd.arg("--runtime-arg").arg(a);
-            }
-        }
+        .arg(req.log)
+        .arg("--runtime")
+        .arg(&req.handler.program);
+    for a in &req.handler.argv_prefix {
+        cmd.arg("--runtime-arg").arg(a);
+    }
+    if req.handler.hide_cgroup2 {
+        cmd.arg("--hide-cgroup2");
     }
     cmd.arg("--runtime-root").arg(&req.handler.root);
     for (flag, on) in [

@@ -15,18 +15,45 @@ pub struct RuntimeHandler {
     pub argv_prefix: Vec<String>,
     /// The runtime's state directory (`--root`).
     pub root: PathBuf,
-    /// The runtime binary itself, when `program` + `argv_prefix` is the
-    /// hybrid-host wrapper around it (a private mount namespace with an
-    /// empty `/sys/fs/cgroup/unified`). `start`, `kill` and `state` set up
-    /// no cgroups and run it directly; the monitor makes that namespace
-    /// itself before `create`. Each saves the wrapper's three processes.
-    pub direct: Option<PathBuf>,
+    /// Run the runtime in a private mount namespace of its own whose
+    /// `/sys/fs/cgroup/unified` is an empty tmpfs: crun 1.8 refuses hosts
+    /// with the hybrid cgroup layout otherwise. See [`hide_cgroup2`].
+    pub hide_cgroup2: bool,
 }
 
-/// The shell step that hides the v2 tree from crun on a hybrid host. `$0`
-/// is the crun binary, `$@` its arguments. The mount is private to the
-/// namespace `unshare` made, so the host's hierarchies are never touched.
-const HIDE_UNIFIED: &str = "mount -t tmpfs tmpfs /sys/fs/cgroup/unified && exec \"$0\" \"$@\"";
+/// Makes the calling process's mount namespace private and hides the empty
+/// cgroup v2 tree of a hybrid host under a tmpfs. Meant for a child between
+/// fork and exec (`pre_exec`), or for berth-shim's equivalent: the host's
+/// hierarchies are untouched.
+///
+/// # Safety
+/// Only async-signal-safe calls are made, but it changes the mount
+/// namespace of the calling process: call it in a freshly forked child.
+pub unsafe fn hide_cgroup2() -> std::io::Result<()> {
+    // SAFETY: plain syscalls with static, NUL-terminated strings.
+    let ok = unsafe {
+        libc::unshare(libc::CLONE_NEWNS) == 0
+            && libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) == 0
+            && libc::mount(
+                c"tmpfs".as_ptr(),
+                c"/sys/fs/cgroup/unified".as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            ) == 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
 
 fn find(binary: &str) -> Option<PathBuf> {
     [
@@ -49,32 +76,13 @@ pub fn default_handlers(mode: Mode, state_dir: &Path) -> Vec<RuntimeHandler> {
     let mut out = Vec::new();
     if let Some(crun) = find("crun") {
         let root = state_dir.join("crun");
-        let handler = if mode == Mode::Hybrid {
-            RuntimeHandler {
-                name: "crun".into(),
-                program: find("unshare").unwrap_or_else(|| "unshare".into()),
-                argv_prefix: vec![
-                    "--mount".into(),
-                    "--propagation".into(),
-                    "private".into(),
-                    "/bin/sh".into(),
-                    "-c".into(),
-                    HIDE_UNIFIED.into(),
-                    crun.display().to_string(),
-                ],
-                root,
-                direct: Some(crun),
-            }
-        } else {
-            RuntimeHandler {
-                name: "crun".into(),
-                program: crun,
-                argv_prefix: Vec::new(),
-                root,
-                direct: None,
-            }
-        };
-        out.push(handler);
+        out.push(RuntimeHandler {
+            name: "crun".into(),
+            program: crun,
+            argv_prefix: Vec::new(),
+            root,
+            hide_cgroup2: mode == Mode::Hybrid,
+        });
     }
     if let Some(runc) = find("runc") {
         out.push(RuntimeHandler {
@@ -82,7 +90,7 @@ pub fn default_handlers(mode: Mode, state_dir: &Path) -> Vec<RuntimeHandler> {
             program: runc,
             argv_prefix: Vec::new(),
             root: state_dir.join("runc"),
-            direct: None,
+            hide_cgroup2: false,
         });
     }
     if let Some(first) = out.first() {
@@ -102,16 +110,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn crun_is_wrapped_only_on_hybrid_hosts() {
+    fn crun_hides_cgroup2_only_on_hybrid_hosts() {
         let dir = Path::new("/run/berth-test");
         let hybrid = default_handlers(Mode::Hybrid, dir);
         let legacy = default_handlers(Mode::Unified, dir);
         if let Some(crun) = hybrid.iter().find(|h| h.name == "crun") {
-            assert!(crun.program.ends_with("unshare"));
-            assert!(crun.argv_prefix.iter().any(|a| a == HIDE_UNIFIED));
+            assert!(crun.program.ends_with("crun"));
+            assert!(crun.hide_cgroup2 && crun.argv_prefix.is_empty());
             let plain = legacy.iter().find(|h| h.name == "crun").unwrap();
-            assert!(plain.program.ends_with("crun"));
-            assert!(plain.argv_prefix.is_empty());
+            assert!(!plain.hide_cgroup2);
             assert_eq!(hybrid[0].name, "", "crun is the default handler");
             assert_eq!(hybrid[0].program, crun.program);
         }

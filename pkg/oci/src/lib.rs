@@ -2,10 +2,11 @@
 //! (`create`, `start`, `state`, `kill`, `delete`), the same for crun, runc
 //! or any other OCI runtime.
 //!
-//! A handler is *binary + argv prefix + root dir*: that is enough to run
-//! crun on a hybrid-cgroup host (crun 1.8 refuses those) inside a private
-//! mount namespace whose `/sys/fs/cgroup/unified` is an empty tmpfs, without
-//! shipping a wrapper script. See docs/dev/architecture.md for the figures.
+//! A handler is *binary + argv prefix + root dir*, plus whether the runtime
+//! runs in a private mount namespace whose `/sys/fs/cgroup/unified` is an
+//! empty tmpfs: crun 1.8 refuses hybrid-cgroup hosts otherwise. That
+//! namespace is made between fork and exec, with no wrapper process or
+//! script. See docs/dev/architecture.md for the figures.
 
 mod caps;
 mod devices;
@@ -17,5 +18,5 @@ mod runtime;
 pub mod seccomp;
 pub mod spec;
 
-pub use handler::{default_handlers, RuntimeHandler};
+pub use handler::{default_handlers, hide_cgroup2, RuntimeHandler};
 pub use runtime::{ContainerState, OciRuntime};

@@ -1,5 +1,6 @@
 //! The OCI runtime command-line contract, through one handler.
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -31,25 +32,18 @@ impl OciRuntime {
         &self.handler
     }
 
-    /// The runtime with its global flags; subcommand arguments follow.
-    fn command(&self) -> Command {
+    /// The runtime with its global flags (and, on hybrid hosts, its private
+    /// mount namespace); subcommand arguments follow.
+    pub fn command(&self) -> Command {
         let mut cmd = Command::new(&self.handler.program);
         cmd.args(&self.handler.argv_prefix)
             .arg("--root")
             .arg(&self.handler.root)
             .stdin(Stdio::null());
-        cmd
-    }
-
-    /// The runtime without its wrapper, for commands that never set up cgroups.
-    fn direct_command(&self) -> Command {
-        let Some(direct) = &self.handler.direct else {
-            return self.command();
-        };
-        let mut cmd = Command::new(direct);
-        cmd.arg("--root")
-            .arg(&self.handler.root)
-            .stdin(Stdio::null());
+        if self.handler.hide_cgroup2 {
+            // SAFETY: runs in the forked child before exec.
+            unsafe { cmd.pre_exec(|| crate::handler::hide_cgroup2()) };
+        }
         cmd
     }
 
@@ -128,18 +122,14 @@ impl OciRuntime {
 
     pub fn start(&self, id: &str) -> Result<()> {
         self.require(id)?;
-        self.run("start", id, self.direct_command().arg("start").arg(id))
+        self.run("start", id, self.command().arg("start").arg(id))
             .map(drop)
     }
 
     pub fn kill(&self, id: &str, signal: &str) -> Result<()> {
         self.require(id)?;
-        self.run(
-            "kill",
-            id,
-            self.direct_command().arg("kill").arg(id).arg(signal),
-        )
-        .map(drop)
+        self.run("kill", id, self.command().arg("kill").arg(id).arg(signal))
+            .map(drop)
     }
 
     /// Deletes the container; with `force` a running one is killed first.
@@ -155,7 +145,7 @@ impl OciRuntime {
 
     pub fn state(&self, id: &str) -> Result<ContainerState> {
         self.require(id)?;
-        let out = self.run("state", id, self.direct_command().arg("state").arg(id))?;
+        let out = self.run("state", id, self.command().arg("state").arg(id))?;
         serde_json::from_slice(&out.stdout).map_err(|e| {
             Error::internal(format!(
                 "{} state {id}: unreadable answer: {e}",

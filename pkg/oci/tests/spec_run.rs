@@ -116,23 +116,17 @@ fn wait_stopped(runtime: &OciRuntime, id: &str) {
     }
 }
 
-/// `<runtime> exec --process FILE id`, with the handler's wrapper.
-fn exec(handler: &RuntimeHandler, id: &str, process_file: &Path) -> String {
-    let out = Command::new(&handler.program)
-        .args(&handler.argv_prefix)
-        .arg("--root")
-        .arg(&handler.root)
-        .arg("exec")
-        .arg("--process")
-        .arg(process_file)
-        .arg(id)
-        .stdin(Stdio::null())
+/// `<runtime> exec --process FILE id`, as berth runs it.
+fn exec(runtime: &OciRuntime, id: &str, process_file: &Path) -> String {
+    let out = runtime
+        .exec_command(id, process_file, &process_file.with_extension("pid"))
+        .unwrap()
         .output()
         .unwrap();
     assert!(
         out.status.success(),
         "{} exec: {}",
-        handler.name,
+        runtime.handler().name,
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
@@ -326,7 +320,7 @@ fn built_specs_run_under_each_runtime() {
         );
         let process_file = bundle.join("exec.json");
         std::fs::write(&process_file, serde_json::to_vec(&process).unwrap()).unwrap();
-        let said = exec(&handler, &id, &process_file);
+        let said = exec(&runtime, &id, &process_file);
         assert!(said.contains("uid=1000 cwd=/ var=cri"), "{name}: {said}");
         assert_eq!(line(&said, "CapBnd:"), "00000000a80405fb", "{name}: {said}");
         eprintln!("{name}: ran the spec and an exec in it");

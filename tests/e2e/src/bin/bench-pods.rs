@@ -9,7 +9,7 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
 use berth_testkit::{cgroups_under, test_images, TestDaemon, TestRegistry};
@@ -127,22 +127,22 @@ async fn stop_remove(rt: &mut RuntimeServiceClient<Channel>, pod: &str) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-/// The default handler's command line, as berthd runs it on this host.
-fn handler() -> (PathBuf, Vec<String>) {
+/// The default handler, as berthd runs it on this host, with `root`.
+fn handler(root: &Path) -> berth_oci::OciRuntime {
     let mode = berth_cgroups::detect(Path::new("/sys/fs/cgroup")).unwrap();
-    let h = berth_oci::default_handlers(mode, Path::new("/unused"))
+    let mut h = berth_oci::default_handlers(mode, root)
         .into_iter()
         .next()
         .expect("an OCI runtime");
-    (h.program, h.argv_prefix)
+    h.root = root.to_path_buf();
+    berth_oci::OciRuntime::new(h)
 }
 
 /// One runtime call through the handler, timed. Only stdio reaches the
 /// (possibly detached) container: an inherited pipe end would keep the
 /// caller waiting for EOF for as long as it runs. Errors go to `errors`.
 fn runtime_call(root: &Path, args: &[&str], errors: &Path) -> f64 {
-    let (program, prefix) = handler();
-    let mut cmd = Command::new(&program);
+    let mut cmd = handler(root).command();
     // SAFETY: close_range is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
@@ -152,11 +152,7 @@ fn runtime_call(root: &Path, args: &[&str], errors: &Path) -> f64 {
     }
     let t = Instant::now();
     let status = cmd
-        .args(&prefix)
-        .arg("--root")
-        .arg(root)
         .args(args)
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(errors).unwrap())
         .status()
@@ -362,11 +358,17 @@ async fn main() {
 
     floor.cleanup();
 
-    let (program, prefix) = handler();
+    let h = handler(Path::new("/unused"));
+    let h = h.handler();
     println!(
-        "pod start: busybox sleep, image present, {RUNS} runs; handler: {} {}",
-        program.display(),
-        prefix.join(" ")
+        "pod start: busybox sleep, image present, {RUNS} runs; handler: {} {}{}",
+        h.program.display(),
+        h.argv_prefix.join(" "),
+        if h.hide_cgroup2 {
+            " (private mount namespace hiding the cgroup2 tree)"
+        } else {
+            ""
+        }
     );
     let (f50, f99) = (
         percentile(&floor_times, 0.5),
