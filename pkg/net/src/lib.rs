@@ -3,8 +3,12 @@
 //! metadata store so a restart never hands out an address in use, and the
 //! start-up check that a pod subnet does not overlap the host's routes.
 
+pub mod cni;
 mod ipam;
+pub mod netavark;
+mod network;
 mod subnet;
 
 pub use ipam::{Ipam, Lease};
+pub use network::{AttachRequest, Attachment, NotReady, PodNetwork, PortMapping, Protocol};
 pub use subnet::{host_routes, Subnet};

@@ -1,0 +1,1 @@
+//! CNI plugin delegation (being written).

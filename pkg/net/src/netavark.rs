@@ -1,0 +1,1 @@
+//! The netavark backend (being written).
