@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use berth_core::CgroupDriver;
+use berth_core::{CgroupDriver, NetworkSettings};
 use clap::Parser;
 use serde::Deserialize;
 
@@ -40,6 +40,34 @@ pub struct Flags {
     /// The container monitor binary (default: berth-shim beside berthd).
     #[arg(long, value_name = "FILE")]
     pub shim: Option<PathBuf>,
+    /// Pod network backend: bridge, netavark, cni or none.
+    #[arg(long, value_name = "BACKEND")]
+    pub network_backend: Option<String>,
+    /// The node bridge of the bridge and netavark backends.
+    #[arg(long, value_name = "NAME")]
+    pub bridge: Option<String>,
+    /// The pod subnet of the bridge and netavark backends (IPv4 CIDR).
+    #[arg(long, value_name = "CIDR")]
+    pub pod_subnet: Option<String>,
+    /// Where the cni backend reads network configs.
+    #[arg(long, value_name = "DIR")]
+    pub cni_config_dir: Option<PathBuf>,
+    /// Where the cni backend finds plugins (repeatable).
+    #[arg(long, value_name = "DIR")]
+    pub cni_plugin_dir: Vec<PathBuf>,
+}
+
+/// The `[network]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkFile {
+    backend: Option<String>,
+    bridge: Option<String>,
+    subnet: Option<String>,
+    mtu: Option<u32>,
+    netavark: Option<PathBuf>,
+    cni_config_dir: Option<PathBuf>,
+    cni_plugin_dirs: Option<Vec<PathBuf>>,
 }
 
 /// One extra OCI runtime handler (a RuntimeClass handler name → binary).
@@ -69,6 +97,8 @@ struct File {
     default_runtime: Option<String>,
     #[serde(default)]
     runtimes: std::collections::BTreeMap<String, RuntimeFile>,
+    #[serde(default)]
+    network: NetworkFile,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +114,7 @@ pub struct Config {
     pub shim: PathBuf,
     pub default_runtime: Option<String>,
     pub runtimes: std::collections::BTreeMap<String, RuntimeFile>,
+    pub network: NetworkSettings,
 }
 
 impl Config {
@@ -93,6 +124,7 @@ impl Config {
             None if Path::new(DEFAULT_CONFIG).exists() => read_file(Path::new(DEFAULT_CONFIG))?,
             None => File::default(),
         };
+        let network = network_settings(&flags_network(&flags), file.network)?;
         let root = flags
             .root
             .or(file.root)
@@ -141,6 +173,7 @@ impl Config {
                 .unwrap_or_else(|| "/usr/local/bin/berth-shim".into()),
         };
         Ok(Config {
+            network,
             cgroup_root,
             shim,
             default_runtime: file.default_runtime,
@@ -160,6 +193,71 @@ impl Config {
             json_logs,
         })
     }
+}
+
+/// The network flags, as a `[network]` table that overrides the file's.
+fn flags_network(flags: &Flags) -> NetworkFile {
+    NetworkFile {
+        backend: flags.network_backend.clone(),
+        bridge: flags.bridge.clone(),
+        subnet: flags.pod_subnet.clone(),
+        cni_config_dir: flags.cni_config_dir.clone(),
+        cni_plugin_dirs: (!flags.cni_plugin_dir.is_empty()).then(|| flags.cni_plugin_dir.clone()),
+        ..NetworkFile::default()
+    }
+}
+
+fn network_settings(flags: &NetworkFile, file: NetworkFile) -> Result<NetworkSettings> {
+    let backend = flags
+        .backend
+        .clone()
+        .or(file.backend)
+        .unwrap_or_else(|| "bridge".into());
+    let bridge = flags
+        .bridge
+        .clone()
+        .or(file.bridge)
+        .unwrap_or_else(|| "berth0".into());
+    // 10.87/16: not Podman's 10.88/16, so both can live on one node.
+    let subnet_text = flags
+        .subnet
+        .clone()
+        .or(file.subnet)
+        .unwrap_or_else(|| "10.87.0.0/16".into());
+    let subnet = || -> Result<berth_net::Subnet> {
+        subnet_text
+            .parse()
+            .map_err(|e: berth_core::Error| anyhow::anyhow!("pod subnet: {e}"))
+    };
+    Ok(match backend.as_str() {
+        "none" => NetworkSettings::None,
+        "bridge" => NetworkSettings::Bridge(berth_net::BridgeConfig {
+            bridge,
+            subnet: subnet()?,
+            mtu: file.mtu,
+        }),
+        "netavark" => NetworkSettings::Netavark {
+            binary: file
+                .netavark
+                .unwrap_or_else(|| "/usr/lib/podman/netavark".into()),
+            bridge,
+            subnet: subnet()?,
+            mtu: file.mtu,
+        },
+        "cni" => NetworkSettings::Cni {
+            conf_dir: flags
+                .cni_config_dir
+                .clone()
+                .or(file.cni_config_dir)
+                .unwrap_or_else(|| "/etc/cni/net.d".into()),
+            plugin_dirs: flags
+                .cni_plugin_dirs
+                .clone()
+                .or(file.cni_plugin_dirs)
+                .unwrap_or_else(|| vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()]),
+        },
+        other => bail!("network backend {other:?} is not one of bridge, netavark, cni, none"),
+    })
 }
 
 fn read_file(path: &Path) -> Result<File> {

@@ -38,6 +38,7 @@ pub async fn run(config: Config) -> Result<()> {
         handlers: runtime_handlers(&config)?,
         shim: config.shim.clone(),
         cgroup_root: config.cgroup_root.clone(),
+        network: config.network.clone(),
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
 

@@ -16,6 +16,7 @@ mod container;
 mod exec;
 pub mod model;
 mod monitor;
+mod network;
 mod podfiles;
 mod recovery;
 mod rootfs;
@@ -64,6 +65,28 @@ pub struct CoreConfig {
     pub shim: PathBuf,
     /// The cgroup under which pods without a parent of their own go.
     pub cgroup_root: String,
+    pub network: NetworkSettings,
+}
+
+/// Which pod network backend, with its settings.
+#[derive(Debug, Clone)]
+pub enum NetworkSettings {
+    /// Pods get only their loopback (NetworkReady stays false).
+    None,
+    /// The built-in bridge: netlink veths, berthd's IPAM, iptables.
+    Bridge(berth_net::BridgeConfig),
+    /// The same bridge network made by the netavark binary.
+    Netavark {
+        binary: PathBuf,
+        bridge: String,
+        subnet: berth_net::Subnet,
+        mtu: Option<u32>,
+    },
+    /// Standard CNI plugins and configs.
+    Cni {
+        conf_dir: PathBuf,
+        plugin_dirs: Vec<PathBuf>,
+    },
 }
 
 /// One readiness condition, as CRI `Status` reports them.
@@ -99,6 +122,7 @@ pub struct Core {
     objects: Mutex<Objects>,
     events: broadcast::Sender<Event>,
     cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
+    network: network::Network,
 }
 
 impl Core {
@@ -126,6 +150,7 @@ impl Core {
             .collect();
         let cgroups = berth_cgroups::open(Path::new("/sys/fs/cgroup"))?;
         let (events, _) = broadcast::channel(1024);
+        let network = network::Network::open(&config.network, &store, &config.state_dir)?;
         let core = Arc::new(Core {
             images,
             config,
@@ -135,6 +160,7 @@ impl Core {
             objects: Mutex::default(),
             events,
             cpu_samples: Mutex::default(),
+            network,
         });
         core.recover()?;
         Ok(core)
@@ -222,8 +248,8 @@ impl Core {
         self.config.state_dir.join("c").join(id)
     }
 
-    /// Readiness as it truly is: pods and containers run, but a pod gets
-    /// only its own loopback until a pod network backend is built.
+    /// Readiness as it truly is, asked of the runtime handlers, the monitor
+    /// binary and the pod network backend.
     pub fn conditions(&self) -> Vec<Condition> {
         let (runtime_ready, reason, message) = if self.runtimes.is_empty() {
             (
@@ -250,15 +276,28 @@ impl Core {
                 reason: reason.to_string(),
                 message,
             },
-            Condition {
-                kind: ConditionKind::NetworkReady,
-                ready: false,
-                reason: "NoPodNetwork".to_string(),
-                message:
-                    "no pod network backend is implemented in this build: pods get loopback only"
-                        .to_string(),
-            },
+            self.network_condition(),
         ]
+    }
+
+    fn network_condition(&self) -> Condition {
+        let state = match &self.network.backend {
+            None => Err(berth_net::NotReady {
+                reason: "NoPodNetwork".into(),
+                message: "no pod network is configured (network.backend = \"none\"): pods get loopback only".into(),
+            }),
+            Some(b) => b.ready(),
+        };
+        let (ready, reason, message) = match state {
+            Ok(()) => (true, String::new(), String::new()),
+            Err(n) => (false, n.reason, n.message),
+        };
+        Condition {
+            kind: ConditionKind::NetworkReady,
+            ready,
+            reason,
+            message,
+        }
     }
 
     /// Removes an image unless a container still uses it.

@@ -221,6 +221,8 @@ pub struct SandboxRecord {
     pub owns_cgroup_parent: bool,
     /// A tmpfs for /dev/shm shared by the pod's containers.
     pub shm: Option<PathBuf>,
+    /// The pod's network while it is attached (none for host network).
+    pub network: Option<berth_net::Attachment>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -44,6 +44,16 @@ pub(crate) fn write(dir: &Path, pod: &PodConfig, hostname: &str, host_network: b
     Ok(())
 }
 
+/// Adds the pod's own address under its hostname to its hosts file.
+pub(crate) fn add_host(dir: &Path, ip: std::net::IpAddr, hostname: &str) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join(HOSTS))?;
+    f.write_all(format!("{ip}\t{hostname}\n").as_bytes())?;
+    Ok(())
+}
+
 fn resolv_conf(dns: &DnsConfig) -> Result<String> {
     let mut out = String::new();
     for s in &dns.servers {

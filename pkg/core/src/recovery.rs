@@ -19,12 +19,20 @@ impl Core {
         let sandboxes: Vec<(String, SandboxRecord)> = self.store.list(SANDBOXES)?;
         let containers: Vec<(String, ContainerRecord)> = self.store.list(CONTAINERS)?;
         let mut known_pods = BTreeSet::new();
+        let mut records = Vec::new();
         for (id, mut record) in sandboxes {
             if record.state == SandboxState::Ready && !pins_alive(&record.namespaces) {
                 tracing::warn!(sandbox = %id, "pinned namespaces are gone; the pod is not ready");
+                if let Err(e) =
+                    self.detach_network(&id, record.namespaces.net.as_ref(), record.network.as_ref())
+                {
+                    tracing::warn!(sandbox = %id, "detach pod network: {e}");
+                }
                 record.state = SandboxState::NotReady;
+                record.network = None;
                 self.persist_sandbox(&record)?;
             }
+            records.push(record.clone());
             let mut objects = self.objects();
             objects
                 .names
@@ -76,6 +84,10 @@ impl Core {
             known_containers.insert(id);
         }
         self.collect_leftovers(&known_pods, &known_containers);
+        // After the leftovers: their networks were detached by id already.
+        if let Err(e) = self.recover_network(&records) {
+            tracing::warn!("remove orphaned pod networks: {e}");
+        }
         Ok(())
     }
 

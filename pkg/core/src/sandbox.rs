@@ -134,6 +134,14 @@ impl Core {
             hostname: (!host_network).then(|| hostname.clone()),
         })
         .map_err(|e| e.context("pin pod namespaces"))?;
+        let network = match &pinned.net {
+            Some(netns) => self.attach_network(id, netns, &config)?,
+            None => None,
+        };
+        if let Some(ip) = network.as_ref().and_then(|n| n.ips.first()) {
+            podfiles::add_host(&self.pod_dir(id), *ip, &hostname)
+                .map_err(|e| e.context("write pod files"))?;
+        }
         let shm = if host_ipc {
             None
         } else {
@@ -167,6 +175,7 @@ impl Core {
             cgroup_parent,
             owns_cgroup_parent,
             shm,
+            network,
             config,
         })
     }
@@ -201,6 +210,11 @@ impl Core {
     /// Undoes everything a sandbox made on the node; missing parts are fine.
     fn remove_sandbox_files(&self, id: &str, record: Option<&SandboxRecord>) {
         let state = self.pod_state_dir(id);
+        let netns = berth_ns::pin_file(&state.join("ns"), berth_ns::Kind::Net);
+        let attachment = record.and_then(|r| r.network.as_ref());
+        if let Err(e) = self.detach_network(id, Some(&netns), attachment) {
+            tracing::warn!(sandbox = %id, "detach pod network: {e}");
+        }
         if let Err(e) = berth_ns::unpin(&state.join("ns")) {
             tracing::warn!(sandbox = %id, "unpin namespaces: {e}");
         }
@@ -232,7 +246,13 @@ impl Core {
         }
         let state = self.pod_state_dir(id);
         let shm = record.shm.clone();
+        let core = self.clone();
+        let (netns, attachment) = (record.namespaces.net.clone(), record.network.clone());
+        let sandbox_id = id.to_string();
         tokio::task::spawn_blocking(move || -> Result<()> {
+            // Before the namespace goes: CNI DEL wants it, and a veth
+            // deleted first goes synchronously.
+            core.detach_network(&sandbox_id, netns.as_ref(), attachment.as_ref())?;
             berth_ns::unpin(&state.join("ns"))?;
             if let Some(shm) = shm {
                 rootfs::unmount_all(&shm)?;
@@ -242,6 +262,7 @@ impl Core {
         .await
         .map_err(|e| Error::internal(format!("pod sandbox stop task: {e}")))??;
         record.state = SandboxState::NotReady;
+        record.network = None;
         self.persist_sandbox(&record)?;
         entry.set(record);
         self.emit(id, id, EventKind::Stopped);

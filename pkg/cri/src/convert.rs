@@ -253,13 +253,26 @@ pub fn sandbox(r: &m::SandboxRecord) -> api::PodSandbox {
     }
 }
 
+/// The pod's IPs, primary first (none for host network or once stopped).
+fn sandbox_network(r: &m::SandboxRecord) -> api::PodSandboxNetworkStatus {
+    let mut ips = r
+        .network
+        .iter()
+        .flat_map(|n| n.ips.iter())
+        .map(|ip| ip.to_string());
+    api::PodSandboxNetworkStatus {
+        ip: ips.next().unwrap_or_default(),
+        additional_ips: ips.map(|ip| api::PodIp { ip }).collect(),
+    }
+}
+
 pub fn sandbox_status(r: &m::SandboxRecord) -> api::PodSandboxStatus {
     api::PodSandboxStatus {
         id: r.id.clone(),
         metadata: Some(pod_metadata(&r.config)),
         state: sandbox_state(r.state),
         created_at: r.created_at_ns,
-        network: Some(api::PodSandboxNetworkStatus::default()),
+        network: Some(sandbox_network(r)),
         linux: Some(api::LinuxPodSandboxStatus {
             namespaces: Some(api::Namespace {
                 options: Some(namespaces_out(&r.config.namespaces)),

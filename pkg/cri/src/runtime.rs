@@ -426,10 +426,15 @@ impl RuntimeService for Runtime {
 
     async fn update_runtime_config(
         &self,
-        _req: Request<api::UpdateRuntimeConfigRequest>,
+        req: Request<api::UpdateRuntimeConfigRequest>,
     ) -> Reply<api::UpdateRuntimeConfigResponse> {
-        // The pod CIDR matters to the pod network, which this build does
-        // not have yet; accepting it keeps kubelet's start-up going.
+        let cidr = req
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        self.core.update_pod_cidr(&cidr).await.map_err(status)?;
         Ok(Response::new(api::UpdateRuntimeConfigResponse {}))
     }
 

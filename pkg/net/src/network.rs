@@ -71,7 +71,7 @@ pub struct AttachRequest {
 
 /// One pod's network, as recorded with its sandbox so that teardown works
 /// after a restart. Serialised into the store: every field has a default.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Attachment {
     /// The backend that made it (`bridge`, `netavark`, `cni`).

@@ -10,7 +10,7 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tempfile::TempDir;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::{eventually, mounts_under, workspace_root};
+use crate::{eventually, mounts_under, workspace_root, TestNetwork};
 
 /// The berthd binary `cargo build` made; tests never build it themselves.
 pub fn berthd_bin() -> PathBuf {
@@ -140,6 +140,7 @@ impl TestDaemonBuilder {
         let n = NEXT_CGROUP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut d = TestDaemon {
             cgroup_root: format!("/berth-test-{}-{n}", std::process::id()),
+            network: TestNetwork::pick(n),
             root: dir.path().join("root"),
             state_dir: dir.path().join("run"),
             socket: dir.path().join("run/berth.sock"),
@@ -158,6 +159,8 @@ pub struct TestDaemon {
     dir: TempDir,
     /// The cgroup this daemon puts pods under; removed on drop.
     pub cgroup_root: String,
+    /// The bridge and subnet this daemon's pods get; removed on drop.
+    pub network: TestNetwork,
     pub root: PathBuf,
     pub state_dir: PathBuf,
     pub socket: PathBuf,
@@ -193,6 +196,10 @@ impl TestDaemon {
             .arg(&self.cgroup_root)
             .arg("--shim")
             .arg(shim_bin())
+            .arg("--bridge")
+            .arg(&self.network.bridge)
+            .arg("--pod-subnet")
+            .arg(self.network.subnet.to_string())
             .args(&self.args)
             .env("RUST_BACKTRACE", "1");
         cmd
@@ -298,6 +305,19 @@ impl TestDaemon {
         self.spawn().await;
     }
 
+    /// The pod addresses leased in the store (read while berthd is stopped).
+    pub fn leases(&self) -> Vec<String> {
+        match berth_store::Store::open(&self.root) {
+            Ok(store) => store
+                .list::<serde_json::Value>("ipam_leases")
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// The temporary directory holding root, state dir and logs.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -319,6 +339,14 @@ impl TestDaemon {
         assert!(pauses.is_empty(), "pause processes left behind: {pauses:?}");
         let cgroups = cgroups_under(&self.cgroup_root);
         assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
+        let veths = self.network.veths();
+        assert!(veths.is_empty(), "pod veths left behind: {veths:?}");
+        let rules = self.network.pod_rules();
+        assert!(rules.is_empty(), "host-port rules left behind: {rules:?}");
+        if self.child.is_none() {
+            let leases = self.leases();
+            assert!(leases.is_empty(), "IPAM leases left behind: {leases:?}");
+        }
         for dir in [
             self.root.join("containers"),
             self.root.join("pods"),
@@ -377,6 +405,7 @@ impl TestDaemon {
             let _ = Command::new("umount").arg("-l").arg(&m).status();
         }
         self.remove_cgroup_root();
+        let _ = berth_net::remove_bridge_network(&self.network.bridge);
     }
 
     /// Removes the cgroup root (deepest first) in every hierarchy.
@@ -432,6 +461,7 @@ impl Drop for TestDaemon {
                 std::panic::resume_unwind(panic);
             }
             self.remove_cgroup_root();
+            self.network.remove();
         }
     }
 }

@@ -4,6 +4,7 @@
 //! that nothing was left behind.
 
 mod daemon;
+mod network;
 mod registry;
 mod token;
 
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 pub use daemon::{
     cgroups_under, pauses_of, processes_mentioning, shim_bin, TestDaemon, TestDaemonBuilder,
 };
+pub use network::TestNetwork;
 pub use registry::{test_images, TestImages, TestRegistry};
 pub use token::TokenServer;
 

@@ -1,0 +1,168 @@
+//! The pod network as the core uses it: which backend, host-port
+//! reservations, and the request a backend gets for one pod.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_errdefs::{Error, Result};
+use berth_net::{AttachRequest, Attachment, HostPorts, PodNetwork, PortMapping, Protocol};
+use berth_store::Store;
+
+use crate::model::{PodConfig, SandboxRecord};
+use crate::{Core, NetworkSettings};
+
+/// The pod network and the host ports its pods hold.
+pub(crate) struct Network {
+    pub backend: Option<Arc<dyn PodNetwork>>,
+    pub host_ports: HostPorts,
+}
+
+impl Network {
+    pub fn open(
+        settings: &NetworkSettings,
+        store: &Arc<Store>,
+        state_dir: &Path,
+    ) -> Result<Network> {
+        let backend: Option<Arc<dyn PodNetwork>> = match settings {
+            NetworkSettings::None => None,
+            NetworkSettings::Bridge(c) => Some(Arc::new(berth_net::BridgeNetwork::open(
+                c.clone(),
+                store.clone(),
+            )?)),
+            NetworkSettings::Netavark { .. } | NetworkSettings::Cni { .. } => {
+                let _ = state_dir;
+                return Err(Error::invalid("backend not built yet"));
+            }
+        };
+        if let Some(b) = &backend {
+            tracing::info!(backend = b.name(), "pod network");
+        }
+        Ok(Network {
+            backend,
+            host_ports: HostPorts::new(),
+        })
+    }
+}
+
+/// CRI port mappings as the network takes them. A mapping without a host
+/// port only documents the container port: nothing to forward.
+pub(crate) fn port_mappings(pod: &PodConfig) -> Result<Vec<PortMapping>> {
+    let mut out = Vec::new();
+    for p in &pod.port_mappings {
+        if p.host_port == 0 {
+            continue;
+        }
+        let port = |n: i32, what: &str| {
+            u16::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
+                Error::invalid(format!("port mapping: {what} {n} is not a port (1-65535)"))
+            })
+        };
+        let protocol = match p.protocol.to_ascii_uppercase().as_str() {
+            "" | "TCP" => Protocol::Tcp,
+            "UDP" => Protocol::Udp,
+            "SCTP" => Protocol::Sctp,
+            other => {
+                return Err(Error::invalid(format!(
+                    "port mapping: unknown protocol {other:?} (TCP, UDP, SCTP)"
+                )))
+            }
+        };
+        let host_ip = match p.host_ip.as_str() {
+            "" | "0.0.0.0" => None,
+            ip => Some(ip.parse::<IpAddr>().map_err(|_| {
+                Error::invalid(format!("port mapping: host IP {ip:?} is not an IP address"))
+            })?),
+        };
+        if matches!(host_ip, Some(IpAddr::V6(_))) {
+            return Err(Error::invalid(format!(
+                "port mapping: host IP {} is IPv6; the pod network is IPv4 only",
+                p.host_ip
+            )));
+        }
+        out.push(PortMapping {
+            protocol,
+            container_port: port(p.container_port, "container port")?,
+            host_port: port(p.host_port, "host port")?,
+            host_ip,
+        });
+    }
+    Ok(out)
+}
+
+impl Core {
+    /// Wires a new pod's namespace: host ports first (a taken port fails
+    /// before anything is made), then the backend. Blocking.
+    pub(crate) fn attach_network(
+        &self,
+        id: &str,
+        netns: &Path,
+        pod: &PodConfig,
+    ) -> Result<Option<Attachment>> {
+        let Some(backend) = &self.network.backend else {
+            return Ok(None);
+        };
+        let ports = port_mappings(pod)?;
+        self.network.host_ports.reserve(id, &ports)?;
+        let attached = backend.attach(&AttachRequest {
+            sandbox_id: id.to_string(),
+            netns: netns.to_path_buf(),
+            pod_name: pod.name.clone(),
+            pod_namespace: pod.namespace.clone(),
+            pod_uid: pod.uid.clone(),
+            ports,
+        });
+        if attached.is_err() {
+            self.network.host_ports.release(id);
+        }
+        attached.map(Some)
+    }
+
+    /// Undoes [`attach_network`]. Idempotent; works without a record and
+    /// after the namespace is gone. Blocking.
+    pub(crate) fn detach_network(
+        &self,
+        id: &str,
+        netns: Option<&PathBuf>,
+        attachment: Option<&Attachment>,
+    ) -> Result<()> {
+        if let Some(backend) = &self.network.backend {
+            if let Some(a) = attachment.filter(|a| a.backend != backend.name()) {
+                tracing::warn!(sandbox = %id, made_by = %a.backend, now = backend.name(),
+                    "the pod was networked by another backend; detaching with the current one");
+            }
+            let netns = netns.map(PathBuf::as_path).filter(|p| p.exists());
+            backend.detach(id, netns, attachment)?;
+        }
+        self.network.host_ports.release(id);
+        Ok(())
+    }
+
+    /// At start: re-reserves the host ports of networked pods and lets the
+    /// backend remove what belongs to no pod.
+    pub(crate) fn recover_network(&self, sandboxes: &[SandboxRecord]) -> Result<()> {
+        let Some(backend) = &self.network.backend else {
+            return Ok(());
+        };
+        let mut live = Vec::new();
+        for r in sandboxes.iter().filter(|r| r.network.is_some()) {
+            live.push(r.id.clone());
+            let ports = r.network.as_ref().map(|a| a.ports.clone()).unwrap_or_default();
+            if let Err(e) = self.network.host_ports.reserve(&r.id, &ports) {
+                tracing::warn!(sandbox = %r.id, "re-reserve host ports: {e}");
+            }
+        }
+        backend.remove_orphans(&live)
+    }
+
+    /// kubelet's pod CIDR (CRI `UpdateRuntimeConfig`).
+    pub async fn update_pod_cidr(&self, cidr: &str) -> Result<()> {
+        let Some(backend) = self.network.backend.clone() else {
+            return Ok(());
+        };
+        let cidr = cidr.to_string();
+        tokio::task::spawn_blocking(move || backend.set_pod_cidr(&cidr))
+            .await
+            .map_err(|e| Error::internal(format!("pod CIDR task: {e}")))?
+    }
+}
