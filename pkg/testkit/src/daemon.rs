@@ -130,6 +130,41 @@ impl TestDaemonBuilder {
     }
 
     pub async fn start(self) -> TestDaemon {
+        let mut d = self.build();
+        d.spawn().await;
+        d
+    }
+
+    /// Starts berthd expecting it to refuse to start: returns its log.
+    pub fn start_failure(self) -> String {
+        let d = self.build();
+        std::fs::write(d.dir.path().join("no-config.toml"), "").expect("config");
+        let mut child = d
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn berthd");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while child.try_wait().expect("wait berthd").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("berthd started although it should have refused");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().expect("berthd output");
+        assert!(!out.status.success(), "berthd exited 0");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    fn build(self) -> TestDaemon {
         let dir = tempfile::Builder::new()
             .prefix("berth-test-")
             .tempdir()
@@ -138,7 +173,7 @@ impl TestDaemonBuilder {
         std::fs::write(&registries, self.registries_conf.unwrap_or_default())
             .expect("write registries.conf");
         let n = NEXT_CGROUP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut d = TestDaemon {
+        TestDaemon {
             cgroup_root: format!("/berth-test-{}-{n}", std::process::id()),
             network: TestNetwork::pick(n),
             root: dir.path().join("root"),
@@ -149,9 +184,7 @@ impl TestDaemonBuilder {
             registries,
             child: None,
             dir,
-        };
-        d.spawn().await;
-        d
+        }
     }
 }
 
@@ -195,13 +228,16 @@ impl TestDaemon {
             .arg("--cgroup-root")
             .arg(&self.cgroup_root)
             .arg("--shim")
-            .arg(shim_bin())
-            .arg("--bridge")
-            .arg(&self.network.bridge)
-            .arg("--pod-subnet")
-            .arg(self.network.subnet.to_string())
-            .args(&self.args)
-            .env("RUST_BACKTRACE", "1");
+            .arg(shim_bin());
+        // The daemon's own network unless the test names another.
+        let given = |flag: &str| self.args.iter().any(|a| a == flag);
+        if !given("--bridge") {
+            cmd.arg("--bridge").arg(&self.network.bridge);
+        }
+        if !given("--pod-subnet") {
+            cmd.arg("--pod-subnet").arg(self.network.subnet.to_string());
+        }
+        cmd.args(&self.args).env("RUST_BACKTRACE", "1");
         cmd
     }
 

@@ -17,8 +17,7 @@ impl TestNetwork {
     /// in 10.214.0.0/16 that no host route overlaps (never 10.88/16).
     pub fn pick(n: u32) -> TestNetwork {
         let pid = std::process::id();
-        let routes =
-            host_routes(&std::fs::read_to_string("/proc/net/route").unwrap_or_default());
+        let routes = host_routes(&std::fs::read_to_string("/proc/net/route").unwrap_or_default());
         let subnet = (0..250u32)
             .map(|i| (pid.wrapping_mul(7) + n * 37 + i) % 250)
             .map(|x| Subnet::new(std::net::Ipv4Addr::new(10, 214, x as u8, 0), 24))

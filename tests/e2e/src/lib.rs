@@ -1,1 +1,195 @@
-//! End-to-end suites live in tests/; this crate has no library code.
+//! End-to-end suites live in tests/; this library holds what they share:
+//! CRI request builders and calls with the assertions every suite repeats.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use berth_testkit::{TestDaemon, TestRegistry};
+use k8s_cri::v1 as api;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::Channel;
+
+pub type Runtime = RuntimeServiceClient<Channel>;
+
+/// A daemon with `images` pulled from a fresh local registry.
+pub async fn daemon_with(images: &[&str]) -> (TestDaemon, TestRegistry, Runtime) {
+    let reg = TestRegistry::start();
+    reg.push(images);
+    let d = TestDaemon::start().await;
+    let mut ic = d.images().await;
+    for name in images {
+        ic.pull_image(api::PullImageRequest {
+            image: Some(api::ImageSpec {
+                image: reg.image(name),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull");
+    }
+    let rt = d.runtime().await;
+    (d, reg, rt)
+}
+
+pub fn pod_config(name: &str, log_dir: &Path) -> api::PodSandboxConfig {
+    api::PodSandboxConfig {
+        metadata: Some(api::PodSandboxMetadata {
+            name: name.to_string(),
+            uid: format!("uid-{name}"),
+            namespace: "default".to_string(),
+            attempt: 0,
+        }),
+        hostname: name.to_string(),
+        log_directory: log_dir.display().to_string(),
+        labels: HashMap::from([("app".to_string(), name.to_string())]),
+        linux: Some(api::LinuxPodSandboxConfig {
+            security_context: Some(api::LinuxSandboxSecurityContext {
+                namespace_options: Some(api::NamespaceOption {
+                    pid: api::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn container_config(name: &str, image: &str, cmd: &[&str]) -> api::ContainerConfig {
+    api::ContainerConfig {
+        metadata: Some(api::ContainerMetadata {
+            name: name.to_string(),
+            attempt: 0,
+        }),
+        image: Some(api::ImageSpec {
+            image: image.to_string(),
+            ..Default::default()
+        }),
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        labels: HashMap::from([("container".to_string(), name.to_string())]),
+        ..Default::default()
+    }
+}
+
+pub async fn run_pod(rt: &mut Runtime, config: api::PodSandboxConfig, handler: &str) -> String {
+    rt.run_pod_sandbox(api::RunPodSandboxRequest {
+        config: Some(config),
+        runtime_handler: handler.to_string(),
+    })
+    .await
+    .expect("run pod sandbox")
+    .into_inner()
+    .pod_sandbox_id
+}
+
+pub async fn create(
+    rt: &mut Runtime,
+    pod: &str,
+    config: api::ContainerConfig,
+) -> Result<String, tonic::Status> {
+    rt.create_container(api::CreateContainerRequest {
+        pod_sandbox_id: pod.to_string(),
+        config: Some(config),
+        sandbox_config: None,
+    })
+    .await
+    .map(|r| r.into_inner().container_id)
+}
+
+/// CreateContainer then StartContainer; returns the container id.
+pub async fn run_container(rt: &mut Runtime, pod: &str, config: api::ContainerConfig) -> String {
+    let id = create(rt, pod, config).await.expect("create container");
+    start(rt, &id).await;
+    id
+}
+
+pub async fn start(rt: &mut Runtime, id: &str) {
+    rt.start_container(api::StartContainerRequest {
+        container_id: id.to_string(),
+    })
+    .await
+    .expect("start container");
+}
+
+pub async fn status(rt: &mut Runtime, id: &str) -> api::ContainerStatus {
+    rt.container_status(api::ContainerStatusRequest {
+        container_id: id.to_string(),
+        verbose: false,
+    })
+    .await
+    .expect("container status")
+    .into_inner()
+    .status
+    .expect("status")
+}
+
+pub async fn verbose_info(rt: &mut Runtime, id: &str) -> serde_json::Value {
+    let info = rt
+        .container_status(api::ContainerStatusRequest {
+            container_id: id.to_string(),
+            verbose: true,
+        })
+        .await
+        .expect("container status")
+        .into_inner()
+        .info;
+    serde_json::from_str(&info["info"]).expect("info json")
+}
+
+pub async fn exec(rt: &mut Runtime, id: &str, cmd: &[&str]) -> api::ExecSyncResponse {
+    rt.exec_sync(api::ExecSyncRequest {
+        container_id: id.to_string(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout: 10,
+    })
+    .await
+    .expect("exec sync")
+    .into_inner()
+}
+
+pub async fn exec_out(rt: &mut Runtime, id: &str, cmd: &[&str]) -> String {
+    let r = exec(rt, id, cmd).await;
+    assert_eq!(
+        r.exit_code,
+        0,
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    String::from_utf8_lossy(&r.stdout).trim().to_string()
+}
+
+pub async fn wait_state(
+    rt: &mut Runtime,
+    id: &str,
+    want: api::ContainerState,
+) -> api::ContainerStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = status(rt, id).await;
+        if s.state == want as i32 {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "container {id} never reached {want:?}: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn teardown(rt: &mut Runtime, pod: &str) {
+    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
+        pod_sandbox_id: pod.to_string(),
+    })
+    .await
+    .expect("stop pod");
+    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.to_string(),
+    })
+    .await
+    .expect("remove pod");
+}
