@@ -147,7 +147,11 @@ impl Core {
         let mut live = Vec::new();
         for r in sandboxes.iter().filter(|r| r.network.is_some()) {
             live.push(r.id.clone());
-            let ports = r.network.as_ref().map(|a| a.ports.clone()).unwrap_or_default();
+            let ports = r
+                .network
+                .as_ref()
+                .map(|a| a.ports.clone())
+                .unwrap_or_default();
             if let Err(e) = self.network.host_ports.reserve(&r.id, &ports) {
                 tracing::warn!(sandbox = %r.id, "re-reserve host ports: {e}");
             }

@@ -23,9 +23,11 @@ impl Core {
         for (id, mut record) in sandboxes {
             if record.state == SandboxState::Ready && !pins_alive(&record.namespaces) {
                 tracing::warn!(sandbox = %id, "pinned namespaces are gone; the pod is not ready");
-                if let Err(e) =
-                    self.detach_network(&id, record.namespaces.net.as_ref(), record.network.as_ref())
-                {
+                if let Err(e) = self.detach_network(
+                    &id,
+                    record.namespaces.net.as_ref(),
+                    record.network.as_ref(),
+                ) {
                     tracing::warn!(sandbox = %id, "detach pod network: {e}");
                 }
                 record.state = SandboxState::NotReady;
