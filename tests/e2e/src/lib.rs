@@ -193,3 +193,19 @@ pub async fn teardown(rt: &mut Runtime, pod: &str) {
     .await
     .expect("remove pod");
 }
+
+/// Figures for the benchmark binaries.
+pub mod bench {
+    /// The `p` quantile (0..=1) of `v`, nearest rank.
+    pub fn percentile(v: &[f64], p: f64) -> f64 {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v[i]
+    }
+
+    /// Seconds as milliseconds with one decimal.
+    pub fn ms(v: f64) -> String {
+        format!("{:.1} ms", v * 1000.0)
+    }
+}

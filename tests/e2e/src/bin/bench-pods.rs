@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Instant;
 
+use berth_e2e::bench::{ms, percentile};
 use berth_testkit::{cgroups_under, test_images, TestDaemon, TestRegistry};
 use k8s_cri::v1 as api;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -19,17 +20,6 @@ use tonic::transport::Channel;
 
 const RUNS: usize = 50;
 const CONCURRENT: usize = 20;
-
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i]
-}
-
-fn ms(v: f64) -> String {
-    format!("{:.1} ms", v * 1000.0)
-}
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
