@@ -12,7 +12,10 @@ packages=(
   skopeo              # hack/push-test-images.sh, pull benchmark floor
   apache2-utils       # htpasswd -B for the registry's basic auth
   zstd                # zstd layers in the test images
-  iproute2            # ip, for network namespaces
+  iproute2            # ip, for network namespaces and the network benchmark floor
+  iptables            # the bridge network's masquerade and host-port rules
+  netavark            # the netavark pod network backend
+  containernetworking-plugins  # the cni backend's plugins (/usr/lib/cni), used by tests
   jq                  # hack/push-test-images.sh reads images.json
   curl                # hack/registry.sh readiness probe
   python3             # hack/build-test-images.py

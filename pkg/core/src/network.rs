@@ -30,10 +30,37 @@ impl Network {
                 c.clone(),
                 store.clone(),
             )?)),
-            NetworkSettings::Netavark { .. } | NetworkSettings::Cni { .. } => {
-                let _ = state_dir;
-                return Err(Error::invalid("backend not built yet"));
+            NetworkSettings::Netavark {
+                binary,
+                bridge,
+                subnet,
+                mtu,
+            } => {
+                // netavark itself checks nothing: refuse an overlap up front.
+                let routes = std::fs::read_to_string("/proc/net/route")?;
+                subnet.check_against(&berth_net::host_routes(&routes), bridge)?;
+                let ipam = Arc::new(berth_net::Ipam::open(*subnet, store.clone())?);
+                Some(Arc::new(berth_net::netavark::NetavarkNetwork::new(
+                    berth_net::netavark::NetavarkConfig {
+                        binary: binary.clone(),
+                        config_dir: state_dir.join("netavark"),
+                        network_name: format!("berth-{bridge}"),
+                        bridge: bridge.clone(),
+                        subnet: *subnet,
+                        mtu: *mtu,
+                    },
+                    ipam,
+                )))
             }
+            NetworkSettings::Cni {
+                conf_dir,
+                plugin_dirs,
+            } => Some(Arc::new(berth_net::cni::CniNetwork::new(
+                berth_net::cni::CniConfig {
+                    conf_dir: conf_dir.clone(),
+                    plugin_dirs: plugin_dirs.clone(),
+                },
+            ))),
         };
         if let Some(b) = &backend {
             tracing::info!(backend = b.name(), "pod network");

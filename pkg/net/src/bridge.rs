@@ -490,6 +490,65 @@ mod tests {
         }
     }
 
+    /// Pod traffic to a network beyond the node leaves with the node's
+    /// address: the server in an "outside" namespace, joined to the host by
+    /// a veth and a /30 of its own, has no route back to the pod subnet.
+    #[test]
+    fn outbound_traffic_is_masqueraded() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(store_dir.path()).unwrap());
+        let bridge = format!("bbm{}", std::process::id() % 100000);
+        let net = BridgeNetwork::open(
+            BridgeConfig {
+                bridge: bridge.clone(),
+                subnet: free_subnet(50),
+                mtu: None,
+            },
+            store,
+        )
+        .unwrap();
+        let outside = pod();
+        let link = format!("bmo{}", std::process::id() % 100000);
+        let x = free_subnet(150).network().octets()[2];
+        let (host_ip, outside_ip) = (format!("10.215.{x}.1"), format!("10.215.{x}.2"));
+        let sh = |cmd: String| {
+            let st = Command::new("sh").arg("-c").arg(&cmd).status().unwrap();
+            assert!(st.success(), "{cmd}");
+        };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            sh(format!(
+                "ip link add {link} type veth peer name o0 netns {ns} && ip addr add {host_ip}/30 dev {link} && ip link set {link} up && nsenter --net={ns} sh -c 'ip addr add {outside_ip}/30 dev o0 && ip link set o0 up'",
+                ns = outside.netns.display()
+            ));
+            let p = pod();
+            let id = format!("{:0<64}", "e5");
+            net.attach(&request(&id, &p, vec![])).unwrap();
+            // The server prints the peer address of its one connection.
+            let mut server = Command::new("nsenter")
+                .arg(format!("--net={}", outside.netns.display()))
+                .args(["python3", "-c", "import socket; s=socket.socket(); s.bind(('0.0.0.0', 9000)); s.listen(); print('ready', flush=True); c, a = s.accept(); print(a[0], flush=True)"])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+            assert_eq!(line.trim(), "ready");
+            let client = run_in(&p.netns, &["python3", "-c", &format!("import socket; socket.create_connection(('{outside_ip}', 9000), timeout=5).close()")]);
+            assert!(client.status.success(), "pod to outside: {client:?}");
+            line.clear();
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+            let _ = server.wait();
+            assert_eq!(line.trim(), host_ip, "the server saw the node, not the pod");
+            net.detach(&id, None, None).unwrap();
+        }));
+        let _ = Command::new("ip").args(["link", "del", &link]).status();
+        remove_bridge_network(&bridge).unwrap();
+        if let Err(p) = result {
+            std::panic::resume_unwind(p);
+        }
+    }
+
     #[test]
     fn a_failed_attach_leaves_nothing_and_orphans_are_removed() {
         let store_dir = tempfile::tempdir().unwrap();
