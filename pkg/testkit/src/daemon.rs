@@ -114,6 +114,7 @@ static NEXT_CGROUP: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32:
 #[derive(Default)]
 pub struct TestDaemonBuilder {
     registries_conf: Option<String>,
+    network: Option<TestNetwork>,
     extra_args: Vec<String>,
 }
 
@@ -121,6 +122,12 @@ impl TestDaemonBuilder {
     /// containers-registries.conf text for this daemon.
     pub fn registries_conf(mut self, text: &str) -> Self {
         self.registries_conf = Some(text.to_string());
+        self
+    }
+
+    /// A network picked by the test (to write a CNI config for it first).
+    pub fn network(mut self, network: TestNetwork) -> Self {
+        self.network = Some(network);
         self
     }
 
@@ -175,7 +182,7 @@ impl TestDaemonBuilder {
         let n = NEXT_CGROUP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         TestDaemon {
             cgroup_root: format!("/berth-test-{}-{n}", std::process::id()),
-            network: TestNetwork::pick(n),
+            network: self.network.unwrap_or_else(|| TestNetwork::pick(n)),
             root: dir.path().join("root"),
             state_dir: dir.path().join("run"),
             socket: dir.path().join("run/berth.sock"),

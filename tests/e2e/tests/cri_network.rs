@@ -5,108 +5,11 @@
 //! or lease is left (the TestDaemon leak check, then the bridge removal).
 
 use std::net::TcpListener;
-use std::process::Command;
-use std::time::Duration;
 
 use berth_e2e::*;
-use berth_testkit::{eventually, TestDaemon, TestNetwork};
+use berth_testkit::{TestDaemon, TestNetwork};
 use k8s_cri::v1 as api;
 use tonic::Code;
-
-/// A busybox container serving `body` over HTTP on 8080.
-fn web_server(body: &str, image: &str) -> api::ContainerConfig {
-    let script =
-        format!("mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p 8080 -h /www");
-    container_config("web", image, &["sh", "-c", &script])
-}
-
-fn with_ports(mut pod: api::PodSandboxConfig, ports: &[(i32, i32, &str)]) -> api::PodSandboxConfig {
-    pod.port_mappings = ports
-        .iter()
-        .map(|(host, container, ip)| api::PortMapping {
-            protocol: api::Protocol::Tcp as i32,
-            container_port: *container,
-            host_port: *host,
-            host_ip: ip.to_string(),
-        })
-        .collect();
-    pod
-}
-
-fn host_network(mut pod: api::PodSandboxConfig) -> api::PodSandboxConfig {
-    let linux = pod.linux.get_or_insert_with(Default::default);
-    let sec = linux.security_context.get_or_insert_with(Default::default);
-    let ns = sec.namespace_options.get_or_insert_with(Default::default);
-    ns.network = api::NamespaceMode::Node as i32;
-    pod
-}
-
-async fn pod_ip(rt: &mut Runtime, pod: &str) -> String {
-    rt.pod_sandbox_status(api::PodSandboxStatusRequest {
-        pod_sandbox_id: pod.to_string(),
-        verbose: false,
-    })
-    .await
-    .expect("pod status")
-    .into_inner()
-    .status
-    .and_then(|s| s.network)
-    .map(|n| n.ip)
-    .unwrap_or_default()
-}
-
-async fn network_condition(rt: &mut Runtime) -> api::RuntimeCondition {
-    rt.status(api::StatusRequest { verbose: false })
-        .await
-        .expect("status")
-        .into_inner()
-        .status
-        .expect("conditions")
-        .conditions
-        .into_iter()
-        .find(|c| c.r#type == "NetworkReady")
-        .expect("NetworkReady")
-}
-
-/// GET `url` from the host with curl, retrying until `deadline`.
-async fn http_get(url: &str) -> String {
-    eventually(&format!("GET {url}"), Duration::from_secs(10), || {
-        let out = Command::new("curl")
-            .args(["-sf", "--max-time", "2", url])
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-    })
-    .await
-}
-
-/// Runs `cmd` in the container until it exits 0 (the server may still be
-/// starting); returns its stdout.
-async fn exec_until_ok(rt: &mut Runtime, id: &str, cmd: &[&str]) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = exec(rt, id, cmd).await;
-        if out.exit_code == 0 {
-            return String::from_utf8_lossy(&out.stdout).trim().to_string();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{cmd:?} kept failing: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_reach_each_other_the_host_reaches_them_and_host_ports_work() {
