@@ -353,19 +353,8 @@ mod tests {
 
     fn pod() -> Pod {
         let dir = tempfile::tempdir().unwrap();
-        let pinned = berth_ns::pin(&berth_ns::PinRequest {
-            dir: dir.path().join("ns"),
-            net: true,
-            ipc: false,
-            uts: false,
-            pid: false,
-            hostname: None,
-        })
-        .unwrap();
-        Pod {
-            netns: pinned.net.unwrap(),
-            dir,
-        }
+        let netns = berth_ns::pin_netns(&dir.path().join("ns")).unwrap();
+        Pod { netns, dir }
     }
 
     impl Drop for Pod {

@@ -1550,15 +1550,10 @@ mod tests {
             assert!(!output("ip", &["-o", "link"]).contains(&format!(" {bridge}:")));
             let td = tempfile::tempdir().unwrap();
             let pin_dir = td.path().join("pod/ns");
-            let pinned = berth_ns::pin(&berth_ns::PinRequest {
-                dir: pin_dir.clone(),
-                net: true,
-                ..Default::default()
-            })
-            .unwrap();
+            let netns = berth_ns::pin_netns(&pin_dir).unwrap();
             let nat = nat_chains();
             RealNet {
-                netns: pinned.net.unwrap(),
+                netns,
                 pin_dir,
                 td,
                 case,

@@ -921,14 +921,9 @@ mod tests {
 
         fn pin(&mut self, pod: &str) -> PathBuf {
             let dir = self.dir.path().join("pods").join(pod);
-            let pinned = berth_ns::pin(&berth_ns::PinRequest {
-                dir: dir.clone(),
-                net: true,
-                ..Default::default()
-            })
-            .unwrap();
+            let netns = berth_ns::pin_netns(&dir).unwrap();
             self.pods.push(dir);
-            pinned.net.unwrap()
+            netns
         }
 
         fn unpin(&mut self, pod: &str) {

@@ -107,6 +107,19 @@ pub struct PinRequest {
     pub hostname: Option<String>,
 }
 
+/// Pins a network namespace alone under `dir` (with `lo` up) and returns
+/// its pin file: what a pod network backend wires, for tests and benches.
+pub fn pin_netns(dir: &Path) -> Result<PathBuf> {
+    let pinned = pin(&PinRequest {
+        dir: dir.to_path_buf(),
+        net: true,
+        ..Default::default()
+    })?;
+    pinned
+        .net
+        .ok_or_else(|| Error::internal(format!("pin {}: no net pin made", dir.display())))
+}
+
 /// The pins made by [`pin`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pinned {

@@ -5,6 +5,7 @@
 //! or lease is left (the TestDaemon leak check, then the bridge removal).
 
 use std::net::TcpListener;
+use std::process::Command;
 
 use berth_e2e::*;
 use berth_testkit::{TestDaemon, TestNetwork};
@@ -242,6 +243,28 @@ async fn an_overlapping_subnet_or_bad_backend_is_a_start_up_error() {
         .arg("10.214.0.1/24")
         .start_failure();
     assert!(log.contains("did you mean 10.214.0.0/24"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_network_backend_pods_get_loopback_and_network_ready_is_false() {
+    let d = TestDaemon::builder()
+        .arg("--network-backend")
+        .arg("none")
+        .start()
+        .await;
+    let mut rt = d.runtime().await;
+    let cond = network_condition(&mut rt).await;
+    assert!(!cond.status);
+    assert_eq!(cond.reason, "NoPodNetwork");
+    let pod = run_pod(&mut rt, pod_config("lonely", &d.dir().join("logs")), "").await;
+    assert_eq!(pod_ip(&mut rt, &pod).await, "");
+    assert!(Command::new("ip")
+        .args(["link", "show", &d.network.bridge])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap());
+    teardown(&mut rt, &pod).await;
+    d.assert_no_leaks();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

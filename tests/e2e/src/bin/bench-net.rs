@@ -28,19 +28,8 @@ struct Netns {
 impl Netns {
     fn new(root: &std::path::Path, n: usize) -> Netns {
         let dir = root.join(format!("ns{n}"));
-        let pinned = berth_ns::pin(&berth_ns::PinRequest {
-            dir: dir.clone(),
-            net: true,
-            ipc: false,
-            uts: false,
-            pid: false,
-            hostname: None,
-        })
-        .expect("pin netns");
-        Netns {
-            path: pinned.net.expect("net pin"),
-            dir,
-        }
+        let path = berth_ns::pin_netns(&dir).expect("pin netns");
+        Netns { path, dir }
     }
 }
 
