@@ -30,6 +30,9 @@ pub async fn run(config: Config) -> Result<()> {
 
     let registries =
         RegistriesConfig::load(&config.registries_config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Refuse a socket another berthd serves before touching the node
+    // (opening the core makes the pod network).
+    let listener = bind_socket(&config.cri_socket)?;
     let core = Core::open(CoreConfig {
         root: config.root.clone(),
         state_dir: config.state_dir.clone(),
@@ -40,9 +43,11 @@ pub async fn run(config: Config) -> Result<()> {
         cgroup_root: config.cgroup_root.clone(),
         network: config.network.clone(),
     })
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    .map_err(|e| {
+        let _ = fs::remove_file(&config.cri_socket);
+        anyhow::anyhow!("{e}")
+    })?;
 
-    let listener = bind_socket(&config.cri_socket)?;
     let (runtime_service, image_service) = berth_cri::services(core);
     tracing::info!(socket = %config.cri_socket.display(), root = %config.root.display(),
         version = env!("CARGO_PKG_VERSION"), "berthd serving CRI v1");

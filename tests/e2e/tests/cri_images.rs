@@ -726,6 +726,7 @@ async fn a_second_berthd_on_the_same_root_or_socket_is_refused() {
             .arg(&d.socket)
             .arg("--config")
             .arg("/dev/null")
+            .args(["--network-backend", "none"])
             .output()
             .unwrap();
     assert!(!out.status.success());
