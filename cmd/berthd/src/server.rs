@@ -32,7 +32,7 @@ pub async fn run(config: Config) -> Result<()> {
         RegistriesConfig::load(&config.registries_config).map_err(|e| anyhow::anyhow!("{e}"))?;
     // Refuse a socket another berthd serves before touching the node
     // (opening the core makes the pod network).
-    let listener = bind_socket(&config.cri_socket)?;
+    refuse_served_socket(&config.cri_socket)?;
     let core = Core::open(CoreConfig {
         root: config.root.clone(),
         state_dir: config.state_dir.clone(),
@@ -43,11 +43,9 @@ pub async fn run(config: Config) -> Result<()> {
         cgroup_root: config.cgroup_root.clone(),
         network: config.network.clone(),
     })
-    .map_err(|e| {
-        let _ = fs::remove_file(&config.cri_socket);
-        anyhow::anyhow!("{e}")
-    })?;
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
 
+    let listener = bind_socket(&config.cri_socket)?;
     let (runtime_service, image_service) = berth_cri::services(core);
     tracing::info!(socket = %config.cri_socket.display(), root = %config.root.display(),
         version = env!("CARGO_PKG_VERSION"), "berthd serving CRI v1");
@@ -148,17 +146,23 @@ async fn shutdown_signal() {
 }
 
 /// Binds the socket with mode 0660, refusing to steal one that answers.
+/// Fails if something answers on the socket (a stale file is fine).
+fn refuse_served_socket(path: &Path) -> Result<()> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        bail!(
+            "another process is serving on {}; is another berthd running?",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 fn bind_socket(path: &Path) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
     if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            bail!(
-                "another process is serving on {}; is another berthd running?",
-                path.display()
-            );
-        }
+        refuse_served_socket(path)?;
         fs::remove_file(path).with_context(|| format!("remove stale socket {}", path.display()))?;
     }
     let listener = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
