@@ -12,6 +12,7 @@
 //! <state>/c/<id>/                               the monitor's files and sockets
 //! ```
 
+mod attach;
 mod container;
 mod exec;
 pub mod model;

@@ -1,6 +1,8 @@
 //! End-to-end suites live in tests/; this library holds what they share:
 //! CRI request builders and calls with the assertions every suite repeats.
 
+pub mod k8s;
+
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::Path;

@@ -1,0 +1,1 @@
+//! Attach to a running container through its monitor (being written).

@@ -1,0 +1,1 @@
+//! An independent Kubernetes streaming client for tests (being written).
