@@ -45,7 +45,7 @@ TAG = "latest"
 APPLETS = sorted(
     """sh ls cat echo sleep true false id wget httpd nc env ps
     mkdir rm touch cp mv ln chmod grep head tail wc sort tee stat readlink
-    hostname uname kill printf test pwd date dd mount umount ip ping""".split()
+    hostname uname kill printf test pwd date dd mount umount ip ping stty""".split()
 )
 
 PASSWD = (

@@ -19,6 +19,7 @@ packages=(
   jq                  # hack/push-test-images.sh reads images.json
   curl                # hack/registry.sh readiness probe
   python3             # hack/build-test-images.py
+  python3-websocket   # websocket-client: the streaming tests' non-Rust WebSocket client
   ca-certificates
 )
 

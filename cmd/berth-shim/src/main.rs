@@ -42,19 +42,20 @@
 //! a child subreaper, changes to STATEDIR, points its own stdin, stdout and
 //! stderr at `/dev/null`, closes any other inherited descriptor (fd 4 and
 //! up), writes `STATEDIR/shim.pid`, opens the log, creates
-//! `STATEDIR/control.sock`, and runs the runtime's `create` with the
+//! `STATEDIR/control.sock` and `STATEDIR/attach.sock`, and runs the
+//! runtime's `create` with the
 //! container's stdio. Then it writes **one line** of JSON to fd 3 and
 //! closes it:
 //!
 //! - `{"pid":<container init pid>}` when the container is created and
-//!   being monitored (the control socket already listens);
+//!   being monitored (the control and attach sockets already listen);
 //! - `{"error":"<message>"}` otherwise, and the shim exits non-zero. The
 //!   message is the runtime's own: the last error entry of
 //!   `runtime.log` written by this `create`, else what the runtime printed
 //!   on stderr, else its exit status; or the shim's reason (the runtime
 //!   could not be executed, bad arguments, ...). Before exiting the shim
 //!   removes the files it made (`shim.pid`, `control.sock`,
-//!   `console.sock`) and keeps `runtime.log`; STATEDIR itself stays (berthd
+//!   `attach.sock`, `console.sock`) and keeps `runtime.log`; STATEDIR itself stays (berthd
 //!   removes it). When `create` succeeded but the shim cannot go on, it runs
 //!   `<runtime> delete --force ID` itself first.
 //!
@@ -71,8 +72,8 @@
 //!
 //! - Without `--tty`: the container's stdout and stderr are two pipes read
 //!   by the shim. With `--stdin`, its stdin is a pipe whose write end the
-//!   shim holds open (for attach; `--stdin-once` is recorded for it);
-//!   without, stdin is `/dev/null`.
+//!   shim holds open and feeds from attach clients (see below); without,
+//!   stdin is `/dev/null`.
 //! - With `--tty`: the shim listens on `STATEDIR/console.sock`, passes
 //!   `--console-socket` to `create`, and receives the pty master by
 //!   SCM_RIGHTS; it sets 80x24 if the runtime left the size at 0x0, and logs
@@ -109,6 +110,7 @@
 //! | `container.pid` | the runtime (`--pid-file`) | the container init's pid |
 //! | `console.sock` | shim (`--tty` only) | removed once the pty master arrived |
 //! | `control.sock` | shim, mode 0600 | the control socket; removed when the shim exits |
+//! | `attach.sock` | shim, mode 0600 | the attach socket; removed when the shim exits |
 //! | `exit.json` | shim, at the end (tmp + fsync + rename + dir fsync) | see below |
 //!
 //! # Exit
@@ -129,8 +131,10 @@
 //! `finished_at_ns` is the reaping time in Unix nanoseconds; `oom_killed`
 //! is always false (berthd decides OOM from the cgroup). There is no
 //! `started_at_ns`: the shim does not see `start` (berthd records it).
-//! The shim then removes `control.sock` and exits 0. So `exit.json`
-//! appearing means the log is complete.
+//! The shim then sends attach clients the exit frame (giving them at most
+//! 1 s more to take their pending output), closes them, removes
+//! `attach.sock` and `control.sock` and exits 0. So `exit.json` appearing
+//! means the log is complete.
 //!
 //! # Control socket
 //!
@@ -150,6 +154,56 @@
 //! error and the connection is closed, as is a client that does not read
 //! its answers. The shim never blocks on a client.
 //!
+//! # Attach socket
+//!
+//! `STATEDIR/attach.sock`, a unix stream socket (mode 0600), listening from
+//! before the `{"pid":..}` report until the shim exits. Up to 64 clients
+//! may be attached at once (more are closed at once). Both ways, the
+//! stream is a sequence of frames:
+//!
+//! ```text
+//! [kind: u8][len: u32 big-endian][len bytes of payload]
+//! ```
+//!
+//! shim → client:
+//!
+//! - kind 1: stdout bytes; kind 2: stderr bytes. With `--tty` all output is
+//!   kind 1. Each frame carries what one read of the container's pipe (or
+//!   pty master) gave, the same bytes the log gets, unsplit. Output made
+//!   before the client connected is not replayed (the log has it); a
+//!   client whose `connect` returned before the container wrote gets it.
+//! - kind 3: the container exited; the payload is its exit code (as in
+//!   `exit.json`) in ASCII decimal. It is the last frame: the shim then
+//!   closes the connection.
+//!
+//! client → shim:
+//!
+//! - kind 0: bytes for the container's stdin, at most 1 MiB per frame.
+//!   Forwarded only with `--stdin` (to the pipe, or with `--tty` to the pty
+//!   master); otherwise, and once stdin is closed, they are dropped.
+//! - kind 4, empty: this client is done with stdin (its later kind 0 frames
+//!   are dropped). End of stream from the client (a shutdown of its writing
+//!   side) means the same; it still gets output until it closes.
+//!
+//! Any other kind, a longer stdin frame or a kind 4 with a payload is
+//! malformed: the shim closes that client. Without `--stdin-once` the
+//! container's stdin stays open whatever clients do. With `--stdin-once`,
+//! the first client that sends kind 0 or kind 4 owns stdin; when it sends
+//! kind 4, ends its stream, disconnects or is dropped, the shim closes the
+//! container's stdin for good once what was written is delivered. A pipe is
+//! closed (the container reads EOF); a tty cannot be closed without hanging
+//! up its output, so it gets its end-of-file character (`VEOF`, normally
+//! ^D) instead and no more input.
+//!
+//! The shim never waits for a client. Output goes to each client without
+//! blocking; up to 64 KiB more than its socket buffer holds is queued for
+//! it, and a client further behind is dropped (closed; its last frame may
+//! be cut short). While the container does not take its stdin, up to 8 KiB
+//! of it waits in the shim and clients' input is not read (nor their
+//! hang-ups noticed) until it is taken. A client going away
+//! affects neither the container nor other clients (except that stdin's
+//! owner leaving closes stdin with `--stdin-once`).
+//!
 //! # Signals
 //!
 //! SIGPIPE, SIGHUP, SIGINT and SIGTERM are ignored (berthd's death or a
@@ -159,6 +213,7 @@
 //! unmonitored; no exit.json is then written.
 
 mod args;
+mod attach;
 mod control;
 mod crilog;
 mod json;

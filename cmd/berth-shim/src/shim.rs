@@ -10,6 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::args::Config;
+use crate::attach;
 use crate::control::{self, Client, Command, Step};
 use crate::crilog::{self, LineSplitter, LogFile};
 use crate::{json, sys};
@@ -21,6 +22,7 @@ const RUNTIME_LOG: &str = "runtime.log";
 const CONTAINER_PID: &str = "container.pid";
 const CONSOLE_SOCK: &str = "console.sock";
 const CONTROL_SOCK: &str = "control.sock";
+const ATTACH_SOCK: &str = "attach.sock";
 const EXIT_JSON: &str = "exit.json";
 
 /// How long output is still read after the container exited, for pipes
@@ -32,6 +34,9 @@ const CAPTURE_MAX: usize = 4096;
 const READ_BUF: usize = 32 * 1024;
 /// Console-socket connections served at once (the runtime makes one).
 const MAX_CONSOLE_CONNS: usize = 4;
+/// How long attach clients get to take their last output and the exit
+/// frame before the shim exits.
+const EXIT_FLUSH_MS: i64 = 1000;
 
 /// Appends one line to STATEDIR/shim.log (stderr is /dev/null).
 pub fn note(msg: impl Display) {
@@ -278,6 +283,14 @@ impl Setup<'_> {
         let c_path = sys::cstring(CONTROL_SOCK).map_err(|e| io_err("control", e))?;
         let control = sys::listen_unix(&c_path, 0o600)
             .map_err(|e| io_err("cannot listen on control.sock", e))?;
+        self.made.push(ATTACH_SOCK);
+        let a_path = sys::cstring(ATTACH_SOCK).map_err(|e| io_err("attach", e))?;
+        let attach_listener = sys::listen_unix(&a_path, 0o600)
+            .map_err(|e| io_err("cannot listen on attach.sock", e))?;
+        let stdin = match stdin_w {
+            Some(fd) => Some(attach::Stdin::new(fd).map_err(|e| io_err("stdin pipe", e))?),
+            None => None,
+        };
 
         let log_offset = std::fs::metadata(RUNTIME_LOG).map(|m| m.len()).unwrap_or(0);
         let mut argv = self.runtime_argv()?;
@@ -314,8 +327,15 @@ impl Setup<'_> {
             out: out_r.map(|fd| Stream::new(fd, b"stdout")),
             err: Some(Stream::new(err_r, b"stderr")),
             master: None,
-            stdin: stdin_w,
+            stdin,
+            tty: cfg.tty,
+            want_stdin: cfg.stdin,
             stdin_once: cfg.stdin_once,
+            stdin_owner: None,
+            stdin_ended: false,
+            attach: Some(attach_listener),
+            attached: Vec::new(),
+            next_client: 0,
             console,
             console_conns: Vec::new(),
             control: Some(control),
@@ -464,12 +484,21 @@ struct Shim {
     err: Option<Stream>,
     /// The pty master (a duplicate of `out`'s fd), for `resize`.
     master: Option<OwnedFd>,
-    /// The write end of the container's stdin pipe, held for attach.
-    #[allow(dead_code)]
-    stdin: Option<OwnedFd>,
-    /// Close stdin after the first attach client detaches (for attach).
-    #[allow(dead_code)]
+    /// The container's stdin (`--stdin`), fed by attach clients: the
+    /// pipe's write end, or a duplicate of the pty master.
+    stdin: Option<attach::Stdin>,
+    tty: bool,
+    /// `--stdin`: a tty's stdin sink is made when the master arrives.
+    want_stdin: bool,
+    /// Close stdin for good when its first user is done with it.
     stdin_once: bool,
+    /// The first attach client that wrote or closed stdin.
+    stdin_owner: Option<u64>,
+    /// Stdin was closed for good (stdin-once).
+    stdin_ended: bool,
+    attach: Option<OwnedFd>,
+    attached: Vec<attach::Client>,
+    next_client: u64,
     console: Option<OwnedFd>,
     console_conns: Vec<OwnedFd>,
     control: Option<OwnedFd>,
@@ -496,9 +525,12 @@ const SLOT_OUT: usize = 1;
 const SLOT_ERR: usize = 2;
 const SLOT_CONSOLE: usize = 3;
 const SLOT_CONTROL: usize = 4;
-const SLOT_CONSOLE_CONNS: usize = 5;
+const SLOT_ATTACH: usize = 5;
+const SLOT_STDIN: usize = 6;
+const SLOT_CONSOLE_CONNS: usize = 7;
 const SLOT_CLIENTS: usize = SLOT_CONSOLE_CONNS + MAX_CONSOLE_CONNS;
-const SLOTS: usize = SLOT_CLIENTS + control::MAX_CLIENTS;
+const SLOT_ATTACHED: usize = SLOT_CLIENTS + control::MAX_CLIENTS;
+const SLOTS: usize = SLOT_ATTACHED + attach::MAX_CLIENTS;
 
 impl Shim {
     /// From the report to the exit record; returns the exit code.
@@ -536,6 +568,7 @@ impl Shim {
                 1
             }
         };
+        self.end_attach(exit_code(status).0);
         self.control = None;
         let _ = std::fs::remove_file(CONTROL_SOCK);
         code
@@ -559,12 +592,30 @@ impl Shim {
             revents: 0,
         };
         let mut fds = [unused; SLOTS];
-        let mut set = |slot: usize, fd: Option<RawFd>| {
+        let mut watch = |slot: usize, fd: Option<RawFd>, events: libc::c_short| {
             if let (Some(p), Some(fd)) = (fds.get_mut(slot), fd) {
                 p.fd = fd;
-                p.events = libc::POLLIN;
+                p.events = events;
             }
         };
+        let stdin_blocked = self.stdin_blocked();
+        let stdin_fd = self.stdin.as_ref().map(|s| s.fd.as_raw_fd());
+        watch(
+            SLOT_STDIN,
+            stdin_fd.filter(|_| stdin_blocked),
+            libc::POLLOUT,
+        );
+        watch(
+            SLOT_ATTACH,
+            self.attach.as_ref().map(|f| f.as_raw_fd()),
+            libc::POLLIN,
+        );
+        for (i, c) in self.attached.iter().enumerate() {
+            if let Some(events) = c.poll_events(stdin_blocked) {
+                watch(SLOT_ATTACHED + i, Some(c.fd.as_raw_fd()), events);
+            }
+        }
+        let mut set = |slot: usize, fd: Option<RawFd>| watch(slot, fd, libc::POLLIN);
         set(SLOT_SIG, Some(self.sigfd.as_raw_fd()));
         set(SLOT_OUT, self.out.as_ref().map(|s| s.fd.as_raw_fd()));
         set(SLOT_ERR, self.err.as_ref().map(|s| s.fd.as_raw_fd()));
@@ -576,13 +627,22 @@ impl Shim {
         for (i, c) in self.clients.iter().enumerate() {
             set(SLOT_CLIENTS + i, Some(c.fd.as_raw_fd()));
         }
-        let used = SLOT_CLIENTS + self.clients.len();
+        let used = SLOT_ATTACHED + self.attached.len();
         if sys::poll(fds.get_mut(..used).unwrap_or_default(), timeout)? == 0 {
             return Ok(());
         }
+        // Kept with each client: sending output below may drop some.
+        for (i, c) in self.attached.iter_mut().enumerate() {
+            c.revents = fds.get(SLOT_ATTACHED + i).map_or(0, |p| p.revents);
+        }
         let ready = |slot: usize| fds.get(slot).is_some_and(|p| p.revents != 0);
-        // Output first, so that what a container wrote before exiting is
-        // read in this round.
+        // New attach clients before output: a client whose connect returned
+        // before the container wrote gets what it wrote.
+        if ready(SLOT_ATTACH) {
+            self.accept_attach();
+        }
+        // Then output before the rest, so that what a container wrote
+        // before exiting is read in this round.
         if ready(SLOT_OUT) {
             self.read_stream(Which::Out);
         }
@@ -595,9 +655,13 @@ impl Shim {
         if ready(SLOT_CONTROL) {
             self.accept_clients();
         }
-        if (SLOT_CLIENTS..used).any(ready) {
+        if (SLOT_CLIENTS..SLOT_ATTACHED).any(ready) {
             self.serve_clients();
         }
+        if ready(SLOT_STDIN) {
+            self.flush_stdin();
+        }
+        self.serve_attached();
         if ready(SLOT_SIG) {
             sys::drain_signalfd(self.sigfd.as_raw_fd());
             self.reap();
@@ -621,6 +685,7 @@ impl Shim {
             Ok(0) => self.close_stream(which),
             Ok(n) => {
                 let data = buf.get(..n).unwrap_or_default();
+                self.broadcast(which, data);
                 if let (Which::Err, Some(cap)) = (which, self.capture.as_mut()) {
                     cap.extend_from_slice(data);
                     if cap.len() > CAPTURE_MAX {
@@ -699,16 +764,15 @@ impl Shim {
         if got == 0 && ws.ws_row == 0 && ws.ws_col == 0 {
             let _ = sys::set_winsize(raw, 80, 24);
         }
-        // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor or -1.
-        let dup = unsafe { libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 3) };
-        if dup >= 0 {
-            // SAFETY: `dup` is new and owned by nobody else.
-            self.master = Some(unsafe { OwnedFd::from_raw_fd(dup) });
-        } else {
-            note(format_args!(
-                "dup pty master: {}",
-                io::Error::last_os_error()
-            ));
+        match dup_cloexec(raw) {
+            Ok(dup) => self.master = Some(dup),
+            Err(e) => note(format_args!("dup pty master: {e}")),
+        }
+        if self.want_stdin && !self.stdin_ended {
+            match dup_cloexec(raw).and_then(attach::Stdin::new) {
+                Ok(sink) => self.stdin = Some(sink),
+                Err(e) => note(format_args!("stdin on the pty master: {e}")),
+            }
         }
         self.out = Some(Stream::new(fd, b"stdout"));
     }
@@ -749,6 +813,166 @@ impl Shim {
         self.clients = clients;
     }
 
+    fn stdin_blocked(&self) -> bool {
+        self.stdin.as_ref().is_some_and(attach::Stdin::blocked)
+    }
+
+    /// Copies output to every attach client, dropping those too far behind.
+    fn broadcast(&mut self, which: Which, data: &[u8]) {
+        if self.attached.is_empty() {
+            return;
+        }
+        let kind = match which {
+            Which::Err if !self.tty => attach::STDERR,
+            _ => attach::STDOUT,
+        };
+        self.retain_attached(|c| c.send(kind, data));
+    }
+
+    /// Keeps the attach clients `keep` says yes to. The one that owned
+    /// stdin leaving counts as its closing stdin (stdin-once).
+    fn retain_attached(&mut self, mut keep: impl FnMut(&mut attach::Client) -> bool) {
+        let owner = self.stdin_owner;
+        let mut owner_left = false;
+        self.attached.retain_mut(|c| {
+            let kept = keep(c);
+            owner_left |= !kept && Some(c.id) == owner;
+            kept
+        });
+        if owner_left {
+            self.owner_done();
+        }
+    }
+
+    fn accept_attach(&mut self) {
+        let Some(listener) = self.attach.as_ref() else {
+            return;
+        };
+        while let Ok(Some(conn)) = sys::accept(listener.as_raw_fd()) {
+            // Over the limit the connection is just closed.
+            if self.attached.len() < attach::MAX_CLIENTS {
+                self.next_client += 1;
+                let client = attach::Client::new(conn, self.next_client);
+                self.attached.push(client);
+            }
+        }
+    }
+
+    fn serve_attached(&mut self) {
+        let mut clients = std::mem::take(&mut self.attached);
+        let mut buf = [0u8; attach::READ_CHUNK];
+        let mut owner_left = false;
+        clients.retain_mut(|c| {
+            let kept = self.serve_attached_one(c, &mut buf);
+            owner_left |= !kept && Some(c.id) == self.stdin_owner;
+            kept
+        });
+        self.attached = clients;
+        if owner_left {
+            self.owner_done();
+        }
+    }
+
+    /// Serves one client after a poll; false to drop it.
+    fn serve_attached_one(&mut self, c: &mut attach::Client, buf: &mut [u8]) -> bool {
+        let revents = std::mem::take(&mut c.revents);
+        if revents == 0 {
+            return true;
+        }
+        if revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0 {
+            c.flush();
+        }
+        let readable = revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0;
+        // Another client may have filled the stdin backlog this round.
+        if c.input_open && readable && !self.stdin_blocked() {
+            let id = c.id;
+            let got = c.read(buf, &mut |input| self.stdin_input(id, input));
+            match got {
+                attach::Got::Data => {}
+                attach::Got::Eof if Some(id) == self.stdin_owner => self.owner_done(),
+                attach::Got::Eof => {}
+                attach::Got::Bad => return false,
+            }
+        }
+        !c.gone(revents)
+    }
+
+    fn stdin_input(&mut self, client: u64, input: attach::Input) {
+        self.stdin_owner.get_or_insert(client);
+        match input {
+            attach::Input::Stdin(data) => {
+                if self.stdin.as_mut().is_some_and(|s| !s.write(data)) {
+                    // The container closed its stdin.
+                    self.stdin = None;
+                }
+            }
+            attach::Input::CloseStdin if self.stdin_owner == Some(client) => self.owner_done(),
+            attach::Input::CloseStdin => {}
+        }
+    }
+
+    /// The first stdin user is done with it: with `--stdin-once` the
+    /// container's stdin closes for good (after what is queued).
+    fn owner_done(&mut self) {
+        if !self.stdin_once || self.stdin_ended {
+            return;
+        }
+        self.stdin_ended = true;
+        if let Some(s) = self.stdin.as_mut() {
+            s.close(self.tty);
+        }
+        self.flush_stdin();
+    }
+
+    fn flush_stdin(&mut self) {
+        if self.stdin.as_mut().is_some_and(|s| !s.flush() || s.done()) {
+            self.stdin = None;
+        }
+    }
+
+    /// At exit: every attach client gets the exit frame and a bounded time
+    /// to take what is pending, then is closed.
+    fn end_attach(&mut self, code: i32) {
+        self.accept_attach();
+        self.attach = None;
+        let _ = std::fs::remove_file(ATTACH_SOCK);
+        let text = code.to_string();
+        self.retain_attached(|c| c.send(attach::EXIT, text.as_bytes()));
+        let deadline = sys::monotonic_ms() + EXIT_FLUSH_MS;
+        loop {
+            let unused = libc::pollfd {
+                fd: -1,
+                events: 0,
+                revents: 0,
+            };
+            let mut fds = [unused; attach::MAX_CLIENTS];
+            let mut waiting = false;
+            for (p, c) in fds.iter_mut().zip(&self.attached) {
+                if c.has_pending() {
+                    p.fd = c.fd.as_raw_fd();
+                    p.events = libc::POLLOUT;
+                    waiting = true;
+                }
+            }
+            let left = deadline - sys::monotonic_ms();
+            if !waiting || left <= 0 {
+                break;
+            }
+            if sys::poll(&mut fds, left.min(i64::from(i32::MAX)) as libc::c_int).is_err() {
+                break;
+            }
+            for (p, c) in fds.iter().zip(self.attached.iter_mut()) {
+                if p.revents != 0 {
+                    c.flush();
+                }
+            }
+        }
+        for c in &mut self.attached {
+            c.discard_input();
+        }
+        self.attached.clear();
+    }
+
     fn reap(&mut self) {
         while let Some((pid, status)) = sys::reap_any() {
             let at = sys::now_realtime();
@@ -777,16 +1001,33 @@ fn write_entry(log: &mut LogFile, stream: &[u8], tag: u8, msg: &[u8]) {
     }
 }
 
-/// `exit.json`, durable, replacing nothing half-written.
-fn write_exit(status: libc::c_int, at: (i64, u32)) -> io::Result<()> {
-    let (code, signal) = if libc::WIFEXITED(status) {
+/// `(exit code, signal)` of a wait status: 128 + the signal number for a
+/// death by signal, as CRI and Docker report it.
+fn exit_code(status: libc::c_int) -> (i32, i32) {
+    if libc::WIFEXITED(status) {
         (libc::WEXITSTATUS(status), 0)
     } else if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status);
         (128 + sig, sig)
     } else {
         (255, 0)
-    };
+    }
+}
+
+/// A close-on-exec duplicate of `fd`.
+fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor or -1.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if dup < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `dup` is new and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+}
+
+/// `exit.json`, durable, replacing nothing half-written.
+fn write_exit(status: libc::c_int, at: (i64, u32)) -> io::Result<()> {
+    let (code, signal) = exit_code(status);
     let ns = i128::from(at.0) * 1_000_000_000 + i128::from(at.1);
     let text = format!(
         "{{\"exit_code\":{code},\"signal\":{signal},\"finished_at_ns\":{ns},\"oom_killed\":false}}\n"

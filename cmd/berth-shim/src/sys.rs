@@ -161,6 +161,54 @@ pub fn send_nonblocking(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
+/// `write(2)` once, retried on EINTR (on a non-blocking descriptor a full
+/// pipe or tty gives `WouldBlock`).
+pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` bytes.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Sends `head` then `body` in one `sendmsg(2)` on a socket, without
+/// blocking or raising SIGPIPE; returns how many bytes went out.
+pub fn send2_nonblocking(fd: RawFd, head: &[u8], body: &[u8]) -> io::Result<usize> {
+    let mut iov = [
+        libc::iovec {
+            iov_base: head.as_ptr() as *mut libc::c_void,
+            iov_len: head.len(),
+        },
+        libc::iovec {
+            iov_base: body.as_ptr() as *mut libc::c_void,
+            iov_len: body.len(),
+        },
+    ];
+    // SAFETY: msghdr is plain data; all zeroes is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len() as _;
+    loop {
+        // SAFETY: `msg` points at two iovecs over live buffers; sendmsg
+        // only reads them.
+        let n =
+            unsafe { libc::sendmsg(fd, &raw const msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 fn sockaddr_un(path: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
     // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
@@ -325,6 +373,19 @@ pub fn set_winsize(fd: RawFd, cols: u16, rows: u16) -> io::Result<()> {
     // SAFETY: TIOCSWINSZ reads one winsize from the pointer.
     cvt(unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &raw const ws) })?;
     Ok(())
+}
+
+/// The terminal's end-of-file character (`VEOF`, normally ^D), unless
+/// disabled.
+pub fn veof(fd: RawFd) -> Option<u8> {
+    // SAFETY: termios is plain data; tcgetattr fills it.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: `t` is a valid out pointer.
+    if unsafe { libc::tcgetattr(fd, &mut t) } != 0 {
+        return None;
+    }
+    // _POSIX_VDISABLE is 0 on Linux.
+    t.c_cc.get(libc::VEOF).copied().filter(|&c| c != 0)
 }
 
 /// Ignores the signals that must not kill the monitor, blocks SIGCHLD and

@@ -332,7 +332,13 @@ fn assert_failure_left_nothing(c: &Container) {
         c.processes_naming_me().is_empty().then_some(())
     });
     assert_eq!(c.cgroup_procs(), Vec::<String>::new(), "{}", c.id);
-    for f in ["shim.pid", "control.sock", "console.sock", "exit.json"] {
+    for f in [
+        "shim.pid",
+        "control.sock",
+        "attach.sock",
+        "console.sock",
+        "exit.json",
+    ] {
         assert!(!c.state().join(f).exists(), "{}: {f} left", c.id);
     }
     assert!(c.state().is_dir(), "STATEDIR stays");

@@ -55,6 +55,10 @@ pub struct Flags {
     /// Where the cni backend finds plugins (repeatable).
     #[arg(long, value_name = "DIR")]
     pub cni_plugin_dir: Vec<PathBuf>,
+    /// The CRI streaming server (exec, attach, port-forward): IP:PORT,
+    /// port 0 for any free one.
+    #[arg(long, value_name = "ADDR")]
+    pub stream_address: Option<std::net::SocketAddr>,
 }
 
 /// The `[network]` table.
@@ -99,6 +103,7 @@ struct File {
     runtimes: std::collections::BTreeMap<String, RuntimeFile>,
     #[serde(default)]
     network: NetworkFile,
+    stream_address: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +120,7 @@ pub struct Config {
     pub default_runtime: Option<String>,
     pub runtimes: std::collections::BTreeMap<String, RuntimeFile>,
     pub network: NetworkSettings,
+    pub stream_address: std::net::SocketAddr,
 }
 
 impl Config {
@@ -172,7 +178,14 @@ impl Config {
                 .filter(|p| p.exists())
                 .unwrap_or_else(|| "/usr/local/bin/berth-shim".into()),
         };
+        // Loopback by default: the API server reaches it through kubelet's
+        // proxy, and the URLs carry single-use tokens.
+        let stream_address = flags
+            .stream_address
+            .or(file.stream_address)
+            .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         Ok(Config {
+            stream_address,
             network,
             cgroup_root,
             shim,

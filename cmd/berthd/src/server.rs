@@ -6,6 +6,7 @@ use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use berth_core::{Core, CoreConfig};
@@ -46,7 +47,11 @@ pub async fn run(config: Config) -> Result<()> {
     .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let listener = bind_socket(&config.cri_socket)?;
-    let (runtime_service, image_service) = berth_cri::services(core);
+    let backend: Arc<dyn berth_stream::Backend> = Arc::new(core.clone());
+    let stream = berth_stream::StreamServer::start(config.stream_address, backend)
+        .await
+        .with_context(|| format!("start the streaming server on {}", config.stream_address))?;
+    let (runtime_service, image_service) = berth_cri::services(core, stream);
     tracing::info!(socket = %config.cri_socket.display(), root = %config.root.display(),
         version = env!("CARGO_PKG_VERSION"), "berthd serving CRI v1");
 

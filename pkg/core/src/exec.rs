@@ -1,12 +1,16 @@
-//! `ExecSync`: a command run to completion in a running container through
-//! the runtime's `exec`, with its output collected and a deadline.
+//! Commands in a running container through the runtime's `exec`:
+//! `ExecSync` (run to completion, output collected, a deadline) and the
+//! streaming exec behind CRI `Exec` (pipes or a terminal, for a client).
 
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_errdefs::{Error, ErrorKind, Result};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+use crate::pty::{ConsoleSocket, Pty};
 
 use crate::model::ContainerState;
 use crate::{new_id, Core};
@@ -21,14 +25,88 @@ pub struct ExecOutput {
     pub exit_code: i32,
 }
 
+/// A streaming exec (CRI `Exec`): which stdio the client wants.
+#[derive(Debug, Clone, Default)]
+pub struct ExecSpec {
+    pub cmd: Vec<String>,
+    pub tty: bool,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+/// The process file and pid file of one exec; removed when dropped.
+struct ExecFiles {
+    process: PathBuf,
+    pid: PathBuf,
+}
+
+impl ExecFiles {
+    /// The runtime only relays: the exec'd process itself must be killed.
+    fn kill_process(&self) {
+        if let Some(pid) = std::fs::read_to_string(&self.pid)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            // SAFETY: kill with a pid the runtime just wrote; no memory involved.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Drop for ExecFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.process);
+        let _ = std::fs::remove_file(&self.pid);
+    }
+}
+
+/// A running streaming exec. Dropping it before [`wait`](Self::wait)
+/// returned kills the exec'd process (a client that went away).
+pub struct ExecProcess {
+    child: tokio::process::Child,
+    files: ExecFiles,
+    pub stdin: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+    pub stdout: Option<Box<dyn AsyncRead + Send + Unpin>>,
+    pub stderr: Option<Box<dyn AsyncRead + Send + Unpin>>,
+    /// The terminal of a `tty` exec, for resizing.
+    pub pty: Option<Pty>,
+    exited: bool,
+}
+
+impl ExecProcess {
+    /// Waits for the process; its exit code (128 + signal for a signal).
+    pub async fn wait(&mut self) -> Result<i32> {
+        let status = self.child.wait().await?;
+        self.exited = true;
+        Ok(exit_code(status))
+    }
+}
+
+impl Drop for ExecProcess {
+    fn drop(&mut self) {
+        if !self.exited {
+            self.files.kill_process();
+        }
+    }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(255)
+}
+
 impl Core {
-    /// Runs `cmd` in container `id`; `timeout` of zero means none.
-    pub async fn exec_sync(
-        self: &Arc<Self>,
+    /// The runtime of a running container and the files of a new exec.
+    fn prepare_exec(
+        &self,
         id: &str,
         cmd: Vec<String>,
-        timeout: Duration,
-    ) -> Result<ExecOutput> {
+        tty: bool,
+    ) -> Result<(Arc<berth_oci::OciRuntime>, ExecFiles)> {
         if cmd.is_empty() {
             return Err(Error::invalid("exec needs a command"));
         }
@@ -44,29 +122,112 @@ impl Core {
         let spec: oci_spec::runtime::Spec =
             serde_json::from_slice(&std::fs::read(bundle.join("config.json"))?)
                 .map_err(|e| Error::internal(format!("bundle config of {id}: {e}")))?;
-        let process = berth_oci::spec::exec_process(&spec, cmd, false);
+        let process = berth_oci::spec::exec_process(&spec, cmd, tty);
         let exec_id = &new_id()[..16];
         let dir = self.container_state_dir(id);
-        let process_file = dir.join(format!("exec-{exec_id}.json"));
-        let pid_file = dir.join(format!("exec-{exec_id}.pid"));
+        let files = ExecFiles {
+            process: dir.join(format!("exec-{exec_id}.json")),
+            pid: dir.join(format!("exec-{exec_id}.pid")),
+        };
         let process = serde_json::to_vec(&process)
             .map_err(|e| Error::internal(format!("exec process of {id}: {e}")))?;
-        berth_store::write_atomic(&process_file, &process)?;
-        let result = run(
-            runtime.exec_command(id, &process_file, &pid_file)?,
-            &pid_file,
+        berth_store::write_atomic(&files.process, &process)?;
+        Ok((runtime, files))
+    }
+
+    /// Runs `cmd` in container `id`; `timeout` of zero means none.
+    pub async fn exec_sync(
+        self: &Arc<Self>,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: Duration,
+    ) -> Result<ExecOutput> {
+        let (runtime, files) = self.prepare_exec(id, cmd, false)?;
+        run(
+            runtime.exec_command(id, &files.process, &files.pid, None)?,
+            &files,
             timeout,
         )
-        .await;
-        let _ = std::fs::remove_file(&process_file);
-        let _ = std::fs::remove_file(&pid_file);
-        result.map_err(|e| e.context(format!("exec in container {id}")))
+        .await
+        .map_err(|e| e.context(format!("exec in container {id}")))
+    }
+
+    /// Starts `spec.cmd` in container `id` with the stdio the client asked
+    /// for: pipes, or a terminal (stdout only) when `spec.tty`.
+    pub async fn exec_stream(self: &Arc<Self>, id: &str, spec: ExecSpec) -> Result<ExecProcess> {
+        let (runtime, files) = self.prepare_exec(id, spec.cmd.clone(), spec.tty)?;
+        let pipe = |wanted: bool| {
+            if wanted {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            }
+        };
+        if !spec.tty {
+            let mut cmd = tokio::process::Command::from(runtime.exec_command(
+                id,
+                &files.process,
+                &files.pid,
+                None,
+            )?);
+            cmd.stdin(pipe(spec.stdin))
+                .stdout(pipe(spec.stdout))
+                .stderr(pipe(spec.stderr))
+                .kill_on_drop(true);
+            let mut child = cmd.spawn()?;
+            return Ok(ExecProcess {
+                stdin: child.stdin.take().map(|s| Box::new(s) as _),
+                stdout: child.stdout.take().map(|s| Box::new(s) as _),
+                stderr: child.stderr.take().map(|s| Box::new(s) as _),
+                child,
+                files,
+                pty: None,
+                exited: false,
+            });
+        }
+        // A short path: unix socket addresses hold 107 bytes.
+        let dir = self.config.state_dir.join("x");
+        std::fs::create_dir_all(&dir)?;
+        let console = ConsoleSocket::bind(&dir.join(format!("{}.sock", &new_id()[..16])))?;
+        let mut cmd = tokio::process::Command::from(runtime.exec_command(
+            id,
+            &files.process,
+            &files.pid,
+            Some(console.path()),
+        )?);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn()?;
+        let master = tokio::select! {
+            fd = console.receive() => fd?,
+            status = child.wait() => {
+                let mut message = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut message).await;
+                }
+                return Err(Error::internal(format!(
+                    "exec in container {id} failed ({}): {}", status?, message.trim()
+                )));
+            }
+        };
+        let pty = Pty::new(master)?;
+        Ok(ExecProcess {
+            stdin: spec.stdin.then(|| Box::new(pty.clone()) as _),
+            stdout: Some(Box::new(pty.clone())),
+            stderr: None,
+            pty: Some(pty),
+            child,
+            files,
+            exited: false,
+        })
     }
 }
 
 async fn run(
     cmd: std::process::Command,
-    pid_file: &std::path::Path,
+    files: &ExecFiles,
     timeout: Duration,
 ) -> Result<ExecOutput> {
     let mut cmd = tokio::process::Command::from(cmd);
@@ -96,26 +257,14 @@ async fn run(
     match finished {
         Ok(done) => {
             let (stdout, stderr, status) = done?;
-            use std::os::unix::process::ExitStatusExt;
-            let exit_code = status
-                .code()
-                .or_else(|| status.signal().map(|s| 128 + s))
-                .unwrap_or(255);
             Ok(ExecOutput {
                 stdout,
                 stderr,
-                exit_code,
+                exit_code: exit_code(status),
             })
         }
         Err(_) => {
-            // The runtime only relays: the exec'd process itself must go.
-            if let Some(pid) = std::fs::read_to_string(pid_file)
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
-            {
-                // SAFETY: kill with a pid the runtime just wrote; no memory involved.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+            files.kill_process();
             Err(Error::new(
                 ErrorKind::DeadlineExceeded,
                 format!("command timed out after {timeout:?}"),

@@ -19,6 +19,7 @@ pub mod model;
 mod monitor;
 mod network;
 mod podfiles;
+mod pty;
 mod recovery;
 mod rootfs;
 mod sandbox;
@@ -36,9 +37,11 @@ use berth_oci::{OciRuntime, RuntimeHandler};
 use berth_store::Store;
 use tokio::sync::broadcast;
 
+pub use attach::{AttachOutput, AttachReader, AttachWriter, Attached};
 pub use berth_errdefs::{Error, ErrorKind};
-pub use exec::ExecOutput;
+pub use exec::{ExecOutput, ExecProcess, ExecSpec};
 pub use model::*;
+pub use pty::Pty;
 
 /// The cgroup driver kubelet must match (CRI `RuntimeConfig`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,6 +22,9 @@ pub(crate) fn exit_file(dir: &Path) -> PathBuf {
 pub(crate) fn control_socket(dir: &Path) -> PathBuf {
     dir.join("control.sock")
 }
+pub(crate) fn attach_socket(dir: &Path) -> PathBuf {
+    dir.join("attach.sock")
+}
 
 pub(crate) struct SpawnRequest<'a> {
     pub shim: &'a Path,

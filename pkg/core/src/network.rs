@@ -197,3 +197,31 @@ impl Core {
             .map_err(|e| Error::internal(format!("pod CIDR task: {e}")))?
     }
 }
+
+impl Core {
+    /// Connects to `port` on the pod's own loopback, inside its network
+    /// namespace (CRI `PortForward`), as kubelet's port-forward expects.
+    pub async fn port_forward(&self, sandbox_id: &str, port: u16) -> Result<tokio::net::TcpStream> {
+        let (_, record) = self.ready_sandbox(sandbox_id)?;
+        let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let connect = move || std::net::TcpStream::connect_timeout(&target, CONNECT_TIMEOUT);
+        let netns = record.namespaces.net.clone();
+        let connected = tokio::task::spawn_blocking(move || match netns {
+            // A socket keeps the namespace it was made in: connect there.
+            Some(ns) => berth_ns::in_netns(&ns, connect),
+            None => Ok(connect()),
+        })
+        .await
+        .map_err(|e| Error::internal(format!("port-forward task: {e}")))??;
+        let stream = connected.map_err(|e| {
+            Error::new(
+                berth_errdefs::ErrorKind::Unavailable,
+                format!("connect to port {port} in pod sandbox {sandbox_id}: {e}"),
+            )
+        })?;
+        stream.set_nonblocking(true)?;
+        Ok(tokio::net::TcpStream::from_std(stream)?)
+    }
+}
+
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

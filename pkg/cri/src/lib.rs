@@ -21,12 +21,13 @@ pub const CRI_API_VERSION: &str = "v1";
 /// Builds the two CRI gRPC services over one core.
 pub fn services(
     core: Arc<Core>,
+    stream: Arc<berth_stream::StreamServer>,
 ) -> (
     RuntimeServiceServer<runtime::Runtime>,
     ImageServiceServer<image::Images>,
 ) {
     (
-        RuntimeServiceServer::new(runtime::Runtime::new(core.clone())),
+        RuntimeServiceServer::new(runtime::Runtime::new(core.clone(), stream)),
         ImageServiceServer::new(image::Images::new(core)),
     )
 }

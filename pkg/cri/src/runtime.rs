@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use berth_core::model as m;
 use berth_core::{CgroupDriver, ConditionKind, Core};
+use berth_stream::{Request as StreamRequest, StreamServer};
 use k8s_cri::v1 as api;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
@@ -21,11 +22,29 @@ use crate::CRI_API_VERSION;
 
 pub struct Runtime {
     core: Arc<Core>,
+    stream: Arc<StreamServer>,
 }
 
 impl Runtime {
-    pub fn new(core: Arc<Core>) -> Self {
-        Runtime { core }
+    pub fn new(core: Arc<Core>, stream: Arc<StreamServer>) -> Self {
+        Runtime { core, stream }
+    }
+
+    /// A one-time streaming URL for `request`.
+    fn stream_url(&self, request: StreamRequest) -> Result<String, Status> {
+        self.stream
+            .url_for(request)
+            .ok_or_else(|| Status::resource_exhausted("too many streaming requests pending"))
+    }
+
+    fn running_container(&self, id: &str) -> Result<m::ContainerRecord, Status> {
+        let record = self.core.container_status(id).map_err(status)?;
+        if record.state != m::ContainerState::Running {
+            return Err(Status::failed_precondition(format!(
+                "container {id} is not running"
+            )));
+        }
+        Ok(record)
     }
 }
 
@@ -438,10 +457,81 @@ impl RuntimeService for Runtime {
         Ok(Response::new(api::UpdateRuntimeConfigResponse {}))
     }
 
+    async fn exec(&self, req: Request<api::ExecRequest>) -> Reply<api::ExecResponse> {
+        let r = req.into_inner();
+        if r.cmd.is_empty() {
+            return Err(Status::invalid_argument("exec needs a command"));
+        }
+        if !(r.stdin || r.stdout || r.stderr) {
+            return Err(Status::invalid_argument(
+                "one of stdin, stdout and stderr must be requested",
+            ));
+        }
+        if r.tty && r.stderr {
+            return Err(Status::invalid_argument(
+                "a tty exec has no separate stderr: ask for stdout only",
+            ));
+        }
+        self.running_container(&r.container_id)?;
+        let url = self.stream_url(StreamRequest::Exec {
+            container_id: r.container_id,
+            cmd: r.cmd,
+            tty: r.tty,
+            stdin: r.stdin,
+            stdout: r.stdout,
+            stderr: r.stderr,
+        })?;
+        Ok(Response::new(api::ExecResponse { url }))
+    }
+
+    async fn attach(&self, req: Request<api::AttachRequest>) -> Reply<api::AttachResponse> {
+        let r = req.into_inner();
+        if !(r.stdin || r.stdout || r.stderr) {
+            return Err(Status::invalid_argument(
+                "one of stdin, stdout and stderr must be requested",
+            ));
+        }
+        let record = self.running_container(&r.container_id)?;
+        if r.stdin && !record.config.stdin {
+            return Err(Status::invalid_argument(format!(
+                "container {} was not created with stdin; attach without it",
+                r.container_id
+            )));
+        }
+        // The container's own terminal decides, whatever the request says.
+        let tty = record.config.tty;
+        let url = self.stream_url(StreamRequest::Attach {
+            container_id: r.container_id,
+            tty,
+            stdin: r.stdin,
+            stdout: r.stdout,
+            stderr: r.stderr && !tty,
+        })?;
+        Ok(Response::new(api::AttachResponse { url }))
+    }
+
+    async fn port_forward(
+        &self,
+        req: Request<api::PortForwardRequest>,
+    ) -> Reply<api::PortForwardResponse> {
+        let r = req.into_inner();
+        let record = self
+            .core
+            .pod_sandbox_status(&r.pod_sandbox_id)
+            .map_err(status)?;
+        if record.state != m::SandboxState::Ready {
+            return Err(Status::failed_precondition(format!(
+                "pod sandbox {} is not ready",
+                r.pod_sandbox_id
+            )));
+        }
+        let url = self.stream_url(StreamRequest::PortForward {
+            sandbox_id: r.pod_sandbox_id,
+        })?;
+        Ok(Response::new(api::PortForwardResponse { url }))
+    }
+
     unimplemented_rpcs! {
-        exec(ExecRequest) -> ExecResponse;
-        attach(AttachRequest) -> AttachResponse;
-        port_forward(PortForwardRequest) -> PortForwardResponse;
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse;

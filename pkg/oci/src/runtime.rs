@@ -157,15 +157,24 @@ impl OciRuntime {
     /// The `exec` command for a process described by `process_file` (an OCI
     /// `process` JSON); the caller runs it, with its own stdio and timeout.
     /// The exec'd process's host pid is written to `pid_file`.
-    pub fn exec_command(&self, id: &str, process_file: &Path, pid_file: &Path) -> Result<Command> {
+    pub fn exec_command(
+        &self,
+        id: &str,
+        process_file: &Path,
+        pid_file: &Path,
+        console_socket: Option<&Path>,
+    ) -> Result<Command> {
         self.require(id)?;
         let mut cmd = self.command();
         cmd.arg("exec")
             .arg("--process")
             .arg(process_file)
             .arg("--pid-file")
-            .arg(pid_file)
-            .arg(id);
+            .arg(pid_file);
+        if let Some(socket) = console_socket {
+            cmd.arg("--console-socket").arg(socket);
+        }
+        cmd.arg(id);
         Ok(cmd)
     }
 

@@ -119,7 +119,7 @@ fn wait_stopped(runtime: &OciRuntime, id: &str) {
 /// `<runtime> exec --process FILE id`, as berth runs it.
 fn exec(runtime: &OciRuntime, id: &str, process_file: &Path) -> String {
     let out = runtime
-        .exec_command(id, process_file, &process_file.with_extension("pid"))
+        .exec_command(id, process_file, &process_file.with_extension("pid"), None)
         .unwrap()
         .output()
         .unwrap();

@@ -1,0 +1,455 @@
+//! The HTTP side of the streaming server: one-time URLs
+//! (`/exec/<token>`, `/attach/<token>`, `/portforward/<token>`), the
+//! upgrade to SPDY/3.1 or WebSocket with protocol negotiation, and the
+//! hand-off to the protocol drivers.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_core::ExecSpec;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CONNECTION, UPGRADE};
+use hyper::{Request as HttpRequest, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::backend::{Backend, Process};
+use crate::remotecommand::{self, Outputs, ResizeDecoder, Sink, Version};
+use crate::tokens::{Request, Tokens, TOKEN_TTL};
+use crate::{portforward, spdy, ws};
+
+/// How long a client has, after the upgrade, to open its streams.
+const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
+const PROTOCOL_HEADER: &str = "x-stream-protocol-version";
+const WS_PROTOCOL_HEADER: &str = "sec-websocket-protocol";
+
+type Body = Full<Bytes>;
+
+/// The streaming server: where URLs point, and the tokens behind them.
+pub struct StreamServer {
+    tokens: Tokens,
+    addr: SocketAddr,
+    backend: Arc<dyn Backend>,
+}
+
+impl StreamServer {
+    /// Binds `addr` (port 0: any free port) and serves in the background.
+    pub async fn start(
+        addr: SocketAddr,
+        backend: Arc<dyn Backend>,
+    ) -> std::io::Result<Arc<StreamServer>> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let server = Arc::new(StreamServer {
+            tokens: Tokens::new(TOKEN_TTL),
+            addr: listener.local_addr()?,
+            backend,
+        });
+        let serving = server.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let server = serving.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let server = server.clone();
+                        async move { Ok::<_, Infallible>(server.handle(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        tracing::info!(address = %server.addr, "CRI streaming server listening");
+        Ok(server)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stores `request` and returns its one-time URL.
+    pub fn url_for(&self, request: Request) -> Option<String> {
+        let kind = request.kind();
+        let token = self.tokens.insert(request)?;
+        Some(format!("http://{}/{kind}/{token}", self.addr))
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        mut req: HttpRequest<hyper::body::Incoming>,
+    ) -> Response<Body> {
+        let path = req.uri().path().trim_matches('/').to_string();
+        let Some((kind, token)) = path.split_once('/') else {
+            return text(StatusCode::NOT_FOUND, "not found");
+        };
+        let Some(request) = self.tokens.take(token, kind) else {
+            return text(StatusCode::NOT_FOUND, "unknown or expired streaming token");
+        };
+        let upgrade = header(&req, UPGRADE.as_str()).to_ascii_lowercase();
+        let websocket = upgrade == "websocket";
+        if !websocket && upgrade != "spdy/3.1" {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "streaming needs an Upgrade to SPDY/3.1 or websocket",
+            );
+        }
+        let offered: Vec<String> = req
+            .headers()
+            .get_all(if websocket {
+                WS_PROTOCOL_HEADER
+            } else {
+                PROTOCOL_HEADER
+            })
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect();
+        if offered.is_empty() {
+            let header = if websocket {
+                "Sec-WebSocket-Protocol"
+            } else {
+                "X-Stream-Protocol-Version"
+            };
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!("unable to upgrade: {header} is required"),
+            );
+        }
+        let is_forward = matches!(request, Request::PortForward { .. });
+        let (protocol, supported): (Option<String>, Vec<&str>) = if is_forward {
+            let wanted = if websocket {
+                portforward::WEBSOCKET_PROTOCOL
+            } else {
+                portforward::PROTOCOL
+            };
+            (offered.iter().find(|p| *p == wanted).cloned(), vec![wanted])
+        } else {
+            let chosen = remotecommand::negotiate(offered.iter().map(String::as_str));
+            (
+                chosen.map(|v| v.name().to_string()),
+                remotecommand::supported_names(),
+            )
+        };
+        let Some(protocol) = protocol else {
+            // kubelet's answer, word for word, with the accepted list.
+            let mut response = text(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server accepts {supported:?}"
+                ),
+            );
+            for p in supported {
+                response.headers_mut().append(
+                    "x-accepted-stream-protocol-versions",
+                    HeaderValue::from_static(p),
+                );
+            }
+            return response;
+        };
+        let mut response = Response::new(Body::default());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        if websocket {
+            let key = header(&req, "sec-websocket-key");
+            headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+            if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+                headers.insert("sec-websocket-accept", accept);
+            }
+            if let Ok(p) = HeaderValue::from_str(&protocol) {
+                headers.insert(WS_PROTOCOL_HEADER, p);
+            }
+        } else {
+            headers.insert(UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+            if let Ok(p) = HeaderValue::from_str(&protocol) {
+                headers.insert(PROTOCOL_HEADER, p);
+            }
+        }
+        let upgrading = hyper::upgrade::on(&mut req);
+        let server = self.clone();
+        tokio::spawn(async move {
+            let io = match upgrading.await {
+                Ok(upgraded) => TokioIo::new(upgraded),
+                Err(e) => {
+                    tracing::debug!("stream upgrade failed: {e}");
+                    return;
+                }
+            };
+            server.serve(io, websocket, &protocol, request).await;
+        });
+        response
+    }
+
+    async fn serve(
+        &self,
+        io: TokioIo<hyper::upgrade::Upgraded>,
+        websocket: bool,
+        protocol: &str,
+        request: Request,
+    ) {
+        let backend = self.backend.clone();
+        if let Request::PortForward { sandbox_id } = request {
+            let (connection, incoming) = if websocket {
+                let socket = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+                spdy::serve(ws::tunnel(socket))
+            } else {
+                spdy::serve(io)
+            };
+            portforward::serve(connection, incoming, backend, sandbox_id).await;
+            return;
+        }
+        let Some(version) = Version::from_name(protocol) else {
+            return;
+        };
+        let wants = Wants::of(&request);
+        if websocket {
+            let socket = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+            let process = match start(&*backend, &request).await {
+                Ok(p) => p,
+                Err(e) => {
+                    ws_error(socket, version, e).await;
+                    return;
+                }
+            };
+            ws::serve_remotecommand(socket, version, process, wants.cmd).await;
+        } else {
+            let (connection, incoming) = spdy::serve(io);
+            serve_spdy_command(&*backend, connection, incoming, version, &request, wants).await;
+        }
+    }
+}
+
+/// The streams one remotecommand request expects (kubelet's rule).
+struct Wants {
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    tty: bool,
+    cmd: Vec<String>,
+}
+
+impl Wants {
+    fn of(request: &Request) -> Wants {
+        match request {
+            Request::Exec {
+                cmd,
+                tty,
+                stdin,
+                stdout,
+                stderr,
+                ..
+            } => Wants {
+                stdin: *stdin,
+                stdout: *stdout,
+                stderr: *stderr && !*tty,
+                tty: *tty,
+                cmd: cmd.clone(),
+            },
+            Request::Attach {
+                tty,
+                stdin,
+                stdout,
+                stderr,
+                ..
+            } => Wants {
+                stdin: *stdin,
+                stdout: *stdout,
+                stderr: *stderr && !*tty,
+                tty: *tty,
+                cmd: Vec::new(),
+            },
+            Request::PortForward { .. } => Wants {
+                stdin: false,
+                stdout: false,
+                stderr: false,
+                tty: false,
+                cmd: Vec::new(),
+            },
+        }
+    }
+}
+
+async fn start(backend: &dyn Backend, request: &Request) -> berth_errdefs::Result<Process> {
+    match request {
+        Request::Exec {
+            container_id,
+            cmd,
+            tty,
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            backend
+                .exec(
+                    container_id,
+                    ExecSpec {
+                        cmd: cmd.clone(),
+                        tty: *tty,
+                        stdin: *stdin,
+                        stdout: *stdout,
+                        stderr: *stderr && !*tty,
+                    },
+                )
+                .await
+        }
+        Request::Attach {
+            container_id,
+            stdin,
+            ..
+        } => backend.attach(container_id, *stdin).await,
+        Request::PortForward { .. } => Err(berth_errdefs::Error::internal("not a command")),
+    }
+}
+
+/// An error before the process started, written on the error channel.
+async fn ws_error<S>(socket: WebSocketStream<S>, version: Version, e: berth_errdefs::Error)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use futures::SinkExt;
+    let mut socket = socket;
+    if let Some(status) = remotecommand::final_status(version, &Err(e.message), &[]) {
+        let mut frame = vec![3u8];
+        frame.extend_from_slice(&status);
+        let _ = socket
+            .send(tokio_tungstenite::tungstenite::Message::Binary(
+                frame.into(),
+            ))
+            .await;
+    }
+    let _ = socket.close(None).await;
+}
+
+/// A SPDY stream as an output of the command.
+struct StreamSink(spdy::StreamWriter);
+
+impl Sink for StreamSink {
+    fn write(&self, data: Bytes) -> crate::backend::BoxFuture<std::io::Result<()>> {
+        let w = self.0.clone();
+        Box::pin(async move { w.write(&data).await })
+    }
+
+    fn close(&self) -> crate::backend::BoxFuture<std::io::Result<()>> {
+        let w = self.0.clone();
+        Box::pin(async move { w.close().await })
+    }
+}
+
+async fn serve_spdy_command(
+    backend: &dyn Backend,
+    connection: spdy::Connection,
+    mut incoming: tokio::sync::mpsc::Receiver<spdy::Stream>,
+    version: Version,
+    request: &Request,
+    wants: Wants,
+) {
+    // Wait for the streams the request implies, in whatever order.
+    let expected = 1
+        + usize::from(wants.stdin)
+        + usize::from(wants.stdout)
+        + usize::from(wants.stderr)
+        + usize::from(wants.tty && version.has_resize());
+    let mut streams: std::collections::HashMap<String, spdy::Stream> = Default::default();
+    let collect = async {
+        while streams.len() < expected {
+            let Some(stream) = incoming.recv().await else {
+                return false;
+            };
+            stream.reply();
+            let kind = stream.header("streamtype").unwrap_or_default().to_string();
+            streams.insert(kind, stream);
+        }
+        true
+    };
+    match tokio::time::timeout(STREAM_CREATION_TIMEOUT, collect).await {
+        Ok(true) => {}
+        _ => {
+            tracing::debug!("stream client did not open its streams");
+            connection.close().await;
+            return;
+        }
+    }
+    let Some(error) = streams.remove("error") else {
+        connection.close().await;
+        return;
+    };
+    let error = StreamSink(error.writer());
+    let mut process = match start(backend, request).await {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(status) = remotecommand::final_status(version, &Err(e.message), &[]) {
+                let _ = error.write(status).await;
+            }
+            let _ = error.close().await;
+            connection.close().await;
+            return;
+        }
+    };
+    if let (Some(mut stdin_stream), Some(tx)) = (streams.remove("stdin"), process.stdin.take()) {
+        tokio::spawn(async move {
+            while let Some(data) = stdin_stream.read().await {
+                if tx.send(data).await.is_err() {
+                    break;
+                }
+            }
+            // FIN from the client: the process's stdin closes with `tx`.
+        });
+    }
+    if let (Some(mut resize_stream), Some(resize)) =
+        (streams.remove("resize"), process.resize.take())
+    {
+        tokio::spawn(async move {
+            let mut sizes = ResizeDecoder::default();
+            while let Some(data) = resize_stream.read().await {
+                for (cols, rows) in sizes.feed(&data) {
+                    resize(cols, rows);
+                }
+            }
+        });
+    }
+    let sink = |name: &str| {
+        streams
+            .get(name)
+            .map(|s| Box::new(StreamSink(s.writer())) as Box<dyn Sink>)
+    };
+    let outputs = Outputs {
+        stdout: sink("stdout"),
+        stderr: sink("stderr"),
+        error: Box::new(error),
+    };
+    let closed = connection.clone();
+    remotecommand::drive(process, outputs, version, &wants.cmd, async move {
+        closed.closed().await
+    })
+    .await;
+    connection.close().await;
+}
+
+fn header(req: &HttpRequest<hyper::body::Incoming>, name: &str) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn text(status: StatusCode, message: &str) -> Response<Body> {
+    let mut response = Response::new(Body::from(format!("{message}\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
