@@ -241,7 +241,7 @@ struct Wants {
 
 impl Wants {
     fn of(request: &Request) -> Wants {
-        match request {
+        let (cmd, tty, stdin, stdout, stderr) = match request {
             Request::Exec {
                 cmd,
                 tty,
@@ -249,33 +249,23 @@ impl Wants {
                 stdout,
                 stderr,
                 ..
-            } => Wants {
-                stdin: *stdin,
-                stdout: *stdout,
-                stderr: *stderr && !*tty,
-                tty: *tty,
-                cmd: cmd.clone(),
-            },
+            } => (cmd.clone(), *tty, *stdin, *stdout, *stderr),
             Request::Attach {
                 tty,
                 stdin,
                 stdout,
                 stderr,
                 ..
-            } => Wants {
-                stdin: *stdin,
-                stdout: *stdout,
-                stderr: *stderr && !*tty,
-                tty: *tty,
-                cmd: Vec::new(),
-            },
-            Request::PortForward { .. } => Wants {
-                stdin: false,
-                stdout: false,
-                stderr: false,
-                tty: false,
-                cmd: Vec::new(),
-            },
+            } => (Vec::new(), *tty, *stdin, *stdout, *stderr),
+            Request::PortForward { .. } => (Vec::new(), false, false, false, false),
+        };
+        Wants {
+            stdin,
+            stdout,
+            // A terminal merges stderr into stdout.
+            stderr: stderr && !tty,
+            tty,
+            cmd,
         }
     }
 }
