@@ -175,11 +175,7 @@ async fn version_status_and_runtime_config_are_truthful() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "a pod needs a config");
     let err = rt.exec(api::ExecRequest::default()).await.unwrap_err();
-    assert_eq!(
-        err.code(),
-        Code::Unimplemented,
-        "streaming is not built yet"
-    );
+    assert_eq!(err.code(), Code::InvalidArgument, "an exec needs a command");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

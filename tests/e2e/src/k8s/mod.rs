@@ -13,7 +13,7 @@
 //! Every function takes the URL the CRI `Exec`/`Attach`/`PortForward` RPC
 //! returned (plain `http://` only).
 //!
-//! ```ignore
+//! ```text
 //! let mut s = exec_spdy(&url, SPDY_PROTOCOLS, StreamOptions {
 //!     stdin: true, stdout: true, stderr: true, tty: false }).await?;
 //! s.write_stdin(b"hello\n").await?;
