@@ -868,7 +868,13 @@ mod tests {
     /// One test's network: a bridge, subnet, network name and host port of
     /// its own (from the pid and the test's number), pods pinned under a
     /// tempdir, and a clean-up of all of it on drop, pass or fail.
+    /// netavark 1.4 takes no lock on the chains every network shares
+    /// (`NETAVARK-HOSTPORT-*`), and the tests' sandbox ids repeat across
+    /// tests: one test at a time, as one berthd serialises its own calls.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     struct Fixture {
+        _serial: std::sync::MutexGuard<'static, ()>,
         n: u32,
         dir: tempfile::TempDir,
         ipam: Arc<Ipam>,
@@ -879,6 +885,7 @@ mod tests {
 
     impl Fixture {
         fn new(n: u32) -> Fixture {
+            let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
             let pid = std::process::id();
             let dir = tempfile::tempdir().unwrap();
             let subnet: Subnet = format!("10.212.{}.0/24", (pid % 50) * 5 + n - 1)
@@ -901,6 +908,7 @@ mod tests {
             };
             let net = NetavarkNetwork::new(config.clone(), ipam.clone());
             Fixture {
+                _serial: serial,
                 n,
                 dir,
                 ipam,
