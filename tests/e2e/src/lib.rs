@@ -190,6 +190,15 @@ pub async fn wait_state(
     }
 }
 
+/// Every Kubernetes pod sandbox the daemon lists.
+pub async fn list_pods(rt: &mut Runtime) -> Vec<api::PodSandbox> {
+    rt.list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
+        .await
+        .expect("list pod sandboxes")
+        .into_inner()
+        .items
+}
+
 pub async fn teardown(rt: &mut Runtime, pod: &str) {
     rt.stop_pod_sandbox(api::StopPodSandboxRequest {
         pod_sandbox_id: pod.to_string(),

@@ -197,12 +197,7 @@ async fn a_taken_host_port_fails_the_pod_and_leaves_nothing() {
         .await
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
-    let pods = rt
-        .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = list_pods(&mut rt).await;
     assert!(pods.is_empty(), "{pods:?}");
     assert!(d.network.veths().is_empty());
     // The same name works once the port is free: nothing half-made held it.

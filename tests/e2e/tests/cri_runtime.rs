@@ -239,13 +239,7 @@ async fn pod_and_container_lifecycle_with_logs_exec_stats_and_stop() {
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     teardown(&mut rt, &pod).await;
-    assert!(rt
-        .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .items
-        .is_empty());
+    assert!(list_pods(&mut rt).await.is_empty());
     d.assert_no_leaks();
 }
 
@@ -643,12 +637,7 @@ async fn containers_outlive_a_kill9_and_are_recovered() {
 
     d.start_again().await;
     let mut rt = d.runtime().await;
-    let pods = rt
-        .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = list_pods(&mut rt).await;
     assert_eq!(pods.len(), 1, "{pods:?}");
     assert_eq!(pods[0].state, api::PodSandboxState::SandboxReady as i32);
     let all = rt

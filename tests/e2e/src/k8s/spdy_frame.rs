@@ -413,23 +413,24 @@ pub fn encode(frame: &Frame, z: &mut HeaderCompressor, out: &mut Vec<u8>) {
             out.push(*slot);
             out.extend_from_slice(&block);
         }
+        // SYN_REPLY and HEADERS share a layout: stream id, header block.
         Frame::SynReply {
             stream_id,
             flags,
             headers,
-        } => {
-            let block = z.compress(&encode_header_block(headers));
-            control_header(out, TYPE_SYN_REPLY, *flags, block.len() + 4);
-            out.extend_from_slice(&stream_id.to_be_bytes());
-            out.extend_from_slice(&block);
         }
-        Frame::Headers {
+        | Frame::Headers {
             stream_id,
             flags,
             headers,
         } => {
+            let kind = if matches!(frame, Frame::SynReply { .. }) {
+                TYPE_SYN_REPLY
+            } else {
+                TYPE_HEADERS
+            };
             let block = z.compress(&encode_header_block(headers));
-            control_header(out, TYPE_HEADERS, *flags, block.len() + 4);
+            control_header(out, kind, *flags, block.len() + 4);
             out.extend_from_slice(&stream_id.to_be_bytes());
             out.extend_from_slice(&block);
         }
