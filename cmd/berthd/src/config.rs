@@ -78,10 +78,16 @@ struct NetworkFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeFile {
-    pub program: PathBuf,
+    /// Optional for the built-in `crun` and `runc`, whose other settings
+    /// (e.g. `allowed_annotations`) a table may change alone.
+    pub program: Option<PathBuf>,
     #[serde(default)]
     pub args: Vec<String>,
     pub root: Option<PathBuf>,
+    /// Container annotations passed to this runtime's spec: keys, or
+    /// prefixes ending in `*` (containerd's `container_annotations`).
+    #[serde(default)]
+    pub allowed_annotations: Vec<String>,
 }
 
 /// The config file, all fields optional.
@@ -104,6 +110,9 @@ struct File {
     #[serde(default)]
     network: NetworkFile,
     stream_address: Option<std::net::SocketAddr>,
+    /// When set, pods' log directories must lie under it (kubelet's is
+    /// `/var/log/pods`).
+    log_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +130,7 @@ pub struct Config {
     pub runtimes: std::collections::BTreeMap<String, RuntimeFile>,
     pub network: NetworkSettings,
     pub stream_address: std::net::SocketAddr,
+    pub log_root: Option<PathBuf>,
 }
 
 impl Config {
@@ -184,7 +194,13 @@ impl Config {
             .stream_address
             .or(file.stream_address)
             .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        if let Some(dir) = &file.log_root {
+            if !dir.is_absolute() {
+                bail!("log_root {} must be an absolute path", dir.display());
+            }
+        }
         Ok(Config {
+            log_root: file.log_root,
             stream_address,
             network,
             cgroup_root,

@@ -4,7 +4,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -43,6 +43,7 @@ pub async fn run(config: Config) -> Result<()> {
         shim: config.shim.clone(),
         cgroup_root: config.cgroup_root.clone(),
         network: config.network.clone(),
+        log_root: config.log_root.clone(),
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
 
@@ -102,14 +103,26 @@ fn runtime_handlers(config: &Config) -> Result<Vec<RuntimeHandler>> {
         if name.is_empty() {
             bail!("runtime handler names must not be empty");
         }
+        let builtin = handlers.iter().position(|h| &h.name == name);
+        let handler = match (&r.program, builtin) {
+            (Some(program), _) => RuntimeHandler {
+                name: name.clone(),
+                program: program.clone(),
+                argv_prefix: r.args.clone(),
+                root: r.root.clone().unwrap_or_else(|| runtimes.join(name)),
+                hide_cgroup2: false,
+                allowed_annotations: r.allowed_annotations.clone(),
+            },
+            (None, Some(i)) => RuntimeHandler {
+                allowed_annotations: r.allowed_annotations.clone(),
+                ..handlers[i].clone()
+            },
+            (None, None) => bail!(
+                "runtime handler {name:?} needs a program (only crun and runc are known without one)"
+            ),
+        };
         handlers.retain(|h| &h.name != name);
-        handlers.push(RuntimeHandler {
-            name: name.clone(),
-            program: r.program.clone(),
-            argv_prefix: r.args.clone(),
-            root: r.root.clone().unwrap_or_else(|| runtimes.join(name)),
-            hide_cgroup2: false,
-        });
+        handlers.push(handler);
     }
     let default = match &config.default_runtime {
         Some(name) => handlers.iter().find(|h| &h.name == name).with_context(|| {
@@ -170,10 +183,42 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
         refuse_served_socket(path)?;
         fs::remove_file(path).with_context(|| format!("remove stale socket {}", path.display()))?;
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("chmod {}", path.display()))?;
-    Ok(listener)
+    let listener = bind_private(path, 0o660)?;
+    listener.set_nonblocking(true)?;
+    UnixListener::from_std(listener).with_context(|| format!("listen on {}", path.display()))
+}
+
+/// Binds a unix socket that appears at `path` already with `mode`: it is
+/// bound inside a fresh 0700 directory beside `path`, chmodded there and
+/// renamed into place, so no one can connect in between (a chmod after a
+/// bind in place leaves a window; a umask would be process-wide, changing
+/// what every other thread creates meanwhile).
+pub fn bind_private(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixListener> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .with_context(|| format!("socket path {} has no file name", path.display()))?;
+    let private = dir.join(format!(
+        ".{}.{}.bind",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .with_context(|| format!("create {}", private.display()))?;
+    let bound = (|| -> Result<std::os::unix::net::UnixListener> {
+        let tmp = private.join("s");
+        let listener = std::os::unix::net::UnixListener::bind(&tmp)
+            .with_context(|| format!("bind {}", path.display()))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {}", path.display()))?;
+        fs::rename(&tmp, path).with_context(|| format!("move the socket to {}", path.display()))?;
+        Ok(listener)
+    })();
+    let _ = fs::remove_dir_all(&private);
+    bound
 }
 
 /// An exclusive flock on `<dir>/berthd.lock`, held for the daemon's life;
@@ -207,5 +252,71 @@ impl DirLock {
         file.rewind()?;
         write!(file, "{}", std::process::id())?;
         Ok(DirLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    /// inotify names every file created in `dir` and every file renamed into it.
+    fn watch(dir: &Path) -> OwnedFd {
+        // SAFETY: plain syscalls; the path is a valid C string we own.
+        unsafe {
+            let fd = libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC);
+            assert!(fd >= 0);
+            let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+            assert!(
+                libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_CREATE | libc::IN_MOVED_TO) >= 0
+            );
+            OwnedFd::from_raw_fd(fd)
+        }
+    }
+
+    /// (mask, name) of the events queued so far.
+    fn events(fd: &OwnedFd) -> Vec<(u32, String)> {
+        let mut buf = [0u8; 4096];
+        // SAFETY: buf is a valid writable buffer of buf.len() bytes.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        let mut out = Vec::new();
+        let mut at = 0usize;
+        while n > 0 && at < n as usize {
+            let mask = u32::from_ne_bytes(buf[at + 4..at + 8].try_into().unwrap());
+            let len = u32::from_ne_bytes(buf[at + 12..at + 16].try_into().unwrap()) as usize;
+            let name = String::from_utf8_lossy(&buf[at + 16..at + 16 + len])
+                .trim_end_matches('\0')
+                .to_string();
+            out.push((mask, name));
+            at += 16 + len;
+        }
+        out
+    }
+
+    #[test]
+    fn the_socket_appears_with_its_mode_never_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.sock");
+        let fd = watch(dir.path());
+        let _listener = bind_private(&path, 0o660).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        let seen = events(&fd);
+        // Created in place (bind then chmod) would show IN_CREATE for the
+        // socket's own name: the window this closes.
+        assert!(
+            seen.iter()
+                .any(|(m, n)| n == "berth.sock" && m & libc::IN_MOVED_TO != 0),
+            "{seen:?}"
+        );
+        assert!(
+            !seen
+                .iter()
+                .any(|(m, n)| n == "berth.sock" && m & libc::IN_CREATE != 0),
+            "{seen:?}"
+        );
+        // The private bind directory is gone, and the socket answers.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        std::os::unix::net::UnixStream::connect(&path).unwrap();
     }
 }

@@ -11,7 +11,7 @@ use berth_store::Batch;
 use tokio::sync::watch;
 
 use crate::model::*;
-use crate::{monitor, new_id, podfiles, rootfs, Core};
+use crate::{monitor, new_id, podfiles, rootfs, to_completion, validate, Core};
 
 pub(crate) const CONTAINERS: &str = "containers";
 
@@ -86,7 +86,9 @@ impl Core {
             .write(Batch::new().put(CONTAINERS, &record.id, record)?)
     }
 
-    /// Creates a container in a ready sandbox: all of it, or nothing.
+    /// Creates a container in a ready sandbox: all of it, or nothing. The
+    /// work runs to its end even when the caller stops waiting, so the
+    /// container is either made and recorded or not made at all.
     pub async fn create_container(
         self: &Arc<Self>,
         sandbox_id: &str,
@@ -95,6 +97,20 @@ impl Core {
         if config.name.is_empty() {
             return Err(Error::invalid("container metadata needs a name"));
         }
+        if !config.log_path.is_empty() {
+            validate::relative_file("log_path", &config.log_path)?;
+        }
+        self.ready_sandbox(sandbox_id)?;
+        let (core, sandbox_id) = (self.clone(), sandbox_id.to_string());
+        to_completion(async move { core.create_container_detached(&sandbox_id, config).await })
+            .await
+    }
+
+    async fn create_container_detached(
+        self: &Arc<Self>,
+        sandbox_id: &str,
+        config: ContainerConfig,
+    ) -> Result<String> {
         let (sandbox, _) = self.ready_sandbox(sandbox_id)?;
         let _pod_guard = sandbox.lock.lock().await;
         let (_, pod) = self.ready_sandbox(sandbox_id)?;
@@ -105,19 +121,23 @@ impl Core {
         let key = name_key(&config, &pod.config);
         self.reserve_name(&key, &id)?;
         let core = self.clone();
-        let made = {
-            let id = id.clone();
-            tokio::task::spawn_blocking(move || {
-                let made = core.make_container(&id, &pod, config, &image);
-                if made.is_err() {
-                    core.remove_container_files(&id, &pod.config.runtime_handler);
-                }
-                made
-            })
-            .await
-            .map_err(|e| Error::internal(format!("container setup task: {e}")))?
-        };
-        let record = match made.and_then(|r| self.persist_container(&r).map(|()| r)) {
+        let container_id = id.clone();
+        // Made, recorded and (on failure) undone exactly once, off the
+        // async workers.
+        let made = tokio::task::spawn_blocking(move || -> Result<ContainerRecord> {
+            let handler = pod.config.runtime_handler.clone();
+            let stored = core
+                .make_container(&container_id, &pod, config, &image)
+                .and_then(|r| core.persist_container(&r).map(|()| r));
+            if stored.is_err() {
+                core.remove_container_files(&container_id, &handler);
+            }
+            stored
+        })
+        .await
+        .map_err(|e| Error::internal(format!("container setup task: {e}")))
+        .and_then(|r| r);
+        let record = match made {
             Ok(r) => r,
             Err(e) => {
                 self.release_name(&key, &id);
@@ -158,7 +178,8 @@ impl Core {
         // record (written durably after this) is what recovery trusts.
         let spec = serde_json::to_vec(&spec)
             .map_err(|e| Error::internal(format!("serialize the spec of {id}: {e}")))?;
-        std::fs::write(bundle.join("config.json"), spec)?;
+        // 0600: the spec holds the container's env, and so its Secrets.
+        write_private(&bundle.join("config.json"), &spec)?;
         let specified = started.elapsed();
         let log_path = log_path(&pod.config, &config)?;
         let state = self.container_state_dir(id);
@@ -346,7 +367,16 @@ impl Core {
             },
             cgroups_path: cgroups_path.to_string(),
             sysctls: pod.config.sysctls.clone(),
-            annotations: config.annotations.clone(),
+            annotations: {
+                let runtime = self.runtime(&pod.config.runtime_handler)?;
+                let handler = runtime.handler();
+                config
+                    .annotations
+                    .iter()
+                    .filter(|(k, _)| handler.allows_annotation(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            },
             hostname: Some(podfiles::hostname(
                 &pod.config,
                 pod.config.namespaces.network == NamespaceMode::Node,
@@ -436,6 +466,13 @@ impl Core {
     }
 
     pub async fn start_container(self: &Arc<Self>, id: &str) -> Result<()> {
+        // Runs to its end even if the caller stops waiting.
+        let core = self.clone();
+        let id = id.to_owned();
+        to_completion(async move { core.start_container_now(&id).await }).await
+    }
+
+    async fn start_container_now(self: &Arc<Self>, id: &str) -> Result<()> {
         let entry = self.require_container(id)?;
         let _guard = entry.lock.lock().await;
         let record = entry.record();
@@ -467,6 +504,13 @@ impl Core {
     /// Stops a container: its stop signal, then SIGKILL after `timeout_s`.
     /// A missing or already stopped container is fine (CRI).
     pub async fn stop_container(self: &Arc<Self>, id: &str, timeout_s: i64) -> Result<()> {
+        // Runs to its end even if the caller stops waiting.
+        let core = self.clone();
+        let id = id.to_owned();
+        to_completion(async move { core.stop_container_now(&id, timeout_s).await }).await
+    }
+
+    async fn stop_container_now(self: &Arc<Self>, id: &str, timeout_s: i64) -> Result<()> {
         let Some(entry) = self.container_entry(id) else {
             return Ok(());
         };
@@ -508,6 +552,13 @@ impl Core {
 
     /// Removes a container (killing it if it runs). A missing one is fine (CRI).
     pub async fn remove_container(self: &Arc<Self>, id: &str) -> Result<()> {
+        // Runs to its end even if the caller stops waiting.
+        let core = self.clone();
+        let id = id.to_owned();
+        to_completion(async move { core.remove_container_now(&id).await }).await
+    }
+
+    async fn remove_container_now(self: &Arc<Self>, id: &str) -> Result<()> {
         let Some(entry) = self.container_entry(id) else {
             return Ok(());
         };
@@ -537,19 +588,21 @@ impl Core {
     /// Undoes everything a container made on the node; missing parts are fine.
     pub(crate) fn remove_container_files(&self, id: &str, handler: &str) {
         let state = self.container_state_dir(id);
-        if let Some(pid) = monitor::live_monitor(&state, id) {
-            // The container is gone, so its monitor is on its way out.
-            let deadline = std::time::Instant::now() + MONITOR_EXIT;
-            while monitor::is_monitor(pid, id) && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+        // A forced delete first: a container made but never recorded (a
+        // failed store write) still has a live process.
         if let Ok(runtime) = self.runtime(handler) {
             match runtime.delete(id, true) {
                 Err(e) if e.kind != ErrorKind::NotFound => {
                     tracing::warn!(container = %id, "runtime delete: {e}")
                 }
                 _ => {}
+            }
+        }
+        if let Some(pid) = monitor::live_monitor(&state, id) {
+            // The container is gone, so its monitor is on its way out.
+            let deadline = std::time::Instant::now() + MONITOR_EXIT;
+            while monitor::is_monitor(pid, id) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
         let dir = self.container_dir(id);
@@ -626,6 +679,20 @@ impl Core {
     }
 }
 
+/// Writes a new file readable by root only.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| Error::from(e).context(format!("write {}", path.display())))
+}
+
 /// `linux.resources` JSON for `runtime update`.
 fn linux_resources(r: &Resources) -> serde_json::Value {
     let mut cpu = serde_json::Map::new();
@@ -683,25 +750,18 @@ fn image_defaults(config: &[u8]) -> Result<oci::ImageDefaults> {
 }
 
 /// The container's log file: the pod's log directory joined with the
-/// container's relative path; `None` when either is unset.
+/// container's relative path (both checked by `validate`); `None` when
+/// either is unset.
 fn log_path(pod: &PodConfig, config: &ContainerConfig) -> Result<Option<PathBuf>> {
     if pod.log_directory.is_empty() || config.log_path.is_empty() {
         return Ok(None);
     }
-    let rel = Path::new(&config.log_path);
-    if rel.is_absolute()
-        || rel
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return Err(Error::invalid(format!(
-            "log path {:?} must be relative to the pod's log directory",
-            config.log_path
-        )));
-    }
-    let path = Path::new(&pod.log_directory).join(rel);
+    let dir = validate::absolute_clean("log_directory", &pod.log_directory)?;
+    let path = dir.join(validate::relative_file("log_path", &config.log_path)?);
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
+        std::fs::create_dir_all(parent).map_err(|e| {
+            Error::from(e).context(format!("create log directory {}", parent.display()))
+        })?;
     }
     Ok(Some(path))
 }

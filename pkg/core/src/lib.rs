@@ -24,6 +24,7 @@ mod recovery;
 mod rootfs;
 mod sandbox;
 mod stats;
+mod validate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -70,6 +71,8 @@ pub struct CoreConfig {
     /// The cgroup under which pods without a parent of their own go.
     pub cgroup_root: String,
     pub network: NetworkSettings,
+    /// When set, pods' log directories must lie under it.
+    pub log_root: Option<PathBuf>,
 }
 
 /// Which pod network backend, with its settings.
@@ -141,6 +144,7 @@ impl Core {
                 config.state_dir.display()
             )));
         }
+        make_private_dirs(&config)?;
         let store = Arc::new(Store::open(&config.root)?);
         let images = Arc::new(ImageService::open(
             &config.root.join("images"),
@@ -304,6 +308,19 @@ impl Core {
         }
     }
 
+    /// A pod's log directory must lie under the configured log root, if any.
+    fn check_log_directory(&self, dir: &str) -> Result<()> {
+        match &self.config.log_root {
+            Some(root) if !dir.is_empty() && !Path::new(dir).starts_with(root) => {
+                Err(Error::invalid(format!(
+                    "log_directory {dir:?} is outside the log root {}",
+                    root.display()
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Removes an image unless a container still uses it.
     pub async fn remove_image(&self, name: &str) -> Result<()> {
         if let Some(image) = self.images.status(name)? {
@@ -323,6 +340,37 @@ impl Core {
         }
         self.images.remove(name).await
     }
+}
+
+/// berthd's directories, closed to other host users (containerd's
+/// CVE-2021-41103: layers keep setuid files and device nodes, and bundles
+/// hold containers' env). The two roots are 0711 so that a group given the
+/// 0660 CRI socket can reach it; everything under them is 0700.
+fn make_private_dirs(config: &CoreConfig) -> Result<()> {
+    berth_store::private_dir(&config.root, 0o711)?;
+    berth_store::private_dir(&config.state_dir, 0o711)?;
+    for dir in [
+        config.root.join("containers"),
+        config.root.join("pods"),
+        config.state_dir.join("pods"),
+        config.state_dir.join("c"),
+        config.state_dir.join("x"),
+        config.state_dir.join("runtimes"),
+    ] {
+        berth_store::private_dir(&dir, 0o700)?;
+    }
+    Ok(())
+}
+
+/// Runs `work` to its end on a task of its own: a caller that stops
+/// waiting (a gRPC deadline, a closed connection) drops only the wait,
+/// never half of a change to the node.
+pub(crate) async fn to_completion<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| Error::internal(format!("core task: {e}")))?
 }
 
 /// A fresh 64-hex-digit id.

@@ -7,7 +7,7 @@ use berth_errdefs::{Error, ErrorKind, Result};
 use berth_store::Batch;
 
 use crate::model::*;
-use crate::{new_id, podfiles, rootfs, CgroupDriver, Core};
+use crate::{new_id, podfiles, rootfs, to_completion, validate, CgroupDriver, Core};
 
 pub(crate) const SANDBOXES: &str = "sandboxes";
 
@@ -71,6 +71,8 @@ impl Core {
     }
 
     /// Makes a pod sandbox: all of it, or nothing (the error names the step).
+    /// The work runs to its end even when the caller stops waiting (a
+    /// kubelet deadline), so a pod is either made and recorded or not made.
     pub async fn run_pod_sandbox(self: &Arc<Self>, config: PodConfig) -> Result<String> {
         if config.name.is_empty() || config.namespace.is_empty() || config.uid.is_empty() {
             return Err(Error::invalid(
@@ -84,27 +86,42 @@ impl Core {
                 "a pod sandbox cannot take another container's namespace (TARGET)",
             ));
         }
+        let config = validate::pod(config)?;
+        self.check_log_directory(&config.log_directory)?;
         self.runtime(&config.runtime_handler)?;
+        let core = self.clone();
+        to_completion(async move { core.run_pod_sandbox_detached(config).await }).await
+    }
+
+    async fn run_pod_sandbox_detached(self: Arc<Self>, config: PodConfig) -> Result<String> {
         let id = new_id();
         let key = name_key(&config);
         self.reserve_name(&key, &id)?;
         let core = self.clone();
-        let made = {
-            let id = id.clone();
-            tokio::task::spawn_blocking(move || {
-                let made = core.make_sandbox(&id, config);
-                if made.is_err() {
-                    core.remove_sandbox_files(&id, None);
+        let sandbox_id = id.clone();
+        // Made, recorded and (on failure) undone exactly once, all off the
+        // async workers.
+        let made = tokio::task::spawn_blocking(move || -> Result<SandboxRecord> {
+            let record = match core.make_sandbox(&sandbox_id, config) {
+                Ok(r) => r,
+                Err(e) => {
+                    core.remove_sandbox_files(&sandbox_id, None);
+                    return Err(e);
                 }
-                made
-            })
-            .await
-            .map_err(|e| Error::internal(format!("pod sandbox setup task: {e}")))?
-        };
-        let record = match made.and_then(|r| self.persist_sandbox(&r).map(|()| r)) {
+            };
+            if let Err(e) = core.persist_sandbox(&record) {
+                // The record knows what to undo, the pod cgroup included.
+                core.remove_sandbox_files(&sandbox_id, Some(&record));
+                return Err(e);
+            }
+            Ok(record)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("pod sandbox setup task: {e}")))
+        .and_then(|r| r);
+        let record = match made {
             Ok(r) => r,
             Err(e) => {
-                self.remove_sandbox_files(&id, None);
                 self.release_name(&key, &id);
                 return Err(e);
             }
@@ -233,6 +250,13 @@ impl Core {
     /// Stops the pod's containers and releases its namespaces. Idempotent;
     /// a missing sandbox is fine (CRI).
     pub async fn stop_pod_sandbox(self: &Arc<Self>, id: &str) -> Result<()> {
+        // Runs to its end even if the caller stops waiting.
+        let core = self.clone();
+        let id = id.to_owned();
+        to_completion(async move { core.stop_pod_sandbox_now(&id).await }).await
+    }
+
+    async fn stop_pod_sandbox_now(self: &Arc<Self>, id: &str) -> Result<()> {
         let Some(entry) = self.sandbox_entry(id) else {
             return Ok(());
         };
@@ -272,6 +296,13 @@ impl Core {
     /// Stops the pod if needed, removes its containers and everything it
     /// made. Idempotent; a missing sandbox is fine (CRI).
     pub async fn remove_pod_sandbox(self: &Arc<Self>, id: &str) -> Result<()> {
+        // Runs to its end even if the caller stops waiting.
+        let core = self.clone();
+        let id = id.to_owned();
+        to_completion(async move { core.remove_pod_sandbox_now(&id).await }).await
+    }
+
+    async fn remove_pod_sandbox_now(self: &Arc<Self>, id: &str) -> Result<()> {
         let Some(entry) = self.sandbox_entry(id) else {
             return Ok(());
         };

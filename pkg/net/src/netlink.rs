@@ -327,38 +327,57 @@ impl Netlink {
                 }
                 return Err(e);
             }
-            let mut rest = &buf[..n as usize];
-            while rest.len() >= HEADER_LEN {
-                let len = u32_at(rest, 0) as usize;
-                if len < HEADER_LEN || len > rest.len() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "truncated netlink message",
-                    ));
-                }
-                let kind = u16::from_ne_bytes([rest[4], rest[5]]);
-                let msg_seq = u32_at(rest, 8);
-                let payload = &rest[HEADER_LEN..len];
-                rest = &rest[align(len).min(rest.len())..];
-                if msg_seq != seq {
-                    continue;
-                }
-                match kind {
-                    NLMSG_DONE => return Ok(()),
-                    NLMSG_ERROR => {
-                        let code =
-                            i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
-                        return if code == 0 {
-                            Ok(())
-                        } else {
-                            Err(io::Error::from_raw_os_error(-code))
-                        };
-                    }
-                    _ => on_message(kind, payload),
-                }
+            if let Some(done) = read_replies(&buf[..n as usize], seq, &mut on_message) {
+                return done;
             }
         }
     }
+}
+
+/// Walks the messages of one `recv`: `Some` once the reply to `seq` ends
+/// (ack, error or dump end), `None` to read on. Lengths come from the
+/// kernel but are checked all the same: a short message is an error, not a
+/// panic.
+fn read_replies(
+    mut rest: &[u8],
+    seq: u32,
+    on_message: &mut impl FnMut(u16, &[u8]),
+) -> Option<io::Result<()>> {
+    let invalid = |what: &str| {
+        Some(Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            what.to_string(),
+        )))
+    };
+    while rest.len() >= HEADER_LEN {
+        let len = u32_at(rest, 0) as usize;
+        if len < HEADER_LEN || len > rest.len() {
+            return invalid("truncated netlink message");
+        }
+        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+        let msg_seq = u32_at(rest, 8);
+        let payload = &rest[HEADER_LEN..len];
+        rest = &rest[align(len).min(rest.len())..];
+        if msg_seq != seq {
+            continue;
+        }
+        match kind {
+            NLMSG_DONE => return Some(Ok(())),
+            NLMSG_ERROR => {
+                let Some(code) = payload.get(..4) else {
+                    return invalid("netlink error message without its code");
+                };
+                let code = i32::from_ne_bytes([code[0], code[1], code[2], code[3]]);
+                return Some(if code == 0 {
+                    Ok(())
+                } else {
+                    Err(io::Error::from_raw_os_error(-code))
+                });
+            }
+            _ => on_message(kind, payload),
+        }
+    }
+    None
 }
 
 fn parse_link(payload: &[u8]) -> Option<Link> {
@@ -434,6 +453,37 @@ mod tests {
             IFLA_LINKINFO | NLA_F_NESTED
         );
         assert_eq!(&nested[8..13], b"veth\0");
+    }
+
+    /// A reply of `kind` for `seq` carrying `payload`.
+    fn reply(kind: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let mut msg = Vec::new();
+        msg.extend_from_slice(&((HEADER_LEN + payload.len()) as u32).to_ne_bytes());
+        msg.extend_from_slice(&kind.to_ne_bytes());
+        msg.extend_from_slice(&0u16.to_ne_bytes());
+        msg.extend_from_slice(&seq.to_ne_bytes());
+        msg.extend_from_slice(&0u32.to_ne_bytes());
+        msg.extend_from_slice(payload);
+        msg
+    }
+
+    #[test]
+    fn a_short_error_message_is_an_error_not_a_panic() {
+        let short = reply(NLMSG_ERROR, 5, &[0, 0]);
+        let e = read_replies(&short, 5, &mut |_, _| {})
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("without its code"), "{e}");
+        let eexist = reply(NLMSG_ERROR, 5, &(-libc::EEXIST).to_ne_bytes());
+        let e = read_replies(&eexist, 5, &mut |_, _| {})
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+        let ack = reply(NLMSG_ERROR, 5, &0i32.to_ne_bytes());
+        read_replies(&ack, 5, &mut |_, _| {}).unwrap().unwrap();
+        // Another request's reply is skipped.
+        assert!(read_replies(&short, 6, &mut |_, _| {}).is_none());
     }
 
     #[test]

@@ -19,6 +19,23 @@ pub struct RuntimeHandler {
     /// `/sys/fs/cgroup/unified` is an empty tmpfs: crun 1.8 refuses hosts
     /// with the hybrid cgroup layout otherwise. See [`hide_cgroup2`].
     pub hide_cgroup2: bool,
+    /// Container annotations passed into the OCI spec, as containerd's
+    /// `container_annotations`: exact keys, or prefixes ending in `*`.
+    /// Empty by default: runtimes read knobs from annotations (crun's
+    /// `run.oci.*`), which a CRI client must not set at will.
+    pub allowed_annotations: Vec<String>,
+}
+
+impl RuntimeHandler {
+    /// Whether the annotation `key` may reach this runtime's spec.
+    pub fn allows_annotation(&self, key: &str) -> bool {
+        self.allowed_annotations
+            .iter()
+            .any(|p| match p.strip_suffix('*') {
+                Some(prefix) => key.starts_with(prefix),
+                None => key == p,
+            })
+    }
 }
 
 /// Makes the calling process's mount namespace private and hides the empty
@@ -82,6 +99,7 @@ pub fn default_handlers(mode: Mode, state_dir: &Path) -> Vec<RuntimeHandler> {
             argv_prefix: Vec::new(),
             root,
             hide_cgroup2: mode == Mode::Hybrid,
+            allowed_annotations: Vec::new(),
         });
     }
     if let Some(runc) = find("runc") {
@@ -91,6 +109,7 @@ pub fn default_handlers(mode: Mode, state_dir: &Path) -> Vec<RuntimeHandler> {
             argv_prefix: Vec::new(),
             root: state_dir.join("runc"),
             hide_cgroup2: false,
+            allowed_annotations: Vec::new(),
         });
     }
     if let Some(first) = out.first() {
@@ -108,6 +127,20 @@ pub fn default_handlers(mode: Mode, state_dir: &Path) -> Vec<RuntimeHandler> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_listed_annotations_pass() {
+        let mut h = default_handlers(Mode::Hybrid, Path::new("/run/berth-test"))
+            .into_iter()
+            .next()
+            .expect("crun or runc is installed");
+        assert!(!h.allows_annotation("run.oci.seccomp.receiver"));
+        h.allowed_annotations = vec!["cdi.k8s.io/*".into(), "io.example.exact".into()];
+        assert!(h.allows_annotation("cdi.k8s.io/gpu"));
+        assert!(h.allows_annotation("io.example.exact"));
+        assert!(!h.allows_annotation("io.example.exactly"));
+        assert!(!h.allows_annotation("run.oci.seccomp.receiver"));
+    }
 
     #[test]
     fn crun_hides_cgroup2_only_on_hybrid_hosts() {

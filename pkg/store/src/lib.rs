@@ -53,6 +53,8 @@ impl Store {
             ),
             e => store_error(&format!("open {}", path.display()), e),
         })?;
+        // The records hold containers' env (and so Secrets): root only.
+        set_mode(&path, 0o600)?;
         let store = Store { db, path };
         store.check_schema()?;
         Ok(store)
@@ -189,9 +191,27 @@ impl Batch {
     }
 }
 
+/// Sets `path`'s permission bits (tightening what an older berthd made).
+pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::from(e).context(format!("chmod {mode:o} {}", path.display())))
+}
+
+/// Creates `dir` (and its parents) and gives it `mode`, even if it existed:
+/// berthd's directories are closed to other host users (containerd's
+/// CVE-2021-41103: image and container contents keep setuid files and
+/// device nodes that a local user must not reach).
+pub fn private_dir(dir: &Path, mode: u32) -> Result<()> {
+    fs::create_dir_all(dir)
+        .map_err(|e| Error::from(e).context(format!("create {}", dir.display())))?;
+    set_mode(dir, mode)
+}
+
 /// Writes `bytes` to `path` so that readers see the old or the new content,
 /// never a mix: temp file, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path
         .parent()
         .ok_or_else(|| Error::invalid(format!("{} has no parent directory", path.display())))?;
@@ -204,10 +224,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         std::process::id()
     ));
     let result = (|| -> std::io::Result<()> {
+        // Private to root: these files hold exec environments and limits.
         let mut f = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
