@@ -61,6 +61,9 @@ pub async fn run(config: Config) -> Result<()> {
         tonic::transport::Server::builder()
             // One span per CRI call, named by its method, for every log line inside.
             .trace_fn(|req| tracing::info_span!("cri", method = %req.uri().path()))
+            .layer(tower::util::MapResponseLayer::new(
+                berth_cri::oversized_request_status::<tonic::body::Body>,
+            ))
             .add_service(runtime_service)
             .add_service(image_service)
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {

@@ -161,6 +161,10 @@ impl Core {
         image: &berth_image::service::Image,
     ) -> Result<ContainerRecord> {
         let runtime = self.runtime(&pod.config.runtime_handler)?;
+        // Host directories the spec builder makes for missing mount
+        // sources go again if the container is not made.
+        let made_dirs =
+            berth_oci::MadeDirs::missing(config.mounts.iter().map(|m| Path::new(&m.host_path)));
         let started = std::time::Instant::now();
         let dir = self.container_dir(id);
         let bundle = dir.join("bundle");
@@ -194,6 +198,7 @@ impl Core {
             stdin: config.stdin,
             stdin_once: config.stdin_once,
         })?;
+        made_dirs.keep();
         tracing::debug!(container = %id, ?mounted, ?specified, created = ?started.elapsed(),
             "container made: rootfs mounted, spec written, runtime create done");
         Ok(ContainerRecord {

@@ -15,6 +15,32 @@ use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 
 pub use error::status as to_status;
 
+/// The largest request message berthd decodes (tonic's default, and what
+/// kubelet's messages stay far below).
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// tonic answers a request over [`MAX_REQUEST_BYTES`] with OUT_OF_RANGE
+/// before any handler runs; gRPC's own servers say RESOURCE_EXHAUSTED, which
+/// is what clients retry on and report. berthd itself never answers
+/// OUT_OF_RANGE, so every such answer is this one. Use as a response map
+/// around the gRPC server.
+pub fn oversized_request_status<B>(
+    mut response: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    use tonic::codegen::http::HeaderValue;
+    let headers = response.headers_mut();
+    if headers.get("grpc-status").is_some_and(|v| v == "11") {
+        headers.insert("grpc-status", HeaderValue::from_static("8"));
+        headers.insert(
+            "grpc-message",
+            HeaderValue::from_static(
+                "the request message is larger than berthd's limit of 4194304 bytes",
+            ),
+        );
+    }
+    response
+}
+
 /// The CRI API version this server speaks.
 pub const CRI_API_VERSION: &str = "v1";
 
@@ -27,7 +53,9 @@ pub fn services(
     ImageServiceServer<image::Images>,
 ) {
     (
-        RuntimeServiceServer::new(runtime::Runtime::new(core.clone(), stream)),
-        ImageServiceServer::new(image::Images::new(core)),
+        RuntimeServiceServer::new(runtime::Runtime::new(core.clone(), stream))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+        ImageServiceServer::new(image::Images::new(core))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
     )
 }

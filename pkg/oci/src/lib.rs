@@ -19,4 +19,5 @@ pub mod seccomp;
 pub mod spec;
 
 pub use handler::{default_handlers, hide_cgroup2, RuntimeHandler};
+pub use mounts::MadeDirs;
 pub use runtime::{ContainerState, OciRuntime};

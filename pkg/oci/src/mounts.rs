@@ -241,9 +241,9 @@ fn cri_mounts_with(
     mounts: &[Mount],
     mount_table: &dyn Fn() -> Result<Vec<MountInfo>>,
 ) -> Result<(Vec<Destined>, Option<String>)> {
-    let mut infos: Option<Vec<MountInfo>> = None;
-    let mut out = Vec::new();
-    let mut rootfs_propagation: Option<String> = None;
+    // Every mount is checked before any host directory is made, so a bad
+    // mount late in the list leaves nothing behind.
+    let mut checked = Vec::with_capacity(mounts.len());
     for m in mounts {
         let dest = container_path("mount container_path", &m.container_path)?;
         if dest == "/" {
@@ -259,20 +259,88 @@ fn cri_mounts_with(
                 host.display()
             )));
         }
-        match std::fs::metadata(host) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(host).map_err(|e| {
-                    Error::from(e).context(format!(
-                        "create missing mount host_path {} (for {dest})",
-                        host.display()
-                    ))
-                })?;
-            }
+        let missing = match std::fs::metadata(host) {
+            Ok(_) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
             Err(e) => {
                 return Err(Error::from(e)
                     .context(format!("mount host_path {} (for {dest})", host.display())))
             }
+        };
+        checked.push((m, dest, missing));
+    }
+    let mut made = MadeDirs::default();
+    let out = resolve_mounts(checked, mount_table, &mut made)?;
+    made.keep();
+    Ok(out)
+}
+
+/// Directories made for missing host paths, removed again (deepest first,
+/// only if still empty) unless kept.
+#[derive(Default)]
+pub struct MadeDirs(Vec<PathBuf>);
+
+impl MadeDirs {
+    /// Remembers the directories missing now on the way to each of `paths`
+    /// (to be made later, by someone else): removed on drop if still empty.
+    pub fn missing<'a>(paths: impl IntoIterator<Item = &'a Path>) -> MadeDirs {
+        let mut out = Vec::new();
+        for path in paths.into_iter().filter(|p| p.is_absolute()) {
+            let mut chain = Vec::new();
+            let mut p = Some(path);
+            while let Some(d) = p.filter(|d| std::fs::symlink_metadata(d).is_err()) {
+                chain.push(d.to_path_buf());
+                p = d.parent();
+            }
+            out.extend(chain.into_iter().rev());
+        }
+        MadeDirs(out)
+    }
+
+    /// Makes `path` and its missing parents, remembering each one made.
+    pub fn create(&mut self, path: &Path) -> std::io::Result<()> {
+        let mut missing = Vec::new();
+        let mut p = Some(path);
+        while let Some(d) = p.filter(|d| std::fs::symlink_metadata(d).is_err()) {
+            missing.push(d.to_path_buf());
+            p = d.parent();
+        }
+        std::fs::create_dir_all(path)?;
+        self.0.extend(missing.into_iter().rev());
+        Ok(())
+    }
+
+    /// The directories stay.
+    pub fn keep(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for MadeDirs {
+    fn drop(&mut self) {
+        for d in self.0.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+fn resolve_mounts(
+    checked: Vec<(&Mount, String, bool)>,
+    mount_table: &dyn Fn() -> Result<Vec<MountInfo>>,
+    made: &mut MadeDirs,
+) -> Result<(Vec<Destined>, Option<String>)> {
+    let mut infos: Option<Vec<MountInfo>> = None;
+    let mut out = Vec::new();
+    let mut rootfs_propagation: Option<String> = None;
+    for (m, dest, missing) in checked {
+        let host = &m.host_path;
+        if missing {
+            made.create(host).map_err(|e| {
+                Error::from(e).context(format!(
+                    "create missing mount host_path {} (for {dest})",
+                    host.display()
+                ))
+            })?;
         }
         let src = std::fs::canonicalize(host).map_err(|e| {
             Error::from(e).context(format!(
@@ -524,6 +592,37 @@ mod tests {
 32 22 0:27 / /mnt/private rw - tmpfs tmpfs rw
 33 32 0:28 / /mnt/private/inner\\040dir rw shared:9 - tmpfs tmpfs rw
 ";
+
+    #[test]
+    fn a_bad_mount_leaves_no_host_directory_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("new/deeper");
+        let m = |host: &Path, dest: &str, propagation| Mount {
+            host_path: host.to_path_buf(),
+            container_path: dest.into(),
+            readonly: false,
+            propagation,
+        };
+        // A later mount is invalid: nothing is made for the earlier one.
+        let e = cri_mounts(&[
+            m(&new, "/a", Propagation::Private),
+            m(Path::new("relative"), "/b", Propagation::Private),
+        ])
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        assert!(e.message.contains("relative"), "{e}");
+        assert!(!dir.path().join("new").exists());
+        // A failure once the directory exists (propagation the host mount
+        // cannot give) removes what was made, and only that.
+        let e = cri_mounts_with(&[m(&new, "/a", Propagation::Bidirectional)], &|| Ok(vec![]))
+            .unwrap_err();
+        assert!(e.message.contains("on no mount"), "{e}");
+        assert!(!dir.path().join("new").exists());
+        assert!(dir.path().exists());
+        // Success keeps it.
+        cri_mounts(&[m(&new, "/a", Propagation::Private)]).unwrap();
+        assert!(new.is_dir());
+    }
 
     #[test]
     fn mountinfo_decides_propagation() {

@@ -116,6 +116,7 @@ pub struct TestDaemonBuilder {
     registries_conf: Option<String>,
     network: Option<TestNetwork>,
     extra_args: Vec<String>,
+    config_toml: String,
 }
 
 impl TestDaemonBuilder {
@@ -128,6 +129,12 @@ impl TestDaemonBuilder {
     /// A network picked by the test (to write a CNI config for it first).
     pub fn network(mut self, network: TestNetwork) -> Self {
         self.network = Some(network);
+        self
+    }
+
+    /// berthd's config file text (empty by default).
+    pub fn config_toml(mut self, text: &str) -> Self {
+        self.config_toml = text.to_string();
         self
     }
 
@@ -145,7 +152,7 @@ impl TestDaemonBuilder {
     /// Starts berthd expecting it to refuse to start: returns its log.
     pub fn start_failure(self) -> String {
         let d = self.build();
-        std::fs::write(d.dir.path().join("no-config.toml"), "").expect("config");
+        std::fs::write(d.dir.path().join("no-config.toml"), &d.config_toml).expect("config");
         let mut child = d
             .command()
             .stdin(Stdio::null())
@@ -188,6 +195,7 @@ impl TestDaemonBuilder {
             socket: dir.path().join("run/berth.sock"),
             log_path: dir.path().join("berthd.log"),
             args: self.extra_args,
+            config_toml: self.config_toml,
             registries,
             child: None,
             dir,
@@ -207,6 +215,8 @@ pub struct TestDaemon {
     log_path: PathBuf,
     registries: PathBuf,
     args: Vec<String>,
+    /// The config file's text, written at every start.
+    config_toml: String,
     child: Option<Child>,
 }
 
@@ -249,8 +259,8 @@ impl TestDaemon {
     }
 
     async fn spawn(&mut self) {
-        // An empty config file keeps the machine's /etc/berth out of tests.
-        std::fs::write(self.dir.path().join("no-config.toml"), "").expect("config");
+        // A config file of the test's own keeps the machine's /etc/berth out.
+        std::fs::write(self.dir.path().join("no-config.toml"), &self.config_toml).expect("config");
         let log = File::options()
             .create(true)
             .append(true)
