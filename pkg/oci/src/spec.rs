@@ -102,7 +102,9 @@ pub enum Seccomp {
     #[default]
     RuntimeDefault,
     Unconfined,
-    /// A profile file on the host (OCI `linux.seccomp` JSON).
+    /// A profile file on the host (OCI `linux.seccomp` JSON or Docker's
+    /// format): an absolute path to a regular file of at most 1 MiB, under
+    /// `ContainerSpec::seccomp_profile_root` when that is set.
     Localhost(PathBuf),
 }
 
