@@ -859,7 +859,7 @@ pub const MAX_PROFILE_BYTES: u64 = 1 << 20;
 /// format), resolved for a container whose bounding set is `bounding`.
 ///
 /// The path comes from a CRI request, so it is checked before anything is
-/// read (see [`read_profile`]). Each refusal is an `InvalidArgument` naming
+/// read (see `read_profile`). Each refusal is an `InvalidArgument` naming
 /// the path and the reason.
 pub fn load_profile(
     path: &Path,
