@@ -82,20 +82,49 @@ fn device_at(host: &Path, container: &str) -> Result<Option<LinuxDevice>> {
     Ok(Some(d))
 }
 
-/// Every device under a host directory, placed under `container`.
-fn devices_in(dir: &Path, container: &str, out: &mut Vec<LinuxDevice>) -> Result<()> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| Error::from(e).context(format!("device host_path {}", dir.display())))?;
-    let mut entries: Vec<_> = entries.flatten().collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let host = e.path();
-        let inner = format!("{}/{name}", container.trim_end_matches('/'));
-        let Ok(ft) = e.file_type() else { continue };
+/// More entries than this below a device directory are refused: a device
+/// tree (`/dev`, `/dev/snd`) has at most a few thousand, and a request
+/// naming `/` must not make berthd walk the host's whole file system.
+const MAX_TREE_ENTRIES: usize = 10_000;
+
+/// An entry of a device tree still to visit: host path, container path.
+type Pending = (PathBuf, String, std::fs::FileType);
+
+/// Every device under the host directory `top`, placed under `container`:
+/// depth first, each directory's entries in name order. The walk keeps
+/// its own stack, so a deep tree costs no call stack.
+fn devices_in(top: &Path, container: &str, out: &mut Vec<LinuxDevice>) -> Result<()> {
+    let mut seen = 0;
+    let mut stack: Vec<Pending> = Vec::new();
+    let mut push_entries = |dir: &Path, container: &str, stack: &mut Vec<Pending>| {
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| Error::from(e).context(format!("device host_path {}", dir.display())))?;
+        let mut found = Vec::new();
+        for e in entries.flatten() {
+            seen += 1;
+            if seen > MAX_TREE_ENTRIES {
+                return Err(Error::invalid(format!(
+                    "device host_path {} has more than {MAX_TREE_ENTRIES} entries below it; name the devices or a smaller directory",
+                    top.display()
+                )));
+            }
+            found.push(e);
+        }
+        found.sort_by_key(|e| e.file_name());
+        for e in found.into_iter().rev() {
+            let Ok(ft) = e.file_type() else { continue };
+            let name = e.file_name().to_string_lossy().into_owned();
+            let inner = format!("{}/{name}", container.trim_end_matches('/'));
+            stack.push((e.path(), inner, ft));
+        }
+        Ok(())
+    };
+    push_entries(top, container, &mut stack)?;
+    while let Some((host, inner, ft)) = stack.pop() {
+        let name = host.file_name().unwrap_or_default().to_string_lossy();
         if ft.is_dir() {
-            if !SKIPPED_DIRS.contains(&name.as_str()) {
-                devices_in(&host, &inner, out)?;
+            if !SKIPPED_DIRS.contains(&name.as_ref()) {
+                push_entries(&host, &inner, &mut stack)?;
             }
         } else if name != "console" {
             if let Some(d) = device_at(&host, &inner)? {
@@ -222,6 +251,20 @@ mod tests {
         assert_eq!(rules[0].access().as_deref(), Some("rwm"));
     }
 
+    /// Makes a character device node (needs root, as CI runs the suite).
+    fn mknod(path: &Path, major: u64, minor: u64) {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(euid, 0, "needs root: run the suite as root");
+        nix::sys::stat::mknod(
+            path,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o640),
+            libc::makedev(major as u32, minor as u32),
+        )
+        .unwrap_or_else(|e| panic!("mknod {}: {e}", path.display()));
+    }
+
     #[test]
     fn symlinks_and_directories_are_followed() {
         let dir = tempfile::tempdir().unwrap();
@@ -231,19 +274,59 @@ mod tests {
         assert_eq!((nodes[0].major(), nodes[0].minor()), (1, 3));
         assert_eq!(nodes[0].path(), Path::new("/dev/x"));
 
-        // A directory of devices (a file that is no device is skipped).
+        // A tree of devices: nested directories are walked in name order;
+        // a file that is no device, a symlink, `console` and the skipped
+        // directories (`pts`, ...) give nothing.
         let tree = tempfile::tempdir().unwrap();
-        std::fs::write(tree.path().join("readme"), "x").unwrap();
-        let (nodes, rules) =
-            cri_devices(&[dev(tree.path().to_str().unwrap(), "/dev/snd", "rw")]).unwrap();
-        assert!(nodes.is_empty() && rules.is_empty());
-        if Path::new("/dev/net/tun").exists() {
-            let (nodes, _) = cri_devices(&[dev("/dev/net", "/dev/n", "rw")]).unwrap();
-            assert!(
-                nodes.iter().any(|n| n.path() == Path::new("/dev/n/tun")),
-                "{nodes:?}"
-            );
+        let t = tree.path();
+        std::fs::create_dir_all(t.join("snd/sub")).unwrap();
+        std::fs::create_dir(t.join("pts")).unwrap();
+        std::fs::write(t.join("readme"), "x").unwrap();
+        std::os::unix::fs::symlink("/dev/null", t.join("link")).unwrap();
+        mknod(&t.join("zero"), 1, 5);
+        mknod(&t.join("snd/null"), 1, 3);
+        mknod(&t.join("snd/sub/full"), 1, 7);
+        mknod(&t.join("console"), 5, 1);
+        mknod(&t.join("pts/0"), 136, 0);
+        let (nodes, rules) = cri_devices(&[dev(t.to_str().unwrap(), "/dev/t/", "rw")]).unwrap();
+        let got: Vec<(String, i64, i64)> = nodes
+            .iter()
+            .map(|n| (n.path().display().to_string(), n.major(), n.minor()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("/dev/t/snd/null".to_string(), 1, 3),
+                ("/dev/t/snd/sub/full".to_string(), 1, 7),
+                ("/dev/t/zero".to_string(), 1, 5),
+            ]
+        );
+        assert_eq!(nodes[0].file_mode(), Some(0o640));
+        let rules: Vec<String> = rules.iter().map(|r| r.to_string()).collect();
+        assert_eq!(rules, ["c 1:3 rw", "c 1:7 rw", "c 1:5 rw"]);
+    }
+
+    #[test]
+    fn device_trees_too_large_to_walk_are_refused() {
+        let tree = tempfile::tempdir().unwrap();
+        let sub = tree.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        // The directory counts too: one entry over the cap in all.
+        for i in 0..MAX_TREE_ENTRIES {
+            std::fs::File::create(sub.join(i.to_string())).unwrap();
         }
+        let e = cri_devices(&[dev(tree.path().to_str().unwrap(), "/dev/t", "rw")]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+        assert!(
+            e.message.contains(&tree.path().display().to_string())
+                && e.message.contains("more than 10000 entries"),
+            "{e}"
+        );
+        // At the cap it is walked.
+        std::fs::remove_file(sub.join("0")).unwrap();
+        let (nodes, _) =
+            cri_devices(&[dev(tree.path().to_str().unwrap(), "/dev/t", "rw")]).unwrap();
+        assert!(nodes.is_empty());
     }
 
     #[test]

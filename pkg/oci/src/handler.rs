@@ -147,14 +147,22 @@ mod tests {
         let dir = Path::new("/run/berth-test");
         let hybrid = default_handlers(Mode::Hybrid, dir);
         let legacy = default_handlers(Mode::Unified, dir);
-        if let Some(crun) = hybrid.iter().find(|h| h.name == "crun") {
-            assert!(crun.program.ends_with("crun"));
-            assert!(crun.hide_cgroup2 && crun.argv_prefix.is_empty());
-            let plain = legacy.iter().find(|h| h.name == "crun").unwrap();
-            assert!(!plain.hide_cgroup2);
-            assert_eq!(hybrid[0].name, "", "crun is the default handler");
-            assert_eq!(hybrid[0].program, crun.program);
-        }
+        // Without crun nothing below would be checked.
+        let crun = hybrid
+            .iter()
+            .find(|h| h.name == "crun")
+            .expect("crun not installed: hack/install-deps.sh installs it");
+        assert!(crun.program.ends_with("crun"));
+        assert!(crun.hide_cgroup2 && crun.argv_prefix.is_empty());
+        let plain = legacy.iter().find(|h| h.name == "crun").unwrap();
+        assert!(!plain.hide_cgroup2);
+        assert_eq!(hybrid[0].name, "", "crun is the default handler");
+        assert_eq!(hybrid[0].program, crun.program);
+        let runc = hybrid
+            .iter()
+            .find(|h| h.name == "runc")
+            .expect("runc not installed: hack/install-deps.sh installs it");
+        assert!(!runc.hide_cgroup2, "runc runs on hybrid hosts as they are");
         for h in &hybrid {
             assert!(h.root.starts_with(dir));
         }

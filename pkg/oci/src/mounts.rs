@@ -654,7 +654,9 @@ mod tests {
             e.message.contains("/mnt/slave/a") && e.message.contains("not a shared mount"),
             "{e}"
         );
-        assert!(ok("/mnt/private/a", Propagation::HostToContainer).is_err());
+        let e = ok("/mnt/private/a", Propagation::HostToContainer).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        assert!(e.message.contains("not a shared or slave mount"), "{e}");
     }
 
     #[test]
@@ -692,15 +694,27 @@ mod tests {
         .unwrap();
         assert_eq!(prop, None);
 
-        // On this host's real table: an error when the mount is private.
+        // On this host's real table, whichever way the source is mounted:
+        // rshared when it is a shared mount, else an error saying so.
         let infos = parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap());
-        if check_propagation(&src, Propagation::Bidirectional, &infos).is_err() {
-            let e = cri_mounts(&[m(Propagation::Bidirectional)]).unwrap_err();
-            assert_eq!(e.kind, ErrorKind::InvalidArgument);
-            assert!(
-                e.message.contains("mount /x") && e.message.contains("shared"),
-                "{e}"
-            );
+        let shared_here = mount_of(&src, &infos)
+            .unwrap()
+            .optional
+            .split(' ')
+            .any(|o| o.starts_with("shared:"));
+        match cri_mounts(&[m(Propagation::Bidirectional)]) {
+            Ok((_, prop)) => {
+                assert!(shared_here, "{} is not on a shared mount", src.display());
+                assert_eq!(prop.as_deref(), Some("rshared"));
+            }
+            Err(e) => {
+                assert!(!shared_here, "{} is on a shared mount: {e}", src.display());
+                assert_eq!(e.kind, ErrorKind::InvalidArgument);
+                assert!(
+                    e.message.contains("mount /x") && e.message.contains("not a shared mount"),
+                    "{e}"
+                );
+            }
         }
     }
 }

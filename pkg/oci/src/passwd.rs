@@ -627,7 +627,22 @@ mod tests {
 
         std::fs::remove_file(r.join("etc/passwd")).unwrap();
         std::fs::create_dir(r.join("etc/passwd")).unwrap();
-        assert!(read_in_root(r, "/etc/passwd").is_err());
+        let err = read_in_root(r, "/etc/passwd").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidArgument, "{err}");
+        assert!(err.message.contains("not a regular file"), "{err}");
+        std::fs::remove_dir(r.join("etc/passwd")).unwrap();
+
+        // Past the cap, a database is refused rather than read in whole.
+        let mut big = b"root:x:0:0::/:/bin/sh\n".to_vec();
+        big.resize(MAX_FILE_BYTES as usize, b'#');
+        std::fs::write(r.join("etc/passwd"), &big).unwrap();
+        assert!(read_in_root(r, "/etc/passwd").unwrap().is_some());
+        big.push(b'#');
+        std::fs::write(r.join("etc/passwd"), &big).unwrap();
+        let err = read_in_root(r, "/etc/passwd").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidArgument, "{err}");
+        assert!(err.message.contains("larger than"), "{err}");
+        std::fs::remove_file(r.join("etc/passwd")).unwrap();
 
         // A regular file used as a directory: no such file.
         std::fs::write(r.join("file"), "x").unwrap();

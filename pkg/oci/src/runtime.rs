@@ -19,6 +19,27 @@ pub struct ContainerState {
     pub pid: u32,
 }
 
+/// A container id as runc accepts one (`^[\w+\-.]+$`, not `.` or `..`),
+/// and not starting with `-`: the id is joined to the runtime's root and
+/// passed as an argument, so it must neither leave the root nor read as a
+/// flag.
+fn check_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && !id.starts_with('-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+-.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "container id {id:?} is not valid: it must be letters, digits, '_', '+', '-' and '.', not start with '-', and not be '.' or '..'"
+        )))
+    }
+}
+
 pub struct OciRuntime {
     handler: RuntimeHandler,
 }
@@ -51,6 +72,7 @@ impl OciRuntime {
     /// status file); every one keeps a directory per container under its
     /// root, so that is what decides.
     fn require(&self, id: &str) -> Result<()> {
+        check_id(id)?;
         if self.handler.root.join(id).exists() {
             Ok(())
         } else {
@@ -97,6 +119,7 @@ impl OciRuntime {
         stdout: Stdio,
         stderr: Stdio,
     ) -> Result<()> {
+        check_id(id)?;
         std::fs::create_dir_all(&self.handler.root)?;
         let status = self
             .command()
@@ -191,5 +214,56 @@ impl OciRuntime {
                 .arg(id),
         )
         .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_leave_the_root_or_read_as_flags_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let runtime = OciRuntime::new(RuntimeHandler {
+            name: "test".into(),
+            // Never run: a bad id is refused before anything is.
+            program: root.path().join("no-such-runtime"),
+            argv_prefix: Vec::new(),
+            root: root.path().join("state"),
+            hide_cgroup2: false,
+        });
+        std::fs::create_dir(root.path().join("state")).unwrap();
+        let file = root.path().join("f");
+        for id in [
+            "", ".", "..", "../state", "/etc", "a/b", "-h", "--force", "a b", "a\nb",
+        ] {
+            let results = [
+                (
+                    "create",
+                    runtime.create(id, &file, &file, Stdio::null(), Stdio::null()),
+                ),
+                ("start", runtime.start(id)),
+                ("kill", runtime.kill(id, "KILL")),
+                ("delete", runtime.delete(id, true)),
+                ("state", runtime.state(id).map(drop)),
+                (
+                    "exec",
+                    runtime.exec_command(id, &file, &file, None).map(drop),
+                ),
+                ("update", runtime.update(id, &file)),
+            ];
+            for (verb, result) in results {
+                let e = result.unwrap_err();
+                assert_eq!(e.kind, ErrorKind::InvalidArgument, "{verb} {id:?}: {e}");
+                assert!(
+                    e.message
+                        .contains(&format!("container id {id:?} is not valid")),
+                    "{verb} {id:?}: {e}"
+                );
+            }
+        }
+        // A well-formed id gets as far as the runtime's state directory.
+        let e = runtime.start("abc-1.2_x+y").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
     }
 }

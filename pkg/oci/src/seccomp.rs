@@ -10,6 +10,8 @@
 //! the conditions. A plain OCI object is valid Docker format, so either kind
 //! of file works.
 
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use berth_errdefs::{Error, Result};
@@ -850,15 +852,21 @@ pub fn default_profile(bounding: &Capabilities) -> LinuxSeccomp {
         .expect("the built-in profile is valid")
 }
 
+/// The largest Localhost profile read: Docker's default is about 20 KiB.
+pub const MAX_PROFILE_BYTES: u64 = 1 << 20;
+
 /// A profile file from the host (OCI `linux.seccomp` JSON or Docker's
 /// format), resolved for a container whose bounding set is `bounding`.
-pub fn load_profile(path: &Path, bounding: &Capabilities) -> Result<LinuxSeccomp> {
-    let data = std::fs::read(path).map_err(|e| {
-        Error::invalid(format!(
-            "seccomp profile {}: cannot read: {e}",
-            path.display()
-        ))
-    })?;
+///
+/// The path comes from a CRI request, so it is checked before anything is
+/// read (see `read_profile`). Each refusal is an `InvalidArgument` naming
+/// the path and the reason.
+pub fn load_profile(
+    path: &Path,
+    root: Option<&Path>,
+    bounding: &Capabilities,
+) -> Result<LinuxSeccomp> {
+    let data = read_profile(path, root)?;
     let profile: Profile = serde_json::from_slice(&data).map_err(|e| {
         Error::invalid(format!(
             "seccomp profile {}: not a valid profile: {e}",
@@ -868,6 +876,103 @@ pub fn load_profile(path: &Path, bounding: &Capabilities) -> Result<LinuxSeccomp
     profile
         .resolve(&Host::current(), bounding)
         .map_err(|e| e.context(format!("seccomp profile {}", path.display())))
+}
+
+/// The bytes of the profile file at `path`, which must be absolute and, when
+/// `root` is given, lie under it once the symlinks and `..` of its
+/// directories are resolved. The last component must be a regular file of
+/// at most [`MAX_PROFILE_BYTES`]: a symlink there is not followed, and a
+/// FIFO or device is only looked at (`O_PATH`), never opened for reading,
+/// so it can neither block nor be triggered. The directories are the node
+/// admin's and trusted not to change while this runs.
+fn read_profile(path: &Path, root: Option<&Path>) -> Result<Vec<u8>> {
+    let refuse = |why: String| Error::invalid(format!("seccomp profile {}: {why}", path.display()));
+    if !path.is_absolute() {
+        return Err(refuse("must be an absolute path".into()));
+    }
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(refuse("does not name a file".into()));
+    };
+    let cannot_read = |e: std::io::Error| refuse(format!("cannot read: {e}"));
+    // The file is opened in the directory that was checked.
+    let dir = std::fs::canonicalize(parent).map_err(cannot_read)?;
+    if let Some(root) = root {
+        if !root.is_absolute() {
+            return Err(refuse(format!(
+                "the seccomp profile root {} must be an absolute path",
+                root.display()
+            )));
+        }
+        let real_root = std::fs::canonicalize(root).map_err(|e| {
+            refuse(format!(
+                "the seccomp profile root {} cannot be resolved: {e}",
+                root.display()
+            ))
+        })?;
+        if !dir.starts_with(&real_root) {
+            return Err(refuse(format!(
+                "is outside the seccomp profile root {}",
+                root.display()
+            )));
+        }
+    }
+    let file = dir.join(name);
+    let open = |flags: libc::c_int| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&file)
+            .map_err(cannot_read)
+    };
+    let probe = open(libc::O_PATH)?.metadata().map_err(cannot_read)?;
+    let kind = probe.file_type();
+    if kind.is_symlink() {
+        return Err(refuse("is a symbolic link, which is not followed".into()));
+    }
+    if !kind.is_file() {
+        return Err(refuse(format!(
+            "is not a regular file (it is {})",
+            describe(kind)
+        )));
+    }
+    let too_large = || refuse(format!("is larger than {MAX_PROFILE_BYTES} bytes"));
+    if probe.len() > MAX_PROFILE_BYTES {
+        return Err(too_large());
+    }
+    // Should the entry have been swapped since, O_NOFOLLOW and O_NONBLOCK
+    // keep a link from being followed and a FIFO from blocking, and the
+    // inode must be the one checked.
+    let f = open(libc::O_RDONLY | libc::O_NONBLOCK)?;
+    let meta = f.metadata().map_err(cannot_read)?;
+    if (meta.dev(), meta.ino()) != (probe.dev(), probe.ino()) {
+        return Err(refuse("was replaced while it was opened".into()));
+    }
+    // The file may grow after the size check: read no more than the cap + 1.
+    let mut data = Vec::new();
+    f.take(MAX_PROFILE_BYTES + 1)
+        .read_to_end(&mut data)
+        .map_err(cannot_read)?;
+    if data.len() as u64 > MAX_PROFILE_BYTES {
+        return Err(too_large());
+    }
+    Ok(data)
+}
+
+/// What a file that is not a regular file is, for an error message.
+fn describe(kind: std::fs::FileType) -> &'static str {
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else {
+        "of an unknown type"
+    }
 }
 
 #[cfg(test)]
@@ -1115,7 +1220,7 @@ mod tests {
                "syscalls":[{"names":["sethostname"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
         )
         .unwrap();
-        let p = load_profile(&oci, &bounding).unwrap();
+        let p = load_profile(&oci, None, &bounding).unwrap();
         assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActAllow);
         assert_eq!(p.syscalls().as_ref().unwrap().len(), 1);
         assert_eq!(p.architectures().as_ref().unwrap(), &[Arch::ScmpArchX86_64]);
@@ -1131,7 +1236,7 @@ mod tests {
                ]}"#,
         )
         .unwrap();
-        let p = load_profile(&docker, &bounding).unwrap();
+        let p = load_profile(&docker, None, &bounding).unwrap();
         let names: Vec<&str> = p
             .syscalls()
             .iter()
@@ -1141,12 +1246,148 @@ mod tests {
         assert_eq!(names, vec!["read", "write"]);
     }
 
+    /// A profile that loads whenever its file may be read.
+    const VALID: &str = r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#;
+
+    fn bounding() -> Capabilities {
+        CapSet::of(&DEFAULT_CAPS).to_oci()
+    }
+
+    /// `path` is refused as an InvalidArgument naming it and `reason`.
+    fn refused(path: &Path, root: Option<&Path>, reason: &str) {
+        let e = load_profile(path, root, &bounding())
+            .map(|_| ())
+            .expect_err(&format!("{} must be refused ({reason})", path.display()));
+        assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+        assert!(
+            e.message.contains(&path.display().to_string()) && e.message.contains(reason),
+            "{e:?} should name {} and say {reason:?}",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn localhost_profile_paths_must_be_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.json");
+        std::fs::write(&file, VALID).unwrap();
+        // The same file, relative to this process's working directory: it
+        // would load if relative paths were resolved at all.
+        let up = "../".repeat(std::env::current_dir().unwrap().components().count());
+        let relative = PathBuf::from(format!(
+            "{up}{}",
+            file.display().to_string().trim_start_matches('/')
+        ));
+        assert!(relative.is_file(), "{}", relative.display());
+        refused(&relative, None, "must be an absolute path");
+        refused(Path::new("p.json"), None, "must be an absolute path");
+        refused(&relative, Some(dir.path()), "must be an absolute path");
+    }
+
+    #[test]
+    fn localhost_profile_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(load_profile(&path, None, &bounding()).map(|_| ()));
+        });
+        let result = match rx.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(result) => result,
+            Err(_) => {
+                // Release the blocked reader before failing: a writer that
+                // opens and closes gives it end-of-file.
+                let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+                panic!("loading the FIFO {} blocked", fifo.display());
+            }
+        };
+        let e = result.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+        assert!(e.message.contains("fifo.json"), "{e}");
+        assert!(e.message.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn localhost_profile_symlinks_directories_and_devices_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.json");
+        std::fs::write(&file, VALID).unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        refused(&link, None, "symbolic link");
+        refused(dir.path(), None, "not a regular file");
+        refused(Path::new("/dev/null"), None, "not a regular file");
+        refused(&dir.path().join(".."), None, "does not name a file");
+        // The target itself loads.
+        load_profile(&file, None, &bounding()).unwrap();
+    }
+
+    #[test]
+    fn localhost_profiles_larger_than_the_cap_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // Valid JSON padded with white space, exactly at the cap: it loads.
+        let mut body = VALID.as_bytes().to_vec();
+        body.resize(MAX_PROFILE_BYTES as usize, b' ');
+        let at_cap = dir.path().join("at-cap.json");
+        std::fs::write(&at_cap, &body).unwrap();
+        load_profile(&at_cap, None, &bounding()).unwrap();
+        // One byte more is refused before it is parsed.
+        body.push(b' ');
+        let over = dir.path().join("over.json");
+        std::fs::write(&over, &body).unwrap();
+        refused(&over, None, "larger than 1048576 bytes");
+    }
+
+    #[test]
+    fn localhost_profiles_stay_under_the_configured_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("profiles");
+        std::fs::create_dir(&root).unwrap();
+        let inside = root.join("p.json");
+        std::fs::write(&inside, VALID).unwrap();
+        let outside = dir.path().join("outside.json");
+        std::fs::write(&outside, VALID).unwrap();
+        // A directory in the root that leads out of it.
+        std::os::unix::fs::symlink(dir.path(), root.join("escape")).unwrap();
+
+        let r = Some(root.as_path());
+        refused(&outside, r, "outside the seccomp profile root");
+        refused(
+            &root.join("../outside.json"),
+            r,
+            "outside the seccomp profile root",
+        );
+        refused(
+            &root.join("escape/outside.json"),
+            r,
+            "outside the seccomp profile root",
+        );
+        refused(&root.join("escape/profiles/missing.json"), r, "cannot read");
+        refused(
+            &inside,
+            Some(Path::new("profiles")),
+            "must be an absolute path",
+        );
+
+        let p = load_profile(&inside, r, &bounding()).unwrap();
+        assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActAllow);
+        // The root may itself be reached through a link.
+        let root_link = dir.path().join("root-link");
+        std::os::unix::fs::symlink(&root, &root_link).unwrap();
+        load_profile(&inside, Some(&root_link), &bounding()).unwrap();
+        load_profile(&root_link.join("p.json"), r, &bounding()).unwrap();
+        // Without a root, any absolute path is allowed.
+        load_profile(&outside, None, &bounding()).unwrap();
+    }
+
     #[test]
     fn bad_localhost_profiles_are_invalid_arguments_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let bounding = CapSet::of(&DEFAULT_CAPS).to_oci();
         let missing = dir.path().join("missing.json");
-        let e = load_profile(&missing, &bounding).unwrap_err();
+        let e = load_profile(&missing, None, &bounding).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidArgument);
         assert!(e.message.contains("missing.json"), "{e}");
 
@@ -1170,7 +1411,7 @@ mod tests {
         for (name, body) in cases {
             let path = dir.path().join(name);
             std::fs::write(&path, body).unwrap();
-            let e = load_profile(&path, &bounding).unwrap_err();
+            let e = load_profile(&path, None, &bounding).unwrap_err();
             assert_eq!(e.kind, ErrorKind::InvalidArgument, "{name}: {e}");
             assert!(e.message.contains(name), "{name}: {e}");
         }

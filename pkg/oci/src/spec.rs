@@ -102,7 +102,9 @@ pub enum Seccomp {
     #[default]
     RuntimeDefault,
     Unconfined,
-    /// A profile file on the host (OCI `linux.seccomp` JSON).
+    /// A profile file on the host (OCI `linux.seccomp` JSON or Docker's
+    /// format): an absolute path to a regular file of at most 1 MiB, under
+    /// `ContainerSpec::seccomp_profile_root` when that is set.
     Localhost(PathBuf),
 }
 
@@ -164,6 +166,9 @@ pub struct ContainerSpec {
     pub masked_paths: Option<Vec<String>>,
     pub readonly_paths: Option<Vec<String>>,
     pub seccomp: Seccomp,
+    /// Where `Seccomp::Localhost` profiles must lie (berthd's configured
+    /// profile root); `None` allows any absolute path.
+    pub seccomp_profile_root: Option<PathBuf>,
     pub apparmor_profile: Option<String>,
     pub resources: Resources,
     pub namespaces: Namespaces,
@@ -446,7 +451,11 @@ fn linux(spec: &ContainerSpec, caps: CapSet) -> Result<Linux> {
         match &spec.seccomp {
             Seccomp::RuntimeDefault => Some(seccomp::default_profile(&bounding)),
             Seccomp::Unconfined => None,
-            Seccomp::Localhost(path) => Some(seccomp::load_profile(path, &bounding)?),
+            Seccomp::Localhost(path) => Some(seccomp::load_profile(
+                path,
+                spec.seccomp_profile_root.as_deref(),
+                &bounding,
+            )?),
         }
     };
 
@@ -1064,6 +1073,13 @@ mod tests {
         assert_eq!(sc.default_action(), LinuxSeccompAction::ScmpActLog);
         spec.seccomp = Seccomp::Localhost(dir.path().join("missing.json"));
         invalid(&spec, "missing.json");
+        // A configured profile root confines Localhost profiles.
+        spec.seccomp = Seccomp::Localhost(dir.path().join("profile.json"));
+        spec.seccomp_profile_root = Some(dir.path().join("profiles"));
+        std::fs::create_dir(dir.path().join("profiles")).unwrap();
+        invalid(&spec, "is outside the seccomp profile root");
+        spec.seccomp_profile_root = Some(dir.path().to_path_buf());
+        build(&spec).unwrap();
         // The default profile follows the final bounding set.
         spec.seccomp = Seccomp::RuntimeDefault;
         spec.capabilities_add = s(&["SYS_ADMIN"]);
