@@ -113,6 +113,8 @@ struct File {
     /// When set, pods' log directories must lie under it (kubelet's is
     /// `/var/log/pods`).
     log_root: Option<PathBuf>,
+    /// When set, Localhost seccomp profiles must lie under it.
+    seccomp_profile_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +133,7 @@ pub struct Config {
     pub network: NetworkSettings,
     pub stream_address: std::net::SocketAddr,
     pub log_root: Option<PathBuf>,
+    pub seccomp_profile_root: Option<PathBuf>,
 }
 
 impl Config {
@@ -194,13 +197,17 @@ impl Config {
             .stream_address
             .or(file.stream_address)
             .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-        if let Some(dir) = &file.log_root {
-            if !dir.is_absolute() {
-                bail!("log_root {} must be an absolute path", dir.display());
+        for (name, dir) in [
+            ("log_root", &file.log_root),
+            ("seccomp_profile_root", &file.seccomp_profile_root),
+        ] {
+            if let Some(dir) = dir.as_ref().filter(|d| !d.is_absolute()) {
+                bail!("{name} {} must be an absolute path", dir.display());
             }
         }
         Ok(Config {
             log_root: file.log_root,
+            seccomp_profile_root: file.seccomp_profile_root,
             stream_address,
             network,
             cgroup_root,

@@ -44,6 +44,7 @@ pub async fn run(config: Config) -> Result<()> {
         cgroup_root: config.cgroup_root.clone(),
         network: config.network.clone(),
         log_root: config.log_root.clone(),
+        seccomp_profile_root: config.seccomp_profile_root.clone(),
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
 

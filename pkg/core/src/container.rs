@@ -350,7 +350,7 @@ impl Core {
                 SeccompConfig::Unconfined => oci::Seccomp::Unconfined,
                 SeccompConfig::Localhost(p) => oci::Seccomp::Localhost(p.into()),
             },
-            seccomp_profile_root: None,
+            seccomp_profile_root: self.config.seccomp_profile_root.clone(),
             apparmor_profile: (!sec.apparmor.is_empty()).then(|| sec.apparmor.clone()),
             resources: oci::Resources {
                 cpu_shares: positive(r.cpu_shares).map(|v| v as u64),

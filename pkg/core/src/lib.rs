@@ -73,6 +73,9 @@ pub struct CoreConfig {
     pub network: NetworkSettings,
     /// When set, pods' log directories must lie under it.
     pub log_root: Option<PathBuf>,
+    /// When set, Localhost seccomp profiles must lie under it (kubelet's
+    /// is `/var/lib/kubelet/seccomp`).
+    pub seccomp_profile_root: Option<PathBuf>,
 }
 
 /// Which pod network backend, with its settings.

@@ -231,6 +231,7 @@ mod tests {
             argv_prefix: Vec::new(),
             root: root.path().join("state"),
             hide_cgroup2: false,
+            allowed_annotations: Vec::new(),
         });
         std::fs::create_dir(root.path().join("state")).unwrap();
         let file = root.path().join("f");
