@@ -97,9 +97,7 @@ impl Core {
         if config.name.is_empty() {
             return Err(Error::invalid("container metadata needs a name"));
         }
-        if !config.log_path.is_empty() {
-            validate::relative_file("log_path", &config.log_path)?;
-        }
+        validate::container(&config)?;
         self.ready_sandbox(sandbox_id)?;
         let (core, sandbox_id) = (self.clone(), sandbox_id.to_string());
         to_completion(async move { core.create_container_detached(&sandbox_id, config).await })

@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use berth_errdefs::{Error, Result};
 
-use crate::model::{DnsConfig, NamespaceMode, PodConfig};
+use crate::model::{ContainerConfig, DnsConfig, NamespaceMode, PodConfig};
 
 /// The kernel's limit on a UTS hostname.
 const MAX_HOSTNAME: usize = 64;
@@ -39,6 +39,53 @@ pub(crate) fn pod(mut config: PodConfig) -> Result<PodConfig> {
         config.namespaces.ipc == NamespaceMode::Node,
     )?;
     Ok(config)
+}
+
+/// What of a container config reaches the runtime as C strings: a NUL in
+/// any of it would fail deep inside the runtime (as INTERNAL), so it is the
+/// caller's mistake, said at once.
+pub(crate) fn container(config: &ContainerConfig) -> Result<()> {
+    if !config.log_path.is_empty() {
+        relative_file("log_path", &config.log_path)?;
+    }
+    let no_nul = |what: &str, v: &str| {
+        if v.contains('\0') {
+            Err(Error::invalid(format!("{what} {v:?} contains a NUL byte")))
+        } else {
+            Ok(())
+        }
+    };
+    for a in config.command.iter().chain(&config.args) {
+        no_nul("command argument", a)?;
+    }
+    for (k, v) in &config.env {
+        if k.is_empty() || k.contains('=') {
+            return Err(Error::invalid(format!(
+                "env name {k:?} must be non-empty and without '='"
+            )));
+        }
+        no_nul("env name", k)?;
+        no_nul("env value", v)?;
+    }
+    if !config.working_dir.is_empty() {
+        no_nul("working_dir", &config.working_dir)?;
+        if !config.working_dir.starts_with('/') {
+            return Err(Error::invalid(format!(
+                "working_dir {:?} must be an absolute path",
+                config.working_dir
+            )));
+        }
+    }
+    for m in &config.mounts {
+        no_nul("mount host_path", &m.host_path)?;
+        no_nul("mount container_path", &m.container_path)?;
+    }
+    for d in &config.devices {
+        no_nul("device host_path", &d.host_path)?;
+        no_nul("device container_path", &d.container_path)?;
+    }
+    no_nul("run_as_username", &config.security.run_as_username)?;
+    Ok(())
 }
 
 /// An RFC 1123 host name: dot-separated labels of letters, digits and
@@ -322,6 +369,36 @@ mod tests {
         assert!(e.message.contains("network namespace"), "{}", e.message);
         let e = sysctls(&map(&[("kernel.shmmax", "1")]), false, true).unwrap_err();
         assert!(e.message.contains("IPC namespace"), "{}", e.message);
+    }
+
+    #[test]
+    fn nul_bytes_and_bad_env_names_are_refused() {
+        let ok = ContainerConfig {
+            command: vec!["sh".into()],
+            env: vec![("A".into(), "b=c".into())],
+            working_dir: "/tmp".into(),
+            ..Default::default()
+        };
+        container(&ok).unwrap();
+        let cases: [(&str, fn(&mut ContainerConfig)); 5] = [
+            ("command argument", |c| c.args = vec!["a\0b".into()]),
+            ("env name", |c| c.env = vec![("A=B".into(), "x".into())]),
+            ("env value", |c| c.env = vec![("A".into(), "x\0".into())]),
+            ("working_dir", |c| c.working_dir = "relative".into()),
+            ("mount host_path", |c| {
+                c.mounts = vec![crate::model::MountConfig {
+                    host_path: "/a\0".into(),
+                    ..Default::default()
+                }]
+            }),
+        ];
+        for (what, change) in cases {
+            let mut c = ok.clone();
+            change(&mut c);
+            let e = container(&c).unwrap_err();
+            assert_eq!(e.kind, berth_errdefs::ErrorKind::InvalidArgument, "{what}");
+            assert!(e.message.contains(what), "{what}: {}", e.message);
+        }
     }
 
     #[test]

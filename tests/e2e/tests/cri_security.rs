@@ -351,6 +351,15 @@ async fn values_that_reach_node_files_are_checked_before_anything_is_made() {
         assert_eq!(e.code(), Code::InvalidArgument, "{bad:?}: {e:?}");
         assert!(e.message().contains("log_path"), "{bad:?}: {e:?}");
     }
+    // A NUL in what becomes the runtime's C strings is refused up front.
+    let mut cc = container_config("nul", "busybox", &["true"]);
+    cc.envs = vec![api::KeyValue {
+        key: "A".into(),
+        value: "x\0y".into(),
+    }];
+    let e = create(&mut rt, &pod, cc).await.expect_err("NUL in env");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("NUL"), "{e:?}");
     teardown(&mut rt, &pod).await;
 }
 
@@ -504,4 +513,56 @@ async fn a_refused_create_leaves_no_host_directory_behind() {
         fresh.display()
     );
     teardown(&mut rt, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_cut_short_by_the_client_deadline_leave_no_work_behind() {
+    let reg = TestRegistry::start();
+    reg.push(&["busybox"]);
+    let d = TestDaemon::start().await;
+    let mut ic = d.images().await;
+    let mut cut = 0;
+    for ms in [1u64, 3, 10, 30, 100] {
+        let mut req = tonic::Request::new(api::PullImageRequest {
+            image: Some(api::ImageSpec {
+                image: reg.image("busybox"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        req.set_timeout(Duration::from_millis(ms));
+        match ic.pull_image(req).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(
+                    matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled),
+                    "{e:?}"
+                );
+                cut += 1;
+            }
+        }
+    }
+    assert!(cut > 0, "no pull was cut short: the test proves nothing");
+    // Whatever was cut, a full pull then works, and no work in progress is
+    // left in the image store once things settle.
+    pull(&d, &reg, &["busybox"]).await;
+    let tmp = d.root.join("images/tmp");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left: Vec<_> = std::fs::read_dir(&tmp)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left in {}: {left:?}",
+            tmp.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
