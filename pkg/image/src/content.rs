@@ -69,8 +69,12 @@ impl Content {
             remove_tree(&tmp)?;
         }
         private_dir(&tmp)?;
-        for diff_id in c.snapshots()? {
-            make_private(&c.snapshot_dir(&diff_id)?)?;
+        // Each snapshot too, should the store ever be reachable again.
+        for e in fs::read_dir(c.root.join("snapshots"))? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                make_private(&e.path())?;
+            }
         }
         Ok(c)
     }
@@ -286,6 +290,8 @@ mod tests {
             fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
         }
         fs::set_permissions(snapshot.join("fs"), fs::Permissions::from_mode(0o755)).unwrap();
+        // Strays do not stop the store from opening.
+        fs::write(root.join("snapshots/stray"), b"").unwrap();
         Content::open(&root).unwrap();
         for d in [
             &root,

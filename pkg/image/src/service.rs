@@ -336,8 +336,8 @@ impl ImageService {
 
     /// Refuses, before anything is downloaded, a layer whose compressed size
     /// is over the per-layer limit, and layers to download whose sizes add
-    /// up to more than the per-image limit (compressed layers are no
-    /// smaller than a few bytes under what they unpack to).
+    /// up to more than the per-image limit: a layer unpacks to at least its
+    /// compressed size, but for a few bytes of framing.
     fn check_sizes(
         &self,
         manifest: &ImageManifest,
