@@ -7,21 +7,27 @@
 //! into place only after every check passed and deletes them otherwise,
 //! including when the async side goes away (a cancelled RPC), so no failure
 //! path can leave work behind.
+//!
+//! Sizes are bounded on both sides: the download stops where the
+//! descriptor's size ends, and the decompressed stream stops at the
+//! per-layer and per-image limits, so a small gzip bomb unpacks to no more
+//! than was allowed.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use berth_errdefs::{Error, ErrorKind, Result};
 use bytes::Bytes;
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::content::{remove_tree, Content, Usage};
 use crate::fetch::Source;
+use crate::limits::show_bytes;
 use crate::manifest::{Compression, Descriptor};
 use crate::unpack::unpack_layer;
 
@@ -40,18 +46,28 @@ enum Message {
     End,
 }
 
+/// How much the layers of one pull may unpack to, and how much they have.
+#[derive(Clone)]
+pub(crate) struct Budget {
+    pub layer: u64,
+    pub image: u64,
+    /// Uncompressed bytes read so far by every layer of the pull.
+    pub image_used: Arc<AtomicU64>,
+}
+
 /// Downloads `layer` from `source` and unpacks it as the snapshot `diff_id`.
 /// Returns the bytes downloaded. Stops early when `abort` is set (another
 /// layer of the same pull failed).
-pub async fn pull_layer(
+pub(crate) async fn pull_layer(
     content: Arc<Content>,
     source: &Source,
     layer: &Descriptor,
     diff_id: &str,
     abort: &AtomicBool,
+    budget: Budget,
 ) -> Result<u64> {
     let compression = Compression::of_media_type(&layer.media_type)?;
-    let mut stream = source.blob_stream(&layer.digest).await?;
+    let mut blob = source.layer(layer).await?;
 
     let (tx, rx) = mpsc::channel::<Message>(CHANNEL_DEPTH);
     let job = Job {
@@ -60,6 +76,7 @@ pub async fn pull_layer(
         diff_id: diff_id.to_string(),
         digest: layer.digest.clone(),
         size: layer.size,
+        budget,
     };
     let worker = tokio::task::spawn_blocking(move || job.run(rx));
 
@@ -70,45 +87,32 @@ pub async fn pull_layer(
             let _ = tx.send(Message::Failed(ABORTED.into())).await;
             break;
         }
-        match stream.next().await {
-            Some(Ok(bytes)) => {
+        match blob.next().await {
+            Ok(Some(bytes)) => {
                 if tx.send(Message::Chunk(bytes)).await.is_err() {
                     break; // the worker stopped early; its error says why
                 }
             }
-            Some(Err(e)) => {
-                let _ = tx.send(Message::Failed(e.to_string())).await;
+            Err(e) => {
+                let _ = tx.send(Message::Failed(e.message.clone())).await;
                 network_error = Some(e);
                 break;
             }
-            None => {
+            Ok(None) => {
                 sent_end = tx.send(Message::End).await.is_ok();
                 break;
             }
         }
     }
+    // Hang up on the registry now rather than when the pull ends.
+    drop(blob);
     drop(tx);
     let worker_result = worker
         .await
         .map_err(|e| Error::internal(format!("layer worker: {e}")))?;
 
     if let Some(e) = network_error {
-        let digest_mismatch = e
-            .get_ref()
-            .is_some_and(|inner| inner.is::<oci_client::errors::DigestError>());
-        let kind = if digest_mismatch {
-            ErrorKind::InvalidArgument
-        } else {
-            ErrorKind::Unavailable
-        };
-        return Err(Error::new(
-            kind,
-            format!(
-                "layer {} from registry {}: {e}",
-                layer.digest,
-                source.registry()
-            ),
-        ));
+        return Err(e); // it names the layer and the registry
     }
     if abort.load(Ordering::Relaxed) && !sent_end {
         return Err(Error::new(ErrorKind::Unavailable, ABORTED));
@@ -128,6 +132,7 @@ struct Job {
     diff_id: String,
     digest: String,
     size: u64,
+    budget: Budget,
 }
 
 impl Job {
@@ -154,11 +159,15 @@ impl Job {
             rx,
             current: Bytes::new(),
             blob,
+            hasher: Sha256::new(),
             received: 0,
             ended: false,
         };
+        self.content.create_private_dir(snapshot_tmp)?;
+        // The layer's root: what a container sees as `/` if no layer sets it.
         let fs_dir: PathBuf = snapshot_tmp.join("fs");
-        std::fs::create_dir_all(&fs_dir)?;
+        std::fs::create_dir(&fs_dir)?;
+        std::fs::set_permissions(&fs_dir, std::fs::Permissions::from_mode(0o755))?;
 
         let (stats, diff_id) = {
             let decoder: Box<dyn Read + '_> = match self.compression {
@@ -171,17 +180,27 @@ impl Job {
                         .map_err(|e| Error::invalid(format!("zstd layer: {e}")))?,
                 ),
             };
-            let mut tar = HashingReader {
+            let mut tar = Measured {
                 inner: decoder,
                 hasher: Sha256::new(),
+                read: 0,
+                budget: &self.budget,
+                over: None,
             };
-            let stats = unpack_layer(&mut tar, &fs_dir)?;
-            // The tar ends before its padding and the compressed stream before
-            // its trailer: read both to the end so every byte is verified.
-            io::copy(&mut tar, &mut io::sink())
-                .map_err(|e| Error::invalid(format!("layer stream: {e}")))?;
+            let unpacked = unpack_layer(&mut tar, &fs_dir).and_then(|stats| {
+                // The tar ends before its padding and the compressed stream
+                // before its trailer: read both to the end so every byte is
+                // verified.
+                io::copy(&mut tar, &mut io::sink())
+                    .map_err(|e| Error::invalid(format!("layer stream: {e}")))?;
+                Ok(stats)
+            });
+            // Whatever the tar reader made of it, the limit is the cause.
+            if let Some(over) = tar.over {
+                return Err(over);
+            }
             (
-                stats,
+                unpacked?,
                 format!("sha256:{}", hex::encode(tar.hasher.finalize())),
             )
         };
@@ -194,16 +213,22 @@ impl Job {
         }
         raw.blob.flush()?;
 
+        if raw.received != self.size {
+            return Err(Error::invalid(format!(
+                "the download ended after {} of its {} bytes",
+                raw.received, self.size
+            )));
+        }
+        let digest = format!("sha256:{}", hex::encode(raw.hasher.finalize_reset()));
+        if digest != self.digest {
+            return Err(Error::invalid(format!(
+                "content does not match its digest (got {digest})"
+            )));
+        }
         if diff_id != self.diff_id {
             return Err(Error::invalid(format!(
                 "content does not match its diff id: expected {}, got {diff_id}",
                 self.diff_id
-            )));
-        }
-        if self.size != 0 && raw.received != self.size {
-            return Err(Error::invalid(format!(
-                "got {} bytes, the manifest says {}",
-                raw.received, self.size
             )));
         }
         let usage = Usage {
@@ -220,11 +245,13 @@ impl Job {
     }
 }
 
-/// Reads chunks from the channel, writing each to the blob file on the way.
+/// Reads chunks from the channel, writing each to the blob file and
+/// hashing it on the way.
 struct ChannelReader {
     rx: mpsc::Receiver<Message>,
     current: Bytes,
     blob: BufWriter<File>,
+    hasher: Sha256,
     received: u64,
     ended: bool,
 }
@@ -238,6 +265,7 @@ impl Read for ChannelReader {
             match self.rx.blocking_recv() {
                 Some(Message::Chunk(b)) => {
                     self.blob.write_all(&b)?;
+                    self.hasher.update(&b);
                     self.received += b.len() as u64;
                     self.current = b;
                 }
@@ -253,16 +281,44 @@ impl Read for ChannelReader {
     }
 }
 
-/// Hashes everything read through it.
-struct HashingReader<R> {
+/// The uncompressed stream: hashed (the diff id) and measured against the
+/// budget. Past a limit it fails every read and keeps the reason in `over`.
+struct Measured<'a, R> {
     inner: R,
     hasher: Sha256,
+    read: u64,
+    budget: &'a Budget,
+    over: Option<Error>,
 }
 
-impl<R: Read> Read for HashingReader<R> {
+impl<R: Read> Read for Measured<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
+        if self.over.is_none() {
+            let n = self.inner.read(buf)?;
+            self.hasher.update(&buf[..n]);
+            self.read += n as u64;
+            let image_used = self
+                .budget
+                .image_used
+                .fetch_add(n as u64, Ordering::Relaxed)
+                + n as u64;
+            let exceeded = if self.read > self.budget.layer {
+                Some(format!("{} per-layer limit", show_bytes(self.budget.layer)))
+            } else if image_used > self.budget.image {
+                Some(format!("{} per-image limit", show_bytes(self.budget.image)))
+            } else {
+                None
+            };
+            match exceeded {
+                None => return Ok(n),
+                Some(limit) => {
+                    self.over = Some(Error::new(
+                        ErrorKind::ResourceExhausted,
+                        format!("unpacks to more than the {limit}"),
+                    ))
+                }
+            }
+        }
+        Err(io::Error::other("over the uncompressed size limit"))
     }
 }

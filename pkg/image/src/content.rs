@@ -11,9 +11,16 @@
 //!
 //! A blob or a snapshot appears under its final name only by a rename after it
 //! was verified, so anything found there is complete.
+//!
+//! Layers keep what containers need (setuid files, device nodes), so the
+//! store and every snapshot are root's alone (0700): no other user may run a
+//! setuid binary from a layer or read an image's files, as containerd has
+//! it since CVE-2021-41103. Overlayfs mounts and OCI runtimes work as root
+//! and do not need more.
 
-use std::fs;
+use std::fs::{self, DirBuilder};
 use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -43,21 +50,38 @@ pub struct Content {
 impl Content {
     /// Opens the store under `root`, creating its folders and discarding work
     /// that a previous run left unfinished.
+    /// Directories a previous version made with wider modes are tightened.
     pub fn open(root: &Path) -> Result<Content> {
         let c = Content {
             root: root.to_path_buf(),
             tmp_seq: AtomicU64::new(0),
         };
-        for dir in [c.root.join("blobs/sha256"), c.root.join("snapshots")] {
-            fs::create_dir_all(&dir)
-                .map_err(|e| Error::from(e).context(format!("create {}", dir.display())))?;
+        for dir in [
+            c.root.clone(),
+            c.root.join("blobs"),
+            c.root.join("blobs/sha256"),
+            c.root.join("snapshots"),
+        ] {
+            private_dir(&dir)?;
         }
         let tmp = c.root.join("tmp");
         if tmp.exists() {
             remove_tree(&tmp)?;
         }
-        fs::create_dir_all(&tmp)?;
+        private_dir(&tmp)?;
+        // Each snapshot too, should the store ever be reachable again.
+        for e in fs::read_dir(c.root.join("snapshots"))? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                make_private(&e.path())?;
+            }
+        }
         Ok(c)
+    }
+
+    /// Makes a directory for work in progress, root's alone.
+    pub fn create_private_dir(&self, dir: &Path) -> Result<()> {
+        private_dir(dir)
     }
 
     pub fn root(&self) -> &Path {
@@ -180,6 +204,29 @@ impl Content {
     }
 }
 
+/// Creates `dir` (and missing parents) with mode 0700, or tightens it.
+fn private_dir(dir: &Path) -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::from(e).context(format!("create {}", dir.display())))?;
+    make_private(dir)
+}
+
+/// Takes group and other permissions off a directory (a symlink to one is
+/// followed: an operator may have moved the store).
+fn make_private(dir: &Path) -> Result<()> {
+    let context = |e: io::Error| Error::from(e).context(format!("restrict {}", dir.display()));
+    let mode = fs::metadata(dir).map_err(context)?.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o700)).map_err(context)?;
+        tracing::info!(dir = %dir.display(), old_mode = format_args!("{mode:o}"),
+            "made an image store directory private");
+    }
+    Ok(())
+}
+
 /// Removes a directory tree, making read-only directories writable first
 /// (layers may contain mode 0500 directories).
 pub fn remove_tree(path: &Path) -> Result<()> {
@@ -195,7 +242,6 @@ pub fn remove_tree(path: &Path) -> Result<()> {
 }
 
 fn make_writable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
     let Ok(meta) = fs::symlink_metadata(path) else {
         return;
     };
@@ -206,5 +252,57 @@ fn make_writable(path: &Path) {
                 make_writable(&e.path());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn the_store_is_created_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("images");
+        Content::open(&root).unwrap();
+        for sub in ["", "blobs", "blobs/sha256", "snapshots", "tmp"] {
+            assert_eq!(mode(&root.join(sub)), 0o700, "{sub:?}");
+        }
+    }
+
+    #[test]
+    fn a_store_made_open_is_tightened() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("images");
+        let snapshot = root.join("snapshots").join("a".repeat(64));
+        fs::create_dir_all(snapshot.join("fs")).unwrap();
+        fs::create_dir_all(root.join("blobs/sha256")).unwrap();
+        for d in [
+            &root,
+            &root.join("blobs"),
+            &root.join("blobs/sha256"),
+            &root.join("snapshots"),
+            &snapshot,
+        ] {
+            fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        fs::set_permissions(snapshot.join("fs"), fs::Permissions::from_mode(0o755)).unwrap();
+        // Strays do not stop the store from opening.
+        fs::write(root.join("snapshots/stray"), b"").unwrap();
+        Content::open(&root).unwrap();
+        for d in [
+            &root,
+            &root.join("blobs"),
+            &root.join("blobs/sha256"),
+            &root.join("snapshots"),
+            &snapshot,
+        ] {
+            assert_eq!(mode(d), 0o700, "{}", d.display());
+        }
+        // The layer's own root keeps its mode: it is what containers see.
+        assert_eq!(mode(&snapshot.join("fs")), 0o755);
     }
 }

@@ -5,6 +5,7 @@
 mod apply;
 pub mod content;
 pub mod fetch;
+pub mod limits;
 pub mod manifest;
 pub mod reference;
 pub mod registries;

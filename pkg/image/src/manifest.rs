@@ -5,6 +5,8 @@
 use berth_errdefs::{Error, Result};
 use serde::Deserialize;
 
+use crate::limits::{cut, quote};
+
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -106,7 +108,7 @@ struct AnyManifest {
 impl Manifest {
     pub fn parse(bytes: &[u8]) -> Result<Manifest> {
         let m: AnyManifest = serde_json::from_slice(bytes)
-            .map_err(|e| Error::invalid(format!("malformed manifest: {e}")))?;
+            .map_err(|e| Error::invalid(format!("malformed manifest: {}", cut(&e.to_string()))))?;
         if m.schema_version != 2 {
             return Err(Error::invalid(format!(
                 "unsupported manifest schema version {}",
@@ -159,7 +161,8 @@ impl Compression {
             | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Ok(Compression::Gzip),
             "application/vnd.oci.image.layer.v1.tar+zstd" => Ok(Compression::Zstd),
             other => Err(Error::invalid(format!(
-                "unsupported layer media type {other:?}"
+                "unsupported layer media type {}",
+                quote(other.as_bytes())
             ))),
         }
     }
@@ -193,7 +196,7 @@ pub struct RootFs {
 impl ImageConfig {
     pub fn parse(bytes: &[u8]) -> Result<ImageConfig> {
         serde_json::from_slice(bytes)
-            .map_err(|e| Error::invalid(format!("malformed image config: {e}")))
+            .map_err(|e| Error::invalid(format!("malformed image config: {}", cut(&e.to_string()))))
     }
 
     pub fn user(&self) -> &str {
@@ -206,15 +209,21 @@ impl ImageConfig {
 
 /// Checks the `algorithm:hex` form of a digest and returns the hex part.
 pub fn digest_hex(digest: &str) -> Result<&str> {
-    let hex = digest
-        .strip_prefix("sha256:")
-        .ok_or_else(|| Error::invalid(format!("unsupported digest {digest:?}: only sha256")))?;
+    let hex = digest.strip_prefix("sha256:").ok_or_else(|| {
+        Error::invalid(format!(
+            "unsupported digest {}: only sha256",
+            quote(digest.as_bytes())
+        ))
+    })?;
     if hex.len() != 64
         || !hex
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     {
-        return Err(Error::invalid(format!("malformed digest {digest:?}")));
+        return Err(Error::invalid(format!(
+            "malformed digest {}",
+            quote(digest.as_bytes())
+        )));
     }
     Ok(hex)
 }
@@ -249,6 +258,26 @@ mod tests {
         assert_eq!(
             Compression::of_media_type(&m.layers[0].media_type).unwrap(),
             Compression::Gzip
+        );
+    }
+
+    #[test]
+    fn remote_text_in_parse_errors_is_cut_short() {
+        let long = "x".repeat(1 << 20);
+        let m = format!(r#"{{"schemaVersion":"{long}"}}"#);
+        let e = Manifest::parse(m.as_bytes()).unwrap_err();
+        assert!(e.message.len() < 1024, "{}", e.message.len());
+        let c = format!(r#"{{"rootfs":{{"diff_ids":"{long}"}}}}"#);
+        assert!(ImageConfig::parse(c.as_bytes()).unwrap_err().message.len() < 1024);
+        let e = Compression::of_media_type(&long).unwrap_err();
+        assert!(e.message.len() < 1024, "{}", e.message.len());
+        assert!(digest_hex(&long).unwrap_err().message.len() < 1024);
+        assert!(
+            digest_hex(&format!("sha256:{long}"))
+                .unwrap_err()
+                .message
+                .len()
+                < 1024
         );
     }
 

@@ -11,10 +11,14 @@ use berth_errdefs::{Error, ErrorKind, Result};
 use berth_store::{Batch, Store};
 use serde::{Deserialize, Serialize};
 
-use crate::apply::{pull_layer, ABORTED};
+use crate::apply::{pull_layer, Budget, ABORTED};
 use crate::content::{Content, Usage};
-use crate::fetch::{Clients, Credentials, Source};
-use crate::manifest::{select_platform, Descriptor, ImageConfig, Manifest, Platform};
+use crate::fetch::{check_size, Clients, Credentials, Source};
+use crate::limits::{show_bytes, Limits};
+use crate::manifest::{
+    digest_hex, select_platform, Compression, Descriptor, ImageConfig, ImageManifest, Manifest,
+    Platform,
+};
 use crate::reference::{is_image_id, Reference};
 use crate::registries::{Endpoint, RegistriesConfig};
 
@@ -66,6 +70,7 @@ pub struct ImageService {
     content: Arc<Content>,
     store: Arc<Store>,
     registries: RegistriesConfig,
+    limits: Limits,
     clients: Clients,
     images: RwLock<BTreeMap<String, Image>>,
     /// One download per layer at a time, across all pulls.
@@ -75,8 +80,19 @@ pub struct ImageService {
 }
 
 impl ImageService {
-    /// Opens the image store under `root` and loads its records.
+    /// Opens the image store under `root` and loads its records; pulls
+    /// use the default [`Limits`].
     pub fn open(root: &Path, store: Arc<Store>, registries: RegistriesConfig) -> Result<Self> {
+        Self::open_with_limits(root, store, registries, Limits::default())
+    }
+
+    /// Like [`ImageService::open`], with the limits every pull keeps to.
+    pub fn open_with_limits(
+        root: &Path,
+        store: Arc<Store>,
+        registries: RegistriesConfig,
+        limits: Limits,
+    ) -> Result<Self> {
         let content = Arc::new(Content::open(root)?);
         let images = store
             .list::<Image>(IMAGES)?
@@ -87,7 +103,8 @@ impl ImageService {
             content,
             store,
             registries,
-            clients: Clients::default(),
+            limits,
+            clients: Clients::new()?,
             images: RwLock::new(images),
             layer_locks: Mutex::default(),
             gc_lock: tokio::sync::RwLock::new(()),
@@ -156,18 +173,13 @@ impl ImageService {
     ) -> Result<(Image, PullOutcome)> {
         let source = self
             .clients
-            .source(endpoint, reference.tag.as_deref(), creds);
-        let (top_bytes, top_digest) = source.manifest(reference.digest.as_deref()).await?;
-        if let Some(want) = &reference.digest {
-            if *want != top_digest {
-                return Err(Error::invalid(format!(
-                    "registry {} served manifest {top_digest} for digest {want}",
-                    endpoint.registry
-                )));
-            }
-        }
-        let mut blobs = vec![(top_digest.clone(), top_bytes.to_vec())];
-        let manifest = match Manifest::parse(&top_bytes)? {
+            .source(endpoint, reference.tag.as_deref(), creds, self.limits)?;
+        // Verified against the reference's digest, if it has one.
+        let (top_bytes, top_digest) = source.manifest(reference.digest.as_deref(), None).await?;
+        let parsed =
+            Manifest::parse(&top_bytes).map_err(|e| e.context(format!("manifest {top_digest}")))?;
+        let mut blobs = vec![(top_digest.clone(), top_bytes)];
+        let manifest = match parsed {
             Manifest::Image(m) => m,
             Manifest::Index(entries) => {
                 let entry = select_platform(&entries, platform).ok_or_else(|| {
@@ -175,25 +187,34 @@ impl ImageService {
                         "image index {top_digest} has no manifest for platform {platform}"
                     ))
                 })?;
-                let (bytes, digest) = source.manifest(Some(&entry.digest)).await?;
-                let Manifest::Image(m) = Manifest::parse(&bytes)? else {
+                // Checked before it goes into a URL or a message.
+                digest_hex(&entry.digest)
+                    .map_err(|e| e.context(format!("image index {top_digest}")))?;
+                let declared = (entry.size != 0).then_some(entry.size);
+                let (bytes, digest) = source.manifest(Some(&entry.digest), declared).await?;
+                let Manifest::Image(m) =
+                    Manifest::parse(&bytes).map_err(|e| e.context(format!("manifest {digest}")))?
+                else {
                     return Err(Error::invalid(format!(
                         "index entry {digest} is itself an index"
                     )));
                 };
-                blobs.push((digest, bytes.to_vec()));
+                blobs.push((digest, bytes));
                 m
             }
         };
         let manifest_digest = blobs.last().map(|b| b.0.clone()).unwrap_or_default();
+        check_references(&manifest)
+            .map_err(|e| e.context(format!("manifest {manifest_digest}")))?;
 
         let config_digest = manifest.config.digest.clone();
         let config_bytes = if self.content.has_blob(&config_digest) {
             self.content.read_blob(&config_digest)?
         } else {
-            source.blob(&config_digest).await?
+            source.config(&manifest.config).await?
         };
-        let config = ImageConfig::parse(&config_bytes)?;
+        let config = ImageConfig::parse(&config_bytes)
+            .map_err(|e| e.context(format!("image config {config_digest}")))?;
         let diff_ids = &config.rootfs.diff_ids;
         if diff_ids.len() != manifest.layers.len() {
             return Err(Error::invalid(format!(
@@ -202,7 +223,16 @@ impl ImageService {
                 manifest.layers.len()
             )));
         }
+        for d in diff_ids {
+            digest_hex(d).map_err(|e| e.context(format!("image config {config_digest}")))?;
+        }
         blobs.push((config_digest.clone(), config_bytes));
+        self.check_sizes(&manifest, diff_ids, &manifest_digest)?;
+        let budget = Budget {
+            layer: self.limits.max_layer_bytes,
+            image: self.limits.max_image_bytes,
+            image_used: Arc::default(),
+        };
 
         // All layers at once; the first failure tells the others to stop, and
         // every one is awaited so none is cut off mid-write.
@@ -214,8 +244,11 @@ impl ImageService {
             .map(|(layer, diff_id)| {
                 let abort = &abort;
                 let source = &source;
+                let budget = budget.clone();
                 async move {
-                    let r = self.ensure_layer(source, layer, diff_id, abort).await;
+                    let r = self
+                        .ensure_layer(source, layer, diff_id, abort, budget)
+                        .await;
                     if r.is_err() {
                         abort.store(true, Ordering::Relaxed);
                     }
@@ -278,6 +311,7 @@ impl ImageService {
         layer: &Descriptor,
         diff_id: &str,
         abort: &AtomicBool,
+        budget: Budget,
     ) -> Result<Option<u64>> {
         let lock = {
             let mut locks = self.layer_locks.lock().unwrap_or_else(|p| p.into_inner());
@@ -288,7 +322,7 @@ impl ImageService {
             if self.content.has_snapshot(diff_id) {
                 Ok(None)
             } else {
-                pull_layer(self.content.clone(), source, layer, diff_id, abort)
+                pull_layer(self.content.clone(), source, layer, diff_id, abort, budget)
                     .await
                     .map(Some)
             }
@@ -298,6 +332,40 @@ impl ImageService {
             locks.remove(diff_id);
         }
         result
+    }
+
+    /// Refuses, before anything is downloaded, a layer whose compressed size
+    /// is over the per-layer limit, and layers to download whose sizes add
+    /// up to more than the per-image limit: a layer unpacks to at least its
+    /// compressed size, but for a few bytes of framing.
+    fn check_sizes(
+        &self,
+        manifest: &ImageManifest,
+        diff_ids: &[String],
+        manifest_digest: &str,
+    ) -> Result<()> {
+        let mut total: u64 = 0;
+        for (layer, diff_id) in manifest.layers.iter().zip(diff_ids) {
+            check_size(
+                &format!("layer {}", layer.digest),
+                layer.size,
+                self.limits.max_layer_bytes,
+                "per-layer limit",
+            )?;
+            if !self.content.has_snapshot(diff_id) {
+                total = total.saturating_add(layer.size);
+            }
+        }
+        if total > self.limits.max_image_bytes {
+            return Err(Error::new(
+                ErrorKind::ResourceExhausted,
+                format!(
+                    "manifest {manifest_digest} has {total} bytes of layers to download, over the {} per-image limit",
+                    show_bytes(self.limits.max_image_bytes)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Records a pulled image: merges names into an existing record of the
@@ -476,6 +544,18 @@ impl ImageService {
             timestamp: SystemTime::now(),
         })
     }
+}
+
+/// Checks what a manifest points at before any of it is used in a URL, a
+/// path or a message: digests well formed, layer media types known.
+fn check_references(manifest: &ImageManifest) -> Result<()> {
+    digest_hex(&manifest.config.digest)?;
+    for layer in &manifest.layers {
+        digest_hex(&layer.digest)?;
+        Compression::of_media_type(&layer.media_type)
+            .map_err(|e| e.context(format!("layer {}", layer.digest)))?;
+    }
+    Ok(())
 }
 
 fn add_unique(into: &mut Vec<String>, names: &[String]) {

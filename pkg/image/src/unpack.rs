@@ -59,13 +59,18 @@ const PAX_XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 /// File contents are copied through this; large enough that a decompressor
 /// and the page cache see big reads and writes.
 const COPY_BUFFER: usize = 512 * 1024;
+/// The tar reader holds a PAX header or a GNU long name or link in memory
+/// whole; longer ones are refused first, at Go's archive/tar limit (which
+/// writes most layers).
+pub const MAX_TAR_METADATA: u64 = 1 << 20;
+const BLOCK: usize = 512;
 
 /// Unpacks the uncompressed tar stream of one layer into `dest`, an existing
 /// empty directory. Any entry that would reach outside `dest` rejects the
 /// whole layer with `InvalidArgument` naming it; the caller then deletes
 /// `dest`.
 pub fn unpack_layer<R: Read>(tar_stream: R, dest: &Path) -> Result<UnpackStats> {
-    let mut archive = tar::Archive::new(tar_stream);
+    let mut archive = tar::Archive::new(MetadataGuard::new(tar_stream));
     let mut unpacker = Unpacker {
         dest,
         known_dirs: HashSet::new(),
@@ -79,6 +84,188 @@ pub fn unpack_layer<R: Read>(tar_stream: R, dest: &Path) -> Result<UnpackStats> 
         unpacker.entry(&mut entry)?;
     }
     unpacker.finish()
+}
+
+/// Follows the tar stream on its way to the tar reader and refuses a
+/// metadata entry (PAX header, GNU long name or link) longer than
+/// [`MAX_TAR_METADATA`] before the reader buffers it. It walks the archive
+/// as the `tar` crate does: headers, GNU sparse extension blocks, data
+/// padded to 512 bytes, a PAX `size` overriding the next entry's size, and
+/// the end at the first zero block. The bytes pass unchanged.
+struct MetadataGuard<R> {
+    inner: R,
+    /// The header or extension block being gathered.
+    block: [u8; BLOCK],
+    filled: usize,
+    state: GuardState,
+    /// The PAX header being gathered, and its length, to find `size`.
+    pax: Option<(Vec<u8>, usize)>,
+    /// A PAX `size` for the next entry that is not itself metadata.
+    pending_size: Option<u64>,
+    /// Why the stream was refused; every later read fails too.
+    refused: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GuardState {
+    Header,
+    SparseExtension {
+        data: u64,
+    },
+    Data {
+        remaining: u64,
+    },
+    /// Past the end, or lost in a malformed header the tar reader refuses
+    /// itself: nothing more to check.
+    Done,
+}
+
+impl<R> MetadataGuard<R> {
+    fn new(inner: R) -> Self {
+        MetadataGuard {
+            inner,
+            block: [0; BLOCK],
+            filled: 0,
+            state: GuardState::Header,
+            pax: None,
+            pending_size: None,
+            refused: None,
+        }
+    }
+
+    fn observe(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() && self.refused.is_none() {
+            match self.state {
+                GuardState::Done => return,
+                GuardState::Header | GuardState::SparseExtension { .. } => {
+                    let n = (BLOCK - self.filled).min(bytes.len());
+                    self.block[self.filled..self.filled + n].copy_from_slice(&bytes[..n]);
+                    self.filled += n;
+                    bytes = &bytes[n..];
+                    if self.filled == BLOCK {
+                        self.filled = 0;
+                        self.state = match self.state {
+                            GuardState::SparseExtension { data } => self.after_extension(data),
+                            _ => self.after_header(),
+                        };
+                    }
+                }
+                GuardState::Data { remaining } => {
+                    let n = remaining.min(bytes.len() as u64) as usize;
+                    if let Some((pax, len)) = &mut self.pax {
+                        let wanted = (*len - pax.len()).min(n);
+                        pax.extend_from_slice(&bytes[..wanted]);
+                    }
+                    bytes = &bytes[n..];
+                    self.state = GuardState::Data {
+                        remaining: remaining - n as u64,
+                    };
+                    if remaining == n as u64 {
+                        self.end_of_data();
+                    }
+                }
+            }
+        }
+    }
+
+    /// What follows the header now in `block`.
+    fn after_header(&mut self) -> GuardState {
+        if self.block.iter().all(|&b| b == 0) {
+            return GuardState::Done; // the tar reader stops here
+        }
+        let h = tar::Header::from_byte_slice(&self.block);
+        let Ok(header_size) = h.entry_size() else {
+            return GuardState::Done;
+        };
+        let kind = h.entry_type();
+        let recognized = h.as_gnu().is_some() || h.as_ustar().is_some();
+        let long_name = kind.is_gnu_longname() || kind.is_gnu_longlink();
+        let metadata =
+            long_name || kind.is_pax_local_extensions() || kind.is_pax_global_extensions();
+        // As the tar reader reads it: a pending PAX size applies to the next
+        // entry that is not metadata, and is used up by the next entry it
+        // returns (anything but a recognized long name or PAX header).
+        let size = if metadata {
+            header_size
+        } else {
+            self.pending_size.unwrap_or(header_size)
+        };
+        if !(recognized && (long_name || kind.is_pax_local_extensions())) {
+            self.pending_size = None;
+        }
+        if metadata && size > MAX_TAR_METADATA {
+            let what = if long_name {
+                "a GNU long name or link"
+            } else {
+                "a PAX header"
+            };
+            self.refused = Some(format!(
+                "{what} of {size} bytes; at most {} are allowed",
+                crate::limits::show_bytes(MAX_TAR_METADATA)
+            ));
+            return GuardState::Done;
+        }
+        if recognized && kind.is_pax_local_extensions() {
+            self.pax = Some((Vec::with_capacity(size as usize), size as usize));
+        }
+        let sparse_extended = kind.is_gnu_sparse() && h.as_gnu().is_some_and(|g| g.is_extended());
+        if sparse_extended {
+            GuardState::SparseExtension { data: size }
+        } else {
+            self.data(size)
+        }
+    }
+
+    fn after_extension(&mut self, data: u64) -> GuardState {
+        // `isextended`: another extension block follows.
+        if self.block[504] != 0 {
+            GuardState::SparseExtension { data }
+        } else {
+            self.data(data)
+        }
+    }
+
+    fn data(&mut self, size: u64) -> GuardState {
+        match size.checked_next_multiple_of(BLOCK as u64) {
+            Some(0) => {
+                self.end_of_data();
+                GuardState::Header
+            }
+            Some(padded) => GuardState::Data { remaining: padded },
+            None => GuardState::Done, // the tar reader refuses it
+        }
+    }
+
+    fn end_of_data(&mut self) {
+        self.state = GuardState::Header;
+        if let Some((pax, _)) = self.pax.take() {
+            self.pending_size = pax_size(&pax);
+        }
+    }
+}
+
+/// The `size` record of a PAX header, read as the tar crate reads it.
+fn pax_size(pax: &[u8]) -> Option<u64> {
+    for record in tar::PaxExtensions::new(pax) {
+        let record = record.ok()?;
+        if record.key() == Ok("size") {
+            return record.value().ok()?.parse().ok();
+        }
+    }
+    None
+}
+
+impl<R: Read> Read for MetadataGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.refused.is_none() {
+            let n = self.inner.read(buf)?;
+            self.observe(&buf[..n]);
+            if self.refused.is_none() {
+                return Ok(n);
+            }
+        }
+        Err(io::Error::other(self.refused.clone().unwrap_or_default()))
+    }
 }
 
 struct Unpacker<'a> {
@@ -106,8 +293,9 @@ struct Meta {
 struct Shown<'a>(&'a [u8]);
 
 impl fmt::Display for Shown<'_> {
+    /// Cut short: names can be up to a PAX header long.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", String::from_utf8_lossy(self.0))
+        f.write_str(&crate::limits::quote(self.0))
     }
 }
 
@@ -356,7 +544,10 @@ impl Unpacker<'_> {
                 Ok(m) if m.file_type().is_symlink() => {
                     return Err(escapes(
                         raw,
-                        format_args!("its parent {:?} is a symlink", cur.to_string_lossy()),
+                        format_args!(
+                            "its parent {} is a symlink",
+                            Shown(cur.as_os_str().as_bytes())
+                        ),
                     ))
                 }
                 Ok(m) if is_whiteout(&m) => {
@@ -370,7 +561,10 @@ impl Unpacker<'_> {
                 Ok(_) => {
                     return Err(malformed(
                         raw,
-                        format_args!("its parent {:?} is not a directory", cur.to_string_lossy()),
+                        format_args!(
+                            "its parent {} is not a directory",
+                            Shown(cur.as_os_str().as_bytes())
+                        ),
                     ))
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => make_implicit_dir(&full, raw)?,
@@ -570,8 +764,8 @@ impl Unpacker<'_> {
                         return Err(escapes(
                             raw,
                             format_args!(
-                                "hardlink target {shown_target} goes through the symlink {:?}",
-                                cur.to_string_lossy()
+                                "hardlink target {shown_target} goes through the symlink {}",
+                                Shown(cur.as_os_str().as_bytes())
                             ),
                         ))
                     }
@@ -768,8 +962,13 @@ mod tests {
 
     const MTIME: u64 = 1_000_000;
 
-    fn is_root() -> bool {
-        nix::unistd::geteuid().is_root()
+    /// Tests of what only root can do (give files away, make devices, set
+    /// trusted xattrs) fail without it rather than pass on less.
+    fn needs_root() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "needs root: run the suite as root"
+        );
     }
 
     /// One PAX record: "<len> key=value\n", len counting itself.
@@ -1002,6 +1201,7 @@ mod tests {
 
     #[test]
     fn modes_owners_and_special_bits_are_kept() {
+        needs_root();
         let s = Scratch::new();
         let layer = Layer::new()
             .file_with("suid", b"s", |h| {
@@ -1034,17 +1234,15 @@ mod tests {
         assert_eq!(mode("closed"), 0o000);
         assert_eq!(mode("tmp"), 0o1777);
         assert_eq!(mode("home/user"), 0o2750);
-        if is_root() {
-            let owner = |p: &str| {
-                let m = lstat(d.join(p));
-                (m.uid(), m.gid())
-            };
-            assert_eq!(owner("suid"), (1000, 2000));
-            assert_eq!(owner("sgid"), (0, 50));
-            assert_eq!(owner("home/user"), (1000, 1000));
-            assert_eq!(owner("link"), (7, 8), "lchown, not the target");
-            assert_eq!(owner("open"), (0, 0));
-        }
+        let owner = |p: &str| {
+            let m = lstat(d.join(p));
+            (m.uid(), m.gid())
+        };
+        assert_eq!(owner("suid"), (1000, 2000));
+        assert_eq!(owner("sgid"), (0, 50));
+        assert_eq!(owner("home/user"), (1000, 1000));
+        assert_eq!(owner("link"), (7, 8), "lchown, not the target");
+        assert_eq!(owner("open"), (0, 0));
     }
 
     #[test]
@@ -1204,9 +1402,7 @@ mod tests {
 
     #[test]
     fn device_nodes_and_fifos() {
-        if !is_root() {
-            return; // mknod of devices needs CAP_MKNOD
-        }
+        needs_root(); // mknod of devices needs CAP_MKNOD
         let s = Scratch::new();
         let layer = Layer::new()
             .entry("dev/null", EntryType::Char, "", b"", |h| {
@@ -1238,6 +1434,7 @@ mod tests {
 
     #[test]
     fn pax_xattrs_are_applied_except_overlayfs_ones() {
+        needs_root(); // trusted.* xattrs need CAP_SYS_ADMIN
         let s = Scratch::new();
         let layer = Layer::new()
             .pax("SCHILY.xattr.user.mime", b"text/plain")
@@ -1266,19 +1463,15 @@ mod tests {
             Some(b"d".to_vec())
         );
         assert_eq!(xattr::get(d.join("l"), "user.link").unwrap(), None);
-        if is_root() {
-            assert_eq!(
-                xattr::get(d.join("t"), "trusted.berth").unwrap(),
-                Some(b"t".to_vec())
-            );
-        }
+        assert_eq!(
+            xattr::get(d.join("t"), "trusted.berth").unwrap(),
+            Some(b"t".to_vec())
+        );
     }
 
     #[test]
     fn pax_owner_beyond_the_octal_field() {
-        if !is_root() {
-            return;
-        }
+        needs_root();
         let s = Scratch::new();
         let layer = Layer::new()
             .pax("uid", b"3000000")
@@ -1291,6 +1484,7 @@ mod tests {
 
     #[test]
     fn later_entries_replace_earlier_ones() {
+        needs_root(); // the replaced directory's owner
         let s = Scratch::new();
         let layer = Layer::new()
             .file("f", b"one")
@@ -1326,9 +1520,7 @@ mod tests {
         assert_eq!(fs::read(d.join("y")).unwrap(), b"a file now");
         let z = lstat(d.join("z"));
         assert_eq!((z.mode() & 0o7777, z.mtime()), (0o700, 6));
-        if is_root() {
-            assert_eq!(z.uid(), 5);
-        }
+        assert_eq!(z.uid(), 5);
         assert_eq!(
             fs::read(d.join("z/keep")).unwrap(),
             b"k",
@@ -1790,6 +1982,106 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![OsStr::new("f")]);
+    }
+
+    /// Reads through, counting what was asked of the source.
+    struct Counting<'a> {
+        data: &'a [u8],
+        read: usize,
+    }
+
+    impl Read for Counting<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = (&self.data[self.read..]).read(buf)?;
+            self.read += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn oversized_tar_metadata_is_refused_before_it_is_buffered() {
+        let mut gnu = Builder::new(Vec::new());
+        let mut h = Header::new_gnu();
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_entry_type(EntryType::Regular);
+        gnu.append_data(&mut h, "d/".repeat(600 << 10), &b""[..])
+            .unwrap();
+        for (what, bytes) in [
+            (
+                "a PAX header of",
+                Layer::new()
+                    .file("first", b"ok")
+                    .pax("comment", &vec![b'c'; 2 << 20])
+                    .file("f", b"x")
+                    .bytes(),
+            ),
+            ("a GNU long name or link of", gnu.into_inner().unwrap()),
+        ] {
+            let s = Scratch::new();
+            let mut source = Counting {
+                data: &bytes,
+                read: 0,
+            };
+            let e = unpack_layer(&mut source, &s.dest()).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+            assert!(
+                e.message.contains(what) && e.message.contains("at most 1 MiB"),
+                "{e}"
+            );
+            assert!(source.read < 64 << 10, "{what}: read {} bytes", source.read);
+        }
+
+        // Within the limit, long metadata is fine.
+        let s = Scratch::new();
+        s.unpack(
+            Layer::new()
+                .pax("comment", &vec![b'c'; 900 << 10])
+                .file("f", b"x"),
+        )
+        .unwrap();
+        assert_eq!(fs::read(s.dest().join("f")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn long_entry_names_are_cut_short_in_errors() {
+        let name = format!("{}/../escaped", "n".repeat(200_000));
+        let e = Scratch::new()
+            .unpack(Layer::new().file(&name, b"x"))
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        assert!(e.message.len() < 512, "{}", e.message.len());
+        assert!(
+            e.message.contains("escapes the snapshot"),
+            "{}",
+            &e.message[..200]
+        );
+    }
+
+    #[test]
+    fn file_contents_that_look_like_headers_are_data() {
+        // A header block announcing a 100 MiB PAX header, as file data.
+        let mut fake = Header::new_ustar();
+        fake.set_entry_type(EntryType::XHeader);
+        fake.set_size(100 << 20);
+        fake.set_cksum();
+        let mut data = fake.as_bytes().to_vec();
+        data.extend_from_slice(&[0u8; 512]);
+        data.extend_from_slice(fake.as_bytes());
+        let s = Scratch::new();
+        s.unpack(
+            Layer::new()
+                .file("plain", &data)
+                // The header says 0 bytes, the PAX size 1536: the data is
+                // what the PAX size says.
+                .pax("size", b"1536")
+                .file_with("sized", &data, |h| h.set_size(0))
+                .file("after", b"after"),
+        )
+        .unwrap();
+        assert_eq!(fs::read(s.dest().join("plain")).unwrap(), data);
+        assert_eq!(fs::read(s.dest().join("sized")).unwrap(), data);
+        assert_eq!(fs::read(s.dest().join("after")).unwrap(), b"after");
     }
 
     #[test]
