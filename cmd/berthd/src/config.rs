@@ -115,6 +115,9 @@ struct File {
     log_root: Option<PathBuf>,
     /// When set, Localhost seccomp profiles must lie under it.
     seccomp_profile_root: Option<PathBuf>,
+    /// `[image_limits]`: caps on registry answers and unpacked sizes.
+    #[serde(default)]
+    image_limits: berth_image::limits::Limits,
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +137,7 @@ pub struct Config {
     pub stream_address: std::net::SocketAddr,
     pub log_root: Option<PathBuf>,
     pub seccomp_profile_root: Option<PathBuf>,
+    pub image_limits: berth_image::limits::Limits,
 }
 
 impl Config {
@@ -205,7 +209,15 @@ impl Config {
                 bail!("{name} {} must be an absolute path", dir.display());
             }
         }
+        let limits = &file.image_limits;
+        if limits.max_metadata_bytes == 0
+            || limits.max_layer_bytes == 0
+            || limits.max_image_bytes == 0
+        {
+            bail!("image_limits must be positive (0 would refuse every pull)");
+        }
         Ok(Config {
+            image_limits: file.image_limits,
             log_root: file.log_root,
             seccomp_profile_root: file.seccomp_profile_root,
             stream_address,

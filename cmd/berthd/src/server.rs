@@ -45,6 +45,7 @@ pub async fn run(config: Config) -> Result<()> {
         network: config.network.clone(),
         log_root: config.log_root.clone(),
         seccomp_profile_root: config.seccomp_profile_root.clone(),
+        image_limits: config.image_limits,
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
 

@@ -76,6 +76,8 @@ pub struct CoreConfig {
     /// When set, Localhost seccomp profiles must lie under it (kubelet's
     /// is `/var/lib/kubelet/seccomp`).
     pub seccomp_profile_root: Option<PathBuf>,
+    /// Caps on what a registry may make berthd read and unpack.
+    pub image_limits: berth_image::limits::Limits,
 }
 
 /// Which pod network backend, with its settings.
@@ -149,10 +151,11 @@ impl Core {
         }
         make_private_dirs(&config)?;
         let store = Arc::new(Store::open(&config.root)?);
-        let images = Arc::new(ImageService::open(
+        let images = Arc::new(ImageService::open_with_limits(
             &config.root.join("images"),
             store.clone(),
             config.registries.clone(),
+            config.image_limits,
         )?);
         let runtimes = config
             .handlers

@@ -566,3 +566,34 @@ async fn pulls_cut_short_by_the_client_deadline_leave_no_work_behind() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_limits_from_the_config_stop_a_pull_that_unpacks_too_much() {
+    let reg = TestRegistry::start();
+    reg.push(&["busybox"]);
+    // busybox-static alone unpacks to about 2 MB: a 64 KiB layer cap stops it.
+    let d = TestDaemon::builder()
+        .config_toml("[image_limits]\nmax_layer_bytes = 65536\n")
+        .start()
+        .await;
+    let mut ic = d.images().await;
+    let e = ic
+        .pull_image(api::PullImageRequest {
+            image: Some(api::ImageSpec {
+                image: reg.image("busybox"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("the layer is over the cap");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("limit"), "{e:?}");
+    let images = ic
+        .list_images(api::ListImagesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert!(images.is_empty(), "{images:?}");
+}
