@@ -602,7 +602,11 @@ fn refuse(tcp: TcpStream) {
     // and the answer is not lost), answer into the empty send buffer, and
     // close. Both calls are non-blocking.
     let mut sink = [0u8; 4096];
-    while matches!(tcp.try_read(&mut sink), Ok(n) if n > 0) {}
+    for _ in 0..16 {
+        if !matches!(tcp.try_read(&mut sink), Ok(n) if n > 0) {
+            break;
+        }
+    }
     let _ = tcp.try_write(BUSY_RESPONSE);
 }
 

@@ -255,7 +255,22 @@ async fn connections_past_the_cap_are_refused_and_silent_ones_time_out() {
         silent.push(tcp);
     }
     let sent = Instant::now();
-    // Every further connection is turned away at once with a 503.
+    // One more half-sent request is turned away at once: a 503, unless the
+    // close overtook it (its bytes arrived after the server let go).
+    let mut extra = TcpStream::connect(server.addr()).await.unwrap();
+    extra
+        .write_all(b"GET /exec/abc HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let (got, end) = guard("the refusal", read_to_close(&mut extra)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 503 ")
+            || (got.is_empty()
+                && end.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset)),
+        "{text:?}"
+    );
+    // So is every further connection, with a 503.
     for _ in 0..20 {
         let mut extra = TcpStream::connect(server.addr()).await.unwrap();
         let (got, _) = guard("the refusal", read_to_close(&mut extra)).await;
@@ -454,4 +469,37 @@ async fn port_forward_pairs_time_out_and_forwards_share_the_socket_budget() {
     }
     let said = String::from_utf8(said).unwrap();
     assert!(said.contains("connection limit"), "{said}");
+}
+
+#[tokio::test]
+async fn incomplete_port_forward_pairs_are_bounded() {
+    let (server, _) = server(config()).await;
+    let url = server
+        .url_for(Request::PortForward {
+            sandbox_id: "p1".into(),
+        })
+        .unwrap();
+    let mut c = Spdy::upgrade(&server, &url, "portforward.k8s.io").await;
+    // 64 error streams wait for their data streams; the 65th is refused.
+    let ids: Vec<String> = (0..65).map(|i| i.to_string()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let stream_id = 1 + 2 * i as u32;
+        c.open(
+            stream_id,
+            &[("streamtype", "error"), ("port", "80"), ("requestid", id)],
+        )
+        .await;
+    }
+    let last = 1 + 2 * 64;
+    loop {
+        match c.recv().await.expect("the session stays open") {
+            Frame::SynReply { .. } => {}
+            Frame::RstStream { stream_id, .. } => {
+                assert_eq!(stream_id, last, "only the one past the bound is reset");
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    c.ping(1).await;
 }
