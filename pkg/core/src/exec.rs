@@ -210,7 +210,7 @@ impl Core {
         }
         // A short path: unix socket addresses hold 107 bytes.
         let dir = self.config.state_dir.join("x");
-        std::fs::create_dir_all(&dir)?;
+        private_dir(&dir)?;
         let console = ConsoleSocket::bind(&dir.join(format!("{}.sock", &new_id()[..16])))?;
         let mut cmd = tokio::process::Command::from(runtime.exec_command(
             id,
@@ -275,6 +275,28 @@ async fn run(
             ))
         }
     }
+}
+
+/// Makes `dir` (its parent must exist) a directory only root can enter:
+/// the exec console sockets in it hand out a container's terminal.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        other => other?,
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a directory", dir.display()),
+        ));
+    }
+    // Made by an older berthd with the default mode.
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 /// Reads `reader` to its end, keeping the first `cap` bytes and reading
@@ -357,6 +379,28 @@ mod tests {
             out.truncation_marker().as_deref(),
             Some("[berth: stdout truncated at 16 MiB]\n")
         );
+    }
+
+    #[test]
+    fn the_exec_console_dir_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("berth-exec-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir(&base).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = base.join("x");
+        private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        // One left world-readable by an older version is tightened.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        // A symlink in its place is refused, not followed.
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        let e = private_dir(&link).unwrap_err();
+        assert!(e.to_string().contains("not a directory"), "{e}");
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[tokio::test]
