@@ -256,13 +256,36 @@ impl LogFile {
     }
 }
 
+/// Opens the log for appending, creating it private (0600, as conmon does).
+///
+/// The path is the kubelet's and its directory may be reachable from a
+/// pod (a hostPath volume): a symlink planted there is refused rather than
+/// followed (O_NOFOLLOW), and so is anything but a regular file (a FIFO
+/// would block the open; O_NONBLOCK turns that into ENXIO).
 fn open_log(path: &CString) -> io::Result<File> {
-    OpenOptions::new()
+    let shown = String::from_utf8_lossy(path.as_bytes());
+    let fail = |e: io::Error| {
+        let cause = if e.raw_os_error() == Some(libc::ELOOP) {
+            "it is a symbolic link, which the monitor does not follow (ELOOP)".to_string()
+        } else {
+            e.to_string()
+        };
+        io::Error::new(e.kind(), format!("cannot open log {shown}: {cause}"))
+    };
+    let file = OpenOptions::new()
         .append(true)
         .create(true)
-        .mode(0o640)
-        .custom_flags(libc::O_CLOEXEC)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(OsStr::from_bytes(path.as_bytes()))
+        .map_err(fail)?;
+    if !file.metadata().map_err(fail)?.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cannot open log {shown}: not a regular file"),
+        ));
+    }
+    Ok(file)
 }
 
 #[cfg(test)]

@@ -85,8 +85,10 @@
 //!
 //! # The container log
 //!
-//! The file at `--log` is opened `O_APPEND|O_CREAT`, mode 0640 (its parent
-//! directory must exist). One entry per line, in the CRI format:
+//! The file at `--log` is opened `O_APPEND|O_CREAT|O_NOFOLLOW`, mode 0600
+//! (its parent directory must exist). A symlink at that path is refused
+//! (`ELOOP`, on create and on `reopen-log`) rather than followed, and so is
+//! anything but a regular file. One entry per line, in the CRI format:
 //!
 //! ```text
 //! 2016-10-06T00:17:09.669794202Z stdout F hello
@@ -101,6 +103,11 @@
 //! `writev(2)`.
 //!
 //! # Files in STATEDIR
+//!
+//! Every file the shim makes is mode 0600 (its umask is 077; it makes no
+//! directories), opened without following symlinks. The runtime runs with
+//! umask 022 as before; `runtime.log` is made 0600 by the shim before the
+//! runtime appends to it, and `container.pid` is made 0600 once read.
 //!
 //! | file | written by | content |
 //! |---|---|---|

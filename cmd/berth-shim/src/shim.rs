@@ -6,7 +6,7 @@ use std::fmt::Display;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::args::Config;
@@ -24,6 +24,9 @@ const CONSOLE_SOCK: &str = "console.sock";
 const CONTROL_SOCK: &str = "control.sock";
 const ATTACH_SOCK: &str = "attach.sock";
 const EXIT_JSON: &str = "exit.json";
+/// Mode of every file the monitor makes: berthd reads them as root, and
+/// nobody else has any business with them.
+const PRIVATE: u32 = 0o600;
 
 /// How long output is still read after the container exited, for pipes
 /// that a leftover process keeps open.
@@ -51,8 +54,8 @@ pub fn note(msg: impl Display) {
     let file = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
-        .mode(0o640)
-        .custom_flags(libc::O_CLOEXEC)
+        .mode(PRIVATE)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(SHIM_LOG);
     if let Ok(mut f) = file {
         let _ = f.write_all(line.as_bytes());
@@ -123,7 +126,9 @@ pub fn main() -> i32 {
     unsafe {
         libc::setsid();
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-        libc::umask(0o022);
+        // Private by default; the runtime gets the usual 022 back (see
+        // `sys::spawn`), so the container's umask is unchanged.
+        libc::umask(0o077);
     }
     let _ = sys::stdio_to_devnull();
     if let Err(e) = std::env::set_current_dir(&cfg.dir) {
@@ -171,12 +176,14 @@ fn path_cstr(p: &Path) -> Result<CString, String> {
 /// Writes a small file atomically: a temporary file, renamed over `name`.
 fn write_atomic(name: &str, content: &[u8], durable: bool) -> io::Result<()> {
     let tmp = format!("{name}.tmp");
+    // A leftover of a crash (or anything planted there) goes first: the
+    // new file is made afresh, never opened through a symlink.
+    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .custom_flags(libc::O_CLOEXEC)
+        .create_new(true)
+        .mode(PRIVATE)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(&tmp)?;
     f.write_all(content)?;
     if durable {
@@ -238,8 +245,7 @@ impl Setup<'_> {
         write_atomic(SHIM_PID, std::process::id().to_string().as_bytes(), false)
             .map_err(|e| format!("berth-shim: cannot write {SHIM_PID}: {e}"))?;
         let sigfd = sys::signals().map_err(|e| format!("berth-shim: signalfd: {e}"))?;
-        let log = LogFile::open(path_cstr(&cfg.log)?)
-            .map_err(|e| format!("berth-shim: cannot open log {}: {e}", cfg.log.display()))?;
+        let log = LogFile::open(path_cstr(&cfg.log)?).map_err(|e| format!("berth-shim: {e}"))?;
         let devnull = sys::open(c"/dev/null", libc::O_RDWR, 0)
             .map_err(|e| format!("berth-shim: /dev/null: {e}"))?;
         let io_err = |what: &str, e: io::Error| format!("berth-shim: {what}: {e}");
@@ -292,7 +298,8 @@ impl Setup<'_> {
             None => None,
         };
 
-        let log_offset = std::fs::metadata(RUNTIME_LOG).map(|m| m.len()).unwrap_or(0);
+        let log_offset = private_runtime_log()
+            .map_err(|e| format!("berth-shim: cannot create {RUNTIME_LOG}: {e}"))?;
         let mut argv = self.runtime_argv()?;
         argv.push(c"--log".into());
         argv.push(path_cstr(&dir.join(RUNTIME_LOG))?);
@@ -421,8 +428,30 @@ impl Setup<'_> {
     }
 }
 
+/// Makes `runtime.log` exist with the monitor's private mode before the
+/// runtime (whose umask is 022) appends to it; returns its current length.
+fn private_runtime_log() -> io::Result<u64> {
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(PRIVATE)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(RUNTIME_LOG)?;
+    // A file left by an older monitor may be world-readable.
+    f.set_permissions(std::fs::Permissions::from_mode(PRIVATE))?;
+    Ok(f.metadata()?.len())
+}
+
+/// Reads the pid file the runtime wrote (with its umask, 022) and makes it
+/// private like the monitor's own files.
 fn read_pid(path: &str) -> io::Result<libc::pid_t> {
-    let text = std::fs::read_to_string(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(PRIVATE))?;
+    let mut text = String::new();
+    f.read_to_string(&mut text)?;
     match text.trim().parse::<libc::pid_t>() {
         Ok(pid) if pid > 0 => Ok(pid),
         _ => Err(io::Error::new(

@@ -243,16 +243,15 @@ pub fn listen_unix(path: &CStr, mode: libc::mode_t) -> io::Result<OwnedFd> {
     // SAFETY: `path` is NUL-terminated.
     unsafe { libc::unlink(path.as_ptr()) };
     // SAFETY: `addr` is a valid sockaddr_un of length `len`. The umask
-    // makes the socket file private from its creation on.
+    // gives the socket file its mode from its creation on (no window, and
+    // no chmod by path that a swapped-in symlink could redirect).
     let bound = unsafe {
-        let old = libc::umask(0o177);
+        let old = libc::umask(!mode & 0o777);
         let r = libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len);
         libc::umask(old);
         r
     };
     cvt(bound)?;
-    // SAFETY: `path` is NUL-terminated.
-    cvt(unsafe { libc::chmod(path.as_ptr(), mode) })?;
     // SAFETY: plain listen on our socket.
     cvt(unsafe { libc::listen(fd.as_raw_fd(), 16) })?;
     Ok(fd)
@@ -507,6 +506,10 @@ pub fn spawn(argv: &[CString], stdio: [RawFd; 3], hide_cgroup2: bool) -> io::Res
             ] {
                 libc::signal(sig, libc::SIG_DFL);
             }
+            // The monitor's own umask (077) is not the runtime's business:
+            // it, and the container unless its spec says otherwise, get
+            // the conventional 022.
+            libc::umask(0o022);
             let mut empty = MaybeUninit::<libc::sigset_t>::uninit();
             libc::sigemptyset(empty.as_mut_ptr());
             libc::sigprocmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());

@@ -129,9 +129,7 @@ fn stdout_lines(c: &Container) -> Vec<String> {
 
 #[test]
 fn two_clients_get_output_and_one_leaving_does_not_stop_the_other() {
-    if !need_root() {
-        return;
-    }
+    need_root();
     for rt in runtimes() {
         let script =
             "i=0; while :; do echo tick $i; echo oops $i >&2; i=$((i+1)); sleep 0.05; done";
@@ -200,9 +198,7 @@ fn two_clients_get_output_and_one_leaving_does_not_stop_the_other() {
 
 #[test]
 fn stdin_from_clients_reaches_the_container_and_the_log() {
-    if !need_root() {
-        return;
-    }
+    need_root();
     for rt in runtimes() {
         let script = "while read l; do echo got:$l; done; echo eof";
         let mut c = Container::new(&rt, &["sh", "-c", script], false);
@@ -267,9 +263,7 @@ fn stdin_from_clients_reaches_the_container_and_the_log() {
 
 #[test]
 fn stdin_once_closes_stdin_when_its_first_user_is_done() {
-    if !need_root() {
-        return;
-    }
+    need_root();
     for rt in runtimes() {
         for by_disconnect in [false, true] {
             let script = "cat; echo cat-done; exit 5";
@@ -315,9 +309,7 @@ fn stdin_once_closes_stdin_when_its_first_user_is_done() {
 
 #[test]
 fn tty_output_is_stdout_and_stdin_once_sends_eof() {
-    if !need_root() {
-        return;
-    }
+    need_root();
     for rt in runtimes() {
         let script = "echo ready; cat; echo oops >&2; echo done";
         let mut c = Container::new(&rt, &["sh", "-c", script], true);
@@ -351,9 +343,7 @@ fn tty_output_is_stdout_and_stdin_once_sends_eof() {
 
 #[test]
 fn a_client_that_does_not_read_is_dropped_without_stalling_the_log() {
-    if !need_root() {
-        return;
-    }
+    need_root();
     for rt in runtimes() {
         // Bursts far larger than a socket buffer, with short pauses so that
         // a reading client keeps up even on a busy machine.
@@ -421,9 +411,7 @@ fn a_client_that_does_not_read_is_dropped_without_stalling_the_log() {
 
 #[test]
 fn attach_and_detach_cycles_leak_nothing() {
-    if !need_root() {
-        return;
-    }
+    need_root();
     for rt in runtimes() {
         let script = "i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.02; done";
         let mut c = Container::new(&rt, &["sh", "-c", script], false);
@@ -492,9 +480,7 @@ fn attach_and_detach_cycles_leak_nothing() {
 
 #[test]
 fn a_client_attached_at_the_end_gets_the_exit_frame() {
-    if !need_root() {
-        return;
-    }
+    need_root();
     for rt in runtimes() {
         let mut c = Container::new(&rt, &["sh", "-c", "echo hi; exit 42"], false);
         c.create();

@@ -27,9 +27,7 @@ fn entry(tag: &str, msg: &str) -> (String, String) {
 
 #[test]
 fn stdout_and_stderr_are_logged_in_cri_format() {
-    if !need_root() {
-        return;
-    }
+    need_root();
     let script = r#"echo out1; echo err1 >&2; echo; printf 'crlf\r\n'; printf '%020000d\n' 0; echo err2 >&2; printf 'last words'"#;
     for rt in runtimes() {
         let mut c = Container::new(&rt, &["sh", "-c", script], false);
@@ -87,9 +85,7 @@ fn pad_fraction(t: &str) -> String {
 
 #[test]
 fn exit_codes_are_recorded() {
-    if !need_root() {
-        return;
-    }
+    need_root();
     for rt in runtimes() {
         // A plain exit status.
         let mut c = Container::new(&rt, &["sh", "-c", "exit 3"], false);
@@ -131,9 +127,7 @@ fn exit_codes_are_recorded() {
 
 #[test]
 fn the_shim_outlives_its_spawner() {
-    if !need_root() {
-        return;
-    }
+    need_root();
     for rt in runtimes() {
         let script = "while :; do echo tick; sleep 0.05; done";
         let mut c = Container::new(&rt, &["sh", "-c", script], false);
@@ -192,9 +186,7 @@ fn the_shim_outlives_its_spawner() {
 
 #[test]
 fn reopen_log_after_rotation_and_control_errors() {
-    if !need_root() {
-        return;
-    }
+    need_root();
     for rt in runtimes() {
         let script = "echo one; while [ ! -e /tmp/go ]; do sleep 0.02; done; echo two";
         let mut c = Container::new(&rt, &["sh", "-c", script], false);
@@ -207,7 +199,7 @@ fn reopen_log_after_rotation_and_control_errors() {
                 & 0o777
         };
         assert_eq!(mode(c.state().join("control.sock")), 0o600, "{}", rt.name);
-        assert_eq!(mode(c.log_path()), 0o640, "{}", rt.name);
+        assert_eq!(mode(c.log_path()), 0o600, "{}", rt.name);
 
         let rotated = c.dir.join("logs/0.log.1");
         std::fs::rename(c.log_path(), &rotated).unwrap();
@@ -257,9 +249,7 @@ fn reopen_log_after_rotation_and_control_errors() {
 
 #[test]
 fn tty_output_and_resize() {
-    if !need_root() {
-        return;
-    }
+    need_root();
     for rt in runtimes() {
         let script = "echo hello tty; while [ ! -e /tmp/go ]; do sleep 0.02; done; stty size";
         let mut c = Container::new(&rt, &["sh", "-c", script], true);
@@ -289,9 +279,7 @@ fn tty_output_and_resize() {
 
 #[test]
 fn a_failed_create_reports_the_runtimes_message() {
-    if !need_root() {
-        return;
-    }
+    need_root();
     for rt in runtimes() {
         // The container's program does not exist.
         let mut c = Container::new(&rt, &["/bin/no-such-program"], false);
@@ -346,9 +334,7 @@ fn assert_failure_left_nothing(c: &Container) {
 
 #[test]
 fn stdin_is_a_pipe_held_by_the_shim() {
-    if !need_root() {
-        return;
-    }
+    need_root();
     for rt in runtimes() {
         let script = r#"read line; echo "got $line""#;
         let mut c = Container::new(&rt, &["sh", "-c", script], false);
@@ -391,9 +377,7 @@ fn stdin_is_a_pipe_held_by_the_shim() {
 
 #[test]
 fn output_drain_is_bounded_when_a_leftover_holds_the_pipe() {
-    if !need_root() {
-        return;
-    }
+    need_root();
     for rt in runtimes() {
         // Without a pid namespace the background sleep outlives the init
         // and keeps stdout open.
@@ -452,9 +436,7 @@ fn bad_arguments_are_reported() {
 /// per container and is checked separately.
 #[test]
 fn monitor_rss_is_small() {
-    if !need_root() {
-        return;
-    }
+    need_root();
     // The tests run the debug build, whose text is ~180 kB larger than the
     // release build's (which measures 1.0-1.2 MiB here).
     let rss_limit_kb = if cfg!(debug_assertions) {

@@ -16,13 +16,36 @@ use crate::model::ContainerState;
 use crate::{new_id, Core};
 
 /// kubelet's cap on what ExecSync returns per stream.
-const MAX_OUTPUT: u64 = 16 * 1024 * 1024;
+const MAX_OUTPUT: usize = 16 * 1024 * 1024;
+/// Read size while collecting ExecSync output.
+const READ_CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Default)]
 pub struct ExecOutput {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub exit_code: i32,
+    /// The command wrote more than the cap on stdout; the rest was dropped.
+    pub stdout_truncated: bool,
+    /// Likewise for stderr.
+    pub stderr_truncated: bool,
+}
+
+impl ExecOutput {
+    /// A line for a front door without a truncation flag of its own (CRI's
+    /// ExecSyncResponse) to append to stderr, when anything was dropped.
+    pub fn truncation_marker(&self) -> Option<String> {
+        let which = match (self.stdout_truncated, self.stderr_truncated) {
+            (false, false) => return None,
+            (true, false) => "stdout",
+            (false, true) => "stderr",
+            (true, true) => "stdout and stderr",
+        };
+        Some(format!(
+            "[berth: {which} truncated at {} MiB]\n",
+            MAX_OUTPUT >> 20
+        ))
+    }
 }
 
 /// A streaming exec (CRI `Exec`): which stdio the client wants.
@@ -187,7 +210,7 @@ impl Core {
         }
         // A short path: unix socket addresses hold 107 bytes.
         let dir = self.config.state_dir.join("x");
-        std::fs::create_dir_all(&dir)?;
+        private_dir(&dir)?;
         let console = ConsoleSocket::bind(&dir.join(format!("{}.sock", &new_id()[..16])))?;
         let mut cmd = tokio::process::Command::from(runtime.exec_command(
             id,
@@ -236,33 +259,14 @@ async fn run(
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let mut child = cmd.spawn()?;
-    let mut stdout = child.stdout.take().expect("piped").take(MAX_OUTPUT);
-    let mut stderr = child.stderr.take().expect("piped").take(MAX_OUTPUT);
-    let work = async {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let (a, b, status) = tokio::join!(
-            stdout.read_to_end(&mut out),
-            stderr.read_to_end(&mut err),
-            child.wait()
-        );
-        a?;
-        b?;
-        Ok::<_, std::io::Error>((out, err, status?))
-    };
+    let work = collect(&mut child, MAX_OUTPUT);
     let finished = if timeout.is_zero() {
         Ok(work.await)
     } else {
         tokio::time::timeout(timeout, work).await
     };
     match finished {
-        Ok(done) => {
-            let (stdout, stderr, status) = done?;
-            Ok(ExecOutput {
-                stdout,
-                stderr,
-                exit_code: exit_code(status),
-            })
-        }
+        Ok(done) => Ok(done?),
         Err(_) => {
             files.kill_process();
             Err(Error::new(
@@ -270,5 +274,150 @@ async fn run(
                 format!("command timed out after {timeout:?}"),
             ))
         }
+    }
+}
+
+/// Makes `dir` (its parent must exist) a directory only root can enter:
+/// the exec console sockets in it hand out a container's terminal.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        other => other?,
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a directory", dir.display()),
+        ));
+    }
+    // Made by an older berthd with the default mode.
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Reads `reader` to its end, keeping the first `cap` bytes and reading
+/// and dropping the rest: a writer must never block on a full pipe
+/// because we stopped reading. Returns the bytes and whether any were
+/// dropped.
+async fn read_capped(
+    mut reader: impl AsyncRead + Unpin,
+    cap: usize,
+) -> std::io::Result<(Vec<u8>, bool)> {
+    let mut kept = Vec::new();
+    let mut truncated = false;
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            return Ok((kept, truncated));
+        }
+        let room = cap.saturating_sub(kept.len());
+        truncated |= n > room;
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+}
+
+/// Collects a child's piped stdout and stderr (at most `cap` bytes each)
+/// and waits for it to exit.
+async fn collect(child: &mut tokio::process::Child, cap: usize) -> std::io::Result<ExecOutput> {
+    async fn drain(
+        pipe: Option<impl AsyncRead + Unpin>,
+        cap: usize,
+    ) -> std::io::Result<(Vec<u8>, bool)> {
+        match pipe {
+            Some(pipe) => read_capped(pipe, cap).await,
+            None => Ok((Vec::new(), false)),
+        }
+    }
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let (out, err, status) = tokio::join!(drain(stdout, cap), drain(stderr, cap), child.wait());
+    let ((stdout, stdout_truncated), (stderr, stderr_truncated)) = (out?, err?);
+    Ok(ExecOutput {
+        stdout,
+        stderr,
+        exit_code: exit_code(status?),
+        stdout_truncated,
+        stderr_truncated,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real `sh` writing far more than the cap on stdout (and a little on
+    /// stderr) must run to its end: the excess is drained and dropped.
+    #[tokio::test]
+    async fn output_past_the_cap_is_drained_dropped_and_flagged() {
+        const CAP: usize = 64 * 1024;
+        // 1 MiB: far beyond the cap plus a pipe buffer, so a reader that
+        // stops at the cap leaves the writer blocked for good.
+        let script = "head -c 1048576 /dev/zero | tr '\\0' x; echo done >&2; exit 7";
+        let mut child = tokio::process::Command::new("sh")
+            .args(["-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let out = tokio::time::timeout(Duration::from_secs(20), collect(&mut child, CAP))
+            .await
+            .expect("the command must finish: output past the cap is drained")
+            .unwrap();
+        assert_eq!(out.exit_code, 7);
+        assert_eq!(out.stdout.len(), CAP);
+        assert!(out.stdout.iter().all(|&b| b == b'x'));
+        assert!(out.stdout_truncated);
+        assert_eq!(out.stderr, b"done\n");
+        assert!(!out.stderr_truncated);
+        assert_eq!(
+            out.truncation_marker().as_deref(),
+            Some("[berth: stdout truncated at 16 MiB]\n")
+        );
+    }
+
+    #[test]
+    fn the_exec_console_dir_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("berth-exec-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir(&base).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = base.join("x");
+        private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        // One left world-readable by an older version is tightened.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        // A symlink in its place is refused, not followed.
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        let e = private_dir(&link).unwrap_err();
+        assert!(e.to_string().contains("not a directory"), "{e}");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[tokio::test]
+    async fn output_at_the_cap_is_not_truncated() {
+        let (data, truncated) = read_capped(&b"abcd"[..], 4).await.unwrap();
+        assert_eq!((data.as_slice(), truncated), (&b"abcd"[..], false));
+        let (data, truncated) = read_capped(&b"abcde"[..], 4).await.unwrap();
+        assert_eq!((data.as_slice(), truncated), (&b"abcd"[..], true));
+        assert_eq!(ExecOutput::default().truncation_marker(), None);
+        let both = ExecOutput {
+            stdout_truncated: true,
+            stderr_truncated: true,
+            ..ExecOutput::default()
+        };
+        assert_eq!(
+            both.truncation_marker().as_deref(),
+            Some("[berth: stdout and stderr truncated at 16 MiB]\n")
+        );
     }
 }

@@ -366,11 +366,16 @@ impl RuntimeService for Runtime {
     async fn exec_sync(&self, req: Request<api::ExecSyncRequest>) -> Reply<api::ExecSyncResponse> {
         let req = req.into_inner();
         let timeout = Duration::from_secs(req.timeout.max(0) as u64);
-        let out = self
+        let mut out = self
             .core
             .exec_sync(&req.container_id, req.cmd, timeout)
             .await
             .map_err(status)?;
+        // ExecSyncResponse has no truncation flag: say it on stderr.
+        if let Some(marker) = out.truncation_marker() {
+            tracing::warn!(container = %req.container_id, "ExecSync: {}", marker.trim_end());
+            out.stderr.extend_from_slice(marker.as_bytes());
+        }
         Ok(Response::new(api::ExecSyncResponse {
             stdout: out.stdout,
             stderr: out.stderr,

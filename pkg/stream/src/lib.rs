@@ -5,6 +5,7 @@
 //! remotecommand (`v1`..`v5.channel.k8s.io`) or `portforward.k8s.io`.
 
 pub mod backend;
+mod conn;
 mod portforward;
 pub mod remotecommand;
 mod server;
@@ -13,5 +14,5 @@ pub mod tokens;
 mod ws;
 
 pub use backend::{Backend, Process};
-pub use server::StreamServer;
+pub use server::{StreamConfig, StreamServer};
 pub use tokens::Request;

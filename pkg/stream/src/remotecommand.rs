@@ -117,6 +117,9 @@ pub fn final_status(
     Some(Bytes::from(status.to_string()))
 }
 
+/// Longest resize message buffered while incomplete.
+const MAX_RESIZE_MESSAGE: usize = 4096;
+
 /// Terminal sizes from the resize stream: JSON objects (`{"Width":80,
 /// "Height":24}`), one after another, split anywhere across frames.
 #[derive(Default)]
@@ -159,6 +162,11 @@ impl ResizeDecoder {
             }
         }
         self.pending.drain(..consumed);
+        // A size is a few dozen bytes: an unfinished one this long is
+        // garbage, not worth buffering without end.
+        if self.pending.len() > MAX_RESIZE_MESSAGE {
+            self.pending.clear();
+        }
         sizes
     }
 }
@@ -250,5 +258,21 @@ mod tests {
         );
         assert_eq!(d.feed(b"not json"), vec![]);
         assert_eq!(d.feed(br#"{"Width":1,"Height":2}"#), vec![(1, 2)]);
+    }
+
+    #[test]
+    fn an_endless_resize_message_is_not_buffered_without_bound() {
+        let mut d = ResizeDecoder::default();
+        d.feed(br#"{"Width":1"#);
+        for _ in 0..1000 {
+            assert_eq!(d.feed(&[b'0'; 1024]), vec![]);
+            assert!(
+                d.pending.len() <= MAX_RESIZE_MESSAGE + 1024,
+                "{}",
+                d.pending.len()
+            );
+        }
+        // Whatever came before, a well-formed size then still gets through.
+        assert_eq!(d.feed(br#"{"Width":3,"Height":4}"#), vec![(3, 4)]);
     }
 }

@@ -5,7 +5,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_core::ExecSpec;
@@ -14,43 +15,121 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, CONNECTION, UPGRADE};
 use hyper::{Request as HttpRequest, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::backend::{Backend, Process};
+use crate::conn::{Activity, Watched};
 use crate::remotecommand::{self, Outputs, ResizeDecoder, Sink, Version};
 use crate::tokens::{Request, Tokens, TOKEN_TTL};
 use crate::{portforward, spdy, ws};
 
-/// How long a client has, after the upgrade, to open its streams.
-const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 const PROTOCOL_HEADER: &str = "x-stream-protocol-version";
 const WS_PROTOCOL_HEADER: &str = "sec-websocket-protocol";
+/// What a connection beyond the cap gets before it is closed.
+const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: text/plain; charset=utf-8\r\n\
+content-length: 50\r\n\
+connection: close\r\n\
+\r\n\
+streaming server: too many connections, try again\n";
 
 type Body = Full<Bytes>;
+
+/// Limits of the streaming server; [`Default`] gives the production
+/// values. Every client reaching the streaming port is unauthenticated
+/// until its one-time token is checked, so none of them may hold a
+/// descriptor or a task for long without doing its part.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// A client must send its whole request head within this, or it is
+    /// closed without an answer. 10 s: kubelet's clients send the head at
+    /// once; a slow network still has ample time.
+    pub header_read_timeout: Duration,
+    /// An upgraded session (exec, attach, port-forward) in which no byte
+    /// moved either way for this long is closed. 4 h: kubelet's
+    /// `streamingConnectionIdleTimeout`, which spdystream likewise counts
+    /// from the last frame. An exec or attach session has no stream-less
+    /// phase beyond `stream_creation_timeout` (it ends with its process);
+    /// a port-forward session without a forwarded connection is what
+    /// `kubectl port-forward` holds while it waits for local clients, so
+    /// it gets the same allowance (current clients ping every 5 s anyway).
+    pub idle_timeout: Duration,
+    /// After the upgrade, how long a client has to open the streams its
+    /// exec or attach implies, and how long the first stream of a
+    /// port-forward pair waits for the second. 30 s, kubelet's.
+    pub stream_creation_timeout: Duration,
+    /// Sockets the server holds at once: client connections (from accept
+    /// to the session's end) plus the connections it makes into pods for
+    /// port-forward. A client connection beyond it gets a 503 and is closed
+    /// at once; a forward beyond it is refused on its error stream. 256
+    /// keeps berthd well inside the usual 1024-descriptor soft limit with
+    /// room for the CRI socket, images and monitors.
+    pub max_connections: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(4 * 60 * 60),
+            stream_creation_timeout: Duration::from_secs(30),
+            max_connections: 256,
+        }
+    }
+}
 
 /// The streaming server: where URLs point, and the tokens behind them.
 pub struct StreamServer {
     tokens: Tokens,
     addr: SocketAddr,
     backend: Arc<dyn Backend>,
+    config: StreamConfig,
+    /// One permit per socket held (see [`StreamConfig::max_connections`]).
+    sockets: Arc<Semaphore>,
 }
 
+/// An accepted upgrade, run by the connection's task once hyper hands the
+/// transport over.
+struct Upgrade {
+    on: hyper::upgrade::OnUpgrade,
+    websocket: bool,
+    protocol: String,
+    request: Request,
+}
+
+type UpgradeSlot = Arc<Mutex<Option<Upgrade>>>;
+
 impl StreamServer {
-    /// Binds `addr` (port 0: any free port) and serves in the background.
+    /// Binds `addr` (port 0: any free port) and serves in the background
+    /// with the default limits.
     pub async fn start(
         addr: SocketAddr,
         backend: Arc<dyn Backend>,
+    ) -> std::io::Result<Arc<StreamServer>> {
+        Self::start_with(addr, backend, StreamConfig::default()).await
+    }
+
+    /// [`StreamServer::start`] with the given limits.
+    pub async fn start_with(
+        addr: SocketAddr,
+        backend: Arc<dyn Backend>,
+        config: StreamConfig,
     ) -> std::io::Result<Arc<StreamServer>> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let server = Arc::new(StreamServer {
             tokens: Tokens::new(TOKEN_TTL),
             addr: listener.local_addr()?,
             backend,
+            sockets: Arc::new(Semaphore::new(config.max_connections)),
+            config,
         });
         let serving = server.clone();
         tokio::spawn(async move {
+            let mut refusing = false;
             loop {
                 let tcp = match listener.accept().await {
                     Ok((tcp, _)) => tcp,
@@ -61,17 +140,22 @@ impl StreamServer {
                         continue;
                     }
                 };
-                let server = serving.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let server = server.clone();
-                        async move { Ok::<_, Infallible>(server.handle(req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .with_upgrades()
-                        .await;
-                });
+                match serving.sockets.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        refusing = false;
+                        tokio::spawn(serving.clone().connection(tcp, permit));
+                    }
+                    Err(_) => {
+                        if !refusing {
+                            tracing::warn!(
+                                limit = serving.config.max_connections,
+                                "streaming server at its connection limit; refusing new connections"
+                            );
+                            refusing = true;
+                        }
+                        refuse(tcp);
+                    }
+                }
             }
         });
         tracing::info!(address = %server.addr, "CRI streaming server listening");
@@ -89,9 +173,68 @@ impl StreamServer {
         Some(format!("http://{}/{kind}/{token}", self.addr))
     }
 
-    async fn handle(
-        self: Arc<Self>,
+    /// Serves one client connection, holding its socket permit to the end:
+    /// the request head within the header timeout, then the upgraded
+    /// session until it ends or idles out.
+    async fn connection(self: Arc<Self>, tcp: TcpStream, _permit: OwnedSemaphorePermit) {
+        let activity = Activity::new();
+        let io = TokioIo::new(Watched::new(tcp, activity.clone()));
+        let upgrade = UpgradeSlot::default();
+        let head = Arc::new(AtomicBool::new(false));
+        let service = {
+            let (server, upgrade, head) = (self.clone(), upgrade.clone(), head.clone());
+            hyper::service::service_fn(move |req| {
+                head.store(true, Ordering::Release);
+                let response = server.handle(req, &upgrade);
+                async move { Ok::<_, Infallible>(response) }
+            })
+        };
+        // Each URL is single-use: one request per connection, so a
+        // keep-alive connection cannot idle between requests unwatched.
+        let conn = hyper::server::conn::http1::Builder::new()
+            .keep_alive(false)
+            .serve_connection(io, service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        let config = &self.config;
+        tokio::select! {
+            _ = &mut conn => {}
+            () = tokio::time::sleep(config.header_read_timeout) => {
+                if !head.load(Ordering::Acquire) {
+                    tracing::debug!("streaming client sent no request head within {:?}", config.header_read_timeout);
+                    return; // dropping the connection closes the socket
+                }
+                tokio::select! {
+                    _ = &mut conn => {}
+                    () = activity.idle(config.idle_timeout) => return,
+                }
+            }
+        }
+        let Some(upgrade) = lock(&upgrade).take() else {
+            return;
+        };
+        let io = match upgrade.on.await {
+            Ok(upgraded) => TokioIo::new(upgraded),
+            Err(e) => {
+                tracing::debug!("stream upgrade failed: {e}");
+                return;
+            }
+        };
+        let session = self.serve(io, upgrade.websocket, &upgrade.protocol, upgrade.request);
+        tokio::select! {
+            () = session => {}
+            () = activity.idle(config.idle_timeout) => {
+                tracing::debug!("closing a streaming session idle for {:?}", config.idle_timeout);
+                // Fails the transport under the session's own tasks too.
+                activity.cut();
+            }
+        }
+    }
+
+    fn handle(
+        &self,
         mut req: HttpRequest<hyper::body::Incoming>,
+        slot: &UpgradeSlot,
     ) -> Response<Body> {
         let path = req.uri().path().trim_matches('/').to_string();
         let Some((kind, token)) = path.split_once('/') else {
@@ -182,17 +325,11 @@ impl StreamServer {
                 headers.insert(PROTOCOL_HEADER, p);
             }
         }
-        let upgrading = hyper::upgrade::on(&mut req);
-        let server = self.clone();
-        tokio::spawn(async move {
-            let io = match upgrading.await {
-                Ok(upgraded) => TokioIo::new(upgraded),
-                Err(e) => {
-                    tracing::debug!("stream upgrade failed: {e}");
-                    return;
-                }
-            };
-            server.serve(io, websocket, &protocol, request).await;
+        *lock(slot) = Some(Upgrade {
+            on: hyper::upgrade::on(&mut req),
+            websocket,
+            protocol,
+            request,
         });
         response
     }
@@ -212,7 +349,11 @@ impl StreamServer {
             } else {
                 spdy::serve(io)
             };
-            portforward::serve(connection, incoming, backend, sandbox_id).await;
+            let limits = portforward::Limits {
+                pair_timeout: self.config.stream_creation_timeout,
+                sockets: self.sockets.clone(),
+            };
+            portforward::serve(connection, incoming, backend, sandbox_id, limits).await;
             return;
         }
         let Some(version) = Version::from_name(protocol) else {
@@ -231,7 +372,11 @@ impl StreamServer {
             ws::serve_remotecommand(socket, version, process, wants.cmd).await;
         } else {
             let (connection, incoming) = spdy::serve(io);
-            serve_spdy_command(&*backend, connection, incoming, version, &request, wants).await;
+            let timeout = self.config.stream_creation_timeout;
+            serve_spdy_command(
+                &*backend, connection, incoming, version, &request, wants, timeout,
+            )
+            .await;
         }
     }
 }
@@ -349,6 +494,7 @@ async fn serve_spdy_command(
     version: Version,
     request: &Request,
     wants: Wants,
+    creation_timeout: Duration,
 ) {
     // Wait for the streams the request implies, in whatever order.
     let expected = 1
@@ -368,10 +514,10 @@ async fn serve_spdy_command(
         }
         true
     };
-    match tokio::time::timeout(STREAM_CREATION_TIMEOUT, collect).await {
+    match tokio::time::timeout(creation_timeout, collect).await {
         Ok(true) => {}
         _ => {
-            tracing::debug!("stream client did not open its streams");
+            tracing::debug!("stream client did not open its streams within {creation_timeout:?}");
             connection.close().await;
             return;
         }
@@ -448,4 +594,23 @@ fn text(status: StatusCode, message: &str) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+/// Turns away a connection beyond the cap at once: no task, no wait.
+fn refuse(tcp: TcpStream) {
+    // Take what the client already sent (so closing sends FIN, not RST,
+    // and the answer is not lost), answer into the empty send buffer, and
+    // close. Both calls are non-blocking.
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        if !matches!(tcp.try_read(&mut sink), Ok(n) if n > 0) {
+            break;
+        }
+    }
+    let _ = tcp.try_write(BUSY_RESPONSE);
+}
+
+/// Locks a mutex, ignoring poisoning (nothing panics while holding it).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -31,13 +31,10 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Skips the calling test (returns false) unless running as root.
-pub fn need_root() -> bool {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return false;
-    }
-    true
+/// Fails the calling test unless running as root: a test that cannot run
+/// must not pass silently (CI runs the suite as root).
+pub fn need_root() {
+    assert!(is_root(), "needs root: run the suite as root");
 }
 
 fn find(binary: &str) -> Option<PathBuf> {
