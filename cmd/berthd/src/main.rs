@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config);
+    raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -37,6 +38,28 @@ fn main() -> ExitCode {
             tracing::error!("{e:#}");
             eprintln!("berthd: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The soft limit on open files up to the hard one, as Go programs do: the
+/// streaming server's connection cap, not a 1024 default, must be what
+/// bounds descriptors, so the CRI socket never starves.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid, owned struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!(
+                    "cannot raise the open-file limit: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
         }
     }
 }

@@ -431,7 +431,12 @@ async fn the_spec_is_applied_inside_the_container() {
     // Masked paths are /dev/null (char 1:3) even for root; unmasked /proc
     // files are not.
     assert_eq!(
-        exec_out(&mut rt, &probe, &["stat", "-c", "%F %t:%T", "/proc/kcore"]).await,
+        exec_out(
+            &mut rt,
+            &probe,
+            &["stat", "-c", "%F %t:%T", "/proc/timer_list"]
+        )
+        .await,
         "character special file 1:3"
     );
     assert_eq!(

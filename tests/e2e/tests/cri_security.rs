@@ -597,3 +597,85 @@ async fn image_limits_from_the_config_stop_a_pull_that_unpacks_too_much() {
         .images;
     assert!(images.is_empty(), "{images:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_streaming_requests_cannot_starve_berthd() {
+    use std::io::{Read, Write};
+    let (d, reg, mut rt) = daemon_with(&["busybox"]).await;
+    let pod = run_pod(&mut rt, pod_config("flood", &d.dir().join("logs")), "").await;
+    let ctr = run_container(
+        &mut rt,
+        &pod,
+        container_config("flood", &reg.image("busybox"), &["sleep", "3600"]),
+    )
+    .await;
+    let url = rt
+        .exec(api::ExecRequest {
+            container_id: ctr.clone(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .expect("Exec")
+        .into_inner()
+        .url;
+    let addr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    // More half-sent requests than the server serves at once (256), all
+    // within the header-read timeout (10 s).
+    let mut conns: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(&addr).expect("connect");
+            c.write_all(b"GET /exec/x HTTP/1.1\r\nHost: a\r\n").unwrap();
+            c.set_nonblocking(true).unwrap();
+            c
+        })
+        .collect();
+    // Those past the cap are answered (503) or closed at once.
+    let answered = |c: &mut std::net::TcpStream| {
+        let mut buf = [0u8; 64];
+        !matches!(c.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut refused = vec![false; conns.len()];
+    while refused.iter().filter(|r| **r).count() < 300 - 256 {
+        for (c, r) in conns.iter_mut().zip(refused.iter_mut()) {
+            *r = *r || answered(c);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of 300 half-sent requests were refused",
+            refused.iter().filter(|r| **r).count()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let held: Vec<std::net::TcpStream> = conns
+        .into_iter()
+        .zip(refused)
+        .filter(|(_, r)| !r)
+        .map(|(c, _)| c)
+        .collect();
+    assert!(held.len() <= 256, "{} connections held", held.len());
+    // The CRI socket still answers, and so does the container.
+    rt.version(api::VersionRequest::default())
+        .await
+        .expect("Version during the flood");
+    assert_eq!(exec_out(&mut rt, &ctr, &["echo", "alive"]).await, "alive");
+    // The silent ones are closed by the header-read timeout.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for mut c in held {
+        while !answered(&mut c) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a half-sent request was never closed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    teardown(&mut rt, &pod).await;
+}
