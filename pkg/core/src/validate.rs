@@ -380,7 +380,8 @@ mod tests {
             ..Default::default()
         };
         container(&ok).unwrap();
-        let cases: [(&str, fn(&mut ContainerConfig)); 5] = [
+        type Change = fn(&mut ContainerConfig);
+        let cases: [(&str, Change); 5] = [
             ("command argument", |c| c.args = vec!["a\0b".into()]),
             ("env name", |c| c.env = vec![("A=B".into(), "x".into())]),
             ("env value", |c| c.env = vec![("A".into(), "x\0".into())]),
