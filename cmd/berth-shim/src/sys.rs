@@ -515,15 +515,16 @@ pub fn spawn(argv: &[CString], stdio: [RawFd; 3], hide_cgroup2: bool) -> io::Res
             libc::sigprocmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
             let mut ok = true;
             if hide_cgroup2 {
-                // What `unshare --mount --propagation private` + `mount -t
-                // tmpfs` do, without their processes: crun 1.8 refuses a
-                // hybrid host unless the empty v2 tree is out of sight.
+                // crun 1.8 refuses a hybrid host unless the empty v2 tree is
+                // out of sight. Only that one mount is made private (so the
+                // tmpfs stays here): everything else keeps its propagation,
+                // so bidirectional and host-to-container mounts still work.
                 ok = libc::unshare(libc::CLONE_NEWNS) == 0
                     && libc::mount(
                         std::ptr::null(),
-                        c"/".as_ptr(),
+                        c"/sys/fs/cgroup/unified".as_ptr(),
                         std::ptr::null(),
-                        libc::MS_REC | libc::MS_PRIVATE,
+                        libc::MS_PRIVATE,
                         std::ptr::null(),
                     ) == 0
                     && libc::mount(

@@ -115,6 +115,9 @@ struct File {
     log_root: Option<PathBuf>,
     /// When set, Localhost seccomp profiles must lie under it.
     seccomp_profile_root: Option<PathBuf>,
+    /// RuntimeDefault seccomp for containers that ask for none.
+    #[serde(default)]
+    seccomp_default: bool,
     /// `[image_limits]`: caps on registry answers and unpacked sizes.
     #[serde(default)]
     image_limits: berth_image::limits::Limits,
@@ -138,6 +141,7 @@ pub struct Config {
     pub log_root: Option<PathBuf>,
     pub seccomp_profile_root: Option<PathBuf>,
     pub image_limits: berth_image::limits::Limits,
+    pub seccomp_default: bool,
 }
 
 impl Config {
@@ -218,6 +222,7 @@ impl Config {
         }
         Ok(Config {
             image_limits: file.image_limits,
+            seccomp_default: file.seccomp_default,
             log_root: file.log_root,
             seccomp_profile_root: file.seccomp_profile_root,
             stream_address,

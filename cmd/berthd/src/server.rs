@@ -46,6 +46,7 @@ pub async fn run(config: Config) -> Result<()> {
         log_root: config.log_root.clone(),
         seccomp_profile_root: config.seccomp_profile_root.clone(),
         image_limits: config.image_limits,
+        seccomp_default: config.seccomp_default,
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
 

@@ -344,6 +344,8 @@ impl Core {
             masked_paths: non_empty(&sec.masked_paths),
             readonly_paths: non_empty(&sec.readonly_paths),
             seccomp: match &sec.seccomp {
+                SeccompConfig::Unset if self.config.seccomp_default => oci::Seccomp::RuntimeDefault,
+                SeccompConfig::Unset => oci::Seccomp::Unconfined,
                 SeccompConfig::RuntimeDefault => oci::Seccomp::RuntimeDefault,
                 SeccompConfig::Unconfined => oci::Seccomp::Unconfined,
                 SeccompConfig::Localhost(p) => oci::Seccomp::Localhost(p.into()),

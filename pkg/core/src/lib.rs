@@ -76,6 +76,9 @@ pub struct CoreConfig {
     /// When set, Localhost seccomp profiles must lie under it (kubelet's
     /// is `/var/lib/kubelet/seccomp`).
     pub seccomp_profile_root: Option<PathBuf>,
+    /// Apply RuntimeDefault to containers that ask for no seccomp profile
+    /// (kubelet's SeccompDefault, node-wide). Off: nil means unconfined.
+    pub seccomp_default: bool,
     /// Caps on what a registry may make berthd read and unpack.
     pub image_limits: berth_image::limits::Limits,
 }

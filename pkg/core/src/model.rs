@@ -137,7 +137,10 @@ pub struct DeviceConfig {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SeccompConfig {
+    /// No profile asked for: unconfined, as the CRI defines it, unless the
+    /// node's `seccomp_default` says RuntimeDefault.
     #[default]
+    Unset,
     RuntimeDefault,
     Unconfined,
     Localhost(String),

@@ -11,15 +11,14 @@ pub(crate) const HOSTNAME: &str = "hostname";
 pub(crate) const HOSTS: &str = "hosts";
 pub(crate) const RESOLV: &str = "resolv.conf";
 
-/// The hostname a pod's containers see: the node's for host-network pods.
+/// The hostname a pod's containers see: the one asked for, else the
+/// node's (as containerd does: a pod name may be longer than the kernel's
+/// 64 bytes, and kubelet sends a hostname whenever the pod spec has one).
 pub(crate) fn hostname(pod: &PodConfig, host_network: bool) -> String {
     if host_network || pod.hostname.is_empty() {
-        if host_network {
-            return std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_default();
-        }
-        return pod.name.clone();
+        return std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
     }
     pod.hostname.clone()
 }

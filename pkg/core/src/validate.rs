@@ -19,13 +19,8 @@ const MAX_SEARCH_LEN: usize = 2048;
 /// Everything of a pod config that reaches the node, checked; returns the
 /// config with its sysctls in canonical dotted form.
 pub(crate) fn pod(mut config: PodConfig) -> Result<PodConfig> {
-    if config.namespaces.network != NamespaceMode::Node {
-        // Without a hostname the pod's name is used: it reaches /etc/hosts too.
-        hostname(if config.hostname.is_empty() {
-            &config.name
-        } else {
-            &config.hostname
-        })?;
+    if !config.hostname.is_empty() && config.namespaces.network != NamespaceMode::Node {
+        hostname(&config.hostname)?;
     }
     if let Some(dns) = &config.dns {
         dns_config(dns)?;

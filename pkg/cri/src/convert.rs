@@ -39,12 +39,9 @@ fn namespaces(o: Option<&api::NamespaceOption>) -> m::NamespaceOptions {
             ipc: namespace_mode(o.ipc),
             target_id: o.target_id.clone(),
         },
-        // kubelet always sends options; without them a pod shares
-        // network and ipc and each container has its own pid namespace.
-        None => m::NamespaceOptions {
-            pid: m::NamespaceMode::Container,
-            ..Default::default()
-        },
+        // kubelet always sends options; without them everything is POD
+        // (CRI's zero value), the pid namespace included.
+        None => m::NamespaceOptions::default(),
     }
 }
 
@@ -147,8 +144,9 @@ fn seccomp(p: Option<&api::SecurityProfile>) -> m::SeccompConfig {
             Ok(ProfileType::Localhost) => m::SeccompConfig::Localhost(p.localhost_ref.clone()),
             _ => m::SeccompConfig::RuntimeDefault,
         },
-        // No profile asked: Docker's default, as kubelet's SeccompDefault does.
-        None => m::SeccompConfig::RuntimeDefault,
+        // Nil means unconfined (CRI); kubelet's SeccompDefault sends
+        // RuntimeDefault explicitly. The node may still apply a default.
+        None => m::SeccompConfig::Unset,
     }
 }
 

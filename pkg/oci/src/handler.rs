@@ -38,8 +38,9 @@ impl RuntimeHandler {
     }
 }
 
-/// Makes the calling process's mount namespace private and hides the empty
-/// cgroup v2 tree of a hybrid host under a tmpfs. Meant for a child between
+/// Gives the calling process a mount namespace of its own and hides the
+/// empty cgroup v2 tree of a hybrid host under a tmpfs there (that one mount
+/// made private first, so the tmpfs never reaches the host). Meant for a child between
 /// fork and exec (`pre_exec`), or for berth-shim's equivalent: the host's
 /// hierarchies are untouched.
 ///
@@ -50,11 +51,14 @@ pub unsafe fn hide_cgroup2() -> std::io::Result<()> {
     // SAFETY: plain syscalls with static, NUL-terminated strings.
     let ok = unsafe {
         libc::unshare(libc::CLONE_NEWNS) == 0
+            // Only the hidden mount turns private, so the tmpfs stays in
+            // this namespace while every other mount keeps its propagation
+            // (bidirectional and host-to-container mounts need it).
             && libc::mount(
                 std::ptr::null(),
-                c"/".as_ptr(),
+                c"/sys/fs/cgroup/unified".as_ptr(),
                 std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
+                libc::MS_PRIVATE,
                 std::ptr::null(),
             ) == 0
             && libc::mount(

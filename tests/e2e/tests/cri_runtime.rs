@@ -362,6 +362,10 @@ async fn the_spec_is_applied_inside_the_container() {
             supplemental_groups: vec![4242],
             readonly_rootfs: true,
             no_new_privs: true,
+            seccomp: Some(api::SecurityProfile {
+                profile_type: api::security_profile::ProfileType::RuntimeDefault as i32,
+                ..Default::default()
+            }),
             capabilities: Some(api::Capability {
                 add_capabilities: vec!["NET_ADMIN".into()],
                 drop_capabilities: vec!["NET_RAW".into()],
