@@ -53,6 +53,18 @@ async fn a_pod_without_a_hostname_gets_the_nodes_even_with_a_long_name() {
     teardown(&mut rt, &pod).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_without_a_log_path_runs() {
+    let (d, reg, mut rt) = daemon_with(&["busybox"]).await;
+    let pod = run_pod(&mut rt, pod_config("nolog", &d.dir().join("logs")), "").await;
+    let mut cc = container_config("nolog", &reg.image("busybox"), &["sleep", "3600"]);
+    cc.log_path = String::new();
+    let ctr = run_container(&mut rt, &pod, cc).await;
+    assert_eq!(exec_out(&mut rt, &ctr, &["echo", "ok"]).await, "ok");
+    assert_eq!(status(&mut rt, &ctr).await.log_path, "");
+    teardown(&mut rt, &pod).await;
+}
+
 /// The `Seccomp:` mode of a container asking for no profile.
 async fn seccomp_mode_without_a_profile(d: &TestDaemon, image: &str) -> String {
     let mut rt = d.runtime().await;
