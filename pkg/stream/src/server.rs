@@ -189,10 +189,13 @@ impl StreamServer {
                 async move { Ok::<_, Infallible>(response) }
             })
         };
-        // Each URL is single-use: one request per connection, so a
-        // keep-alive connection cannot idle between requests unwatched.
+        // Keep-alive stays on: with it off hyper answers the upgrade with
+        // `connection: Upgrade, close`, which client-go takes for an empty
+        // answer. Every request head, the first or one on a kept-alive
+        // connection, must come within the header-read timeout.
         let conn = hyper::server::conn::http1::Builder::new()
-            .keep_alive(false)
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(self.config.header_read_timeout)
             .serve_connection(io, service)
             .with_upgrades();
         tokio::pin!(conn);

@@ -209,3 +209,54 @@ async fn mount_propagation_reaches_both_ways_with_crun() {
 async fn mount_propagation_reaches_both_ways_with_runc() {
     propagation_works_with("runc").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spdy_upgrade_is_answered_as_client_go_expects() {
+    use std::io::{Read, Write};
+    let (d, reg, mut rt) = daemon_with(&["busybox"]).await;
+    let pod = run_pod(&mut rt, pod_config("upgrade", &d.dir().join("logs")), "").await;
+    let ctr = run_container(
+        &mut rt,
+        &pod,
+        container_config("upgrade", &reg.image("busybox"), &["sleep", "3600"]),
+    )
+    .await;
+    let url = rt
+        .exec(api::ExecRequest {
+            container_id: ctr.clone(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .expect("Exec")
+        .into_inner()
+        .url;
+    let rest = url.trim_start_matches("http://");
+    let (addr, path) = rest.split_at(rest.find('/').unwrap());
+    // The request head client-go (crictl, kubelet) sends, byte for byte.
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        c,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: Go-http-client/1.1\r\nContent-Length: 0\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n"
+    )
+    .unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(c.read(&mut byte).unwrap(), 1, "closed after {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    // "connection: upgrade, close" reads to client-go as no answer at all.
+    let connection = head
+        .lines()
+        .find_map(|l| l.strip_prefix("connection:"))
+        .unwrap_or_default();
+    assert!(!connection.contains("close"), "{head}");
+    drop(c);
+    teardown(&mut rt, &pod).await;
+}
