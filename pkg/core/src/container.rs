@@ -182,8 +182,7 @@ impl Core {
         let staging = self.container_state_dir(id).join(STAGING);
         stage_recursive_readonly(&mut spec, &staging)?;
         let spec = oci::build(&spec)?;
-        // Not fsynced: containers do not survive a power loss, and the
-        // record (written durably after this) is what recovery trusts.
+        // What ContainerStatus reports as the first process's identity.
         let user = spec.process().as_ref().map(|p| {
             let u = p.user();
             ContainerUser {
@@ -192,6 +191,8 @@ impl Core {
                 supplemental_groups: u.additional_gids().clone().unwrap_or_default(),
             }
         });
+        // Not fsynced: containers do not survive a power loss, and the
+        // record (written durably after this) is what recovery trusts.
         let spec = serde_json::to_vec(&spec)
             .map_err(|e| Error::internal(format!("serialize the spec of {id}: {e}")))?;
         // 0600: the spec holds the container's env, and so its Secrets.
