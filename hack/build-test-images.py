@@ -325,6 +325,11 @@ def build(outdir):
                            "uncompressed_bytes": bb_gz.uncompressed_size + arch_layer.uncompressed_size}
 
     single("nonroot", [bb_gz], {"User": "1000:1000", "WorkingDir": "/home/app"})
+    # groups: the image's /etc/group puts app (uid 1000) in a group of its
+    # own, as critest's "predefined group" image does (SupplementalGroupsPolicy).
+    single("groups", [bb_gz, Layer(tar_with(
+        lambda t: t.dir("etc"),
+        lambda t: t.file("etc/group", GROUP + "group-defined-in-image:x:50000:app\n")))])
     single("stopsignal", [bb_gz], {"StopSignal": "SIGUSR1"})
     single("zstd", [Layer(bb_tar, "zstd")])
     single("uncompressed", [Layer(bb_tar, "none")])

@@ -18,6 +18,10 @@ pub(crate) const CONTAINERS: &str = "containers";
 /// How long a monitor may take to exit after its container did.
 const MONITOR_EXIT: Duration = Duration::from_secs(10);
 
+/// Under the container's state dir: the staging mounts of its recursive
+/// read-only mounts, one directory (or file) each, while it is created.
+const STAGING: &str = "rro";
+
 pub(crate) struct Entry {
     /// Serialises the operations on one container.
     pub lock: tokio::sync::Mutex<()>,
@@ -174,8 +178,19 @@ impl Core {
         let defaults = image_defaults(&image_config)?;
         let stop_signal = oci::stop_signal(&defaults);
         let cgroups_path = format!("{}/{id}", pod.cgroup_parent);
-        let spec = self.container_spec(pod, &config, defaults, rootfs_dir, &cgroups_path)?;
+        let mut spec = self.container_spec(pod, &config, defaults, rootfs_dir, &cgroups_path)?;
+        let staging = self.container_state_dir(id).join(STAGING);
+        stage_recursive_readonly(&mut spec, &staging)?;
         let spec = oci::build(&spec)?;
+        // What ContainerStatus reports as the first process's identity.
+        let user = spec.process().as_ref().map(|p| {
+            let u = p.user();
+            ContainerUser {
+                uid: u.uid(),
+                gid: u.gid(),
+                supplemental_groups: u.additional_gids().clone().unwrap_or_default(),
+            }
+        });
         // Not fsynced: containers do not survive a power loss, and the
         // record (written durably after this) is what recovery trusts.
         let spec = serde_json::to_vec(&spec)
@@ -197,6 +212,11 @@ impl Core {
             stdin_once: config.stdin_once,
         })?;
         made_dirs.keep();
+        // The runtime's create has bound them into the container's own
+        // mount namespace: the host needs the staging copies no longer.
+        if let Err(e) = rootfs::unmount_staged(&staging) {
+            tracing::warn!(container = %id, "recursive read-only staging: {e}");
+        }
         tracing::debug!(container = %id, ?mounted, ?specified, created = ?started.elapsed(),
             "container made: rootfs mounted, spec written, runtime create done");
         Ok(ContainerRecord {
@@ -218,6 +238,7 @@ impl Core {
             cgroups_path,
             runtime_handler: pod.config.runtime_handler.clone(),
             stop_signal,
+            user,
             config,
             ..Default::default()
         })
@@ -268,6 +289,7 @@ impl Core {
                     Propagation::HostToContainer => oci::Propagation::HostToContainer,
                     Propagation::Bidirectional => oci::Propagation::Bidirectional,
                 },
+                recursive_readonly: m.recursive_readonly,
             })
             .collect();
         let taken =
@@ -284,6 +306,7 @@ impl Core {
                     container_path: dest.to_string(),
                     readonly: sec.readonly_rootfs,
                     propagation: oci::Propagation::Private,
+                    recursive_readonly: false,
                 });
             }
         }
@@ -294,6 +317,7 @@ impl Core {
                     container_path: "/dev/shm".to_string(),
                     readonly: false,
                     propagation: oci::Propagation::Private,
+                    recursive_readonly: false,
                 });
             }
         }
@@ -325,6 +349,10 @@ impl Core {
                     .iter()
                     .map(|g| uid(Some(*g), "supplemental group").map(Option::unwrap_or_default))
                     .collect::<Result<_>>()?,
+                supplemental_groups_policy: match sec.supplemental_groups_policy {
+                    SupplementalGroupsPolicy::Merge => oci::SupplementalGroupsPolicy::Merge,
+                    SupplementalGroupsPolicy::Strict => oci::SupplementalGroupsPolicy::Strict,
+                },
             },
             mounts,
             devices: config
@@ -611,12 +639,24 @@ impl Core {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
+        // Staging mounts are host trees: never delete through one.
+        if let Err(e) = rootfs::unmount_staged(&state.join(STAGING)) {
+            tracing::warn!(container = %id, "recursive read-only staging, left in place: {e}");
+            return;
+        }
         let dir = self.container_dir(id);
         if let Err(e) = rootfs::unmount_all(&dir.join("bundle/rootfs")) {
             tracing::warn!(container = %id, "{e}");
         }
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&state);
+    }
+
+    /// Whether containers of `handler` can have recursive read-only mounts.
+    /// berth makes them itself (see [`stage_recursive_readonly`]), so every
+    /// configured handler can on a kernel with `mount_setattr`.
+    pub fn recursive_read_only_mounts(&self, handler: &str) -> bool {
+        self.runtimes.contains_key(handler) && rootfs::recursive_readonly_supported()
     }
 
     pub fn container_status(&self, id: &str) -> Result<ContainerRecord> {
@@ -683,6 +723,45 @@ impl Core {
             .await
             .map_err(|e| Error::internal(format!("reopen log task: {e}")))?
     }
+}
+
+/// Gives every recursive read-only mount of `spec` a staging source under
+/// `dir`: a recursively read-only copy of its host path, which the
+/// runtime's `rbind` carries into the container with each submount's flag.
+/// Every mount is checked first, so a refused request stages nothing; on a
+/// later failure the caller removes the staging mounts with the container.
+fn stage_recursive_readonly(spec: &mut oci::ContainerSpec, dir: &Path) -> Result<()> {
+    for m in &spec.mounts {
+        oci::check_recursive_readonly(m)?;
+        if m.recursive_readonly && !m.host_path.is_absolute() {
+            return Err(Error::invalid(format!(
+                "mount host_path {} (for {}) must be an absolute path",
+                m.host_path.display(),
+                m.container_path
+            )));
+        }
+    }
+    let staged = spec.mounts.iter_mut().filter(|m| m.recursive_readonly);
+    for (n, m) in staged.enumerate() {
+        let context = |e: Error| e.context(format!("mount {}", m.container_path));
+        // As for every CRI mount, a missing host path becomes a directory
+        // (the caller's MadeDirs removes it again if the create fails).
+        if !m.host_path.exists() {
+            std::fs::create_dir_all(&m.host_path).map_err(|e| context(e.into()))?;
+        }
+        let src = std::fs::canonicalize(&m.host_path).map_err(|e| context(e.into()))?;
+        std::fs::create_dir_all(dir).map_err(|e| context(e.into()))?;
+        let target = dir.join(n.to_string());
+        let made = if src.is_dir() {
+            std::fs::create_dir(&target)
+        } else {
+            std::fs::File::create(&target).map(drop)
+        };
+        made.map_err(|e| context(e.into()))?;
+        rootfs::mount_recursive_readonly(&src, &target).map_err(context)?;
+        m.host_path = target;
+    }
+    Ok(())
 }
 
 /// Writes a new file readable by root only.

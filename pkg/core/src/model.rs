@@ -125,6 +125,9 @@ pub struct MountConfig {
     pub host_path: String,
     pub readonly: bool,
     pub propagation: Propagation,
+    /// Submounts of the host path read-only too (needs `readonly` and
+    /// private propagation).
+    pub recursive_readonly: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +136,16 @@ pub struct DeviceConfig {
     pub container_path: String,
     pub host_path: String,
     pub permissions: String,
+}
+
+/// CRI `SupplementalGroupsPolicy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SupplementalGroupsPolicy {
+    /// The requested groups plus the user's groups in the image's /etc/group.
+    #[default]
+    Merge,
+    /// Only the requested groups (and the primary one).
+    Strict,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +171,7 @@ pub struct SecurityConfig {
     pub run_as_username: String,
     pub readonly_rootfs: bool,
     pub supplemental_groups: Vec<i64>,
+    pub supplemental_groups_policy: SupplementalGroupsPolicy,
     pub no_new_privs: bool,
     /// Empty: the defaults.
     pub masked_paths: Vec<String>,
@@ -261,6 +275,19 @@ pub struct ContainerRecord {
     pub cgroups_path: String,
     pub runtime_handler: String,
     pub stop_signal: i32,
+    /// Who the first process runs as, resolved at create time (`None`
+    /// in records made before berth recorded it).
+    pub user: Option<ContainerUser>,
+}
+
+/// The identity a container's first process gets (CRI `ContainerUser`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// Sorted; includes `gid`.
+    pub supplemental_groups: Vec<u32>,
 }
 
 /// A container event, as CRI `GetContainerEvents` streams them.

@@ -179,6 +179,7 @@ pub fn container_config(c: api::ContainerConfig) -> m::ContainerConfig {
                     }
                     _ => m::Propagation::Private,
                 },
+                recursive_readonly: mnt.recursive_read_only,
             })
             .collect(),
         devices: c
@@ -207,6 +208,12 @@ pub fn container_config(c: api::ContainerConfig) -> m::ContainerConfig {
             run_as_username: sec.run_as_username,
             readonly_rootfs: sec.readonly_rootfs,
             supplemental_groups: sec.supplemental_groups,
+            supplemental_groups_policy: match api::SupplementalGroupsPolicy::try_from(
+                sec.supplemental_groups_policy,
+            ) {
+                Ok(api::SupplementalGroupsPolicy::Strict) => m::SupplementalGroupsPolicy::Strict,
+                _ => m::SupplementalGroupsPolicy::Merge,
+            },
             no_new_privs: sec.no_new_privs,
             masked_paths: sec.masked_paths,
             readonly_paths: sec.readonly_paths,
@@ -362,6 +369,7 @@ pub fn container_status(r: &m::ContainerRecord) -> api::ContainerStatus {
                         api::MountPropagation::PropagationBidirectional
                     }
                 }) as i32,
+                recursive_read_only: mnt.recursive_readonly,
                 ..Default::default()
             })
             .collect(),
@@ -371,7 +379,13 @@ pub fn container_status(r: &m::ContainerRecord) -> api::ContainerStatus {
             windows: None,
         }),
         image_id: r.image_id.clone(),
-        user: None,
+        user: r.user.as_ref().map(|u| api::ContainerUser {
+            linux: Some(api::LinuxContainerUser {
+                uid: u.uid.into(),
+                gid: u.gid.into(),
+                supplemental_groups: u.supplemental_groups.iter().map(|&g| g.into()).collect(),
+            }),
+        }),
     }
 }
 

@@ -120,14 +120,16 @@ impl RuntimeService for Runtime {
                 .runtime_handlers()
                 .into_iter()
                 .map(|name| api::RuntimeHandler {
-                    name,
                     features: Some(api::RuntimeHandlerFeatures {
-                        recursive_read_only_mounts: false,
+                        recursive_read_only_mounts: self.core.recursive_read_only_mounts(&name),
                         user_namespaces: false,
                     }),
+                    name,
                 })
                 .collect(),
-            features: None,
+            features: Some(api::RuntimeFeatures {
+                supplemental_groups_policy: true,
+            }),
         }))
     }
 

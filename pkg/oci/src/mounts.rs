@@ -218,6 +218,27 @@ pub fn check_propagation(src: &Path, propagation: Propagation, infos: &[MountInf
     }
 }
 
+/// The CRI rules for `recursive_read_only` (kubelet's and cri-tools'): it
+/// needs `readonly` and private propagation, else `InvalidArgument`.
+pub fn check_recursive_readonly(m: &Mount) -> Result<()> {
+    if !m.recursive_readonly {
+        return Ok(());
+    }
+    let dest = &m.container_path;
+    if !m.readonly {
+        return Err(Error::invalid(format!(
+            "mount {dest}: recursive_read_only needs readonly to be set too"
+        )));
+    }
+    if m.propagation != Propagation::Private {
+        return Err(Error::invalid(format!(
+            "mount {dest}: recursive_read_only needs private propagation, not {:?}",
+            m.propagation
+        )));
+    }
+    Ok(())
+}
+
 /// A mount with its cleaned destination.
 pub type Destined = (String, OciMount);
 
@@ -246,6 +267,7 @@ fn cri_mounts_with(
     let mut checked = Vec::with_capacity(mounts.len());
     for m in mounts {
         let dest = container_path("mount container_path", &m.container_path)?;
+        check_recursive_readonly(m)?;
         if dest == "/" {
             return Err(Error::invalid(format!(
                 "mount container_path {:?} cannot be the root",
@@ -585,6 +607,36 @@ mod tests {
         assert!(e.message.contains("root"), "{e}");
     }
 
+    #[test]
+    fn recursive_read_only_needs_readonly_and_private_propagation() {
+        let dir = tempfile::tempdir().unwrap();
+        let rro = |readonly, propagation| Mount {
+            host_path: dir.path().to_path_buf(),
+            container_path: "/data".into(),
+            readonly,
+            propagation,
+            recursive_readonly: true,
+        };
+        let e = cri_mounts(&[rro(false, Propagation::Private)]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        assert_eq!(
+            e.message,
+            "mount /data: recursive_read_only needs readonly to be set too"
+        );
+        for p in [Propagation::HostToContainer, Propagation::Bidirectional] {
+            let e = cri_mounts_with(&[rro(true, p)], &|| panic!("refused before the table"))
+                .unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidArgument);
+            assert_eq!(
+                e.message,
+                format!("mount /data: recursive_read_only needs private propagation, not {p:?}")
+            );
+        }
+        // Valid: a plain read-only rbind of the (staged) source.
+        let (cri, _) = cri_mounts(&[rro(true, Propagation::Private)]).unwrap();
+        assert_eq!(options(&cri[0].1), ["rbind", "rprivate", "ro"]);
+    }
+
     const MOUNTINFO: &str = "\
 22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
 30 22 0:25 / /mnt/shared rw shared:7 - tmpfs tmpfs rw
@@ -600,8 +652,8 @@ mod tests {
         let m = |host: &Path, dest: &str, propagation| Mount {
             host_path: host.to_path_buf(),
             container_path: dest.into(),
-            readonly: false,
             propagation,
+            ..Mount::default()
         };
         // A later mount is invalid: nothing is made for the earlier one.
         let e = cri_mounts(&[

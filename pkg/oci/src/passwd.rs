@@ -21,7 +21,7 @@ use nix::errno::Errno;
 use nix::fcntl::{openat, readlinkat, OFlag};
 use nix::sys::stat::{fstat, Mode, SFlag};
 
-use crate::spec::UserRequest;
+use crate::spec::{SupplementalGroupsPolicy, UserRequest};
 
 /// Symlinks followed in one lookup before giving up (the kernel's limit).
 const MAX_SYMLINKS: usize = 40;
@@ -341,7 +341,9 @@ fn member_gids(db: &Databases, user: &str) -> Vec<u32> {
 ///   (`run_as_group` alone is an `InvalidArgument`, as cri-tools expects);
 /// - additional gids = the primary gid, the groups of `/etc/group` that list
 ///   the user, and the CRI supplemental groups, sorted and deduplicated
-///   (kubelet's default `SupplementalGroupsPolicy: Merge`).
+///   (`SupplementalGroupsPolicy: Merge`, the default); with `Strict` the
+///   image's `/etc/group` adds nothing (the primary gid still comes from
+///   `/etc/passwd`).
 pub fn resolve(rootfs: &Path, req: &UserRequest, image_user: &str) -> Result<ResolvedUser> {
     if let Some(uid) = req.run_as_user {
         if u64::from(uid) > MAX_ID {
@@ -386,7 +388,9 @@ pub fn resolve(rootfs: &Path, req: &UserRequest, image_user: &str) -> Result<Res
         resolve_userstr(&db, &userstr)?
     };
     let mut gids = vec![gid];
-    gids.extend(member_gids(&db, &member));
+    if req.supplemental_groups_policy == SupplementalGroupsPolicy::Merge {
+        gids.extend(member_gids(&db, &member));
+    }
     gids.extend(req.supplemental_groups.iter().copied());
     gids.sort_unstable();
     gids.dedup();
@@ -430,6 +434,7 @@ mod tests {
             run_as_username: name.map(String::from),
             run_as_group: group,
             supplemental_groups: sup.to_vec(),
+            ..UserRequest::default()
         }
     }
 
@@ -515,6 +520,33 @@ mod tests {
             r(req(Some(0), None, None, &[]), "app:extra"),
             (0, 0, vec![0, 10])
         );
+    }
+
+    #[test]
+    fn strict_policy_ignores_the_images_group_memberships() {
+        let root = rootfs();
+        let strict = |q: UserRequest, image: &str| {
+            let q = UserRequest {
+                supplemental_groups_policy: SupplementalGroupsPolicy::Strict,
+                ..q
+            };
+            ids(&resolve(root.path(), &q, image).unwrap())
+        };
+        // app is listed in extra (2000) and more (4000): Merge adds both,
+        // Strict only the primary gid and the requested groups.
+        assert_eq!(
+            strict(req(Some(1000), None, None, &[1234]), ""),
+            (1000, 1000, vec![1000, 1234])
+        );
+        assert_eq!(
+            strict(req(None, None, None, &[]), "app"),
+            (1000, 1000, vec![1000])
+        );
+        assert_eq!(
+            strict(req(None, Some("app"), Some(3000), &[2000]), ""),
+            (1000, 3000, vec![2000, 3000])
+        );
+        assert_eq!(strict(req(None, None, None, &[]), ""), (0, 0, vec![0]));
     }
 
     #[test]

@@ -24,6 +24,8 @@ use oci_spec::runtime::{
 use crate::caps::{self, CapSet};
 use crate::{devices, mounts, passwd, resources, seccomp};
 
+pub use crate::mounts::check_recursive_readonly;
+
 /// What the image's config contributes (OCI image config `config` object).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageDefaults {
@@ -85,6 +87,13 @@ pub struct Mount {
     pub container_path: String,
     pub readonly: bool,
     pub propagation: Propagation,
+    /// CRI `recursive_read_only`: submounts read-only too. Needs
+    /// `readonly` and private propagation. The runtimes berth drives
+    /// (crun 1.8, runc 1.1) know no `rro` option, so the spec only binds
+    /// (`rbind`, which keeps each submount's own read-only flag): the
+    /// caller must give a `host_path` that is already a recursively
+    /// read-only mount (berth-core stages one).
+    pub recursive_readonly: bool,
 }
 
 /// A device node from the host (CRI `Device`).
@@ -108,6 +117,18 @@ pub enum Seccomp {
     Localhost(PathBuf),
 }
 
+/// Which groups the first process gets besides its primary one (CRI
+/// `SupplementalGroupsPolicy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SupplementalGroupsPolicy {
+    /// The requested groups plus the user's groups in the image's
+    /// `/etc/group` (Kubernetes' default).
+    #[default]
+    Merge,
+    /// The requested groups only: the image's `/etc/group` adds nothing.
+    Strict,
+}
+
 /// Who the process runs as. Fields left `None` fall back to the image's
 /// `user`, then to root.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -117,6 +138,7 @@ pub struct UserRequest {
     pub run_as_username: Option<String>,
     pub run_as_group: Option<u32>,
     pub supplemental_groups: Vec<u32>,
+    pub supplemental_groups_policy: SupplementalGroupsPolicy,
 }
 
 /// Limits in OCI units (CRI `LinuxContainerResources`). `None`/0 = unset.
@@ -915,6 +937,7 @@ mod tests {
                 container_path: "/data".into(),
                 readonly: true,
                 propagation: Propagation::Private,
+                recursive_readonly: false,
             }],
             resources: Resources {
                 memory_limit: Some(64 << 20),
