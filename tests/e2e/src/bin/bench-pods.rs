@@ -54,6 +54,19 @@ fn container_config(image: &str) -> api::ContainerConfig {
             ..Default::default()
         }),
         command: vec!["sleep".into(), "3600".into()],
+        // Docker's profile, asked for explicitly (as kubelet's SeccompDefault
+        // does): a nil profile is unconfined, which would make the figures
+        // incomparable with those taken before that change.
+        linux: Some(api::LinuxContainerConfig {
+            security_context: Some(api::LinuxContainerSecurityContext {
+                seccomp: Some(api::SecurityProfile {
+                    profile_type: api::security_profile::ProfileType::RuntimeDefault as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
