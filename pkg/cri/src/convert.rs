@@ -31,6 +31,34 @@ fn namespace_mode_out(v: m::NamespaceMode) -> i32 {
     }) as i32
 }
 
+fn id_mappings(maps: &[api::IdMapping]) -> Vec<m::IdMapping> {
+    maps.iter()
+        .map(|i| m::IdMapping {
+            container_id: i.container_id,
+            host_id: i.host_id,
+            length: i.length,
+        })
+        .collect()
+}
+
+fn id_mappings_out(maps: &[m::IdMapping]) -> Vec<api::IdMapping> {
+    maps.iter()
+        .map(|i| api::IdMapping {
+            container_id: i.container_id,
+            host_id: i.host_id,
+            length: i.length,
+        })
+        .collect()
+}
+
+fn user_namespace(u: &api::UserNamespace) -> m::UserNamespace {
+    m::UserNamespace {
+        mode: namespace_mode(u.mode),
+        uids: id_mappings(&u.uids),
+        gids: id_mappings(&u.gids),
+    }
+}
+
 fn namespaces(o: Option<&api::NamespaceOption>) -> m::NamespaceOptions {
     match o {
         Some(o) => m::NamespaceOptions {
@@ -38,6 +66,7 @@ fn namespaces(o: Option<&api::NamespaceOption>) -> m::NamespaceOptions {
             pid: namespace_mode(o.pid),
             ipc: namespace_mode(o.ipc),
             target_id: o.target_id.clone(),
+            user: o.userns_options.as_ref().map(user_namespace),
         },
         // kubelet always sends options; without them a pod shares
         // network and ipc and each container has its own pid namespace.
@@ -54,7 +83,11 @@ fn namespaces_out(o: &m::NamespaceOptions) -> api::NamespaceOption {
         pid: namespace_mode_out(o.pid),
         ipc: namespace_mode_out(o.ipc),
         target_id: o.target_id.clone(),
-        userns_options: None,
+        userns_options: o.user.as_ref().map(|u| api::UserNamespace {
+            mode: namespace_mode_out(u.mode),
+            uids: id_mappings_out(&u.uids),
+            gids: id_mappings_out(&u.gids),
+        }),
     }
 }
 

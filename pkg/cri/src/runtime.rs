@@ -120,10 +120,10 @@ impl RuntimeService for Runtime {
                 .runtime_handlers()
                 .into_iter()
                 .map(|name| api::RuntimeHandler {
-                    name,
+                    name: name.clone(),
                     features: Some(api::RuntimeHandlerFeatures {
                         recursive_read_only_mounts: false,
-                        user_namespaces: false,
+                        user_namespaces: self.core.user_namespaces(&name),
                     }),
                 })
                 .collect(),
