@@ -339,3 +339,105 @@ fn probe_idmapped_overlay(base: &Path) -> Result<()> {
     }
     result.and(unmounted)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn require_root() {
+        // SAFETY: plain getter.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "needs root: run the suite as root"
+        );
+    }
+
+    fn mounted_under(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(unescape_mountinfo)
+            .filter(|p| p.starts_with(dir))
+            .collect()
+    }
+
+    #[test]
+    fn mountinfo_paths_are_unescaped() {
+        assert_eq!(
+            unescape_mountinfo(r"/a\040b/c\011d\134e"),
+            PathBuf::from("/a b/c\td\\e")
+        );
+        assert_eq!(unescape_mountinfo(r"/x\04"), PathBuf::from(r"/x\04"));
+    }
+
+    #[test]
+    fn idmapped_views_show_host_root_files_as_the_pods_root_and_go_again() {
+        require_root();
+        let td = std::env::temp_dir().join(format!("berth-rootfs-test-{}", std::process::id()));
+        let dir = td.join("with space");
+        let src = dir.join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("file"), "x").unwrap();
+        std::fs::write(dir.join("single"), "y").unwrap();
+        let map = berth_ns::IdMap {
+            container_id: 0,
+            host_id: 300_000,
+            size: 65_536,
+        };
+        berth_ns::pin(&berth_ns::PinRequest {
+            dir: dir.join("ns"),
+            user: Some(berth_ns::IdMappings {
+                uids: vec![map],
+                gids: vec![berth_ns::IdMap {
+                    host_id: 400_000,
+                    ..map
+                }],
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+        let userns = std::fs::File::open(dir.join("ns/user")).unwrap();
+
+        // A directory, with a mount below it (recursive), and a file.
+        std::fs::create_dir(src.join("sub")).unwrap();
+        mount(
+            Some("tmpfs"),
+            &src.join("sub"),
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        let view = dir.join("view");
+        std::fs::create_dir(&view).unwrap();
+        idmapped_bind(&src, &view, &userns, true).unwrap();
+        let owner = |p: &Path| {
+            let m = std::fs::metadata(p).unwrap();
+            (m.uid(), m.gid())
+        };
+        assert_eq!(owner(&view.join("file")), (300_000, 400_000));
+        assert_eq!(owner(&view.join("sub")), (300_000, 400_000));
+        assert_eq!(owner(&src.join("file")), (0, 0));
+        let file_view = dir.join("file-view");
+        std::fs::write(&file_view, "").unwrap();
+        idmapped_bind(&dir.join("single"), &file_view, &userns, false).unwrap();
+        assert_eq!(owner(&file_view), (300_000, 400_000));
+        assert_eq!(std::fs::read_to_string(&file_view).unwrap(), "y");
+
+        // A filesystem without idmap support (procfs) is refused, named.
+        let e = idmapped_bind(Path::new("/proc"), &dir.join("view"), &userns, false).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::FailedPrecondition, "{e}");
+        assert!(e.to_string().contains("idmapped view of /proc"), "{e}");
+
+        unmount_under(&dir).unwrap();
+        assert_eq!(mounted_under(&dir), Vec::<PathBuf>::new());
+        // Idempotent, and the views took nothing with them.
+        unmount_under(&dir).unwrap();
+        assert_eq!(std::fs::read_to_string(src.join("file")).unwrap(), "x");
+        berth_ns::unpin(&dir.join("ns")).unwrap();
+        std::fs::remove_dir_all(&td).unwrap();
+    }
+}

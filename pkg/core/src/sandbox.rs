@@ -502,3 +502,76 @@ pub(crate) fn id_mappings(ns: &NamespaceOptions) -> Result<Option<berth_ns::IdMa
 pub(crate) fn host_root(maps: &berth_ns::IdMappings) -> (u32, u32) {
     (maps.uids[0].host_id, maps.gids[0].host_id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns(
+        mode: NamespaceMode,
+        uids: &[(u32, u32, u32)],
+        gids: &[(u32, u32, u32)],
+    ) -> NamespaceOptions {
+        let maps = |m: &[(u32, u32, u32)]| {
+            m.iter()
+                .map(|&(container_id, host_id, length)| IdMapping {
+                    container_id,
+                    host_id,
+                    length,
+                })
+                .collect()
+        };
+        NamespaceOptions {
+            user: Some(UserNamespace {
+                mode,
+                uids: maps(uids),
+                gids: maps(gids),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn user_namespace_requests_are_kubelets_shape_or_refused() {
+        use NamespaceMode::*;
+        let good = [(0, 100_000, 65_536)];
+        assert_eq!(id_mappings(&NamespaceOptions::default()).unwrap(), None);
+        assert_eq!(id_mappings(&ns(Node, &[], &[])).unwrap(), None);
+        let maps = id_mappings(&ns(Pod, &good, &[(0, 200_000, 10)]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(host_root(&maps), (100_000, 200_000));
+        assert_eq!(maps.gids[0].size, 10);
+        for (opts, want) in [
+            (
+                ns(Node, &good, &[]),
+                "mode NODE takes no uid or gid mappings",
+            ),
+            (ns(Container, &[], &[]), "mode CONTAINER is not supported"),
+            (ns(Target, &[], &[]), "mode TARGET is not supported"),
+            (ns(Pod, &[], &good), "0 uid mappings given"),
+            (
+                ns(Pod, &good, &[(0, 1, 1), (1, 2, 1)]),
+                "2 gid mappings given; exactly one is supported",
+            ),
+            (
+                ns(Pod, &[(1, 100_000, 65_536)], &good),
+                "uid mapping (container 1 host 100000 length 65536): must start at container id 0",
+            ),
+            (
+                ns(Pod, &[(0, 100_000, 0)], &good),
+                "length must be at least 1",
+            ),
+            (
+                ns(Pod, &good, &[(0, u32::MAX, 2)]),
+                "runs past the last host id",
+            ),
+        ] {
+            let e = id_mappings(&opts).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+            assert!(e.to_string().contains(want), "want {want:?}: {e}");
+        }
+        // The last id itself is fine.
+        assert!(id_mappings(&ns(Pod, &[(0, u32::MAX, 1)], &good)).is_ok());
+    }
+}

@@ -502,3 +502,56 @@ pub fn event_type(k: m::EventKind) -> i32 {
         m::EventKind::Deleted => api::ContainerEventType::ContainerDeletedEvent,
     }) as i32
 }
+
+#[cfg(test)]
+mod userns_tests {
+    use super::*;
+
+    #[test]
+    fn user_namespace_options_go_in_and_come_back_in_the_pod_status() {
+        let map = api::IdMapping {
+            host_id: 100_000,
+            container_id: 0,
+            length: 65_536,
+        };
+        let options = api::NamespaceOption {
+            userns_options: Some(api::UserNamespace {
+                mode: api::NamespaceMode::Pod as i32,
+                uids: vec![map],
+                gids: vec![api::IdMapping {
+                    host_id: 200_000,
+                    ..map
+                }],
+            }),
+            ..Default::default()
+        };
+        let config = pod_config(
+            api::PodSandboxConfig {
+                linux: Some(api::LinuxPodSandboxConfig {
+                    security_context: Some(api::LinuxSandboxSecurityContext {
+                        namespace_options: Some(options.clone()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            String::new(),
+        );
+        let user = config.namespaces.user.clone().expect("user namespace");
+        assert_eq!(user.mode, m::NamespaceMode::Pod);
+        assert_eq!(user.uids[0].host_id, 100_000);
+        assert_eq!(user.gids[0].host_id, 200_000);
+        let status = sandbox_status(&m::SandboxRecord {
+            config,
+            ..Default::default()
+        });
+        let back = status.linux.unwrap().namespaces.unwrap().options.unwrap();
+        assert_eq!(back.userns_options, options.userns_options);
+        // No options: none reported (the node's).
+        assert_eq!(
+            namespaces_out(&m::NamespaceOptions::default()).userns_options,
+            None
+        );
+    }
+}
