@@ -124,6 +124,35 @@ pub(crate) fn idmapped_bind(
     userns: &impl AsRawFd,
     recursive: bool,
 ) -> Result<()> {
+    let tree = idmapped_tree(src, userns, recursive)?;
+    let to = std::ffi::CString::new(target.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid(format!("path {} holds a NUL", target.display())))?;
+    // SAFETY: attaches the detached tree at a NUL-terminated path.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r != 0 {
+        return Err(
+            Error::from(std::io::Error::last_os_error()).context(format!(
+                "attach the idmapped view of {} at {}",
+                src.display(),
+                target.display()
+            )),
+        );
+    }
+    Ok(())
+}
+
+/// The detached idmapped copy of the mount at `src` that
+/// [`idmapped_bind`] attaches (dropped unattached, it goes).
+fn idmapped_tree(src: &Path, userns: &impl AsRawFd, recursive: bool) -> Result<OwnedFd> {
     let fail = |what: &str, e: std::io::Error| {
         let hint = if e.raw_os_error() == Some(libc::EINVAL) {
             " (its filesystem may not support idmapped mounts)"
@@ -173,23 +202,7 @@ pub(crate) fn idmapped_bind(
     if r != 0 {
         return Err(fail("mount_setattr", std::io::Error::last_os_error()));
     }
-    let to = std::ffi::CString::new(target.as_os_str().as_bytes())
-        .map_err(|_| Error::invalid(format!("path {} holds a NUL", target.display())))?;
-    // SAFETY: attaches the detached tree at a NUL-terminated path.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if r != 0 {
-        return Err(fail("move_mount", std::io::Error::last_os_error()));
-    }
-    Ok(())
+    Ok(tree)
 }
 
 /// [`mount_overlay`] over idmapped views of the layers, with `upper`
@@ -274,15 +287,17 @@ fn unescape_mountinfo(field: &str) -> PathBuf {
     PathBuf::from(std::ffi::OsStr::from_bytes(&out))
 }
 
-/// Whether overlayfs over idmapped layers works here (kernel ≥ 5.19, a
-/// filesystem under `base` with idmap support): the first call mounts one
-/// in `base/.idmap-probe-<pid>` and checks the ownership it shows; the
-/// answer is kept for the life of the process.
-pub(crate) fn idmap_probe(base: &Path) -> Result<()> {
+/// Whether overlayfs over idmapped layers works here (kernel ≥ 5.19) and
+/// the filesystems of `idmapped` (where layers and pod files live) can be
+/// idmapped: the first call mounts such an overlay in
+/// `base/.idmap-probe-<pid>`, checks the ownership it shows and idmaps a
+/// detached copy of each of `idmapped`; the answer is kept for the life
+/// of the process.
+pub(crate) fn idmap_probe(base: &Path, idmapped: &[PathBuf]) -> Result<()> {
     static ANSWER: std::sync::OnceLock<std::result::Result<(), String>> =
         std::sync::OnceLock::new();
     ANSWER
-        .get_or_init(|| probe_idmapped_overlay(base).map_err(|e| e.to_string()))
+        .get_or_init(|| probe_idmapped_overlay(base, idmapped).map_err(|e| e.to_string()))
         .clone()
         .map_err(|e| {
             Error::new(
@@ -292,11 +307,21 @@ pub(crate) fn idmap_probe(base: &Path) -> Result<()> {
         })
 }
 
-fn probe_idmapped_overlay(base: &Path) -> Result<()> {
+fn probe_idmapped_overlay(base: &Path, idmapped: &[PathBuf]) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     const HOST_ROOT: u32 = 1 << 30;
+    const PREFIX: &str = ".idmap-probe-";
     berth_store::private_dir(base, 0o711)?;
-    let dir = base.join(format!(".idmap-probe-{}", std::process::id()));
+    // Those of an earlier berthd that died probing.
+    for e in std::fs::read_dir(base)?.flatten() {
+        if e.file_name().to_string_lossy().starts_with(PREFIX) {
+            let stale = e.path();
+            if unmount_under(&stale).is_ok() && berth_ns::unpin(&stale.join("ns")).is_ok() {
+                let _ = std::fs::remove_dir_all(&stale);
+            }
+        }
+    }
+    let dir = base.join(format!("{PREFIX}{}", std::process::id()));
     let result = (|| -> Result<()> {
         std::fs::create_dir_all(dir.join("lower"))?;
         std::fs::write(dir.join("lower/file"), b"")?;
@@ -314,6 +339,9 @@ fn probe_idmapped_overlay(base: &Path) -> Result<()> {
             ..Default::default()
         })?;
         let userns = std::fs::File::open(dir.join("ns/user"))?;
+        for path in idmapped {
+            idmapped_tree(path, &userns, false)?;
+        }
         let merged = dir.join("merged");
         mount_overlay_idmapped(
             &[dir.join("lower")],

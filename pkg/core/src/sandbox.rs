@@ -232,7 +232,8 @@ impl Core {
     /// 1.1.5 and crun 1.8.1, any other program is not assumed to), the
     /// root of the pod's user namespace must be able to reach the rootfs
     /// under `<state>/u` (every directory above it searchable by others),
-    /// and the kernel must mount overlayfs over idmapped layers (≥ 5.19).
+    /// and the kernel must mount overlayfs over idmapped layers (≥ 5.19)
+    /// from berth's root filesystem.
     pub(crate) fn user_namespace_support(&self, handler: &str) -> Result<()> {
         let runtime = self.runtime(handler)?;
         let program = &runtime.handler().program;
@@ -261,7 +262,8 @@ impl Core {
                 ));
             }
         }
-        rootfs::idmap_probe(&base)
+        let root = &self.config.root;
+        rootfs::idmap_probe(&base, &[root.join("images"), root.join("pods")])
     }
 
     /// Where the root filesystems of containers in pods with a user
