@@ -509,6 +509,8 @@ fn concurrent_pins_from_many_threads_get_distinct_namespaces() {
                 std::thread::spawn(move || {
                     barrier.wait();
                     assert!(thread_count() > 8, "not multithreaded?");
+                    // Nobody pins (and ends) before every thread counted.
+                    barrier.wait();
                     let p = pin(&all(&dir, &format!("pod-{i}"))).unwrap();
                     let ids = (
                         ns_id(&dir.join("net")).unwrap(),
