@@ -252,6 +252,29 @@ async fn a_pod_user_namespace_maps_its_root_on_both_handlers() {
             "{ctx}: {e:?}"
         );
 
+        // A container must not ask for another user namespace than its pod's.
+        let mut cc = container_config(&format!("{name}-other"), &image, &["true"]);
+        cc.linux = Some(api::LinuxContainerConfig {
+            security_context: Some(api::LinuxContainerSecurityContext {
+                namespace_options: Some(api::NamespaceOption {
+                    userns_options: Some(api::UserNamespace {
+                        mode: api::NamespaceMode::Pod as i32,
+                        uids: vec![mapping(0, 900_000, 65_536)],
+                        gids: vec![mapping(0, 900_000, 65_536)],
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let e = create(&mut rt, &pod, cc).await.expect_err("another userns");
+        assert_eq!(e.code(), Code::InvalidArgument, "{ctx}: {e:?}");
+        assert!(
+            e.message().contains("user namespace options differ"),
+            "{ctx}: {e:?}"
+        );
+
         teardown(&mut rt, &pod).await;
         let left: Vec<_> = std::fs::read_dir(d.state_dir.join("u"))
             .unwrap()
