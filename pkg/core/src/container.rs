@@ -11,7 +11,7 @@ use berth_store::Batch;
 use tokio::sync::watch;
 
 use crate::model::*;
-use crate::{monitor, new_id, podfiles, rootfs, to_completion, validate, Core};
+use crate::{idmap, monitor, new_id, podfiles, rootfs, to_completion, validate, Core};
 
 pub(crate) const CONTAINERS: &str = "containers";
 
@@ -170,9 +170,29 @@ impl Core {
         let started = std::time::Instant::now();
         let dir = self.container_dir(id);
         let bundle = dir.join("bundle");
-        let rootfs_dir = bundle.join("rootfs");
         let layers = self.images.layer_dirs(image)?;
-        rootfs::mount_overlay(&layers, &dir.join("upper"), &dir.join("work"), &rootfs_dir)?;
+        let userns = pod_userns(pod, &config)?;
+        let rootfs_dir = match &userns {
+            None => {
+                let rootfs_dir = bundle.join("rootfs");
+                rootfs::mount_overlay(&layers, &dir.join("upper"), &dir.join("work"), &rootfs_dir)?;
+                rootfs_dir
+            }
+            Some(u) => {
+                std::fs::create_dir_all(&bundle)?;
+                let rootfs_dir = self.userns_rootfs_dir(id, u.root.1)?;
+                idmap::mount_overlay_idmapped(
+                    &layers,
+                    &dir.join("upper"),
+                    &dir.join("work"),
+                    &rootfs_dir,
+                    &dir.join("layers"),
+                    &u.file,
+                    u.root,
+                )?;
+                rootfs_dir
+            }
+        };
         let mounted = started.elapsed();
         let image_config = self.images.config(image)?;
         let defaults = image_defaults(&image_config)?;
@@ -181,7 +201,11 @@ impl Core {
         let mut spec = self.container_spec(pod, &config, defaults, rootfs_dir, &cgroups_path)?;
         let staging = self.container_state_dir(id).join(STAGING);
         stage_recursive_readonly(&mut spec, &staging)?;
-        let spec = oci::build(&spec)?;
+        let mut spec = oci::build(&spec)?;
+        if let Some(u) = &userns {
+            idmap_bind_mounts(&mut spec, u, &dir.join("views"), pod.shm.as_deref())?;
+            check_ids_mapped(&spec, u)?;
+        }
         // What ContainerStatus reports as the first process's identity.
         let user = spec.process().as_ref().map(|p| {
             let u = p.user();
@@ -242,6 +266,21 @@ impl Core {
             config,
             ..Default::default()
         })
+    }
+
+    /// `<state>/u/<id>/rootfs`, made reachable for the container's root
+    /// alone: `u` 0711, `<id>` 0710 with the group of its root (as
+    /// containerd does for bundles of containers with a user namespace).
+    fn userns_rootfs_dir(&self, id: &str, root_gid: u32) -> Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let base = self.userns_root();
+        berth_store::private_dir(&base, 0o711)?;
+        let dir = base.join(id);
+        let made = std::fs::create_dir(&dir)
+            .and_then(|()| std::os::unix::fs::chown(&dir, Some(0), Some(root_gid)))
+            .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o710)));
+        made.map_err(|e| Error::from(e).context(format!("make {}", dir.display())))?;
+        Ok(dir.join("rootfs"))
     }
 
     /// Translates the request into the OCI builder's terms, joining the
@@ -398,6 +437,27 @@ impl Core {
                 ipc: join(&pod.namespaces.ipc),
                 uts: join(&pod.namespaces.uts),
                 pid,
+                user: pod
+                    .namespaces
+                    .user
+                    .clone()
+                    .zip(pod.config.namespaces.user.as_ref())
+                    .map(|(path, u)| {
+                        let maps = |m: &[IdMapping]| {
+                            m.iter()
+                                .map(|m| oci::IdMapping {
+                                    container_id: m.container_id,
+                                    host_id: m.host_id,
+                                    size: m.length,
+                                })
+                                .collect()
+                        };
+                        oci::UserNamespace {
+                            path,
+                            uid_mappings: maps(&u.uids),
+                            gid_mappings: maps(&u.gids),
+                        }
+                    }),
             },
             cgroups_path: cgroups_path.to_string(),
             sysctls: pod.config.sysctls.clone(),
@@ -648,6 +708,16 @@ impl Core {
         if let Err(e) = rootfs::unmount_all(&dir.join("bundle/rootfs")) {
             tracing::warn!(container = %id, "{e}");
         }
+        // In a pod with a user namespace: the rootfs under <state>/u and
+        // idmapped views under the container's directory. Never remove a
+        // directory through a live mount: a view of a volume is the volume.
+        let userns_dir = self.userns_root().join(id);
+        let unmounted = idmap::unmount_under(&dir).and_then(|()| idmap::unmount_under(&userns_dir));
+        if let Err(e) = unmounted {
+            tracing::warn!(container = %id, "{e}; its directories stay");
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&userns_dir);
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&state);
     }
@@ -849,4 +919,101 @@ fn log_path(pod: &PodConfig, config: &ContainerConfig) -> Result<Option<PathBuf>
         })?;
     }
     Ok(Some(path))
+}
+
+/// The pod's user namespace, as a container made in it needs it.
+struct PodUserns {
+    /// The pinned namespace, for idmapped views.
+    file: std::fs::File,
+    /// Host uid and gid of the container's root.
+    root: (u32, u32),
+    /// How many ids from 0 are mapped (uids, gids).
+    mapped: (u32, u32),
+}
+
+/// The user namespace of `pod`, if it has one. A container that names
+/// user namespace options must name the pod's (kubelet repeats them).
+fn pod_userns(pod: &SandboxRecord, config: &ContainerConfig) -> Result<Option<PodUserns>> {
+    let own = |u: Option<&UserNamespace>| u.filter(|u| u.mode != NamespaceMode::Node).cloned();
+    let theirs = own(pod.config.namespaces.user.as_ref());
+    if config.security.namespaces.user.is_some()
+        && own(config.security.namespaces.user.as_ref()) != theirs
+    {
+        return Err(Error::invalid(format!(
+            "the container's user namespace options differ from those of pod sandbox {}",
+            pod.id
+        )));
+    }
+    let (Some(path), Some(maps)) = (
+        &pod.namespaces.user,
+        crate::sandbox::id_mappings(&pod.config.namespaces)?,
+    ) else {
+        return Ok(None);
+    };
+    let file = std::fs::File::open(path).map_err(|e| {
+        Error::from(e).context(format!("open the pod's user namespace {}", path.display()))
+    })?;
+    Ok(Some(PodUserns {
+        file,
+        root: crate::sandbox::host_root(&maps),
+        mapped: (maps.uids[0].size, maps.gids[0].size),
+    }))
+}
+
+/// Replaces the source of every bind mount of `spec` (the container's
+/// volumes and the pod's files, not the pod's /dev/shm, whose tmpfs
+/// belongs to the pod's root already) by an idmapped view attached under
+/// `views/<n>`, so that the pod's root owns what the host's root owns.
+fn idmap_bind_mounts(
+    spec: &mut oci_spec::runtime::Spec,
+    u: &PodUserns,
+    views: &Path,
+    shm: Option<&Path>,
+) -> Result<()> {
+    let Some(mut mounts) = spec.mounts().clone() else {
+        return Ok(());
+    };
+    for (i, m) in mounts.iter_mut().enumerate() {
+        let Some(src) = m.source().clone() else {
+            continue;
+        };
+        if m.typ().as_deref() != Some("bind") || Some(src.as_path()) == shm {
+            continue;
+        }
+        let dest = m.destination().display().to_string();
+        let view = views.join(i.to_string());
+        let made = std::fs::create_dir_all(views).and_then(|()| match src.is_dir() {
+            true => std::fs::create_dir(&view),
+            false => std::fs::File::create(&view).map(drop),
+        });
+        made.map_err(|e| Error::from(e).context(format!("make {}", view.display())))?;
+        idmap::idmapped_bind(&src, &view, &u.file, src.is_dir())
+            .map_err(|e| e.context(format!("mount {dest} in a pod with a user namespace")))?;
+        m.set_source(Some(view));
+    }
+    spec.set_mounts(Some(mounts));
+    Ok(())
+}
+
+/// The process's uid, gid and groups must be mapped in the pod's user
+/// namespace, or the runtime fails to switch to them.
+fn check_ids_mapped(spec: &oci_spec::runtime::Spec, u: &PodUserns) -> Result<()> {
+    let Some(user) = spec.process().as_ref().map(|p| p.user()) else {
+        return Ok(());
+    };
+    let unmapped = |what: &str, id: u32, mapped: u32| {
+        Err(Error::invalid(format!(
+            "{what} {id} is not mapped in the pod's user namespace (container ids 0 to {})",
+            mapped - 1
+        )))
+    };
+    if user.uid() >= u.mapped.0 {
+        return unmapped("user", user.uid(), u.mapped.0);
+    }
+    for gid in std::iter::once(user.gid()).chain(user.additional_gids().iter().flatten().copied()) {
+        if gid >= u.mapped.1 {
+            return unmapped("group", gid, u.mapped.1);
+        }
+    }
+    Ok(())
 }

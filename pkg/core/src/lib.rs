@@ -15,6 +15,7 @@
 mod attach;
 mod container;
 mod exec;
+mod idmap;
 pub mod model;
 mod monitor;
 mod network;

@@ -39,6 +39,28 @@ pub struct NamespaceOptions {
     pub ipc: NamespaceMode,
     /// The container whose pid namespace `Target` joins.
     pub target_id: String,
+    /// CRI `userns_options`; `None` (as `Node`): the node's.
+    pub user: Option<UserNamespace>,
+}
+
+/// One range of a user namespace's id map (CRI `IDMapping`): `length` ids
+/// from `container_id` inside are `host_id`... on the host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IdMapping {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub length: u32,
+}
+
+/// CRI `UserNamespace`: `Pod` (a user namespace of the pod's own with
+/// these maps) or `Node` (none); `Container` and `Target` are refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UserNamespace {
+    pub mode: NamespaceMode,
+    pub uids: Vec<IdMapping>,
+    pub gids: Vec<IdMapping>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,6 +243,8 @@ pub struct SandboxNamespaces {
     pub uts: Option<PathBuf>,
     pub pid: Option<PathBuf>,
     pub pause_pid: Option<u32>,
+    /// The pod's user namespace, owner of the others.
+    pub user: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

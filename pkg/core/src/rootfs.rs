@@ -65,15 +65,20 @@ pub(crate) fn unmount_all(target: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Mounts a tmpfs (the pod's /dev/shm).
-pub(crate) fn mount_shm(target: &Path) -> Result<()> {
+/// Mounts a tmpfs (the pod's /dev/shm), its root owned by `owner` (the
+/// host ids of the root of a pod's user namespace) when given.
+pub(crate) fn mount_shm(target: &Path, owner: Option<(u32, u32)>) -> Result<()> {
     std::fs::create_dir_all(target)?;
+    let mut data = "mode=1777,size=65536k".to_string();
+    if let Some((uid, gid)) = owner {
+        data.push_str(&format!(",uid={uid},gid={gid}"));
+    }
     mount(
         Some("shm"),
         target,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=1777,size=65536k"),
+        Some(data.as_str()),
     )
     .map_err(|e| Error::internal(format!("mount shm at {}: {e}", target.display())))
 }

@@ -7,7 +7,7 @@ use berth_errdefs::{Error, ErrorKind, Result};
 use berth_store::Batch;
 
 use crate::model::*;
-use crate::{new_id, podfiles, rootfs, to_completion, validate, CgroupDriver, Core};
+use crate::{idmap, new_id, podfiles, rootfs, to_completion, validate, CgroupDriver, Core};
 
 pub(crate) const SANDBOXES: &str = "sandboxes";
 
@@ -89,6 +89,7 @@ impl Core {
         let config = validate::pod(config)?;
         self.check_log_directory(&config.log_directory)?;
         self.runtime(&config.runtime_handler)?;
+        self.check_user_namespace(&config)?;
         let core = self.clone();
         to_completion(async move { core.run_pod_sandbox_detached(config).await }).await
     }
@@ -142,6 +143,7 @@ impl Core {
         podfiles::write(&self.pod_dir(id), &config, &hostname, host_network)
             .map_err(|e| e.context("write pod files"))?;
         let state = self.pod_state_dir(id);
+        let user = id_mappings(&config.namespaces)?;
         let pinned = berth_ns::pin(&berth_ns::PinRequest {
             dir: state.join("ns"),
             net: !host_network,
@@ -149,6 +151,7 @@ impl Core {
             uts: !host_network,
             pid: config.namespaces.pid == NamespaceMode::Pod,
             hostname: (!host_network).then(|| hostname.clone()),
+            user: user.clone(),
         })
         .map_err(|e| e.context("pin pod namespaces"))?;
         let network = match &pinned.net {
@@ -163,7 +166,7 @@ impl Core {
             None
         } else {
             let dir = state.join("shm");
-            rootfs::mount_shm(&dir)?;
+            rootfs::mount_shm(&dir, user.as_ref().map(host_root))?;
             Some(dir)
         };
         let (cgroup_parent, owns_cgroup_parent) = self.cgroup_parent(id, &config)?;
@@ -188,6 +191,7 @@ impl Core {
                 uts: pinned.uts,
                 pid: pinned.pid,
                 pause_pid: pinned.pause_pid,
+                user: pinned.user,
             },
             cgroup_parent,
             owns_cgroup_parent,
@@ -195,6 +199,78 @@ impl Core {
             network,
             config,
         })
+    }
+
+    /// A pod's user namespace request, checked before anything is made:
+    /// only the node's namespaces besides it are refused (kubelet refuses
+    /// `hostUsers: false` with host network, ipc or pid), and the handler
+    /// and node must support it.
+    fn check_user_namespace(&self, config: &PodConfig) -> Result<()> {
+        if id_mappings(&config.namespaces)?.is_none() {
+            return Ok(());
+        }
+        let ns = &config.namespaces;
+        for (what, mode) in [("network", ns.network), ("ipc", ns.ipc), ("pid", ns.pid)] {
+            if mode == NamespaceMode::Node {
+                return Err(Error::invalid(format!(
+                    "a pod with a user namespace cannot use the node's {what} namespace"
+                )));
+            }
+        }
+        self.user_namespace_support(&config.runtime_handler)
+    }
+
+    /// Whether pods with a user namespace run on `handler` here (CRI
+    /// `RuntimeHandlerFeatures.user_namespaces`).
+    pub fn user_namespaces(&self, handler: &str) -> bool {
+        self.user_namespace_support(handler).is_ok()
+    }
+
+    /// Why pods with a user namespace cannot run on `handler`, if they
+    /// cannot: the runtime must join a user namespace by path with its id
+    /// maps in the spec (runc ≥ 1.1 and crun ≥ 1.8 do; checked with runc
+    /// 1.1.5 and crun 1.8.1, any other program is not assumed to), the
+    /// root of the pod's user namespace must be able to reach the rootfs
+    /// under `<state>/u` (every directory above it searchable by others),
+    /// and the kernel must mount overlayfs over idmapped layers (≥ 5.19)
+    /// from berth's root filesystem.
+    pub(crate) fn user_namespace_support(&self, handler: &str) -> Result<()> {
+        let runtime = self.runtime(handler)?;
+        let program = &runtime.handler().program;
+        let name = program.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !matches!(name, "runc" | "crun") {
+            return Err(Error::new(
+                ErrorKind::FailedPrecondition,
+                format!(
+                    "runtime handler {handler:?} runs {}, which berth does not know to join a user namespace by path (runc and crun do)",
+                    program.display()
+                ),
+            ));
+        }
+        let base = self.userns_root();
+        for dir in self.config.state_dir.ancestors() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir).map(|m| m.permissions().mode() & 0o7777)?;
+            if mode & 0o001 == 0 {
+                return Err(Error::new(
+                    ErrorKind::FailedPrecondition,
+                    format!(
+                        "{} (mode {mode:04o}) is not searchable by others: the root of a pod's user namespace could not reach container root filesystems under {}",
+                        dir.display(),
+                        base.display()
+                    ),
+                ));
+            }
+        }
+        let root = &self.config.root;
+        idmap::idmap_probe(&base, &[root.join("images"), root.join("pods")])
+    }
+
+    /// Where the root filesystems of containers in pods with a user
+    /// namespace are mounted (`<state>/u/<id>/rootfs`): 0711, each
+    /// container's directory 0710 with the group of its root.
+    pub(crate) fn userns_root(&self) -> std::path::PathBuf {
+        self.config.state_dir.join("u")
     }
 
     /// The cgroupfs parent of the pod's containers: kubelet's (a path, or a
@@ -359,5 +435,145 @@ impl Core {
             ));
         }
         Ok((entry, record))
+    }
+}
+
+/// The id maps of a pod's user namespace (`None`: the node's), checked:
+/// mode `POD` with exactly one uid and one gid range from container id 0
+/// (what kubelet sends), nothing past the last id.
+pub(crate) fn id_mappings(ns: &NamespaceOptions) -> Result<Option<berth_ns::IdMappings>> {
+    let Some(user) = &ns.user else {
+        return Ok(None);
+    };
+    let mode = match user.mode {
+        NamespaceMode::Pod => "POD",
+        NamespaceMode::Node => "NODE",
+        NamespaceMode::Container => "CONTAINER",
+        NamespaceMode::Target => "TARGET",
+    };
+    match user.mode {
+        NamespaceMode::Node if user.uids.is_empty() && user.gids.is_empty() => return Ok(None),
+        NamespaceMode::Node => {
+            return Err(Error::invalid(
+                "user namespace mode NODE takes no uid or gid mappings",
+            ))
+        }
+        NamespaceMode::Pod => {}
+        _ => {
+            return Err(Error::invalid(format!(
+                "user namespace mode {mode} is not supported: only POD or NODE"
+            )))
+        }
+    }
+    let one = |what: &str, maps: &[IdMapping]| -> Result<berth_ns::IdMap> {
+        let [m] = maps else {
+            return Err(Error::invalid(format!(
+                "user namespace: {} {what} mappings given; exactly one is supported",
+                maps.len()
+            )));
+        };
+        let fail = |why: &str| {
+            Err(Error::invalid(format!(
+                "user namespace {what} mapping (container {} host {} length {}): {why}",
+                m.container_id, m.host_id, m.length
+            )))
+        };
+        if m.container_id != 0 {
+            return fail("must start at container id 0, the pod's root");
+        }
+        if m.length == 0 {
+            return fail("length must be at least 1");
+        }
+        if m.host_id as u64 + m.length as u64 > 1 << 32 {
+            return fail("runs past the last host id 4294967295");
+        }
+        Ok(berth_ns::IdMap {
+            container_id: m.container_id,
+            host_id: m.host_id,
+            size: m.length,
+        })
+    };
+    Ok(Some(berth_ns::IdMappings {
+        uids: vec![one("uid", &user.uids)?],
+        gids: vec![one("gid", &user.gids)?],
+    }))
+}
+
+/// The host uid and gid of the root of a user namespace with `maps`
+/// (checked by [`id_mappings`]: the one range starts at container id 0).
+pub(crate) fn host_root(maps: &berth_ns::IdMappings) -> (u32, u32) {
+    (maps.uids[0].host_id, maps.gids[0].host_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns(
+        mode: NamespaceMode,
+        uids: &[(u32, u32, u32)],
+        gids: &[(u32, u32, u32)],
+    ) -> NamespaceOptions {
+        let maps = |m: &[(u32, u32, u32)]| {
+            m.iter()
+                .map(|&(container_id, host_id, length)| IdMapping {
+                    container_id,
+                    host_id,
+                    length,
+                })
+                .collect()
+        };
+        NamespaceOptions {
+            user: Some(UserNamespace {
+                mode,
+                uids: maps(uids),
+                gids: maps(gids),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn user_namespace_requests_are_kubelets_shape_or_refused() {
+        use NamespaceMode::*;
+        let good = [(0, 100_000, 65_536)];
+        assert_eq!(id_mappings(&NamespaceOptions::default()).unwrap(), None);
+        assert_eq!(id_mappings(&ns(Node, &[], &[])).unwrap(), None);
+        let maps = id_mappings(&ns(Pod, &good, &[(0, 200_000, 10)]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(host_root(&maps), (100_000, 200_000));
+        assert_eq!(maps.gids[0].size, 10);
+        for (opts, want) in [
+            (
+                ns(Node, &good, &[]),
+                "mode NODE takes no uid or gid mappings",
+            ),
+            (ns(Container, &[], &[]), "mode CONTAINER is not supported"),
+            (ns(Target, &[], &[]), "mode TARGET is not supported"),
+            (ns(Pod, &[], &good), "0 uid mappings given"),
+            (
+                ns(Pod, &good, &[(0, 1, 1), (1, 2, 1)]),
+                "2 gid mappings given; exactly one is supported",
+            ),
+            (
+                ns(Pod, &[(1, 100_000, 65_536)], &good),
+                "uid mapping (container 1 host 100000 length 65536): must start at container id 0",
+            ),
+            (
+                ns(Pod, &[(0, 100_000, 0)], &good),
+                "length must be at least 1",
+            ),
+            (
+                ns(Pod, &good, &[(0, u32::MAX, 2)]),
+                "runs past the last host id",
+            ),
+        ] {
+            let e = id_mappings(&opts).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+            assert!(e.to_string().contains(want), "want {want:?}: {e}");
+        }
+        // The last id itself is fine.
+        assert!(id_mappings(&ns(Pod, &[(0, u32::MAX, 1)], &good)).is_ok());
     }
 }

@@ -31,6 +31,34 @@ fn namespace_mode_out(v: m::NamespaceMode) -> i32 {
     }) as i32
 }
 
+fn id_mappings(maps: &[api::IdMapping]) -> Vec<m::IdMapping> {
+    maps.iter()
+        .map(|i| m::IdMapping {
+            container_id: i.container_id,
+            host_id: i.host_id,
+            length: i.length,
+        })
+        .collect()
+}
+
+fn id_mappings_out(maps: &[m::IdMapping]) -> Vec<api::IdMapping> {
+    maps.iter()
+        .map(|i| api::IdMapping {
+            container_id: i.container_id,
+            host_id: i.host_id,
+            length: i.length,
+        })
+        .collect()
+}
+
+fn user_namespace(u: &api::UserNamespace) -> m::UserNamespace {
+    m::UserNamespace {
+        mode: namespace_mode(u.mode),
+        uids: id_mappings(&u.uids),
+        gids: id_mappings(&u.gids),
+    }
+}
+
 fn namespaces(o: Option<&api::NamespaceOption>) -> m::NamespaceOptions {
     match o {
         Some(o) => m::NamespaceOptions {
@@ -38,6 +66,7 @@ fn namespaces(o: Option<&api::NamespaceOption>) -> m::NamespaceOptions {
             pid: namespace_mode(o.pid),
             ipc: namespace_mode(o.ipc),
             target_id: o.target_id.clone(),
+            user: o.userns_options.as_ref().map(user_namespace),
         },
         // kubelet always sends options; without them everything is POD
         // (CRI's zero value), the pid namespace included.
@@ -51,7 +80,11 @@ fn namespaces_out(o: &m::NamespaceOptions) -> api::NamespaceOption {
         pid: namespace_mode_out(o.pid),
         ipc: namespace_mode_out(o.ipc),
         target_id: o.target_id.clone(),
-        userns_options: None,
+        userns_options: o.user.as_ref().map(|u| api::UserNamespace {
+            mode: namespace_mode_out(u.mode),
+            uids: id_mappings_out(&u.uids),
+            gids: id_mappings_out(&u.gids),
+        }),
     }
 }
 
@@ -480,4 +513,57 @@ pub fn event_type(k: m::EventKind) -> i32 {
         m::EventKind::Stopped => api::ContainerEventType::ContainerStoppedEvent,
         m::EventKind::Deleted => api::ContainerEventType::ContainerDeletedEvent,
     }) as i32
+}
+
+#[cfg(test)]
+mod userns_tests {
+    use super::*;
+
+    #[test]
+    fn user_namespace_options_go_in_and_come_back_in_the_pod_status() {
+        let map = api::IdMapping {
+            host_id: 100_000,
+            container_id: 0,
+            length: 65_536,
+        };
+        let options = api::NamespaceOption {
+            userns_options: Some(api::UserNamespace {
+                mode: api::NamespaceMode::Pod as i32,
+                uids: vec![map],
+                gids: vec![api::IdMapping {
+                    host_id: 200_000,
+                    ..map
+                }],
+            }),
+            ..Default::default()
+        };
+        let config = pod_config(
+            api::PodSandboxConfig {
+                linux: Some(api::LinuxPodSandboxConfig {
+                    security_context: Some(api::LinuxSandboxSecurityContext {
+                        namespace_options: Some(options.clone()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            String::new(),
+        );
+        let user = config.namespaces.user.clone().expect("user namespace");
+        assert_eq!(user.mode, m::NamespaceMode::Pod);
+        assert_eq!(user.uids[0].host_id, 100_000);
+        assert_eq!(user.gids[0].host_id, 200_000);
+        let status = sandbox_status(&m::SandboxRecord {
+            config,
+            ..Default::default()
+        });
+        let back = status.linux.unwrap().namespaces.unwrap().options.unwrap();
+        assert_eq!(back.userns_options, options.userns_options);
+        // No options: none reported (the node's).
+        assert_eq!(
+            namespaces_out(&m::NamespaceOptions::default()).userns_options,
+            None
+        );
+    }
 }

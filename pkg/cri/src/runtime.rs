@@ -122,7 +122,7 @@ impl RuntimeService for Runtime {
                 .map(|name| api::RuntimeHandler {
                     features: Some(api::RuntimeHandlerFeatures {
                         recursive_read_only_mounts: self.core.recursive_read_only_mounts(&name),
-                        user_namespaces: false,
+                        user_namespaces: self.core.user_namespaces(&name),
                     }),
                     name,
                 })

@@ -15,6 +15,7 @@ fn main() {
                 uts: true,
                 pid: true,
                 hostname: args.get(3).cloned(),
+                user: None,
             })
             .unwrap();
             println!("{p:?}");

@@ -15,6 +15,7 @@
 //! | `ipc`       | bind mount of the pod's IPC namespace                         |
 //! | `uts`       | bind mount of the pod's UTS namespace (hostname set)          |
 //! | `pid`       | bind mount of the pod's PID namespace                         |
+//! | `user`      | bind mount of the pod's user namespace (its id maps written)  |
 //! | `pause.pid` | host pid of the pause process (decimal, newline), with `pid`  |
 //!
 //! Each pin file is an empty regular file (mode 0444) with an nsfs bind mount
@@ -43,6 +44,21 @@
 //!   it (run berthd with systemd `KillMode=process`, as containerd does), and
 //!   the caller may move it into the pod's cgroup by writing
 //!   [`Pinned::pause_pid`] to `cgroup.procs`.
+//! - user (with any of the others): a namespace is owned by the user
+//!   namespace of the process that makes it, and an OCI runtime that joins
+//!   the pod's user namespace first (runc and crun do) can then only join
+//!   namespaces that user namespace owns. So one `clone(CLONE_NEWUSER |
+//!   CLONE_NEWNET | ...)` makes them all: the pause process when the pod
+//!   has a PID namespace, else a holder child that lives only while [`pin`]
+//!   runs (`unshare(CLONE_NEWUSER)` is refused to a multithreaded process).
+//!   The caller writes the child's `uid_map` and `gid_map` (as root of the
+//!   parent namespace, no `setgroups` deny is needed), bind-mounts
+//!   `/proc/<child>/ns/*`, and a thread that `setns`es into the new uts and
+//!   net namespaces sets the hostname and brings `lo` up (root of the
+//!   initial user namespace has every capability in the namespaces below
+//!   it). The pause process of such a pod is pid 1 of a PID namespace owned
+//!   by the pod's user namespace; without `CAP_SYS_RESOURCE` there its
+//!   command line reads empty, and it is found by name and namespace.
 //!
 //! # Joining the pins
 //!
@@ -105,7 +121,29 @@ pub struct PinRequest {
     pub pid: bool,
     /// Hostname of the new UTS namespace (needs `uts`; at most 64 bytes).
     pub hostname: Option<String>,
+    /// A new user namespace with these id maps, owning every other
+    /// namespace made here.
+    pub user: Option<IdMappings>,
 }
+
+/// One range of a user namespace's id map: `size` ids from `container_id`
+/// inside are `host_id`... outside (a line of `/proc/<pid>/uid_map`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdMap {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub size: u32,
+}
+
+/// The uid and gid maps of a user namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdMappings {
+    pub uids: Vec<IdMap>,
+    pub gids: Vec<IdMap>,
+}
+
+/// Most lines a uid or gid map may have (the kernel's limit since 4.15).
+pub const MAX_ID_MAP_LINES: usize = 340;
 
 /// Pins a network namespace alone under `dir` (with `lo` up) and returns
 /// its pin file: what a pod network backend wires, for tests and benches.
@@ -129,6 +167,7 @@ pub struct Pinned {
     pub pid: Option<PathBuf>,
     /// Host pid of the PID namespace's pause process.
     pub pause_pid: Option<u32>,
+    pub user: Option<PathBuf>,
 }
 
 /// The namespace kinds that can be pinned.
@@ -138,10 +177,11 @@ pub enum Kind {
     Ipc,
     Uts,
     Pid,
+    User,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Net, Kind::Ipc, Kind::Uts, Kind::Pid];
+    pub const ALL: [Kind; 5] = [Kind::Net, Kind::Ipc, Kind::Uts, Kind::Pid, Kind::User];
 
     /// The name used in `/proc/<pid>/ns/` and for the pin file.
     pub fn name(self) -> &'static str {
@@ -150,6 +190,7 @@ impl Kind {
             Kind::Ipc => "ipc",
             Kind::Uts => "uts",
             Kind::Pid => "pid",
+            Kind::User => "user",
         }
     }
 
@@ -159,6 +200,7 @@ impl Kind {
             Kind::Ipc => libc::CLONE_NEWIPC,
             Kind::Uts => libc::CLONE_NEWUTS,
             Kind::Pid => libc::CLONE_NEWPID,
+            Kind::User => libc::CLONE_NEWUSER,
         }
     }
 }
@@ -205,7 +247,11 @@ pub mod step {
     pub const START_PAUSE: &str = "start pause process";
     pub const WRITE_PAUSE_PID: &str = "write pause.pid";
     pub const MOUNT_PID: &str = "bind-mount pid namespace";
-    /// Every step, in order.
+    /// With a user namespace and no pid namespace: the child that makes them.
+    pub const CLONE_HOLDER: &str = "clone namespace holder";
+    pub const WRITE_ID_MAPS: &str = "write id maps";
+    pub const MOUNT_USER: &str = "bind-mount user namespace";
+    /// Every step of a pin without a user namespace, in order.
     pub const ALL: [&str; 11] = [
         CREATE_DIR,
         CREATE_FILE,
@@ -219,6 +265,21 @@ pub mod step {
         WRITE_PAUSE_PID,
         MOUNT_PID,
     ];
+    /// Every step of a pin of all namespaces with a user namespace, in order.
+    pub const USERNS_ALL: [&str; 12] = [
+        CREATE_DIR,
+        CREATE_FILE,
+        START_PAUSE,
+        WRITE_PAUSE_PID,
+        WRITE_ID_MAPS,
+        MOUNT_NET,
+        MOUNT_IPC,
+        MOUNT_UTS,
+        MOUNT_USER,
+        HOSTNAME,
+        LOOPBACK,
+        MOUNT_PID,
+    ];
 }
 
 fn mount_step(kind: Kind) -> &'static str {
@@ -227,6 +288,7 @@ fn mount_step(kind: Kind) -> &'static str {
         Kind::Ipc => step::MOUNT_IPC,
         Kind::Uts => step::MOUNT_UTS,
         Kind::Pid => step::MOUNT_PID,
+        Kind::User => step::MOUNT_USER,
     }
 }
 
@@ -261,7 +323,7 @@ pub fn pin(req: &PinRequest) -> Result<Pinned> {
         fs::create_dir_all(dir).map_err(|e| fail(step::CREATE_DIR, e))?;
 
         // Pin files: the directory must not hold pins already.
-        for name in ["net", "ipc", "uts", "pid", "pause.pid"] {
+        for name in ["net", "ipc", "uts", "pid", "user", "pause.pid"] {
             if fs::symlink_metadata(dir.join(name)).is_ok() {
                 return Err(Error::new(
                     ErrorKind::AlreadyExists,
@@ -280,6 +342,7 @@ pub fn pin(req: &PinRequest) -> Result<Pinned> {
                 Kind::Ipc => req.ipc,
                 Kind::Uts => req.uts,
                 Kind::Pid => req.pid,
+                Kind::User => req.user.is_some(),
             })
             .collect();
         for &kind in &kinds {
@@ -294,59 +357,42 @@ pub fn pin(req: &PinRequest) -> Result<Pinned> {
             made.files.push(path);
         }
 
-        // net, ipc, uts: one thread that unshares and pins, then exits.
-        let shared: Vec<Kind> = kinds.iter().copied().filter(|k| *k != Kind::Pid).collect();
-        if !shared.is_empty() {
-            let d = dir.to_path_buf();
-            let hostname = req.hostname.clone();
-            let kinds = shared.clone();
-            let joined = std::thread::Builder::new()
-                .name("berth-ns-pin".into())
-                .spawn(move || pin_in_thread(&d, &kinds, hostname.as_deref()))
-                .map_err(|e| fail("spawn thread", e))?
-                .join();
-            match joined {
-                Ok(Ok(())) => {}
-                Ok(Err((step, e))) => return Err(fail(step, e)),
-                Err(_) => {
-                    return Err(Error::internal(format!(
-                        "pin {}: pin thread panicked",
-                        dir.display()
-                    )))
+        let pause_pid = match &req.user {
+            Some(maps) => {
+                pin_in_userns(req, &kinds, maps, &mut made).map_err(|(s, e)| fail(s, e))?
+            }
+            None => {
+                // net, ipc, uts: one thread that unshares and pins, then exits.
+                let shared: Vec<Kind> = kinds.iter().copied().filter(|k| *k != Kind::Pid).collect();
+                if !shared.is_empty() {
+                    let d = dir.to_path_buf();
+                    let hostname = req.hostname.clone();
+                    let joined = std::thread::Builder::new()
+                        .name("berth-ns-pin".into())
+                        .spawn(move || pin_in_thread(&d, &shared, hostname.as_deref()))
+                        .map_err(|e| fail("spawn thread", e))?
+                        .join();
+                    match joined {
+                        Ok(Ok(())) => {}
+                        Ok(Err((step, e))) => return Err(fail(step, e)),
+                        Err(_) => {
+                            return Err(Error::internal(format!(
+                                "pin {}: pin thread panicked",
+                                dir.display()
+                            )))
+                        }
+                    }
+                }
+                // pid: the pause process, then its namespace.
+                if req.pid {
+                    let pid = start_pause(dir, 0, &mut made).map_err(|(s, e)| fail(s, e))?;
+                    pin_pid(dir, pid).map_err(|(s, e)| fail(s, e))?;
+                    Some(pid as u32)
+                } else {
+                    None
                 }
             }
-        }
-
-        // pid: the pause process, then its namespace, then its pid.
-        let mut pause_pid = None;
-        if req.pid {
-            fail_point(step::START_PAUSE).map_err(|e| fail(step::START_PAUSE, e))?;
-            // pause.pid is written as soon as the pid is known, so that even
-            // a crash before the pid pin leaves a trace for `unpin`.
-            let pid_path = pause_pid_file(dir);
-            let mut now = step::START_PAUSE;
-            let mut wrote = false;
-            let started = pause::start(dir, |pid| {
-                made.pause = Some(pid);
-                now = step::WRITE_PAUSE_PID;
-                fail_point(now)?;
-                wrote = true;
-                fs::write(&pid_path, format!("{pid}\n"))?;
-                now = step::START_PAUSE;
-                Ok(())
-            });
-            if wrote {
-                made.files.push(pid_path);
-            }
-            if started.is_err() {
-                made.pause = None; // already killed and reaped by pause::start
-            }
-            let pid = started.map_err(|e| fail(now, e))?;
-            let src = PathBuf::from(format!("/proc/{pid}/ns/pid"));
-            fail_point(step::MOUNT_PID).map_err(|e| fail(step::MOUNT_PID, e))?;
-            bind(&src, &pin_file(dir, Kind::Pid)).map_err(|e| fail(step::MOUNT_PID, e))?;
-            pause_pid = Some(pid as u32);
-        }
+        };
 
         let file = |k: Kind| kinds.contains(&k).then(|| pin_file(dir, k));
         Ok(Pinned {
@@ -355,6 +401,7 @@ pub fn pin(req: &PinRequest) -> Result<Pinned> {
             uts: file(Kind::Uts),
             pid: file(Kind::Pid),
             pause_pid,
+            user: file(Kind::User),
         })
     })();
     if result.is_err() {
@@ -373,6 +420,10 @@ fn validate(req: &PinRequest) -> Result<()> {
             "directory path of {len} bytes: must be at most 4096 bytes without NUL"
         )));
     }
+    if let Some(maps) = &req.user {
+        validate_map("uid", &maps.uids)?;
+        validate_map("gid", &maps.gids)?;
+    }
     if let Some(h) = &req.hostname {
         if !req.uts {
             return Err(Error::invalid(format!(
@@ -384,6 +435,166 @@ fn validate(req: &PinRequest) -> Result<()> {
                 "validate hostname: {h:?} must be 1 to {HOSTNAME_MAX} bytes without NUL"
             )));
         }
+    }
+    Ok(())
+}
+
+/// Checks a uid or gid map as the kernel will: 1 to 340 lines, no empty
+/// range, no range past the end of the id space, no two ranges
+/// overlapping inside or outside.
+fn validate_map(what: &str, map: &[IdMap]) -> Result<()> {
+    if map.is_empty() || map.len() > MAX_ID_MAP_LINES {
+        return Err(Error::invalid(format!(
+            "{what} map has {} ranges: must have 1 to {MAX_ID_MAP_LINES}",
+            map.len()
+        )));
+    }
+    let end = |start: u32, size: u32| start as u64 + size as u64;
+    for (i, m) in map.iter().enumerate() {
+        let line = format!(
+            "{what} map range {i} (container {} host {} size {})",
+            m.container_id, m.host_id, m.size
+        );
+        if m.size == 0 {
+            return Err(Error::invalid(format!("{line}: size must be at least 1")));
+        }
+        if end(m.container_id, m.size) > 1 << 32 || end(m.host_id, m.size) > 1 << 32 {
+            return Err(Error::invalid(format!(
+                "{line}: runs past the last id 4294967295"
+            )));
+        }
+        for (j, o) in map.iter().enumerate().take(i) {
+            let overlap =
+                |a: u32, b: u32| (a as u64) < end(b, o.size) && (b as u64) < end(a, m.size);
+            if overlap(m.container_id, o.container_id) || overlap(m.host_id, o.host_id) {
+                return Err(Error::invalid(format!("{line}: overlaps range {j}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Starts the pause process (see `pause.rs`) with `flags` more namespaces,
+/// recording it in `made` and its pid in `pause.pid`.
+fn start_pause(
+    dir: &Path,
+    flags: libc::c_int,
+    made: &mut Made,
+) -> std::result::Result<libc::pid_t, (&'static str, io::Error)> {
+    fail_point(step::START_PAUSE).map_err(|e| (step::START_PAUSE, e))?;
+    // pause.pid is written as soon as the pid is known, so that even
+    // a crash before the pid pin leaves a trace for `unpin`.
+    let pid_path = pause_pid_file(dir);
+    let mut now = step::START_PAUSE;
+    let mut wrote = false;
+    let started = pause::start(dir, flags, |pid| {
+        made.pause = Some(pid);
+        now = step::WRITE_PAUSE_PID;
+        fail_point(now)?;
+        wrote = true;
+        fs::write(&pid_path, format!("{pid}\n"))?;
+        now = step::START_PAUSE;
+        Ok(())
+    });
+    if wrote {
+        made.files.push(pid_path);
+    }
+    if started.is_err() {
+        made.pause = None; // already killed and reaped by pause::start
+    }
+    started.map_err(|e| (now, e))
+}
+
+/// Pins the PID namespace of the pause process `pid`.
+fn pin_pid(dir: &Path, pid: libc::pid_t) -> std::result::Result<(), (&'static str, io::Error)> {
+    let src = PathBuf::from(format!("/proc/{pid}/ns/pid"));
+    fail_point(step::MOUNT_PID).map_err(|e| (step::MOUNT_PID, e))?;
+    bind(&src, &pin_file(dir, Kind::Pid)).map_err(|e| (step::MOUNT_PID, e))
+}
+
+/// Makes the namespaces of `kinds` (which holds `User`) with one clone,
+/// owned by the new user namespace, writes its id maps and pins them all.
+/// Returns the pause pid when `req.pid`.
+fn pin_in_userns(
+    req: &PinRequest,
+    kinds: &[Kind],
+    maps: &IdMappings,
+    made: &mut Made,
+) -> std::result::Result<Option<u32>, (&'static str, io::Error)> {
+    let dir = req.dir.as_path();
+    let flags = kinds
+        .iter()
+        .filter(|k| **k != Kind::Pid)
+        .fold(0, |f, k| f | k.clone_flag());
+    // Without a pid namespace the holder goes (killed and reaped) when
+    // this returns: the pins keep the namespaces.
+    let mut _holder = None;
+    let pid = if req.pid {
+        start_pause(dir, flags, made)?
+    } else {
+        fail_point(step::CLONE_HOLDER).map_err(|e| (step::CLONE_HOLDER, e))?;
+        let h = pause::Holder::start(flags).map_err(|e| (step::CLONE_HOLDER, e))?;
+        let pid = h.pid();
+        _holder = Some(h);
+        pid
+    };
+    fail_point(step::WRITE_ID_MAPS).map_err(|e| (step::WRITE_ID_MAPS, e))?;
+    write_id_maps(pid, maps).map_err(|e| (step::WRITE_ID_MAPS, e))?;
+    for &kind in kinds.iter().filter(|k| **k != Kind::Pid) {
+        let step = mount_step(kind);
+        fail_point(step).map_err(|e| (step, e))?;
+        let src = PathBuf::from(format!("/proc/{pid}/ns/{}", kind.name()));
+        bind(&src, &pin_file(dir, kind)).map_err(|e| (step, e))?;
+    }
+    let net = kinds.contains(&Kind::Net);
+    if net || req.hostname.is_some() {
+        let hostname = req.hostname.clone();
+        let joined = std::thread::Builder::new()
+            .name("berth-ns-setup".into())
+            .spawn(
+                move || -> std::result::Result<(), (&'static str, io::Error)> {
+                    if hostname.is_some() {
+                        join(pid, Kind::Uts).map_err(|e| (step::HOSTNAME, e))?;
+                    }
+                    if net {
+                        join(pid, Kind::Net).map_err(|e| (step::LOOPBACK, e))?;
+                    }
+                    hostname_and_lo(hostname.as_deref(), net)
+                },
+            )
+            .map_err(|e| ("spawn thread", e))?
+            .join();
+        match joined {
+            Ok(r) => r?,
+            Err(_) => return Err(("setup thread", io::Error::other("panicked"))),
+        }
+    }
+    if req.pid {
+        pin_pid(dir, pid)?;
+    }
+    Ok(req.pid.then_some(pid as u32))
+}
+
+/// Writes `uid_map` and `gid_map` of process `pid` (one write each, as the
+/// kernel wants).
+fn write_id_maps(pid: libc::pid_t, maps: &IdMappings) -> io::Result<()> {
+    let text = |map: &[IdMap]| -> String {
+        map.iter()
+            .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size))
+            .collect()
+    };
+    fs::write(format!("/proc/{pid}/uid_map"), text(&maps.uids))
+        .map_err(|e| io::Error::new(e.kind(), format!("uid_map: {e}")))?;
+    fs::write(format!("/proc/{pid}/gid_map"), text(&maps.gids))
+        .map_err(|e| io::Error::new(e.kind(), format!("gid_map: {e}")))
+}
+
+/// Moves the calling thread into the `kind` namespace of process `pid`.
+fn join(pid: libc::pid_t, kind: Kind) -> io::Result<()> {
+    let f = fs::File::open(format!("/proc/{pid}/ns/{}", kind.name()))?;
+    // SAFETY: setns on this thread only, with a valid fd.
+    if unsafe { libc::setns(f.as_raw_fd(), kind.clone_flag()) } != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
@@ -433,6 +644,22 @@ fn pin_in_thread(
     if unsafe { libc::unshare(flags) } != 0 {
         return Err((step::UNSHARE, io::Error::last_os_error()));
     }
+    hostname_and_lo(hostname, kinds.contains(&Kind::Net))?;
+    for &kind in kinds {
+        let step = mount_step(kind);
+        fail_point(step).map_err(|e| (step, e))?;
+        let src = PathBuf::from(format!("/proc/thread-self/ns/{}", kind.name()));
+        bind(&src, &pin_file(dir, kind)).map_err(|e| (step, e))?;
+    }
+    Ok(())
+}
+
+/// Sets the hostname and brings `lo` up in the calling thread's uts and
+/// net namespaces.
+fn hostname_and_lo(
+    hostname: Option<&str>,
+    net: bool,
+) -> std::result::Result<(), (&'static str, io::Error)> {
     if let Some(h) = hostname {
         fail_point(step::HOSTNAME).map_err(|e| (step::HOSTNAME, e))?;
         // SAFETY: h points to h.len() readable bytes.
@@ -440,15 +667,9 @@ fn pin_in_thread(
             return Err((step::HOSTNAME, io::Error::last_os_error()));
         }
     }
-    if kinds.contains(&Kind::Net) {
+    if net {
         fail_point(step::LOOPBACK).map_err(|e| (step::LOOPBACK, e))?;
         loopback_up().map_err(|e| (step::LOOPBACK, e))?;
-    }
-    for &kind in kinds {
-        let step = mount_step(kind);
-        fail_point(step).map_err(|e| (step, e))?;
-        let src = PathBuf::from(format!("/proc/thread-self/ns/{}", kind.name()));
-        bind(&src, &pin_file(dir, kind)).map_err(|e| (step, e))?;
     }
     Ok(())
 }

@@ -71,10 +71,13 @@ struct KernelSigaction {
 
 /// Starts a pause process in a new PID namespace and waits until it is
 /// ready. Returns its host pid. The process is a child of the caller.
+/// `flags` are more `CLONE_NEW*` flags for namespaces made with it (with
+/// `CLONE_NEWUSER`, every one of them is owned by the new user namespace).
 /// `cloned` runs as soon as the pid is known (to record it); if it fails,
 /// the process is killed.
 pub(crate) fn start(
     dir: &Path,
+    flags: libc::c_int,
     cloned: impl FnOnce(libc::pid_t) -> io::Result<()>,
 ) -> io::Result<libc::pid_t> {
     let mut cmdline = Vec::with_capacity(CMDLINE_MAX);
@@ -112,7 +115,7 @@ pub(crate) fn start(
         libc::clone(
             pause_main,
             stack_top as *mut c_void,
-            libc::CLONE_NEWPID | libc::SIGCHLD,
+            flags | libc::CLONE_NEWPID | libc::SIGCHLD,
             args as *mut c_void,
         )
     };
@@ -131,6 +134,90 @@ pub(crate) fn start(
         return Err(e);
     }
     Ok(pid)
+}
+
+/// A child that only holds the namespaces it was cloned into, until
+/// dropped: their maker when a pod has a user namespace but no PID
+/// namespace of its own (a thread cannot make a user namespace: `unshare`
+/// refuses `CLONE_NEWUSER` in a multithreaded process). It waits for the
+/// end of a pipe whose other end only the caller holds, so it also goes
+/// when the caller dies.
+pub(crate) struct Holder {
+    pid: libc::pid_t,
+    release: Option<OwnedFd>,
+}
+
+/// What the holder needs, at the top of its own mapping.
+#[repr(C)]
+struct HoldArgs {
+    wait_fd: i32,
+}
+
+impl Holder {
+    /// Clones the holder with `flags` (`CLONE_NEW*`).
+    pub(crate) fn start(flags: libc::c_int) -> io::Result<Holder> {
+        let (read_end, write_end) = pipe()?;
+        let region = Region::new()?;
+        let args_addr = (region.end() - size_of::<HoldArgs>()) & !15;
+        let args = args_addr as *mut HoldArgs;
+        // SAFETY: args_addr lies inside the fresh read-write mapping, aligned.
+        unsafe { std::ptr::addr_of_mut!((*args).wait_fd).write(read_end.as_raw_fd()) };
+        // SAFETY: the child runs `hold_main` on its own stack inside `region`
+        // (a private copy after the clone) and only makes raw system calls.
+        let pid = unsafe {
+            libc::clone(
+                hold_main,
+                args_addr as *mut c_void,
+                flags | libc::SIGCHLD,
+                args as *mut c_void,
+            )
+        };
+        let clone_err = io::Error::last_os_error();
+        drop(read_end);
+        drop(region);
+        if pid < 0 {
+            return Err(clone_err);
+        }
+        Ok(Holder {
+            pid,
+            release: Some(write_end),
+        })
+    }
+
+    pub(crate) fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        // SAFETY: pid is our own child; kill and reap it (it may already
+        // be on its way out after the end of the pipe).
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// Entry point of the holder: closes every fd but its end of the pipe,
+/// waits for that pipe's end, exits. Raw system calls only.
+extern "C" fn hold_main(arg: *mut c_void) -> libc::c_int {
+    // SAFETY: arg points at the HoldArgs written by `Holder::start`, in the
+    // child's private copy of the region.
+    unsafe {
+        let fd = (*(arg as *const HoldArgs)).wait_fd as usize;
+        close_from_to(0, fd.wrapping_sub(1), fd);
+        close_from_to(fd + 1, u32::MAX as usize, fd);
+        let mut b = 0u8;
+        while sys::call4(libc::SYS_read, fd, &mut b as *mut u8 as usize, 1, 0)
+            == -(libc::EINTR as isize)
+        {}
+        loop {
+            sys::call4(libc::SYS_exit_group, 0, 0, 0, 0);
+        }
+    }
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {

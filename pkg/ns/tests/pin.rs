@@ -358,7 +358,7 @@ fn pin_refuses_a_directory_with_pins_and_leaves_them_alone() {
     let e = pin(&shared(&dir, "second")).unwrap_err();
     assert_eq!(e.kind, ErrorKind::AlreadyExists, "{e}");
     assert!(e.to_string().contains("create pin file"), "{e}");
-    for k in Kind::ALL {
+    for k in Kind::ALL.into_iter().filter(|k| *k != Kind::User) {
         assert!(is_pinned(&dir.join(k.name())), "{k:?}");
     }
     assert!(pause_alive(&dir));
@@ -435,7 +435,7 @@ fn unpin_works_after_the_pinning_process_is_gone() {
         status_field(pause as u32, "PPid"),
         std::process::id().to_string()
     );
-    for k in Kind::ALL {
+    for k in Kind::ALL.into_iter().filter(|k| *k != Kind::User) {
         assert!(is_pinned(&dir.join(k.name())), "{k:?}");
     }
     let h = run(&[
@@ -509,6 +509,8 @@ fn concurrent_pins_from_many_threads_get_distinct_namespaces() {
                 std::thread::spawn(move || {
                     barrier.wait();
                     assert!(thread_count() > 8, "not multithreaded?");
+                    // Nobody pins (and ends) before every thread counted.
+                    barrier.wait();
                     let p = pin(&all(&dir, &format!("pod-{i}"))).unwrap();
                     let ids = (
                         ns_id(&dir.join("net")).unwrap(),

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 use berth_errdefs::{Error, Result};
 use oci_spec::runtime::{
-    Linux, LinuxCapabilities, LinuxNamespace, LinuxNamespaceType, Process, Root, Spec, User,
+    Linux, LinuxCapabilities, LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespace,
+    LinuxNamespaceType, Process, Root, Spec, User,
 };
 
 use crate::caps::{self, CapSet};
@@ -56,6 +57,8 @@ pub struct Namespaces {
     pub ipc: Namespace,
     pub uts: Namespace,
     pub pid: Namespace,
+    /// The pod's user namespace; `None`: the host's.
+    pub user: Option<UserNamespace>,
 }
 
 impl Default for Namespaces {
@@ -65,8 +68,29 @@ impl Default for Namespaces {
             ipc: Namespace::Private,
             uts: Namespace::Private,
             pid: Namespace::Private,
+            user: None,
         }
     }
+}
+
+/// A range of ids: `size` ids from `container_id` inside are `host_id`...
+/// on the host (OCI `LinuxIDMapping`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdMapping {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub size: u32,
+}
+
+/// A user namespace made (and its id maps written) before the container:
+/// joined by path, and its maps repeated in `linux.uidMappings` and
+/// `gidMappings`, which runc 1.1 needs even when it joins (to find the
+/// container's root on the host) and crun accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserNamespace {
+    pub path: PathBuf,
+    pub uid_mappings: Vec<IdMapping>,
+    pub gid_mappings: Vec<IdMapping>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -433,6 +457,13 @@ fn process(spec: &ContainerSpec, caps: CapSet) -> Result<Process> {
 fn namespaces(spec: &ContainerSpec) -> Vec<LinuxNamespace> {
     let ns = &spec.namespaces;
     let mut out = Vec::new();
+    // First, as the runtimes join it first: the others are its own.
+    if let Some(user) = &ns.user {
+        let mut n = LinuxNamespace::default();
+        n.set_typ(LinuxNamespaceType::User);
+        n.set_path(Some(user.path.clone()));
+        out.push(n);
+    }
     let mut add = |typ: LinuxNamespaceType, how: &Namespace| {
         let path = match how {
             Namespace::Host => return,
@@ -519,8 +550,21 @@ fn linux(spec: &ContainerSpec, caps: CapSet) -> Result<Linux> {
     }
 
     let mut l = Linux::default();
-    l.set_uid_mappings(None);
-    l.set_gid_mappings(None);
+    let id_mappings = |maps: &[IdMapping]| -> Result<Vec<LinuxIdMapping>> {
+        maps.iter()
+            .map(|m| {
+                LinuxIdMappingBuilder::default()
+                    .container_id(m.container_id)
+                    .host_id(m.host_id)
+                    .size(m.size)
+                    .build()
+                    .map_err(|e| Error::internal(format!("id mapping {m:?}: {e}")))
+            })
+            .collect()
+    };
+    let user = spec.namespaces.user.as_ref();
+    l.set_uid_mappings(user.map(|u| id_mappings(&u.uid_mappings)).transpose()?);
+    l.set_gid_mappings(user.map(|u| id_mappings(&u.gid_mappings)).transpose()?);
     l.set_sysctl((!spec.sysctls.is_empty()).then(|| {
         spec.sysctls
             .iter()
@@ -997,6 +1041,7 @@ mod tests {
             ipc: Namespace::Host,
             uts: Namespace::Join("/run/berth/uts/pod".into()),
             pid: Namespace::Private,
+            user: None,
         };
         let out = build(&spec).unwrap();
         // Joining the pod's UTS namespace: the pod sets the hostname.
@@ -1035,6 +1080,60 @@ mod tests {
         assert!(!cgroupns_default(berth_cgroups::Mode::Hybrid, false));
         assert!(cgroupns_default(berth_cgroups::Mode::Unified, false));
         assert!(!cgroupns_default(berth_cgroups::Mode::Unified, true));
+    }
+
+    #[test]
+    fn a_pod_user_namespace_is_joined_first_with_its_maps() {
+        let root = rootfs();
+        let mut spec = base(root.path());
+        let map = |c, h, n| IdMapping {
+            container_id: c,
+            host_id: h,
+            size: n,
+        };
+        spec.namespaces.network = Namespace::Join("/run/berth/pods/p/ns/net".into());
+        spec.namespaces.user = Some(UserNamespace {
+            path: "/run/berth/pods/p/ns/user".into(),
+            uid_mappings: vec![map(0, 100_000, 65_536)],
+            gid_mappings: vec![map(0, 200_000, 65_536)],
+        });
+        let out = build(&spec).unwrap();
+        let linux = out.linux().as_ref().unwrap();
+        let ns: Vec<(LinuxNamespaceType, Option<PathBuf>)> = linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .map(|n| (n.typ(), n.path().clone()))
+            .collect();
+        assert_eq!(
+            ns[..2],
+            [
+                (
+                    LinuxNamespaceType::User,
+                    Some("/run/berth/pods/p/ns/user".into())
+                ),
+                (LinuxNamespaceType::Pid, None),
+            ]
+        );
+        let maps = |m: &Option<Vec<LinuxIdMapping>>| -> Vec<(u32, u32, u32)> {
+            m.iter()
+                .flatten()
+                .map(|m| (m.container_id(), m.host_id(), m.size()))
+                .collect()
+        };
+        assert_eq!(maps(linux.uid_mappings()), vec![(0, 100_000, 65_536)]);
+        assert_eq!(maps(linux.gid_mappings()), vec![(0, 200_000, 65_536)]);
+        // Without one: no user namespace entry and no maps.
+        spec.namespaces.user = None;
+        let out = build(&spec).unwrap();
+        let linux = out.linux().as_ref().unwrap();
+        assert!(linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .all(|n| n.typ() != LinuxNamespaceType::User));
+        assert_eq!(linux.uid_mappings(), &None);
+        assert_eq!(linux.gid_mappings(), &None);
     }
 
     #[test]

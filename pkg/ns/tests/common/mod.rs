@@ -144,6 +144,28 @@ pub fn all(dir: &Path, hostname: &str) -> berth_ns::PinRequest {
         uts: true,
         pid: true,
         hostname: Some(hostname.to_string()),
+        user: None,
+    }
+}
+
+/// Container ids 0..65536 as host ids 100000.. (uids and gids alike).
+pub fn mappings() -> berth_ns::IdMappings {
+    let m = berth_ns::IdMap {
+        container_id: 0,
+        host_id: 100_000,
+        size: 65_536,
+    };
+    berth_ns::IdMappings {
+        uids: vec![m],
+        gids: vec![m],
+    }
+}
+
+/// Every namespace, owned by a new user namespace with [`mappings`].
+pub fn all_userns(dir: &Path, hostname: &str) -> berth_ns::PinRequest {
+    berth_ns::PinRequest {
+        user: Some(mappings()),
+        ..all(dir, hostname)
     }
 }
 
