@@ -9,7 +9,11 @@
 //! <root>/containers/<id>/bundle/{config.json,rootfs}
 //! <state>/pods/<sandbox id>/ns/{net,ipc,uts,pid} pinned namespaces
 //! <state>/pods/<sandbox id>/shm                 the pod's /dev/shm tmpfs
+//! <state>/pods/<sandbox id>/ns/user             a pod's user namespace (KEP-127)
 //! <state>/c/<id>/                               the monitor's files and sockets
+//! <state>/c/<id>/rro/<n>                        recursive read-only copies (until create returns)
+//! <state>/u/<id>/rootfs                         the rootfs of a container in a user namespace
+//! <root>/containers/<id>/{layers,views}/<n>     its idmapped layers and volumes
 //! ```
 
 mod attach;
