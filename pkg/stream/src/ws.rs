@@ -52,11 +52,15 @@ impl Sink for ChannelSink {
 /// The close frame that ends a session: code 1000, which client-go
 /// (gorilla) alone reads as a clean end; a close without a code reads as
 /// "close 1005 (no status)" and fails the exec or attach.
-fn normal_close() -> Message {
-    Message::Close(Some(CloseFrame {
+pub(crate) fn normal_close_frame() -> CloseFrame {
+    CloseFrame {
         code: CloseCode::Normal,
         reason: "".into(),
-    }))
+    }
+}
+
+fn normal_close() -> Message {
+    Message::Close(Some(normal_close_frame()))
 }
 
 /// Runs one exec or attach over an accepted WebSocket.
