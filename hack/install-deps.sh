@@ -20,6 +20,7 @@ packages=(
   curl                # hack/registry.sh readiness probe
   python3             # hack/build-test-images.py
   python3-websocket   # websocket-client: the streaming tests' non-Rust WebSocket client
+  python3-grpcio      # grpcio (gRPC C core): the transport tests' non-tonic CRI client
   ca-certificates
 )
 

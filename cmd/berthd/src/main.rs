@@ -4,6 +4,7 @@
 mod config;
 mod server;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -69,7 +70,10 @@ fn init_logging(config: &config::Config) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: escapes are noise in a
+        // file or the journal.
+        .with_ansi(std::io::stderr().is_terminal());
     if config.json_logs {
         builder.json().init();
     } else {

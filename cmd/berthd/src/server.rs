@@ -14,7 +14,6 @@ use berth_image::registries::RegistriesConfig;
 use berth_oci::{default_handlers, RuntimeHandler};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
 
@@ -60,19 +59,10 @@ pub async fn run(config: Config) -> Result<()> {
         version = env!("CARGO_PKG_VERSION"), "berthd serving CRI v1");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(
-        tonic::transport::Server::builder()
-            // One span per CRI call, named by its method, for every log line inside.
-            .trace_fn(|req| tracing::info_span!("cri", method = %req.uri().path()))
-            .layer(tower::util::MapResponseLayer::new(
-                berth_cri::oversized_request_status::<tonic::body::Body>,
-            ))
-            .add_service(runtime_service)
-            .add_service(image_service)
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
-                let _ = stop_rx.await;
-            }),
-    );
+    let routes = tonic::service::Routes::new(runtime_service).add_service(image_service);
+    let mut server = tokio::spawn(berth_cri::serve(listener, routes, async {
+        let _ = stop_rx.await;
+    }));
     let result = tokio::select! {
         r = &mut server => r,
         () = shutdown_signal() => {

@@ -1,10 +1,12 @@
 //! The CRI v1 front door: translates gRPC requests into calls on the berth
 //! core and the answers back. No runtime logic lives here.
 
+mod authority;
 mod convert;
 mod error;
 mod image;
 mod runtime;
+mod serve;
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 
 pub use error::status as to_status;
+pub use serve::serve;
 
 /// The largest request message berthd decodes (tonic's default, and what
 /// kubelet's messages stay far below).

@@ -1,7 +1,8 @@
 //! CRI RuntimeService: each call is one core call, translated both ways
-//! (`convert.rs`). Exec, Attach and PortForward (the streaming server) and
-//! checkpointing answer `Unimplemented`, which kubelet treats as an error for
-//! that call rather than a crash.
+//! (`convert.rs`). Exec, Attach and PortForward answer a one-time URL of the
+//! streaming server (berth-stream). Checkpointing and the pod metrics calls
+//! answer `Unimplemented`, which kubelet treats as an error for that call
+//! rather than a crash.
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -472,7 +472,7 @@ where
             ))
             .await;
     }
-    let _ = socket.close(None).await;
+    let _ = socket.close(Some(ws::normal_close_frame())).await;
 }
 
 /// A SPDY stream as an output of the command.

@@ -8,6 +8,8 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -45,6 +47,20 @@ impl Sink for ChannelSink {
         // Channels end with the socket; v5 has no server-side close.
         Box::pin(async { Ok(()) })
     }
+}
+
+/// The close frame that ends a session: code 1000, which client-go
+/// (gorilla) alone reads as a clean end; a close without a code reads as
+/// "close 1005 (no status)" and fails the exec or attach.
+pub(crate) fn normal_close_frame() -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }
+}
+
+fn normal_close() -> Message {
+    Message::Close(Some(normal_close_frame()))
 }
 
 /// Runs one exec or attach over an accepted WebSocket.
@@ -115,7 +131,7 @@ pub async fn serve_remotecommand<S>(
         }
     };
     remotecommand::drive(process, outputs, version, &cmd, reader).await;
-    let _ = tx.send(Message::Close(None)).await;
+    let _ = tx.send(normal_close()).await;
     drop(tx);
     let _ = writer.await;
 }
@@ -153,7 +169,7 @@ where
                     }
                 }
             }
-            let _ = sink.send(Message::Close(None)).await;
+            let _ = sink.send(normal_close()).await;
             let _ = sink.close().await;
         };
         tokio::select! {

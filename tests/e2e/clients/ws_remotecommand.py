@@ -10,7 +10,9 @@ Opens URL (http:// is turned into ws://) offering PROTOCOL (for example
 if given, then closes stdin (v5: the [255, 0] close message; v4 has none,
 so the command must not wait for EOF), reads channels 1 (stdout), 2
 (stderr) and 3 (error) until the server closes, and prints one JSON object:
-{"protocol": ..., "stdout": ..., "stderr": ..., "error": ...}.
+{"protocol": ..., "stdout": ..., "stderr": ..., "error": ..., "close_code": ...}
+(close_code: the server's close frame's status code, null if it had none
+or the connection ended without a close frame).
 On a failed handshake it prints {"status": <HTTP status>, "body": ...}.
 """
 
@@ -31,7 +33,7 @@ def main():
     except websocket.WebSocketBadStatusException as e:
         print(json.dumps({"status": e.status_code, "body": e.resp_body.decode() if e.resp_body else ""}))
         return
-    out = {"protocol": ws.getsubprotocol(), "stdout": "", "stderr": "", "error": ""}
+    out = {"protocol": ws.getsubprotocol(), "stdout": "", "stderr": "", "error": "", "close_code": None}
     if stdin is not None:
         ws.send_binary(bytes([STDIN]) + stdin.encode())
         if protocol.startswith("v5."):
@@ -43,6 +45,8 @@ def main():
         except websocket.WebSocketConnectionClosedException:
             break
         if opcode == websocket.ABNF.OPCODE_CLOSE:
+            if len(data) >= 2:
+                out["close_code"] = int.from_bytes(data[:2], "big")
             break
         if opcode != websocket.ABNF.OPCODE_BINARY or not data:
             continue

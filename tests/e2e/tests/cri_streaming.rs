@@ -200,6 +200,9 @@ async fn exec_over_websocket_from_python_and_rust() {
     .await;
     let out = python_ws(&url, "v5.channel.k8s.io", None);
     assert_eq!(out["protocol"], "v5.channel.k8s.io");
+    // 1000 (normal) after the status: client-go reads anything else, even
+    // a close without a code, as a failed session.
+    assert_eq!(out["close_code"], 1000, "{out}");
     assert_eq!(out["stdout"], "py-out\n");
     assert_eq!(out["stderr"], "py-err\n");
     let status: serde_json::Value = serde_json::from_str(out["error"].as_str().unwrap()).unwrap();
@@ -236,6 +239,22 @@ async fn exec_over_websocket_from_python_and_rust() {
     s.read_stdout_until(b"40 120", WAIT).await.unwrap();
     let out = s.wait(WAIT).await.unwrap();
     assert_eq!(out.exit_code, 0, "{out:?}");
+    // client-go's view of the close: clean only with code 1000.
+    assert_eq!(out.client_error, None, "{out:?}");
+
+    // A process that cannot start (its container stopped after the URL was
+    // issued): the failure on the error channel, then the same close.
+    let url = exec_url(&mut rt, exec_request(&c, &["true"], false, false)).await;
+    rt.stop_container(api::StopContainerRequest {
+        container_id: c.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop");
+    let out = python_ws(&url, "v5.channel.k8s.io", None);
+    assert_eq!(out["close_code"], 1000, "{out}");
+    let status: serde_json::Value = serde_json::from_str(out["error"].as_str().unwrap()).unwrap();
+    assert_eq!(status["status"], "Failure", "{out}");
 
     teardown(&mut rt, &pod).await;
     d.assert_no_leaks();
