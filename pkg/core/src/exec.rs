@@ -541,6 +541,68 @@ mod tests {
         std::fs::remove_dir_all(&base).unwrap();
     }
 
+    #[test]
+    fn terminal_execs_run_detached_under_the_reaper() {
+        use std::path::Path;
+        let base = std::env::temp_dir().join(format!("berth-exec-reaper-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("root/c1")).unwrap();
+        let runtime = berth_oci::OciRuntime::new(berth_oci::RuntimeHandler {
+            name: "runc".into(),
+            program: "/usr/sbin/runc".into(),
+            argv_prefix: Vec::new(),
+            root: base.join("root"),
+            hide_cgroup2: false,
+            allowed_annotations: Vec::new(),
+        });
+        let (process, pid, socket) = (
+            Path::new("/s/p.json"),
+            Path::new("/s/p.pid"),
+            Path::new("/x/c.sock"),
+        );
+        let exec = runtime
+            .exec_command("c1", process, pid, Some(socket))
+            .unwrap();
+        let shim = Path::new("/opt/berth-shim");
+        let cmd = under_reaper(shim, &runtime, &exec, "c1", pid).unwrap();
+        let cmd = cmd.as_std();
+        let argv: Vec<String> = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let root = base.join("root").display().to_string();
+        assert_eq!(
+            argv,
+            [
+                "/opt/berth-shim",
+                "exec",
+                "--pid-file",
+                "/s/p.pid",
+                "--",
+                "/usr/sbin/runc",
+                "--root",
+                &root,
+                "exec",
+                "--process",
+                "/s/p.json",
+                "--pid-file",
+                "/s/p.pid",
+                "--console-socket",
+                "/x/c.sock",
+                "--detach",
+                "c1",
+            ]
+        );
+        // The id must close the runtime's command: --detach goes before it.
+        let e = under_reaper(shim, &runtime, &exec, "c2", pid).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Internal);
+        assert!(
+            e.message.contains("does not end with the container id"),
+            "{e:?}"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
     #[tokio::test]
     async fn output_at_the_cap_is_not_truncated() {
         let (data, truncated) = read_capped(&b"abcd"[..], 4).await.unwrap();
