@@ -109,8 +109,14 @@ impl RunningExec {
         // Only a last resort (see `end_exec`): killing the runtime first
         // orphans the exec'd process.
         cmd.kill_on_drop(true);
+        let child = cmd.spawn().map_err(|e| {
+            Error::unavailable(format!(
+                "exec: cannot run {}: {e}",
+                cmd.as_std().get_program().to_string_lossy()
+            ))
+        })?;
         Ok(RunningExec {
-            child: Some(cmd.spawn()?),
+            child: Some(child),
             files: Some(files),
         })
     }
@@ -213,8 +219,8 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
         .unwrap_or(255)
 }
 
-/// `argv` of a runtime's `exec` command (ending with the container id)
-/// made detached (`--detach` before the id) and run by the monitor's exec
+/// A runtime's `exec` command (which ends with the container id) made
+/// detached (`--detach` before the id) and run by the monitor's exec
 /// reaper (`berth-shim exec`, see its documentation), which adopts the
 /// detached process and exits with its status.
 fn under_reaper(
