@@ -34,6 +34,33 @@
 //! (`PROGRAM` without a `/` is looked up in `PATH`.) Both runc and crun
 //! accept the global `--log`/`--log-format json` flags.
 //!
+//! # The exec reaper (`berth-shim exec`)
+//!
+//! ```text
+//! berth-shim exec --pid-file PATH -- PROGRAM [ARG]...
+//! ```
+//!
+//! A second, separate mode for berthd's terminal execs. runc refuses
+//! `--console-socket` unless it detaches, and a detached runtime leaves
+//! before its process ends, so the exit status must be collected by
+//! someone else; berthd itself must not become a subreaper. This mode
+//! does not fork away, touch STATEDIR or write anything: it becomes a
+//! child subreaper, runs `PROGRAM ARG...` (the runtime's `exec --detach
+//! --pid-file PATH ...`, with the caller's stdio and default signal
+//! dispositions), and when the runtime exits:
+//!
+//! - non-zero (or killed): exits with its code (128 + signal); the
+//!   runtime's message is on the shared stderr;
+//! - zero: reads the exec'd process's pid from PATH, waits for it (it is
+//!   this process's child now) and exits with its exit status, or 128 +
+//!   the signal that killed it. Every other adopted child is reaped and
+//!   ignored, so nothing is left a zombie.
+//!
+//! SIGTERM, SIGINT and SIGHUP are passed to the exec'd process (to the
+//! runtime before it is known). Exit 255 (with a message on stderr) when
+//! the pid file is unreadable or names a process that is not its child;
+//! 2 for bad arguments.
+//!
 //! # Start-up and the report on fd 3
 //!
 //! berthd starts the shim with **fd 3** open on the write end of a pipe
@@ -223,11 +250,17 @@ mod args;
 mod attach;
 mod control;
 mod crilog;
+mod exec;
 mod json;
 mod shim;
 mod sys;
 
 fn main() {
-    let code = shim::main();
+    let mut args = std::env::args_os().skip(1).peekable();
+    let code = if args.peek().is_some_and(|a| a == "exec") {
+        exec::main(args.skip(1))
+    } else {
+        shim::main()
+    };
     std::process::exit(code);
 }

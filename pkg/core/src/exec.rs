@@ -58,6 +58,13 @@ pub struct ExecSpec {
     pub stderr: bool,
 }
 
+/// How long the runtime (or the tty reaper) of an exec that is being
+/// ended gets to reap the killed process and exit before it is killed too.
+const REAP_GRACE: Duration = Duration::from_secs(10);
+/// How often the pid file of an exec being ended is looked for while the
+/// runtime has not written it yet.
+const PID_POLL: Duration = Duration::from_millis(10);
+
 /// The process file and pid file of one exec; removed when dropped.
 struct ExecFiles {
     process: PathBuf,
@@ -66,14 +73,18 @@ struct ExecFiles {
 
 impl ExecFiles {
     /// The runtime only relays: the exec'd process itself must be killed.
-    fn kill_process(&self) {
-        if let Some(pid) = std::fs::read_to_string(&self.pid)
+    /// False while the runtime has not written the pid yet.
+    fn kill_process(&self) -> bool {
+        let Some(pid) = std::fs::read_to_string(&self.pid)
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
-        {
-            // SAFETY: kill with a pid the runtime just wrote; no memory involved.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
+            .filter(|&pid| pid > 0)
+        else {
+            return false;
+        };
+        // SAFETY: kill with a pid the runtime just wrote; no memory involved.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        true
     }
 }
 
@@ -84,33 +95,119 @@ impl Drop for ExecFiles {
     }
 }
 
+/// A runtime `exec` (or the tty reaper running one, see
+/// [`Core::exec_stream`]) with the files of its exec. Dropped before its
+/// exit was collected (a deadline, a client gone, a cancelled call), it
+/// ends the exec in the background: see [`end_exec`].
+struct RunningExec {
+    child: Option<tokio::process::Child>,
+    files: Option<ExecFiles>,
+}
+
+impl RunningExec {
+    fn spawn(mut cmd: tokio::process::Command, files: ExecFiles) -> Result<RunningExec> {
+        // Only a last resort (see `end_exec`): killing the runtime first
+        // orphans the exec'd process.
+        cmd.kill_on_drop(true);
+        let child = cmd.spawn().map_err(|e| {
+            Error::unavailable(format!(
+                "exec: cannot run {}: {e}",
+                cmd.as_std().get_program().to_string_lossy()
+            ))
+        })?;
+        Ok(RunningExec {
+            child: Some(child),
+            files: Some(files),
+        })
+    }
+
+    fn child(&mut self) -> &mut tokio::process::Child {
+        self.child
+            .as_mut()
+            .expect("the child is only taken on drop")
+    }
+
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child().wait().await
+    }
+
+    /// Kills the exec'd process and waits until it is reaped.
+    async fn end(&mut self) {
+        if let (Some(child), Some(files)) = (self.child.as_mut(), self.files.as_ref()) {
+            end_exec(child, files).await;
+        }
+    }
+}
+
+impl Drop for RunningExec {
+    fn drop(&mut self) {
+        let (Some(mut child), Some(files)) = (self.child.take(), self.files.take()) else {
+            return;
+        };
+        if matches!(child.try_wait(), Ok(Some(_)) | Err(_)) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { end_exec(&mut child, &files).await });
+            }
+            // No runtime to wait on: kill both (the child on drop).
+            Err(_) => {
+                files.kill_process();
+            }
+        }
+    }
+}
+
+/// Ends an exec: kills the exec'd process by the pid its runtime wrote
+/// (waiting for the pid file if the runtime is still starting it), then
+/// waits for the runtime to reap it and exit. The runtime is never killed
+/// first: its process would be orphaned, and outlive it as a zombie under
+/// a container init that does not reap (`sleep`, `top`). A runtime still
+/// there after [`REAP_GRACE`] is killed.
+async fn end_exec(child: &mut tokio::process::Child, files: &ExecFiles) {
+    let deadline = tokio::time::Instant::now() + REAP_GRACE;
+    loop {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        if files.kill_process() {
+            if tokio::time::timeout_at(deadline, child.wait())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(PID_POLL).await;
+    }
+    tracing::warn!(
+        pid_file = %files.pid.display(),
+        "an exec's runtime did not exit within {REAP_GRACE:?} of its process being killed; killing it"
+    );
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}
+
 /// A running streaming exec. Dropping it before [`wait`](Self::wait)
 /// returned kills the exec'd process (a client that went away).
 pub struct ExecProcess {
-    child: tokio::process::Child,
-    files: ExecFiles,
+    exec: RunningExec,
     pub stdin: Option<Box<dyn AsyncWrite + Send + Unpin>>,
     pub stdout: Option<Box<dyn AsyncRead + Send + Unpin>>,
     pub stderr: Option<Box<dyn AsyncRead + Send + Unpin>>,
     /// The terminal of a `tty` exec, for resizing.
     pub pty: Option<Pty>,
-    exited: bool,
 }
 
 impl ExecProcess {
     /// Waits for the process; its exit code (128 + signal for a signal).
     pub async fn wait(&mut self) -> Result<i32> {
-        let status = self.child.wait().await?;
-        self.exited = true;
-        Ok(exit_code(status))
-    }
-}
-
-impl Drop for ExecProcess {
-    fn drop(&mut self) {
-        if !self.exited {
-            self.files.kill_process();
-        }
+        Ok(exit_code(self.exec.wait().await?))
     }
 }
 
@@ -120,6 +217,41 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(255)
+}
+
+/// A runtime's `exec` command (which ends with the container id) made
+/// detached (`--detach` before the id) and run by the monitor's exec
+/// reaper (`berth-shim exec`, see its documentation), which adopts the
+/// detached process and exits with its status.
+fn under_reaper(
+    shim: &std::path::Path,
+    runtime: &berth_oci::OciRuntime,
+    exec: &std::process::Command,
+    id: &str,
+    pid_file: &std::path::Path,
+) -> Result<tokio::process::Command> {
+    let mut args: Vec<&std::ffi::OsStr> = exec.get_args().collect();
+    if args.pop() != Some(std::ffi::OsStr::new(id)) {
+        return Err(Error::internal(format!(
+            "exec in container {id}: the runtime command does not end with the container id"
+        )));
+    }
+    let mut cmd = tokio::process::Command::new(shim);
+    cmd.arg("exec")
+        .arg("--pid-file")
+        .arg(pid_file)
+        .arg("--")
+        .arg(exec.get_program())
+        .args(args)
+        .arg("--detach")
+        .arg(id);
+    if runtime.handler().hide_cgroup2 {
+        // The reaper and the runtime under it share the private mount
+        // namespace the runtime's own command would have made.
+        // SAFETY: runs in the forked child before exec.
+        unsafe { cmd.pre_exec(|| berth_oci::hide_cgroup2()) };
+    }
+    Ok(cmd)
 }
 
 impl Core {
@@ -168,7 +300,7 @@ impl Core {
         let (runtime, files) = self.prepare_exec(id, cmd, false)?;
         run(
             runtime.exec_command(id, &files.process, &files.pid, None)?,
-            &files,
+            files,
             timeout,
         )
         .await
@@ -177,6 +309,13 @@ impl Core {
 
     /// Starts `spec.cmd` in container `id` with the stdio the client asked
     /// for: pipes, or a terminal (stdout only) when `spec.tty`.
+    ///
+    /// A terminal comes from `--console-socket`, which runc accepts only
+    /// with `--detach`: such an exec runs under the monitor's exec reaper
+    /// (`berth-shim exec`), a child subreaper that adopts the detached
+    /// process and exits with its status, so berthd never becomes a
+    /// subreaper itself. Every handler takes this path (crun too), so a
+    /// terminal exec behaves alike whatever the runtime.
     pub async fn exec_stream(self: &Arc<Self>, id: &str, spec: ExecSpec) -> Result<ExecProcess> {
         let (runtime, files) = self.prepare_exec(id, spec.cmd.clone(), spec.tty)?;
         let pipe = |wanted: bool| {
@@ -195,39 +334,34 @@ impl Core {
             )?);
             cmd.stdin(pipe(spec.stdin))
                 .stdout(pipe(spec.stdout))
-                .stderr(pipe(spec.stderr))
-                .kill_on_drop(true);
-            let mut child = cmd.spawn()?;
+                .stderr(pipe(spec.stderr));
+            let mut exec = RunningExec::spawn(cmd, files)?;
+            let child = exec.child();
             return Ok(ExecProcess {
                 stdin: child.stdin.take().map(|s| Box::new(s) as _),
                 stdout: child.stdout.take().map(|s| Box::new(s) as _),
                 stderr: child.stderr.take().map(|s| Box::new(s) as _),
-                child,
-                files,
+                exec,
                 pty: None,
-                exited: false,
             });
         }
         // A short path: unix socket addresses hold 107 bytes.
         let dir = self.config.state_dir.join("x");
         private_dir(&dir)?;
         let console = ConsoleSocket::bind(&dir.join(format!("{}.sock", &new_id()[..16])))?;
-        let mut cmd = tokio::process::Command::from(runtime.exec_command(
-            id,
-            &files.process,
-            &files.pid,
-            Some(console.path()),
-        )?);
+        let runtime_exec =
+            runtime.exec_command(id, &files.process, &files.pid, Some(console.path()))?;
+        let mut cmd = under_reaper(&self.config.shim, &runtime, &runtime_exec, id, &files.pid)?;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn()?;
+            .stderr(Stdio::piped());
+        let mut exec = RunningExec::spawn(cmd, files)?;
+        let mut errors = exec.child().stderr.take();
         let master = tokio::select! {
             fd = console.receive() => fd?,
-            status = child.wait() => {
+            status = exec.wait() => {
                 let mut message = String::new();
-                if let Some(mut e) = child.stderr.take() {
+                if let Some(mut e) = errors.take() {
                     let _ = e.read_to_string(&mut message).await;
                 }
                 return Err(Error::internal(format!(
@@ -235,31 +369,41 @@ impl Core {
                 )));
             }
         };
+        if let Some(errors) = errors {
+            // Kept open and read to its end: a runtime's later warning
+            // must not die on a closed pipe (Go exits on EPIPE on fd 2).
+            let id = id.to_string();
+            tokio::spawn(async move {
+                if let Ok((said, _)) = read_capped(errors, 4096).await {
+                    let said = String::from_utf8_lossy(&said);
+                    if !said.trim().is_empty() {
+                        tracing::warn!(container = %id, "exec runtime: {}", said.trim());
+                    }
+                }
+            });
+        }
         let pty = Pty::new(master)?;
         Ok(ExecProcess {
             stdin: spec.stdin.then(|| Box::new(pty.clone()) as _),
             stdout: Some(Box::new(pty.clone())),
             stderr: None,
             pty: Some(pty),
-            child,
-            files,
-            exited: false,
+            exec,
         })
     }
 }
 
 async fn run(
     cmd: std::process::Command,
-    files: &ExecFiles,
+    files: ExecFiles,
     timeout: Duration,
 ) -> Result<ExecOutput> {
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn()?;
-    let work = collect(&mut child, MAX_OUTPUT);
+        .stderr(Stdio::piped());
+    let mut exec = RunningExec::spawn(cmd, files)?;
+    let work = collect(exec.child(), MAX_OUTPUT);
     let finished = if timeout.is_zero() {
         Ok(work.await)
     } else {
@@ -268,7 +412,7 @@ async fn run(
     match finished {
         Ok(done) => Ok(done?),
         Err(_) => {
-            files.kill_process();
+            exec.end().await;
             Err(Error::new(
                 ErrorKind::DeadlineExceeded,
                 format!("command timed out after {timeout:?}"),
@@ -400,6 +544,68 @@ mod tests {
         std::os::unix::fs::symlink(&dir, &link).unwrap();
         let e = private_dir(&link).unwrap_err();
         assert!(e.to_string().contains("not a directory"), "{e}");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn terminal_execs_run_detached_under_the_reaper() {
+        use std::path::Path;
+        let base = std::env::temp_dir().join(format!("berth-exec-reaper-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("root/c1")).unwrap();
+        let runtime = berth_oci::OciRuntime::new(berth_oci::RuntimeHandler {
+            name: "runc".into(),
+            program: "/usr/sbin/runc".into(),
+            argv_prefix: Vec::new(),
+            root: base.join("root"),
+            hide_cgroup2: false,
+            allowed_annotations: Vec::new(),
+        });
+        let (process, pid, socket) = (
+            Path::new("/s/p.json"),
+            Path::new("/s/p.pid"),
+            Path::new("/x/c.sock"),
+        );
+        let exec = runtime
+            .exec_command("c1", process, pid, Some(socket))
+            .unwrap();
+        let shim = Path::new("/opt/berth-shim");
+        let cmd = under_reaper(shim, &runtime, &exec, "c1", pid).unwrap();
+        let cmd = cmd.as_std();
+        let argv: Vec<String> = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let root = base.join("root").display().to_string();
+        assert_eq!(
+            argv,
+            [
+                "/opt/berth-shim",
+                "exec",
+                "--pid-file",
+                "/s/p.pid",
+                "--",
+                "/usr/sbin/runc",
+                "--root",
+                &root,
+                "exec",
+                "--process",
+                "/s/p.json",
+                "--pid-file",
+                "/s/p.pid",
+                "--console-socket",
+                "/x/c.sock",
+                "--detach",
+                "c1",
+            ]
+        );
+        // The id must close the runtime's command: --detach goes before it.
+        let e = under_reaper(shim, &runtime, &exec, "c2", pid).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Internal);
+        assert!(
+            e.message.contains("does not end with the container id"),
+            "{e:?}"
+        );
         std::fs::remove_dir_all(&base).unwrap();
     }
 
