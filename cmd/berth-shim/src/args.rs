@@ -18,6 +18,9 @@ pub struct Config {
     /// Run the runtime in a private mount namespace whose
     /// `/sys/fs/cgroup/unified` is an empty tmpfs (crun on hybrid hosts).
     pub hide_cgroup2: bool,
+    /// With `hide_cgroup2`: the container has mounts whose propagation
+    /// must reach the host, so only the hidden mount is made private.
+    pub mount_propagation: bool,
 }
 
 /// Parses the arguments after the program name. Values may follow their
@@ -54,13 +57,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Config, String>
             "--runtime" => runtime = Some(value("--runtime")?),
             "--runtime-arg" => cfg.runtime_args.push(value("--runtime-arg")?),
             "--runtime-root" => root = Some(PathBuf::from(value("--runtime-root")?)),
-            "--tty" | "--stdin" | "--stdin-once" | "--hide-cgroup2" if inline.is_some() => {
+            "--tty" | "--stdin" | "--stdin-once" | "--hide-cgroup2" | "--mount-propagation"
+                if inline.is_some() =>
+            {
                 return Err(format!("{flag} takes no value"))
             }
             "--tty" => cfg.tty = true,
             "--stdin" => cfg.stdin = true,
             "--stdin-once" => cfg.stdin_once = true,
             "--hide-cgroup2" => cfg.hide_cgroup2 = true,
+            "--mount-propagation" => cfg.mount_propagation = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -110,9 +116,10 @@ mod tests {
             "--stdin",
             "--stdin-once",
             "--hide-cgroup2",
+            "--mount-propagation",
         ]))
         .unwrap();
-        assert!(cfg.hide_cgroup2);
+        assert!(cfg.hide_cgroup2 && cfg.mount_propagation);
         assert_eq!(cfg.id, "c1");
         assert_eq!(cfg.dir, PathBuf::from("/s"));
         assert_eq!(cfg.runtime_args, args(&["--mount", "sh", "-c"]));

@@ -103,7 +103,7 @@ fn run(cfg: &Config) -> Result<i32, String> {
             std::io::Error::last_os_error()
         ));
     }
-    let runtime = sys::spawn(&argv, [0, 1, 2], false)
+    let runtime = sys::spawn(&argv, [0, 1, 2], false, false)
         .map_err(|e| format!("cannot run {:?}: {e}", cfg.argv[0]))?;
     let mut reaper = Reaper {
         runtime: Some(runtime),

@@ -10,12 +10,14 @@
 //! ```text
 //! berth-shim --id ID --bundle DIR --dir STATEDIR --log PATH \
 //!     --runtime PROGRAM [--runtime-arg ARG]... --runtime-root DIR \
-//!     [--tty] [--stdin] [--stdin-once] [--hide-cgroup2]
+//!     [--tty] [--stdin] [--stdin-once] [--hide-cgroup2] [--mount-propagation]
 //! ```
 //!
 //! With `--hide-cgroup2` the runtime (for `create`, and the shim's own
 //! clean-up `delete`) runs in a private mount namespace of its own whose
-//! `/sys/fs/cgroup/unified` is an empty tmpfs: what the hybrid-host wrapper
+//! `/sys/fs/cgroup/unified` is an empty tmpfs (with `--mount-propagation`
+//! only that mount is private, so the container's shared and slave mounts
+//! keep propagating; without it the whole namespace is): what the hybrid-host wrapper
 //! (`unshare` + `sh` + `mount`) does for crun 1.8, without its processes.
 //!
 //! (`--flag=value` is accepted too.) Relative paths are taken against the

@@ -316,12 +316,13 @@ impl Setup<'_> {
         }
         argv.push(cstr(&cfg.id)?);
 
-        let runtime_pid = sys::spawn(&argv, stdio, cfg.hide_cgroup2).map_err(|e| {
-            format!(
-                "cannot execute runtime {}: {e}",
-                Path::new(&cfg.runtime).display()
-            )
-        })?;
+        let runtime_pid = sys::spawn(&argv, stdio, cfg.hide_cgroup2, cfg.mount_propagation)
+            .map_err(|e| {
+                format!(
+                    "cannot execute runtime {}: {e}",
+                    Path::new(&cfg.runtime).display()
+                )
+            })?;
         // Only the runtime (and the container after it) hold these now.
         drop(keep_for_child);
         drop(err_w);
@@ -420,7 +421,7 @@ impl Setup<'_> {
             return;
         };
         let n = null.as_raw_fd();
-        if let Ok(pid) = sys::spawn(&argv, [n, n, n], self.cfg.hide_cgroup2) {
+        if let Ok(pid) = sys::spawn(&argv, [n, n, n], self.cfg.hide_cgroup2, false) {
             let mut status = 0;
             // SAFETY: waiting for our own child.
             unsafe { libc::waitpid(pid, &mut status, 0) };

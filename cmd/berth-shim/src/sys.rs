@@ -482,7 +482,16 @@ pub fn monotonic_ms() -> i64 {
 /// descriptors as its 0, 1 and 2, default signal dispositions and an empty
 /// signal mask. Returns the child's pid once the exec has succeeded, or the
 /// exec's error.
-pub fn spawn(argv: &[CString], stdio: [RawFd; 3], hide_cgroup2: bool) -> io::Result<libc::pid_t> {
+/// `keep_propagation` (with `hide_cgroup2`): make only the hidden mount
+/// private, so a container's shared and slave mounts still reach the host;
+/// without it the whole namespace is private, which makes the runtime's own
+/// mounts cheaper (nothing to propagate).
+pub fn spawn(
+    argv: &[CString],
+    stdio: [RawFd; 3],
+    hide_cgroup2: bool,
+    keep_propagation: bool,
+) -> io::Result<libc::pid_t> {
     let Some(program) = argv.first() else {
         return Err(io::ErrorKind::InvalidInput.into());
     };
@@ -516,15 +525,21 @@ pub fn spawn(argv: &[CString], stdio: [RawFd; 3], hide_cgroup2: bool) -> io::Res
             let mut ok = true;
             if hide_cgroup2 {
                 // crun 1.8 refuses a hybrid host unless the empty v2 tree is
-                // out of sight. Only that one mount is made private (so the
-                // tmpfs stays here): everything else keeps its propagation,
-                // so bidirectional and host-to-container mounts still work.
+                // out of sight. The tmpfs must stay here: either that one
+                // mount is made private (a container with bidirectional or
+                // host-to-container mounts needs the rest to propagate), or
+                // all of them (cheaper for the runtime: ~6 ms per create).
+                let (target, flags) = if keep_propagation {
+                    (c"/sys/fs/cgroup/unified", libc::MS_PRIVATE)
+                } else {
+                    (c"/", libc::MS_REC | libc::MS_PRIVATE)
+                };
                 ok = libc::unshare(libc::CLONE_NEWNS) == 0
                     && libc::mount(
                         std::ptr::null(),
-                        c"/sys/fs/cgroup/unified".as_ptr(),
+                        target.as_ptr(),
                         std::ptr::null(),
-                        libc::MS_PRIVATE,
+                        flags,
                         std::ptr::null(),
                     ) == 0
                     && libc::mount(

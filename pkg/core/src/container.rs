@@ -234,6 +234,10 @@ impl Core {
             tty: config.tty,
             stdin: config.stdin,
             stdin_once: config.stdin_once,
+            mount_propagation: config
+                .mounts
+                .iter()
+                .any(|m| m.propagation != Propagation::Private),
         })?;
         made_dirs.keep();
         // The runtime's create has bound them into the container's own

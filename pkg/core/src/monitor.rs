@@ -36,6 +36,8 @@ pub(crate) struct SpawnRequest<'a> {
     pub tty: bool,
     pub stdin: bool,
     pub stdin_once: bool,
+    /// The container has mounts that propagate to or from the host.
+    pub mount_propagation: bool,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +77,9 @@ pub(crate) fn spawn(req: &SpawnRequest) -> Result<(u32, u32)> {
     }
     if req.handler.hide_cgroup2 {
         cmd.arg("--hide-cgroup2");
+        if req.mount_propagation {
+            cmd.arg("--mount-propagation");
+        }
     }
     cmd.arg("--runtime-root").arg(&req.handler.root);
     for (flag, on) in [
