@@ -15,6 +15,10 @@ use crate::pty::{ConsoleSocket, Pty};
 use crate::model::ContainerState;
 use crate::{new_id, Core};
 
+/// How long a terminal exec whose process already ended may still take to
+/// hand over its terminal.
+const CONSOLE_AFTER_EXIT: Duration = Duration::from_secs(2);
+
 /// kubelet's cap on what ExecSync returns per stream.
 const MAX_OUTPUT: usize = 16 * 1024 * 1024;
 /// Read size while collecting ExecSync output.
@@ -357,16 +361,29 @@ impl Core {
             .stderr(Stdio::piped());
         let mut exec = RunningExec::spawn(cmd, files)?;
         let mut errors = exec.child().stderr.take();
+        // The receive is never dropped half-done (it accepts, then reads
+        // the descriptor on a blocking thread).
+        let receive = console.receive();
+        tokio::pin!(receive);
         let master = tokio::select! {
-            fd = console.receive() => fd?,
+            biased;
+            fd = &mut receive => fd?,
             status = exec.wait() => {
-                let mut message = String::new();
-                if let Some(mut e) = errors.take() {
-                    let _ = e.read_to_string(&mut message).await;
+                // A quick command (`echo hello`) can be over, and its reaper
+                // gone, before the terminal the runtime sent first is in
+                // hand: finish receiving it if it is there.
+                match tokio::time::timeout(CONSOLE_AFTER_EXIT, &mut receive).await {
+                    Ok(Ok(fd)) => fd,
+                    _ => {
+                        let mut message = String::new();
+                        if let Some(mut e) = errors.take() {
+                            let _ = e.read_to_string(&mut message).await;
+                        }
+                        return Err(Error::internal(format!(
+                            "exec in container {id} failed ({}): {}", status?, message.trim()
+                        )));
+                    }
                 }
-                return Err(Error::internal(format!(
-                    "exec in container {id} failed ({}): {}", status?, message.trim()
-                )));
             }
         };
         if let Some(errors) = errors {

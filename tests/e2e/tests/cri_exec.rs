@@ -187,6 +187,17 @@ async fn terminal_execs_work_on_both_handlers() {
             );
             assert_eq!(out.error.as_ref().unwrap()["reason"], "NonZeroExitCode");
         }
+        // A command that is over at once (critest's `echo hello`): its
+        // reaper may exit before berthd has the terminal in hand.
+        for _ in 0..20 {
+            let url = exec_url(&mut rt, tty_request(&c, &["echo", "hello"], true)).await;
+            let mut s = k8s::exec_spdy(&url, k8s::SPDY_PROTOCOLS, tty(true))
+                .await
+                .unwrap_or_else(|e| panic!("{handler:?} instant exec: {e:?}"));
+            s.read_stdout_until(b"hello", WAIT).await.unwrap();
+            let out = s.wait(WAIT).await.unwrap();
+            assert_eq!(out.exit_code, 0, "{handler:?}: {out:?}");
+        }
         // A terminal without stdin (kubectl exec -t).
         let url = exec_url(
             &mut rt,
