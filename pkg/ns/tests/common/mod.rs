@@ -109,9 +109,11 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// A field of `/proc/<pid>/status`; empty when the process is gone (it can
+/// exit between a listing of /proc and this read).
 pub fn status_field(pid: u32, key: &str) -> String {
     fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
+        .unwrap_or_default()
         .lines()
         .find_map(|l| {
             l.strip_prefix(&format!("{key}:"))
