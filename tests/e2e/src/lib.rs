@@ -199,6 +199,38 @@ pub async fn list_pods(rt: &mut Runtime) -> Vec<api::PodSandbox> {
         .items
 }
 
+/// Every Kubernetes container the daemon lists.
+pub async fn list_containers(rt: &mut Runtime) -> Vec<api::Container> {
+    rt.list_containers(api::ListContainersRequest { filter: None })
+        .await
+        .expect("list containers")
+        .into_inner()
+        .containers
+}
+
+/// The one-time streaming URL CRI Exec answers for `req`.
+pub async fn exec_url(rt: &mut Runtime, req: api::ExecRequest) -> String {
+    rt.exec(req).await.expect("Exec").into_inner().url
+}
+
+/// A one-time exec of `true` in `ctr`: the streaming server's address and
+/// the URL's path.
+pub async fn exec_true_endpoint(rt: &mut Runtime, ctr: &str) -> (String, String) {
+    let url = exec_url(
+        rt,
+        api::ExecRequest {
+            container_id: ctr.to_string(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let rest = url.trim_start_matches("http://");
+    let (addr, path) = rest.split_at(rest.find('/').expect("a path in the URL"));
+    (addr.to_string(), path.to_string())
+}
+
 pub async fn teardown(rt: &mut Runtime, pod: &str) {
     rt.stop_pod_sandbox(api::StopPodSandboxRequest {
         pod_sandbox_id: pod.to_string(),

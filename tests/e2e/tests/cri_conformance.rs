@@ -221,21 +221,9 @@ async fn the_spdy_upgrade_is_answered_as_client_go_expects() {
         container_config("upgrade", &reg.image("busybox"), &["sleep", "3600"]),
     )
     .await;
-    let url = rt
-        .exec(api::ExecRequest {
-            container_id: ctr.clone(),
-            cmd: vec!["true".into()],
-            stdout: true,
-            ..Default::default()
-        })
-        .await
-        .expect("Exec")
-        .into_inner()
-        .url;
-    let rest = url.trim_start_matches("http://");
-    let (addr, path) = rest.split_at(rest.find('/').unwrap());
+    let (addr, path) = exec_true_endpoint(&mut rt, &ctr).await;
     // The request head client-go (crictl, kubelet) sends, byte for byte.
-    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
     write!(
         c,
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: Go-http-client/1.1\r\nContent-Length: 0\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n"

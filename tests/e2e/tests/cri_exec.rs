@@ -99,10 +99,6 @@ fn tty_request(id: &str, cmd: &[&str], stdin: bool) -> api::ExecRequest {
     }
 }
 
-async fn exec_url(rt: &mut Runtime, req: api::ExecRequest) -> String {
-    rt.exec(req).await.expect("Exec").into_inner().url
-}
-
 fn tty(stdin: bool) -> StreamOptions {
     StreamOptions {
         stdin,

@@ -246,14 +246,6 @@ async fn invalid_recursive_read_only_mounts_are_refused_and_leave_nothing() {
     teardown(&mut rt, &pod).await;
 }
 
-async fn list_containers(rt: &mut Runtime) -> Vec<api::Container> {
-    rt.list_containers(api::ListContainersRequest { filter: None })
-        .await
-        .expect("list containers")
-        .into_inner()
-        .containers
-}
-
 /// A staging mount left by a crash (berthd killed between the mount and
 /// the runtime's create): the next start unmounts it before removing the
 /// container's directories, so nothing is deleted through it.

@@ -140,14 +140,6 @@ fn slow_handler(dir: &Path) -> String {
     format!("[runtimes.slow]\nprogram = \"{}\"\n", script.display())
 }
 
-async fn list_containers(rt: &mut Runtime) -> Vec<api::Container> {
-    rt.list_containers(api::ListContainersRequest { filter: None })
-        .await
-        .expect("list containers")
-        .into_inner()
-        .containers
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_cut_short_by_the_client_deadline_is_completed_and_recorded() {
     let reg = TestRegistry::start();
@@ -609,23 +601,7 @@ async fn half_sent_streaming_requests_cannot_starve_berthd() {
         container_config("flood", &reg.image("busybox"), &["sleep", "3600"]),
     )
     .await;
-    let url = rt
-        .exec(api::ExecRequest {
-            container_id: ctr.clone(),
-            cmd: vec!["true".into()],
-            stdout: true,
-            ..Default::default()
-        })
-        .await
-        .expect("Exec")
-        .into_inner()
-        .url;
-    let addr = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let (addr, _) = exec_true_endpoint(&mut rt, &ctr).await;
     // More half-sent requests than the server serves at once (256), all
     // within the header-read timeout (10 s).
     let mut conns: Vec<std::net::TcpStream> = (0..300)

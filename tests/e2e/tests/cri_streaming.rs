@@ -26,10 +26,6 @@ fn exec_request(id: &str, cmd: &[&str], tty: bool, stdin: bool) -> api::ExecRequ
     }
 }
 
-async fn exec_url(rt: &mut Runtime, req: api::ExecRequest) -> String {
-    rt.exec(req).await.expect("Exec").into_inner().url
-}
-
 fn opts(stdin: bool, tty: bool) -> StreamOptions {
     StreamOptions {
         stdin,
