@@ -33,21 +33,24 @@ pub async fn run(config: Config) -> Result<()> {
     // Refuse a socket another berthd serves before touching the node
     // (opening the core makes the pod network).
     refuse_served_socket(&config.cri_socket)?;
-    let core = Core::open(CoreConfig {
-        root: config.root.clone(),
-        state_dir: config.state_dir.clone(),
-        registries,
-        cgroup_driver: config.cgroup_driver,
-        handlers: runtime_handlers(&config)?,
-        shim: config.shim.clone(),
-        cgroup_root: config.cgroup_root.clone(),
-        network: config.network.clone(),
-        log_root: config.log_root.clone(),
-        seccomp_profile_root: config.seccomp_profile_root.clone(),
-        image_limits: config.image_limits,
-        seccomp_default: config.seccomp_default,
-    })
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let core = Arc::new(
+        Core::open(CoreConfig {
+            root: config.root.clone(),
+            state_dir: config.state_dir.clone(),
+            registries,
+            cgroup_driver: config.cgroup_driver,
+            handlers: runtime_handlers(&config)?,
+            shim: config.shim.clone(),
+            cgroup_root: config.cgroup_root.clone(),
+            cgroup_fs: "/sys/fs/cgroup".into(),
+            network: config.network.clone(),
+            log_root: config.log_root.clone(),
+            seccomp_profile_root: config.seccomp_profile_root.clone(),
+            image_limits: config.image_limits,
+            seccomp_default: config.seccomp_default,
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
 
     let listener = bind_socket(&config.cri_socket)?;
     let backend: Arc<dyn berth_stream::Backend> = Arc::new(core.clone());

@@ -8,8 +8,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
-use crate::model::{ContainerRecord, ContainerState};
-use crate::{monitor, Core};
+use crate::model::ContainerRecord;
+use crate::{monitor, Containers};
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -63,7 +63,7 @@ pub struct AttachWriter {
     half: OwnedWriteHalf,
 }
 
-impl Core {
+impl Containers {
     /// Connects to the running container's monitor. Errors: NotFound (no
     /// such container), FailedPrecondition (not running).
     pub async fn attach(&self, id: &str) -> Result<Attached> {
@@ -84,7 +84,7 @@ impl Core {
     }
 
     /// Sets the size of a running tty container's terminal.
-    pub async fn resize_container_tty(&self, id: &str, cols: u16, rows: u16) -> Result<()> {
+    pub async fn resize_tty(&self, id: &str, cols: u16, rows: u16) -> Result<()> {
         let record = self.running_container(id)?;
         if !record.config.tty {
             return Err(Error::new(
@@ -94,19 +94,15 @@ impl Core {
         }
         let dir = self.container_state_dir(id);
         let (cid, command) = (id.to_string(), format!("resize {cols} {rows}"));
-        tokio::task::spawn_blocking(move || monitor::control(&dir, &cid, &command))
+        let monitors = self.monitors.clone();
+        tokio::task::spawn_blocking(move || monitors.control(&dir, &cid, &command))
             .await
             .map_err(|e| Error::internal(format!("resize task: {e}")))?
     }
 
     fn running_container(&self, id: &str) -> Result<ContainerRecord> {
-        let record = self.container_status(id)?;
-        if record.state != ContainerState::Running {
-            return Err(Error::new(
-                ErrorKind::FailedPrecondition,
-                format!("container {id} is not running"),
-            ));
-        }
+        let record = self.status(id)?;
+        record.state.check_running(id)?;
         Ok(record)
     }
 }

@@ -1,6 +1,7 @@
 //! Containers: an overlayfs rootfs, an OCI bundle, and a monitor
 //! (`berth-shim`) that runs the runtime's `create` and outlives berthd.
 
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,7 +12,7 @@ use berth_store::Batch;
 use tokio::sync::watch;
 
 use crate::model::*;
-use crate::{idmap, monitor, new_id, podfiles, rootfs, to_completion, validate, Core};
+use crate::{idmap, monitor, new_id, podfiles, rootfs, to_completion, validate, Shared};
 
 pub(crate) const CONTAINERS: &str = "containers";
 
@@ -32,10 +33,7 @@ pub(crate) struct Entry {
 
 impl Entry {
     pub fn new(record: ContainerRecord) -> Arc<Entry> {
-        let exited = matches!(
-            record.state,
-            ContainerState::Exited | ContainerState::Unknown
-        );
+        let exited = record.state.has_exited();
         Arc::new(Entry {
             lock: tokio::sync::Mutex::new(()),
             record: Mutex::new(record),
@@ -58,61 +56,50 @@ impl Entry {
     }
 }
 
-fn name_key(config: &ContainerConfig, pod: &PodConfig) -> String {
-    format!(
-        "ctr/{}_{}_{}_{}_{}",
-        config.name, pod.name, pod.namespace, pod.uid, config.attempt
-    )
+/// A container's unique name: kubelet's (`name_pod_namespace_uid_attempt`)
+/// in a Kubernetes pod, else its own.
+pub(crate) fn name_key(config: &ContainerConfig, pod: &PodConfig) -> String {
+    match &pod.kubernetes {
+        Some(k) => format!(
+            "ctr/{}_{}_{}_{}_{}",
+            config.name, pod.name, k.namespace, k.uid, config.attempt
+        ),
+        None => format!("ctr/{}", config.name),
+    }
 }
 
-impl Core {
-    pub(crate) fn container_entry(&self, id: &str) -> Option<Arc<Entry>> {
-        self.objects().containers.get(id).cloned()
-    }
+/// The containers service. A cheap handle.
+#[derive(Clone)]
+pub struct Containers {
+    shared: Arc<Shared>,
+}
 
-    fn require_container(&self, id: &str) -> Result<Arc<Entry>> {
-        self.container_entry(id)
-            .ok_or_else(|| Error::not_found(format!("container {id} not found")))
+impl Deref for Containers {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
     }
+}
 
-    pub(crate) fn containers_of(&self, sandbox_id: &str) -> Vec<String> {
-        self.objects()
-            .containers
-            .values()
-            .map(|c| c.record())
-            .filter(|r| r.sandbox_id == sandbox_id)
-            .map(|r| r.id)
-            .collect()
-    }
-
-    pub(crate) fn persist_container(&self, record: &ContainerRecord) -> Result<()> {
-        self.store
-            .write(Batch::new().put(CONTAINERS, &record.id, record)?)
+impl Containers {
+    pub(crate) fn new(shared: Arc<Shared>) -> Containers {
+        Containers { shared }
     }
 
     /// Creates a container in a ready sandbox: all of it, or nothing. The
     /// work runs to its end even when the caller stops waiting, so the
     /// container is either made and recorded or not made at all.
-    pub async fn create_container(
-        self: &Arc<Self>,
-        sandbox_id: &str,
-        config: ContainerConfig,
-    ) -> Result<String> {
+    pub async fn create(&self, sandbox_id: &str, config: ContainerConfig) -> Result<String> {
         if config.name.is_empty() {
             return Err(Error::invalid("container metadata needs a name"));
         }
         validate::container(&config)?;
         self.ready_sandbox(sandbox_id)?;
         let (core, sandbox_id) = (self.clone(), sandbox_id.to_string());
-        to_completion(async move { core.create_container_detached(&sandbox_id, config).await })
-            .await
+        to_completion(async move { core.create_detached(&sandbox_id, config).await }).await
     }
 
-    async fn create_container_detached(
-        self: &Arc<Self>,
-        sandbox_id: &str,
-        config: ContainerConfig,
-    ) -> Result<String> {
+    async fn create_detached(&self, sandbox_id: &str, config: ContainerConfig) -> Result<String> {
         let (sandbox, _) = self.ready_sandbox(sandbox_id)?;
         let _pod_guard = sandbox.lock.lock().await;
         let (_, pod) = self.ready_sandbox(sandbox_id)?;
@@ -224,7 +211,7 @@ impl Core {
         let specified = started.elapsed();
         let log_path = log_path(&pod.config, &config)?;
         let state = self.container_state_dir(id);
-        let (shim_pid, pid) = monitor::spawn(&monitor::SpawnRequest {
+        let (shim_pid, pid) = self.monitors.spawn(&monitor::SpawnRequest {
             shim: &self.config.shim,
             handler: runtime.handler(),
             id,
@@ -484,11 +471,11 @@ impl Core {
     }
 
     /// Follows a container's monitor: when it exits, the exit is recorded.
-    pub(crate) fn watch_monitor(self: &Arc<Self>, id: &str, shim_pid: u32) {
+    pub(crate) fn watch_monitor(&self, id: &str, shim_pid: u32) {
         let core = self.clone();
         let id = id.to_string();
         tokio::spawn(async move {
-            if let Err(e) = monitor::wait_exit(shim_pid).await {
+            if let Err(e) = core.monitors.wait_exit(shim_pid).await {
                 tracing::warn!(container = %id, "waiting for monitor {shim_pid}: {e}");
             }
             core.record_exit(&id).await;
@@ -496,7 +483,7 @@ impl Core {
     }
 
     /// Records the exit the monitor wrote and releases the runtime's state.
-    pub(crate) async fn record_exit(self: &Arc<Self>, id: &str) {
+    pub(crate) async fn record_exit(&self, id: &str) {
         let Some(entry) = self.container_entry(id) else {
             return;
         };
@@ -516,12 +503,197 @@ impl Core {
         self.emit(id, &record.sandbox_id, EventKind::Stopped);
     }
 
+    pub async fn start(&self, id: &str) -> Result<()> {
+        // Runs to its end even if the caller stops waiting.
+        let core = self.clone();
+        let id = id.to_owned();
+        to_completion(async move { core.start_now(&id).await }).await
+    }
+
+    async fn start_now(&self, id: &str) -> Result<()> {
+        let entry = self.require_container(id)?;
+        let _guard = entry.lock.lock().await;
+        let record = entry.record();
+        record.state.check_start(id)?;
+        let runtime = self.runtime(&record.runtime_handler)?;
+        let cid = id.to_string();
+        tokio::task::spawn_blocking(move || runtime.start(&cid))
+            .await
+            .map_err(|e| Error::internal(format!("container start task: {e}")))??;
+        let record = entry.update(|r| {
+            r.started_at_ns = now_ns();
+            if r.state == ContainerState::Created {
+                r.state = ContainerState::Running;
+            }
+        });
+        self.persist_container(&record)?;
+        self.emit(id, &record.sandbox_id, EventKind::Started);
+        Ok(())
+    }
+
+    /// Stops a container: its stop signal, then SIGKILL after `timeout_s`.
+    /// Stopping a stopped container is fine; a missing one is NotFound.
+    pub async fn stop(&self, id: &str, timeout_s: i64) -> Result<()> {
+        // Runs to its end even if the caller stops waiting.
+        let core = self.clone();
+        let id = id.to_owned();
+        to_completion(async move { core.stop_now(&id, timeout_s).await }).await
+    }
+
+    async fn stop_now(&self, id: &str, timeout_s: i64) -> Result<()> {
+        let entry = self.require_container(id)?;
+        let _guard = entry.lock.lock().await;
+        self.kill_and_wait(&entry, timeout_s).await
+    }
+
+    async fn kill_and_wait(&self, entry: &Arc<Entry>, timeout_s: i64) -> Result<()> {
+        let record = entry.record();
+        if *entry.exited.borrow() {
+            return Ok(());
+        }
+        let runtime = self.runtime(&record.runtime_handler)?;
+        let mut exited = entry.exited.subscribe();
+        if timeout_s > 0 {
+            let (rt, id, sig) = (runtime.clone(), record.id.clone(), record.stop_signal);
+            let _ = tokio::task::spawn_blocking(move || rt.kill(&id, &sig.to_string())).await;
+            let wait = exited.wait_for(|e| *e);
+            if tokio::time::timeout(Duration::from_secs(timeout_s as u64), wait)
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+        let id = record.id.clone();
+        let _ = tokio::task::spawn_blocking(move || runtime.kill(&id, "KILL")).await;
+        let exited_in_time = tokio::time::timeout(MONITOR_EXIT, exited.wait_for(|e| *e))
+            .await
+            .is_ok();
+        match exited_in_time {
+            true => Ok(()),
+            false => Err(Error::new(
+                ErrorKind::DeadlineExceeded,
+                format!("container {} did not exit after SIGKILL", record.id),
+            )),
+        }
+    }
+
+    /// Removes a container (killing it if it runs). A missing one is
+    /// NotFound.
+    pub async fn remove(&self, id: &str) -> Result<()> {
+        // Runs to its end even if the caller stops waiting.
+        let core = self.clone();
+        let id = id.to_owned();
+        to_completion(async move { core.remove_now(&id).await }).await
+    }
+
+    async fn remove_now(&self, id: &str) -> Result<()> {
+        let entry = self.require_container(id)?;
+        let _guard = entry.lock.lock().await;
+        self.kill_and_wait(&entry, 0).await?;
+        let record = entry.record();
+        {
+            let core = self.clone();
+            let (id, handler) = (id.to_string(), record.runtime_handler.clone());
+            tokio::task::spawn_blocking(move || core.remove_container_files(&id, &handler))
+                .await
+                .map_err(|e| Error::internal(format!("container removal task: {e}")))?;
+        }
+        self.store.write(Batch::new().delete(CONTAINERS, id))?;
+        self.objects().containers.remove(id);
+        if let Some(pod) = self.sandbox_entry(&record.sandbox_id) {
+            self.release_name(&name_key(&record.config, &pod.record().config), id);
+        }
+        self.cpu_samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        self.emit(id, &record.sandbox_id, EventKind::Deleted);
+        Ok(())
+    }
+
+    pub fn status(&self, id: &str) -> Result<ContainerRecord> {
+        Ok(self.require_container(id)?.record())
+    }
+
+    /// Containers matching the filter (owner included), oldest first.
+    pub fn list(&self, filter: &ContainerFilter) -> Vec<ContainerRecord> {
+        let mut out: Vec<ContainerRecord> = self
+            .objects()
+            .containers
+            .values()
+            .map(|e| e.record())
+            .filter(|r| filter.owner.is_none_or(|o| o == r.owner))
+            .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
+            .filter(|r| {
+                filter.sandbox_id.is_empty() || r.sandbox_id.starts_with(&filter.sandbox_id)
+            })
+            .filter(|r| filter.state.is_none_or(|s| s == r.state))
+            .filter(|r| labels_match(&r.config.labels, &filter.labels))
+            .collect();
+        out.sort_by_key(|r| r.created_at_ns);
+        out
+    }
+
+    /// Applies new limits to a created or running container.
+    pub async fn update_resources(&self, id: &str, resources: Resources) -> Result<()> {
+        let entry = self.require_container(id)?;
+        let _guard = entry.lock.lock().await;
+        let record = entry.record();
+        record.state.check_update(id)?;
+        let runtime = self.runtime(&record.runtime_handler)?;
+        let file = self.container_state_dir(id).join("resources.json");
+        berth_store::write_atomic(&file, linux_resources(&resources).to_string().as_bytes())?;
+        let cid = id.to_string();
+        let done = tokio::task::spawn_blocking(move || runtime.update(&cid, &file))
+            .await
+            .map_err(|e| Error::internal(format!("container update task: {e}")))?;
+        done?;
+        let record = entry.update(|r| r.config.resources = resources);
+        self.persist_container(&record)
+    }
+
+    /// Makes the monitor reopen the log file (after kubelet rotated it).
+    pub async fn reopen_log(&self, id: &str) -> Result<()> {
+        self.require_container(id)?
+            .record()
+            .state
+            .check_running(id)?;
+        let dir = self.container_state_dir(id);
+        let (cid, monitors) = (id.to_string(), self.monitors.clone());
+        tokio::task::spawn_blocking(move || monitors.control(&dir, &cid, "reopen-log"))
+            .await
+            .map_err(|e| Error::internal(format!("reopen log task: {e}")))?
+    }
+}
+
+impl Shared {
+    pub(crate) fn container_entry(&self, id: &str) -> Option<Arc<Entry>> {
+        self.objects().containers.get(id).cloned()
+    }
+    fn require_container(&self, id: &str) -> Result<Arc<Entry>> {
+        self.container_entry(id)
+            .ok_or_else(|| Error::not_found(format!("container {id} not found")))
+    }
+    pub(crate) fn containers_of(&self, sandbox_id: &str) -> Vec<String> {
+        self.objects()
+            .containers
+            .values()
+            .map(|c| c.record())
+            .filter(|r| r.sandbox_id == sandbox_id)
+            .map(|r| r.id)
+            .collect()
+    }
+    pub(crate) fn persist_container(&self, record: &ContainerRecord) -> Result<()> {
+        self.store
+            .write(Batch::new().put(CONTAINERS, &record.id, record)?)
+    }
     /// Moves the record to Exited with what `exit.json` says (or Unknown
     /// when the monitor left nothing) and persists it.
     pub(crate) fn apply_exit(&self, entry: &Entry) -> ContainerRecord {
         let before = entry.record();
         let id = before.id.clone();
-        let exit = monitor::read_exit(&self.container_state_dir(&id));
+        let exit = self.monitors.read_exit(&self.container_state_dir(&id));
         // Read before the runtime's delete removes the cgroup.
         let oom_killed = exit.is_some_and(|e| e.exit_code == 137)
             && self
@@ -529,7 +701,7 @@ impl Core {
                 .stats(&before.cgroups_path)
                 .is_ok_and(|s| s.oom_kills > 0);
         let record = entry.update(|r| {
-            if matches!(r.state, ContainerState::Exited | ContainerState::Unknown) {
+            if r.state.has_exited() {
                 return;
             }
             r.state = ContainerState::Exited;
@@ -562,127 +734,6 @@ impl Core {
         }
         record
     }
-
-    pub async fn start_container(self: &Arc<Self>, id: &str) -> Result<()> {
-        // Runs to its end even if the caller stops waiting.
-        let core = self.clone();
-        let id = id.to_owned();
-        to_completion(async move { core.start_container_now(&id).await }).await
-    }
-
-    async fn start_container_now(self: &Arc<Self>, id: &str) -> Result<()> {
-        let entry = self.require_container(id)?;
-        let _guard = entry.lock.lock().await;
-        let record = entry.record();
-        if record.state != ContainerState::Created {
-            return Err(Error::new(
-                ErrorKind::FailedPrecondition,
-                format!(
-                    "container {id} is {:?}, not created: it cannot be started",
-                    record.state
-                ),
-            ));
-        }
-        let runtime = self.runtime(&record.runtime_handler)?;
-        let cid = id.to_string();
-        tokio::task::spawn_blocking(move || runtime.start(&cid))
-            .await
-            .map_err(|e| Error::internal(format!("container start task: {e}")))??;
-        let record = entry.update(|r| {
-            r.started_at_ns = now_ns();
-            if r.state == ContainerState::Created {
-                r.state = ContainerState::Running;
-            }
-        });
-        self.persist_container(&record)?;
-        self.emit(id, &record.sandbox_id, EventKind::Started);
-        Ok(())
-    }
-
-    /// Stops a container: its stop signal, then SIGKILL after `timeout_s`.
-    /// A missing or already stopped container is fine (CRI).
-    pub async fn stop_container(self: &Arc<Self>, id: &str, timeout_s: i64) -> Result<()> {
-        // Runs to its end even if the caller stops waiting.
-        let core = self.clone();
-        let id = id.to_owned();
-        to_completion(async move { core.stop_container_now(&id, timeout_s).await }).await
-    }
-
-    async fn stop_container_now(self: &Arc<Self>, id: &str, timeout_s: i64) -> Result<()> {
-        let Some(entry) = self.container_entry(id) else {
-            return Ok(());
-        };
-        let _guard = entry.lock.lock().await;
-        self.kill_and_wait(&entry, timeout_s).await
-    }
-
-    async fn kill_and_wait(self: &Arc<Self>, entry: &Arc<Entry>, timeout_s: i64) -> Result<()> {
-        let record = entry.record();
-        if *entry.exited.borrow() {
-            return Ok(());
-        }
-        let runtime = self.runtime(&record.runtime_handler)?;
-        let mut exited = entry.exited.subscribe();
-        if timeout_s > 0 {
-            let (rt, id, sig) = (runtime.clone(), record.id.clone(), record.stop_signal);
-            let _ = tokio::task::spawn_blocking(move || rt.kill(&id, &sig.to_string())).await;
-            let wait = exited.wait_for(|e| *e);
-            if tokio::time::timeout(Duration::from_secs(timeout_s as u64), wait)
-                .await
-                .is_ok()
-            {
-                return Ok(());
-            }
-        }
-        let id = record.id.clone();
-        let _ = tokio::task::spawn_blocking(move || runtime.kill(&id, "KILL")).await;
-        let exited_in_time = tokio::time::timeout(MONITOR_EXIT, exited.wait_for(|e| *e))
-            .await
-            .is_ok();
-        match exited_in_time {
-            true => Ok(()),
-            false => Err(Error::new(
-                ErrorKind::DeadlineExceeded,
-                format!("container {} did not exit after SIGKILL", record.id),
-            )),
-        }
-    }
-
-    /// Removes a container (killing it if it runs). A missing one is fine (CRI).
-    pub async fn remove_container(self: &Arc<Self>, id: &str) -> Result<()> {
-        // Runs to its end even if the caller stops waiting.
-        let core = self.clone();
-        let id = id.to_owned();
-        to_completion(async move { core.remove_container_now(&id).await }).await
-    }
-
-    async fn remove_container_now(self: &Arc<Self>, id: &str) -> Result<()> {
-        let Some(entry) = self.container_entry(id) else {
-            return Ok(());
-        };
-        let _guard = entry.lock.lock().await;
-        self.kill_and_wait(&entry, 0).await?;
-        let record = entry.record();
-        {
-            let core = self.clone();
-            let (id, handler) = (id.to_string(), record.runtime_handler.clone());
-            tokio::task::spawn_blocking(move || core.remove_container_files(&id, &handler))
-                .await
-                .map_err(|e| Error::internal(format!("container removal task: {e}")))?;
-        }
-        self.store.write(Batch::new().delete(CONTAINERS, id))?;
-        self.objects().containers.remove(id);
-        if let Some(pod) = self.sandbox_entry(&record.sandbox_id) {
-            self.release_name(&name_key(&record.config, &pod.record().config), id);
-        }
-        self.cpu_samples
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
-        self.emit(id, &record.sandbox_id, EventKind::Deleted);
-        Ok(())
-    }
-
     /// Undoes everything a container made on the node; missing parts are fine.
     pub(crate) fn remove_container_files(&self, id: &str, handler: &str) {
         let state = self.container_state_dir(id);
@@ -696,10 +747,10 @@ impl Core {
                 _ => {}
             }
         }
-        if let Some(pid) = monitor::live_monitor(&state, id) {
+        if let Some(pid) = self.monitors.live(&state, id) {
             // The container is gone, so its monitor is on its way out.
             let deadline = std::time::Instant::now() + MONITOR_EXIT;
-            while monitor::is_monitor(pid, id) && std::time::Instant::now() < deadline {
+            while self.monitors.is_alive(pid, id) && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
@@ -724,78 +775,6 @@ impl Core {
         let _ = std::fs::remove_dir_all(&userns_dir);
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&state);
-    }
-
-    /// Whether containers of `handler` can have recursive read-only mounts.
-    /// berth makes them itself (see [`stage_recursive_readonly`]), so every
-    /// configured handler can on a kernel with `mount_setattr`.
-    pub fn recursive_read_only_mounts(&self, handler: &str) -> bool {
-        self.runtimes.contains_key(handler) && rootfs::recursive_readonly_supported()
-    }
-
-    pub fn container_status(&self, id: &str) -> Result<ContainerRecord> {
-        Ok(self.require_container(id)?.record())
-    }
-
-    /// Kubernetes containers matching the filter, oldest first.
-    pub fn list_containers(&self, filter: &ContainerFilter) -> Vec<ContainerRecord> {
-        let mut out: Vec<ContainerRecord> = self
-            .objects()
-            .containers
-            .values()
-            .map(|e| e.record())
-            .filter(|r| r.owner == Owner::Kubernetes)
-            .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
-            .filter(|r| {
-                filter.sandbox_id.is_empty() || r.sandbox_id.starts_with(&filter.sandbox_id)
-            })
-            .filter(|r| filter.state.is_none_or(|s| s == r.state))
-            .filter(|r| labels_match(&r.config.labels, &filter.labels))
-            .collect();
-        out.sort_by_key(|r| r.created_at_ns);
-        out
-    }
-
-    /// Applies new limits to a created or running container.
-    pub async fn update_container_resources(&self, id: &str, resources: Resources) -> Result<()> {
-        let entry = self.require_container(id)?;
-        let _guard = entry.lock.lock().await;
-        let record = entry.record();
-        if !matches!(
-            record.state,
-            ContainerState::Created | ContainerState::Running
-        ) {
-            return Err(Error::new(
-                ErrorKind::FailedPrecondition,
-                format!("container {id} is not running: its resources cannot change"),
-            ));
-        }
-        let runtime = self.runtime(&record.runtime_handler)?;
-        let file = self.container_state_dir(id).join("resources.json");
-        berth_store::write_atomic(&file, linux_resources(&resources).to_string().as_bytes())?;
-        let cid = id.to_string();
-        let done = tokio::task::spawn_blocking(move || runtime.update(&cid, &file))
-            .await
-            .map_err(|e| Error::internal(format!("container update task: {e}")))?;
-        done?;
-        let record = entry.update(|r| r.config.resources = resources);
-        self.persist_container(&record)
-    }
-
-    /// Makes the monitor reopen the log file (after kubelet rotated it).
-    pub async fn reopen_container_log(&self, id: &str) -> Result<()> {
-        let record = self.require_container(id)?.record();
-        if record.state != ContainerState::Running {
-            return Err(Error::new(
-                ErrorKind::FailedPrecondition,
-                format!("container {id} is not running"),
-            ));
-        }
-        let dir = self.container_state_dir(id);
-        let cid = id.to_string();
-        tokio::task::spawn_blocking(move || monitor::control(&dir, &cid, "reopen-log"))
-            .await
-            .map_err(|e| Error::internal(format!("reopen log task: {e}")))?
     }
 }
 

@@ -12,8 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use crate::pty::{ConsoleSocket, Pty};
 
-use crate::model::ContainerState;
-use crate::{new_id, Core};
+use crate::{new_id, Containers};
 
 /// How long a terminal exec whose process already ended may still take to
 /// hand over its terminal.
@@ -229,7 +228,7 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 /// detached process and exits with its status.
 fn under_reaper(
     shim: &std::path::Path,
-    runtime: &berth_oci::OciRuntime,
+    runtime: &dyn crate::RuntimeDriver,
     exec: &std::process::Command,
     id: &str,
     pid_file: &std::path::Path,
@@ -258,24 +257,19 @@ fn under_reaper(
     Ok(cmd)
 }
 
-impl Core {
+impl Containers {
     /// The runtime of a running container and the files of a new exec.
     fn prepare_exec(
         &self,
         id: &str,
         cmd: Vec<String>,
         tty: bool,
-    ) -> Result<(Arc<berth_oci::OciRuntime>, ExecFiles)> {
+    ) -> Result<(Arc<dyn crate::RuntimeDriver>, ExecFiles)> {
         if cmd.is_empty() {
             return Err(Error::invalid("exec needs a command"));
         }
-        let record = self.container_status(id)?;
-        if record.state != ContainerState::Running {
-            return Err(Error::new(
-                ErrorKind::FailedPrecondition,
-                format!("container {id} is not running"),
-            ));
-        }
+        let record = self.status(id)?;
+        record.state.check_running(id)?;
         let runtime = self.runtime(&record.runtime_handler)?;
         let bundle = self.container_dir(id).join("bundle");
         let spec: oci_spec::runtime::Spec =
@@ -296,7 +290,7 @@ impl Core {
 
     /// Runs `cmd` in container `id`; `timeout` of zero means none.
     pub async fn exec_sync(
-        self: &Arc<Self>,
+        &self,
         id: &str,
         cmd: Vec<String>,
         timeout: Duration,
@@ -320,7 +314,7 @@ impl Core {
     /// process and exits with its status, so berthd never becomes a
     /// subreaper itself. Every handler takes this path (crun too), so a
     /// terminal exec behaves alike whatever the runtime.
-    pub async fn exec_stream(self: &Arc<Self>, id: &str, spec: ExecSpec) -> Result<ExecProcess> {
+    pub async fn exec_stream(&self, id: &str, spec: ExecSpec) -> Result<ExecProcess> {
         let (runtime, files) = self.prepare_exec(id, spec.cmd.clone(), spec.tty)?;
         let pipe = |wanted: bool| {
             if wanted {
@@ -355,7 +349,13 @@ impl Core {
         let console = ConsoleSocket::bind(&dir.join(format!("{}.sock", &new_id()[..16])))?;
         let runtime_exec =
             runtime.exec_command(id, &files.process, &files.pid, Some(console.path()))?;
-        let mut cmd = under_reaper(&self.config.shim, &runtime, &runtime_exec, id, &files.pid)?;
+        let mut cmd = under_reaper(
+            &self.config.shim,
+            runtime.as_ref(),
+            &runtime_exec,
+            id,
+            &files.pid,
+        )?;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -1,6 +1,19 @@
 //! The runtime core. Front doors (CRI, Docker, metrics) translate their wire
-//! types into calls on [`Core`] and back; nothing here knows gRPC or JSON
-//! wire formats.
+//! types into calls on the services of [`Core`] and back; nothing here
+//! knows gRPC or JSON wire formats.
+//!
+//! Services (each a cheap handle over one shared state, [`Shared`]):
+//! - [`Sandboxes`] (`sandbox.rs`): pod sandboxes, their namespaces,
+//!   cgroup parent, pod files and network; port-forward.
+//! - [`Containers`] (`container.rs`, `exec.rs`, `attach.rs`, `stats.rs`):
+//!   containers under their monitors, exec, attach, stats.
+//! - [`Node`] (`node.rs`): readiness, runtime handlers and their features,
+//!   the pod CIDR.
+//! - the event bus and the image facade (`events.rs`, `images.rs`).
+//!
+//! The parts that touch the host sit behind the seams in `seams.rs`
+//! (runtime driver, monitor launcher, metadata store, cgroups), chosen by
+//! [`Core::open`] from the config or passed to [`Core::with_parts`].
 //!
 //! Files (see docs/dev/architecture.md):
 //! ```text
@@ -23,11 +36,13 @@ mod idmap;
 pub mod model;
 mod monitor;
 mod network;
+mod node;
 mod podfiles;
 mod pty;
 mod recovery;
 mod rootfs;
 mod sandbox;
+mod seams;
 mod stats;
 mod validate;
 
@@ -39,15 +54,19 @@ use berth_cgroups::Cgroups;
 use berth_errdefs::Result;
 use berth_image::registries::RegistriesConfig;
 use berth_image::service::ImageService;
-use berth_oci::{OciRuntime, RuntimeHandler};
-use berth_store::Store;
+use berth_oci::RuntimeHandler;
 use tokio::sync::broadcast;
 
 pub use attach::{AttachOutput, AttachReader, AttachWriter, Attached};
 pub use berth_errdefs::{Error, ErrorKind};
+pub use container::Containers;
 pub use exec::{ExecOutput, ExecProcess, ExecSpec};
 pub use model::*;
+pub use monitor::{Exit, SpawnRequest};
+pub use node::Node;
 pub use pty::Pty;
+pub use sandbox::Sandboxes;
+pub use seams::{BoxFuture, MetaStore, Monitors, Parts, RuntimeDriver};
 
 /// The cgroup driver kubelet must match (CRI `RuntimeConfig`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +94,8 @@ pub struct CoreConfig {
     pub shim: PathBuf,
     /// The cgroup under which pods without a parent of their own go.
     pub cgroup_root: String,
+    /// Where the cgroup hierarchies are mounted (`/sys/fs/cgroup`).
+    pub cgroup_fs: PathBuf,
     pub network: NetworkSettings,
     /// When set, pods' log directories must lie under it.
     pub log_root: Option<PathBuf>,
@@ -126,87 +147,137 @@ pub enum ConditionKind {
 
 /// Live objects, by id, and the names reserved for them.
 #[derive(Default)]
-struct Objects {
-    sandboxes: BTreeMap<String, Arc<sandbox::Entry>>,
-    containers: BTreeMap<String, Arc<container::Entry>>,
+pub(crate) struct Objects {
+    pub sandboxes: BTreeMap<String, Arc<sandbox::Entry>>,
+    pub containers: BTreeMap<String, Arc<container::Entry>>,
     /// `pod/<full name>` or `ctr/<full name>` → id.
-    names: HashMap<String, String>,
+    pub names: HashMap<String, String>,
 }
 
+/// The one runtime core: a handle on the services every front door calls.
+/// Cheap to clone.
+#[derive(Clone)]
 pub struct Core {
-    pub images: Arc<ImageService>,
-    config: CoreConfig,
-    store: Arc<Store>,
-    runtimes: BTreeMap<String, Arc<OciRuntime>>,
-    cgroups: Box<dyn Cgroups>,
+    shared: Arc<Shared>,
+}
+
+/// What the services share: the config, the host's parts behind their
+/// seams, and the live objects. Opaque outside the core: the services
+/// are its API.
+pub struct Shared {
+    pub(crate) images: Arc<ImageService>,
+    pub(crate) config: CoreConfig,
+    pub(crate) store: Arc<dyn MetaStore>,
+    pub(crate) runtimes: BTreeMap<String, Arc<dyn RuntimeDriver>>,
+    pub(crate) cgroups: Box<dyn Cgroups>,
+    pub(crate) monitors: Arc<dyn Monitors>,
     objects: Mutex<Objects>,
     events: broadcast::Sender<Event>,
-    cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
-    network: network::Network,
+    pub(crate) cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
+    pub(crate) network: network::Network,
+    /// Records recovery could not read (and moved aside).
+    pub(crate) unreadable_records: std::sync::atomic::AtomicU64,
 }
 
 impl Core {
-    /// Opens the store and the services under `config.root`, reloads every
-    /// sandbox and container, reconnects to live monitors and cleans up what
-    /// no record owns. Must run inside a tokio runtime.
-    pub fn open(config: CoreConfig) -> Result<Arc<Core>> {
-        let state_len = config.state_dir.as_os_str().len();
-        if state_len > MAX_STATE_DIR_LEN {
-            return Err(Error::invalid(format!(
-                "state dir {} is {state_len} bytes long; at most {MAX_STATE_DIR_LEN} leave room for the monitors' unix sockets",
-                config.state_dir.display()
-            )));
-        }
+    /// Opens the store and the services under `config.root` with the
+    /// host's real parts, reloads every sandbox and container, reconnects
+    /// to live monitors and cleans up what no record owns. Must run inside
+    /// a tokio runtime.
+    pub fn open(config: CoreConfig) -> Result<Core> {
+        check_state_dir(&config)?;
         make_private_dirs(&config)?;
-        let store = Arc::new(Store::open(&config.root)?);
+        let parts = Parts::real(&config)?;
+        Core::with_parts(config, parts)
+    }
+
+    /// Like [`Core::open`], with the host's parts given (tests pass fakes).
+    pub fn with_parts(config: CoreConfig, parts: Parts) -> Result<Core> {
+        check_state_dir(&config)?;
+        make_private_dirs(&config)?;
         let images = Arc::new(ImageService::open_with_limits(
             &config.root.join("images"),
-            store.clone(),
+            parts.leaf_store.clone(),
             config.registries.clone(),
             config.image_limits,
         )?);
-        let runtimes = config
-            .handlers
-            .iter()
-            .map(|h| (h.name.clone(), Arc::new(OciRuntime::new(h.clone()))))
-            .collect();
-        let cgroups = berth_cgroups::open(Path::new("/sys/fs/cgroup"))?;
         let (events, _) = broadcast::channel(1024);
-        let network = network::Network::open(&config.network, &store, &config.state_dir)?;
-        let core = Arc::new(Core {
+        let network =
+            network::Network::open(&config.network, &parts.leaf_store, &config.state_dir)?;
+        let shared = Arc::new(Shared {
             images,
             config,
-            store,
-            runtimes,
-            cgroups,
+            store: parts.store,
+            runtimes: parts.runtimes,
+            cgroups: parts.cgroups,
+            monitors: parts.monitors,
             objects: Mutex::default(),
             events,
             cpu_samples: Mutex::default(),
             network,
+            unreadable_records: Default::default(),
         });
-        core.recover()?;
-        Ok(core)
+        shared.recover()?;
+        Ok(Core { shared })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.config.root
+    pub fn sandboxes(&self) -> Sandboxes {
+        Sandboxes::new(self.shared.clone())
     }
 
-    pub fn cgroup_driver(&self) -> CgroupDriver {
-        self.config.cgroup_driver
+    pub fn containers(&self) -> Containers {
+        Containers::new(self.shared.clone())
     }
 
-    /// Names of the configured runtime handlers.
-    pub fn runtime_handlers(&self) -> Vec<String> {
-        self.runtimes.keys().cloned().collect()
+    pub fn node(&self) -> Node {
+        Node::new(self.shared.clone())
+    }
+
+    /// The leaf image service (to be replaced by the core's image facade).
+    pub fn image_store(&self) -> &Arc<ImageService> {
+        &self.shared.images
     }
 
     /// Subscribes to container and sandbox events from now on.
     pub fn events(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
+        self.shared.events.subscribe()
     }
 
-    fn emit(&self, id: &str, sandbox_id: &str, kind: EventKind) {
+    /// Removes an image unless a container still uses it.
+    pub async fn remove_image(&self, name: &str) -> Result<()> {
+        let shared = &self.shared;
+        if let Some(image) = shared.images.status(name)? {
+            let user = shared
+                .objects()
+                .containers
+                .values()
+                .map(|c| c.record())
+                .find(|c| c.image_id == image.id)
+                .map(|c| c.id);
+            if let Some(user) = user {
+                return Err(Error::new(
+                    ErrorKind::FailedPrecondition,
+                    format!("image {name} is in use by container {user}"),
+                ));
+            }
+        }
+        shared.images.remove(name).await
+    }
+}
+
+fn check_state_dir(config: &CoreConfig) -> Result<()> {
+    let state_len = config.state_dir.as_os_str().len();
+    if state_len > MAX_STATE_DIR_LEN {
+        return Err(Error::invalid(format!(
+            "state dir {} is {state_len} bytes long; at most {MAX_STATE_DIR_LEN} leave room for the monitors' unix sockets",
+            config.state_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+impl Shared {
+    pub(crate) fn emit(&self, id: &str, sandbox_id: &str, kind: EventKind) {
         let _ = self.events.send(Event {
             id: id.to_string(),
             sandbox_id: sandbox_id.to_string(),
@@ -215,11 +286,11 @@ impl Core {
         });
     }
 
-    fn objects(&self) -> std::sync::MutexGuard<'_, Objects> {
+    pub(crate) fn objects(&self) -> std::sync::MutexGuard<'_, Objects> {
         self.objects.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn runtime(&self, handler: &str) -> Result<Arc<OciRuntime>> {
+    pub(crate) fn runtime(&self, handler: &str) -> Result<Arc<dyn RuntimeDriver>> {
         self.runtimes.get(handler).cloned().ok_or_else(|| {
             Error::invalid(format!(
                 "unknown runtime handler {handler:?} (configured: {})",
@@ -233,7 +304,7 @@ impl Core {
     }
 
     /// Reserves a unique name for `id`; a taken name names its holder.
-    fn reserve_name(&self, key: &str, id: &str) -> Result<()> {
+    pub(crate) fn reserve_name(&self, key: &str, id: &str) -> Result<()> {
         let mut objects = self.objects();
         if let Some(holder) = objects.names.get(key) {
             return Err(Error::new(
@@ -248,82 +319,30 @@ impl Core {
         Ok(())
     }
 
-    fn release_name(&self, key: &str, id: &str) {
+    pub(crate) fn release_name(&self, key: &str, id: &str) {
         let mut objects = self.objects();
         if objects.names.get(key).is_some_and(|h| h == id) {
             objects.names.remove(key);
         }
     }
 
-    fn pod_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn pod_dir(&self, id: &str) -> PathBuf {
         self.config.root.join("pods").join(id)
     }
-    fn pod_state_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn pod_state_dir(&self, id: &str) -> PathBuf {
         self.config.state_dir.join("pods").join(id)
     }
-    fn container_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn container_dir(&self, id: &str) -> PathBuf {
         self.config.root.join("containers").join(id)
     }
     /// Short on purpose: the monitor's sockets live here, and a unix
     /// socket path must fit in 107 bytes (see `MAX_STATE_DIR_LEN`).
-    fn container_state_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn container_state_dir(&self, id: &str) -> PathBuf {
         self.config.state_dir.join("c").join(id)
     }
 
-    /// Readiness as it truly is, asked of the runtime handlers, the monitor
-    /// binary and the pod network backend.
-    pub fn conditions(&self) -> Vec<Condition> {
-        let (runtime_ready, reason, message) = if self.runtimes.is_empty() {
-            (
-                false,
-                "NoRuntimeHandler",
-                "no OCI runtime (crun, runc) was found".to_string(),
-            )
-        } else if !self.config.shim.is_file() {
-            (
-                false,
-                "NoContainerMonitor",
-                format!(
-                    "the container monitor {} is missing",
-                    self.config.shim.display()
-                ),
-            )
-        } else {
-            (true, "", String::new())
-        };
-        vec![
-            Condition {
-                kind: ConditionKind::RuntimeReady,
-                ready: runtime_ready,
-                reason: reason.to_string(),
-                message,
-            },
-            self.network_condition(),
-        ]
-    }
-
-    fn network_condition(&self) -> Condition {
-        let state = match &self.network.backend {
-            None => Err(berth_net::NotReady {
-                reason: "NoPodNetwork".into(),
-                message: "no pod network is configured (network.backend = \"none\"): pods get loopback only".into(),
-            }),
-            Some(b) => b.ready(),
-        };
-        let (ready, reason, message) = match state {
-            Ok(()) => (true, String::new(), String::new()),
-            Err(n) => (false, n.reason, n.message),
-        };
-        Condition {
-            kind: ConditionKind::NetworkReady,
-            ready,
-            reason,
-            message,
-        }
-    }
-
     /// A pod's log directory must lie under the configured log root, if any.
-    fn check_log_directory(&self, dir: &str) -> Result<()> {
+    pub(crate) fn check_log_directory(&self, dir: &str) -> Result<()> {
         match &self.config.log_root {
             Some(root) if !dir.is_empty() && !Path::new(dir).starts_with(root) => {
                 Err(Error::invalid(format!(
@@ -333,26 +352,6 @@ impl Core {
             }
             _ => Ok(()),
         }
-    }
-
-    /// Removes an image unless a container still uses it.
-    pub async fn remove_image(&self, name: &str) -> Result<()> {
-        if let Some(image) = self.images.status(name)? {
-            let users: Vec<String> = self
-                .objects()
-                .containers
-                .values()
-                .filter(|c| c.record().image_id == image.id)
-                .map(|c| c.record().id.clone())
-                .collect();
-            if let Some(user) = users.first() {
-                return Err(Error::new(
-                    ErrorKind::FailedPrecondition,
-                    format!("image {name} is in use by container {user}"),
-                ));
-            }
-        }
-        self.images.remove(name).await
     }
 }
 
@@ -385,6 +384,14 @@ pub(crate) async fn to_completion<T: Send + 'static>(
     tokio::spawn(work)
         .await
         .map_err(|e| Error::internal(format!("core task: {e}")))?
+}
+
+/// An object that another call removed meanwhile needs no more work.
+pub(crate) fn gone_is_done(r: Result<()>) -> Result<()> {
+    match r {
+        Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 /// A fresh 64-hex-digit id.

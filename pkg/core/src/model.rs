@@ -71,14 +71,58 @@ pub struct DnsConfig {
     pub options: Vec<String>,
 }
 
+/// A transport protocol of a port mapping (records keep CRI's spelling).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Protocol {
+    #[default]
+    #[serde(rename = "TCP", alias = "")]
+    Tcp,
+    #[serde(rename = "UDP")]
+    Udp,
+    #[serde(rename = "SCTP")]
+    Sctp,
+}
+
+/// A container port and, when it is published, the host port that
+/// forwards to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PortMapping {
-    /// `TCP`, `UDP` or `SCTP`.
-    pub protocol: String,
-    pub container_port: i32,
-    pub host_port: i32,
-    pub host_ip: String,
+    pub protocol: Protocol,
+    pub container_port: u16,
+    /// `None`: the mapping only documents the container port.
+    #[serde(with = "zero_is_none")]
+    pub host_port: Option<u16>,
+    /// `None`: every host address.
+    #[serde(with = "empty_is_none")]
+    pub host_ip: Option<std::net::IpAddr>,
+}
+
+/// Records written before ports were typed spell "unset" as 0.
+mod zero_is_none {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &Option<u16>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u16(v.unwrap_or(0))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+        Ok(Some(u16::deserialize(d)?).filter(|p| *p != 0))
+    }
+}
+
+/// Records written before addresses were typed spell "unset" as "".
+mod empty_is_none {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+    use std::net::IpAddr;
+    pub fn serialize<S: Serializer>(v: &Option<IpAddr>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.map(|ip| ip.to_string()).unwrap_or_default())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "" => Ok(None),
+            ip => ip.parse().map(Some).map_err(D::Error::custom),
+        }
+    }
 }
 
 /// Limits in OCI units (CRI `LinuxContainerResources`); 0/empty = unset.
@@ -98,14 +142,28 @@ pub struct Resources {
     pub unified: BTreeMap<String, String>,
 }
 
-/// What a pod asks for (CRI `PodSandboxConfig`).
+/// Kubernetes' identity of a pod (CRI `PodSandboxMetadata` besides the
+/// name), for the sandboxes kubelet makes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodMetadata {
+    pub namespace: String,
+    pub uid: String,
+    #[serde(default)]
+    pub attempt: u32,
+}
+
+/// What a sandbox asks for: a pod's (CRI `PodSandboxConfig`) or the one
+/// a Docker container gets of its own.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PodConfig {
+    /// The pod's name (Kubernetes: `metadata.name`; Docker: the
+    /// container's name).
     pub name: String,
-    pub namespace: String,
-    pub uid: String,
-    pub attempt: u32,
+    /// Set for the sandboxes of Kubernetes pods (stored beside the name,
+    /// as records always kept them).
+    #[serde(flatten)]
+    pub kubernetes: Option<PodMetadata>,
     pub hostname: String,
     /// Directory for the pod's container logs.
     pub log_directory: String,
@@ -123,12 +181,13 @@ pub struct PodConfig {
 }
 
 impl PodConfig {
-    /// The unique name kubelet's metadata gives (`name_namespace_uid_attempt`).
+    /// The sandbox's unique name: kubelet's `name_namespace_uid_attempt`
+    /// for a Kubernetes pod, else its name.
     pub fn full_name(&self) -> String {
-        format!(
-            "{}_{}_{}_{}",
-            self.name, self.namespace, self.uid, self.attempt
-        )
+        match &self.kubernetes {
+            Some(k) => format!("{}_{}_{}_{}", self.name, k.namespace, k.uid, k.attempt),
+            None => self.name.clone(),
+        }
     }
 }
 
@@ -234,6 +293,19 @@ pub enum SandboxState {
     NotReady,
 }
 
+impl SandboxState {
+    /// New containers go only into a ready sandbox.
+    pub fn check_accepts_containers(self, id: &str) -> berth_errdefs::Result<()> {
+        match self {
+            SandboxState::Ready => Ok(()),
+            SandboxState::NotReady => Err(berth_errdefs::Error::new(
+                berth_errdefs::ErrorKind::FailedPrecondition,
+                format!("pod sandbox {id} is not ready (it was stopped); create a new one"),
+            )),
+        }
+    }
+}
+
 /// The pod's pinned namespaces and files.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -273,6 +345,51 @@ pub enum ContainerState {
     Running,
     Exited,
     Unknown,
+}
+
+/// The container state machine: created → running → exited (or unknown,
+/// when its monitor left no exit status). Each verb checks its transition
+/// here.
+impl ContainerState {
+    /// Its process exists (made by the runtime, maybe not started).
+    pub fn is_live(self) -> bool {
+        matches!(self, ContainerState::Created | ContainerState::Running)
+    }
+
+    /// Its process is gone and that is recorded.
+    pub fn has_exited(self) -> bool {
+        !self.is_live()
+    }
+
+    pub fn check_start(self, id: &str) -> berth_errdefs::Result<()> {
+        match self {
+            ContainerState::Created => Ok(()),
+            other => Err(precondition(format!(
+                "container {id} is {other:?}, not created: it cannot be started"
+            ))),
+        }
+    }
+
+    /// Exec, attach, resize and log reopening need a running container.
+    pub fn check_running(self, id: &str) -> berth_errdefs::Result<()> {
+        match self {
+            ContainerState::Running => Ok(()),
+            _ => Err(precondition(format!("container {id} is not running"))),
+        }
+    }
+
+    pub fn check_update(self, id: &str) -> berth_errdefs::Result<()> {
+        match self.is_live() {
+            true => Ok(()),
+            false => Err(precondition(format!(
+                "container {id} is not running: its resources cannot change"
+            ))),
+        }
+    }
+}
+
+fn precondition(message: String) -> berth_errdefs::Error {
+    berth_errdefs::Error::new(berth_errdefs::ErrorKind::FailedPrecondition, message)
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -335,6 +452,8 @@ pub struct Event {
 /// Filters for listings; empty fields match everything.
 #[derive(Debug, Clone, Default)]
 pub struct SandboxFilter {
+    /// Only this owner's; `None`: every owner's.
+    pub owner: Option<Owner>,
     pub id: String,
     pub state: Option<SandboxState>,
     pub labels: BTreeMap<String, String>,
@@ -342,6 +461,8 @@ pub struct SandboxFilter {
 
 #[derive(Debug, Clone, Default)]
 pub struct ContainerFilter {
+    /// Only this owner's; `None`: every owner's.
+    pub owner: Option<Owner>,
     pub id: String,
     pub sandbox_id: String,
     pub state: Option<ContainerState>,

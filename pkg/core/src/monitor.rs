@@ -26,7 +26,7 @@ pub(crate) fn attach_socket(dir: &Path) -> PathBuf {
     dir.join("attach.sock")
 }
 
-pub(crate) struct SpawnRequest<'a> {
+pub struct SpawnRequest<'a> {
     pub shim: &'a Path,
     pub handler: &'a RuntimeHandler,
     pub id: &'a str,
@@ -50,7 +50,7 @@ struct Report {
 
 /// What `exit.json` records.
 #[derive(Debug, Clone, Copy, Deserialize)]
-pub(crate) struct Exit {
+pub struct Exit {
     pub exit_code: i32,
     #[serde(default)]
     pub finished_at_ns: i64,

@@ -9,8 +9,8 @@ use berth_errdefs::{Error, Result};
 use berth_net::{AttachRequest, Attachment, HostPorts, PodNetwork, PortMapping, Protocol};
 use berth_store::Store;
 
-use crate::model::{PodConfig, SandboxRecord};
-use crate::{Core, NetworkSettings};
+use crate::model::{self, PodConfig, SandboxRecord};
+use crate::{NetworkSettings, Sandboxes, Shared};
 
 /// The pod network and the host ports its pods hold.
 pub(crate) struct Network {
@@ -72,52 +72,41 @@ impl Network {
     }
 }
 
-/// CRI port mappings as the network takes them. A mapping without a host
-/// port only documents the container port: nothing to forward.
+/// The published port mappings as the network takes them. A mapping
+/// without a host port only documents the container port: nothing to
+/// forward.
 pub(crate) fn port_mappings(pod: &PodConfig) -> Result<Vec<PortMapping>> {
     let mut out = Vec::new();
     for p in &pod.port_mappings {
-        if p.host_port == 0 {
+        let Some(host_port) = p.host_port.filter(|port| *port != 0) else {
             continue;
+        };
+        if p.container_port == 0 {
+            return Err(Error::invalid(
+                "port mapping: container port 0 is not a port (1-65535)",
+            ));
         }
-        let port = |n: i32, what: &str| {
-            u16::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
-                Error::invalid(format!("port mapping: {what} {n} is not a port (1-65535)"))
-            })
-        };
-        let protocol = match p.protocol.to_ascii_uppercase().as_str() {
-            "" | "TCP" => Protocol::Tcp,
-            "UDP" => Protocol::Udp,
-            "SCTP" => Protocol::Sctp,
-            other => {
-                return Err(Error::invalid(format!(
-                    "port mapping: unknown protocol {other:?} (TCP, UDP, SCTP)"
-                )))
-            }
-        };
-        let host_ip = match p.host_ip.as_str() {
-            "" | "0.0.0.0" => None,
-            ip => Some(ip.parse::<IpAddr>().map_err(|_| {
-                Error::invalid(format!("port mapping: host IP {ip:?} is not an IP address"))
-            })?),
-        };
-        if matches!(host_ip, Some(IpAddr::V6(_))) {
+        let host_ip = p.host_ip.filter(|ip| !ip.is_unspecified());
+        if let Some(ip @ IpAddr::V6(_)) = host_ip {
             return Err(Error::invalid(format!(
-                "port mapping: host IP {} is IPv6; the pod network is IPv4 only",
-                p.host_ip
+                "port mapping: host IP {ip} is IPv6; the pod network is IPv4 only"
             )));
         }
         out.push(PortMapping {
-            protocol,
-            container_port: port(p.container_port, "container port")?,
-            host_port: port(p.host_port, "host port")?,
+            protocol: match p.protocol {
+                model::Protocol::Tcp => Protocol::Tcp,
+                model::Protocol::Udp => Protocol::Udp,
+                model::Protocol::Sctp => Protocol::Sctp,
+            },
+            container_port: p.container_port,
+            host_port,
             host_ip,
         });
     }
     Ok(out)
 }
 
-impl Core {
+impl Shared {
     /// Wires a new pod's namespace: host ports first (a taken port fails
     /// before anything is made), then the backend. Blocking.
     pub(crate) fn attach_network(
@@ -135,8 +124,16 @@ impl Core {
             sandbox_id: id.to_string(),
             netns: netns.to_path_buf(),
             pod_name: pod.name.clone(),
-            pod_namespace: pod.namespace.clone(),
-            pod_uid: pod.uid.clone(),
+            pod_namespace: pod
+                .kubernetes
+                .as_ref()
+                .map(|k| k.namespace.clone())
+                .unwrap_or_default(),
+            pod_uid: pod
+                .kubernetes
+                .as_ref()
+                .map(|k| k.uid.clone())
+                .unwrap_or_default(),
             ports,
         });
         if attached.is_err() {
@@ -185,20 +182,9 @@ impl Core {
         }
         backend.remove_orphans(&live)
     }
-
-    /// kubelet's pod CIDR (CRI `UpdateRuntimeConfig`).
-    pub async fn update_pod_cidr(&self, cidr: &str) -> Result<()> {
-        let Some(backend) = self.network.backend.clone() else {
-            return Ok(());
-        };
-        let cidr = cidr.to_string();
-        tokio::task::spawn_blocking(move || backend.set_pod_cidr(&cidr))
-            .await
-            .map_err(|e| Error::internal(format!("pod CIDR task: {e}")))?
-    }
 }
 
-impl Core {
+impl Sandboxes {
     /// Connects to `port` on the pod's own loopback, inside its network
     /// namespace (CRI `PortForward`), as kubelet's port-forward expects.
     pub async fn port_forward(&self, sandbox_id: &str, port: u16) -> Result<tokio::net::TcpStream> {

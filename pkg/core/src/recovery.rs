@@ -1,6 +1,8 @@
 //! Start-up: reload every sandbox and container from the store, reconnect
 //! to live monitors, record exits that happened while berthd was down, and
-//! clean up what no record owns (half-made objects of a crash).
+//! clean up what no record owns (half-made objects of a crash). A record
+//! that cannot be read is moved aside and counted, never fatal: the node
+//! keeps running everything else.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -8,19 +10,21 @@ use std::sync::Arc;
 
 use berth_errdefs::Result;
 use berth_store::Batch;
+use serde::de::DeserializeOwned;
 
 use crate::container::{self, CONTAINERS};
 use crate::model::*;
 use crate::sandbox::{self, SANDBOXES};
-use crate::{monitor, Core};
+use crate::{Containers, Shared};
 
-impl Core {
+impl Shared {
     pub(crate) fn recover(self: &Arc<Self>) -> Result<()> {
-        let sandboxes: Vec<(String, SandboxRecord)> = self.store.list(SANDBOXES)?;
-        let containers: Vec<(String, ContainerRecord)> = self.store.list(CONTAINERS)?;
+        let sandboxes: Vec<SandboxRecord> = self.readable(SANDBOXES)?;
+        let containers: Vec<ContainerRecord> = self.readable(CONTAINERS)?;
         let mut known_pods = BTreeSet::new();
         let mut records = Vec::new();
-        for (id, mut record) in sandboxes {
+        for mut record in sandboxes {
+            let id = record.id.clone();
             if record.state == SandboxState::Ready && !pins_alive(&record.namespaces) {
                 tracing::warn!(sandbox = %id, "pinned namespaces are gone; the pod is not ready");
                 if let Err(e) = self.detach_network(
@@ -38,40 +42,34 @@ impl Core {
             let mut objects = self.objects();
             objects
                 .names
-                .insert(format!("pod/{}", record.config.full_name()), id.clone());
+                .insert(sandbox::name_key(&record.config), id.clone());
             objects
                 .sandboxes
                 .insert(id.clone(), sandbox::Entry::new(record));
             known_pods.insert(id);
         }
         let mut known_containers = BTreeSet::new();
-        for (id, record) in containers {
+        for record in containers {
+            let id = record.id.clone();
             let Some(pod) = self.sandbox_entry(&record.sandbox_id) else {
                 tracing::warn!(container = %id, "its pod sandbox is gone; removing it");
                 self.kill_leftover_container(&id);
                 self.store.write(Batch::new().delete(CONTAINERS, &id))?;
                 continue;
             };
-            let pod = pod.record().config;
-            let live = matches!(
-                record.state,
-                ContainerState::Created | ContainerState::Running
-            );
+            let live = record.state.is_live();
             let entry = container::Entry::new(record.clone());
             {
                 let mut objects = self.objects();
                 objects.names.insert(
-                    format!(
-                        "ctr/{}_{}_{}_{}_{}",
-                        record.config.name, pod.name, pod.namespace, pod.uid, record.config.attempt
-                    ),
+                    container::name_key(&record.config, &pod.record().config),
                     id.clone(),
                 );
                 objects.containers.insert(id.clone(), entry.clone());
             }
             if live {
-                match monitor::live_monitor(&self.container_state_dir(&id), &id) {
-                    Some(pid) => self.watch_monitor(&id, pid),
+                match self.monitors.live(&self.container_state_dir(&id), &id) {
+                    Some(pid) => Containers::new(self.clone()).watch_monitor(&id, pid),
                     None => {
                         let r = self.apply_exit(&entry);
                         entry.exited.send_replace(true);
@@ -91,6 +89,27 @@ impl Core {
             tracing::warn!("remove orphaned pod networks: {e}");
         }
         Ok(())
+    }
+
+    /// The records of `table` that decode; each one that does not is
+    /// logged, counted and moved aside (its bytes kept for an admin).
+    fn readable<T: DeserializeOwned>(&self, table: &str) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for (key, bytes) in self.store.list_raw(table)? {
+            match serde_json::from_slice(&bytes) {
+                Ok(record) => out.push(record),
+                Err(e) => {
+                    self.unreadable_records
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!(table, key = %key,
+                        "unreadable record ({e}): moved aside, the node keeps running the rest");
+                    if let Err(e) = self.store.move_aside(table, &key) {
+                        tracing::error!(table, key = %key, "move the unreadable record aside: {e}");
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Removes directories (and what they hold) that no record owns.

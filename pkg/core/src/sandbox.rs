@@ -1,13 +1,17 @@
 //! Pod sandboxes: pinned namespaces (no pause container), the pod's shared
 //! files, its /dev/shm and its cgroup parent.
 
+use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 
 use berth_errdefs::{Error, ErrorKind, Result};
 use berth_store::Batch;
 
 use crate::model::*;
-use crate::{idmap, new_id, podfiles, rootfs, to_completion, validate, CgroupDriver, Core};
+use crate::{
+    gone_is_done, idmap, new_id, podfiles, rootfs, to_completion, validate, CgroupDriver,
+    Containers, Shared,
+};
 
 pub(crate) const SANDBOXES: &str = "sandboxes";
 
@@ -51,34 +55,41 @@ fn pod_limits(config: &PodConfig) -> Option<berth_cgroups::Resources> {
     })
 }
 
-fn name_key(config: &PodConfig) -> String {
+pub(crate) fn name_key(config: &PodConfig) -> String {
     format!("pod/{}", config.full_name())
 }
 
-impl Core {
-    pub(crate) fn sandbox_entry(&self, id: &str) -> Option<Arc<Entry>> {
-        self.objects().sandboxes.get(id).cloned()
+/// The pod sandboxes service. A cheap handle.
+#[derive(Clone)]
+pub struct Sandboxes {
+    shared: Arc<Shared>,
+}
+
+impl Deref for Sandboxes {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl Sandboxes {
+    pub(crate) fn new(shared: Arc<Shared>) -> Sandboxes {
+        Sandboxes { shared }
     }
 
-    fn require_sandbox(&self, id: &str) -> Result<Arc<Entry>> {
-        self.sandbox_entry(id)
-            .ok_or_else(|| Error::not_found(format!("pod sandbox {id} not found")))
+    fn containers(&self) -> Containers {
+        Containers::new(self.shared())
     }
 
-    pub(crate) fn persist_sandbox(&self, record: &SandboxRecord) -> Result<()> {
-        self.store
-            .write(Batch::new().put(SANDBOXES, &record.id, record)?)
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
     }
 
     /// Makes a pod sandbox: all of it, or nothing (the error names the step).
     /// The work runs to its end even when the caller stops waiting (a
     /// kubelet deadline), so a pod is either made and recorded or not made.
-    pub async fn run_pod_sandbox(self: &Arc<Self>, config: PodConfig) -> Result<String> {
-        if config.name.is_empty() || config.namespace.is_empty() || config.uid.is_empty() {
-            return Err(Error::invalid(
-                "pod sandbox metadata needs a name, a namespace and a uid",
-            ));
-        }
+    pub async fn run(&self, owner: Owner, config: PodConfig) -> Result<String> {
+        check_owner(owner, &config)?;
         if config.namespaces.pid == NamespaceMode::Target
             || config.namespaces.network == NamespaceMode::Target
         {
@@ -91,10 +102,10 @@ impl Core {
         self.runtime(&config.runtime_handler)?;
         self.check_user_namespace(&config)?;
         let core = self.clone();
-        to_completion(async move { core.run_pod_sandbox_detached(config).await }).await
+        to_completion(async move { core.run_detached(owner, config).await }).await
     }
 
-    async fn run_pod_sandbox_detached(self: Arc<Self>, config: PodConfig) -> Result<String> {
+    async fn run_detached(self, owner: Owner, config: PodConfig) -> Result<String> {
         let id = new_id();
         let key = name_key(&config);
         self.reserve_name(&key, &id)?;
@@ -103,7 +114,7 @@ impl Core {
         // Made, recorded and (on failure) undone exactly once, all off the
         // async workers.
         let made = tokio::task::spawn_blocking(move || -> Result<SandboxRecord> {
-            let record = match core.make_sandbox(&sandbox_id, config) {
+            let record = match core.make_sandbox(&sandbox_id, owner, config) {
                 Ok(r) => r,
                 Err(e) => {
                     core.remove_sandbox_files(&sandbox_id, None);
@@ -136,7 +147,7 @@ impl Core {
         Ok(id)
     }
 
-    fn make_sandbox(&self, id: &str, config: PodConfig) -> Result<SandboxRecord> {
+    fn make_sandbox(&self, id: &str, owner: Owner, config: PodConfig) -> Result<SandboxRecord> {
         let host_network = config.namespaces.network == NamespaceMode::Node;
         let host_ipc = config.namespaces.ipc == NamespaceMode::Node;
         let hostname = podfiles::hostname(&config, host_network);
@@ -182,7 +193,7 @@ impl Core {
         }
         Ok(SandboxRecord {
             id: id.to_string(),
-            owner: Owner::Kubernetes,
+            owner,
             state: SandboxState::Ready,
             created_at_ns: now_ns(),
             namespaces: SandboxNamespaces {
@@ -220,12 +231,138 @@ impl Core {
         self.user_namespace_support(&config.runtime_handler)
     }
 
-    /// Whether pods with a user namespace run on `handler` here (CRI
-    /// `RuntimeHandlerFeatures.user_namespaces`).
-    pub fn user_namespaces(&self, handler: &str) -> bool {
-        self.user_namespace_support(handler).is_ok()
+    /// The cgroupfs parent of the pod's containers: kubelet's (a path, or a
+    /// slice name with the systemd driver), or one of berth's own.
+    fn cgroup_parent(&self, id: &str, config: &PodConfig) -> Result<(String, bool)> {
+        let parent = if config.cgroup_parent.is_empty() {
+            format!("{}/{id}", self.config.cgroup_root.trim_end_matches('/'))
+        } else if self.config.cgroup_driver == CgroupDriver::Systemd
+            && config.cgroup_parent.ends_with(".slice")
+        {
+            berth_cgroups::systemd_slice_path(&config.cgroup_parent)?
+        } else {
+            config.cgroup_parent.clone()
+        };
+        if !parent.starts_with('/') || parent.split('/').any(|p| p == "..") {
+            return Err(Error::invalid(format!(
+                "cgroup parent {:?} must be an absolute path",
+                config.cgroup_parent
+            )));
+        }
+        let owns = !self.cgroups.exists(&parent);
+        Ok((parent, owns))
     }
 
+    /// Stops the pod's containers and releases its namespaces. Stopping a
+    /// stopped sandbox is fine; a missing one is NotFound.
+    pub async fn stop(&self, id: &str) -> Result<()> {
+        // Runs to its end even if the caller stops waiting.
+        let core = self.clone();
+        let id = id.to_owned();
+        to_completion(async move { core.stop_now(&id).await }).await
+    }
+
+    async fn stop_now(&self, id: &str) -> Result<()> {
+        let entry = self.require_sandbox(id)?;
+        let _guard = entry.lock.lock().await;
+        for c in self.containers_of(id) {
+            gone_is_done(self.containers().stop(&c, 0).await)?;
+        }
+        let mut record = entry.record();
+        if record.state == SandboxState::NotReady {
+            return Ok(());
+        }
+        let state = self.pod_state_dir(id);
+        let shm = record.shm.clone();
+        let core = self.clone();
+        let (netns, attachment) = (record.namespaces.net.clone(), record.network.clone());
+        let sandbox_id = id.to_string();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            // Before the namespace goes: CNI DEL wants it, and a veth
+            // deleted first goes synchronously.
+            core.detach_network(&sandbox_id, netns.as_ref(), attachment.as_ref())?;
+            berth_ns::unpin(&state.join("ns"))?;
+            if let Some(shm) = shm {
+                rootfs::unmount_all(&shm)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::internal(format!("pod sandbox stop task: {e}")))??;
+        record.state = SandboxState::NotReady;
+        record.network = None;
+        self.persist_sandbox(&record)?;
+        entry.set(record);
+        self.emit(id, id, EventKind::Stopped);
+        Ok(())
+    }
+
+    /// Stops the pod if needed, removes its containers and everything it
+    /// made. A missing sandbox is NotFound.
+    pub async fn remove(&self, id: &str) -> Result<()> {
+        // Runs to its end even if the caller stops waiting.
+        let core = self.clone();
+        let id = id.to_owned();
+        to_completion(async move { core.remove_now(&id).await }).await
+    }
+
+    async fn remove_now(&self, id: &str) -> Result<()> {
+        let entry = self.require_sandbox(id)?;
+        gone_is_done(self.stop_now(id).await)?;
+        let _guard = entry.lock.lock().await;
+        for c in self.containers_of(id) {
+            gone_is_done(self.containers().remove(&c).await)?;
+        }
+        let record = entry.record();
+        {
+            let core = self.clone();
+            let record = record.clone();
+            tokio::task::spawn_blocking(move || {
+                core.remove_sandbox_files(&record.id, Some(&record))
+            })
+            .await
+            .map_err(|e| Error::internal(format!("pod sandbox removal task: {e}")))?;
+        }
+        self.store.write(Batch::new().delete(SANDBOXES, id))?;
+        self.objects().sandboxes.remove(id);
+        self.release_name(&name_key(&record.config), id);
+        self.emit(id, id, EventKind::Deleted);
+        Ok(())
+    }
+
+    pub fn status(&self, id: &str) -> Result<SandboxRecord> {
+        Ok(self.require_sandbox(id)?.record())
+    }
+
+    /// Sandboxes matching the filter (owner included), oldest first.
+    pub fn list(&self, filter: &SandboxFilter) -> Vec<SandboxRecord> {
+        let mut out: Vec<SandboxRecord> = self
+            .objects()
+            .sandboxes
+            .values()
+            .map(|e| e.record())
+            .filter(|r| filter.owner.is_none_or(|o| o == r.owner))
+            .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
+            .filter(|r| filter.state.is_none_or(|s| s == r.state))
+            .filter(|r| labels_match(&r.config.labels, &filter.labels))
+            .collect();
+        out.sort_by_key(|r| r.created_at_ns);
+        out
+    }
+}
+
+impl Shared {
+    pub(crate) fn sandbox_entry(&self, id: &str) -> Option<Arc<Entry>> {
+        self.objects().sandboxes.get(id).cloned()
+    }
+    fn require_sandbox(&self, id: &str) -> Result<Arc<Entry>> {
+        self.sandbox_entry(id)
+            .ok_or_else(|| Error::not_found(format!("pod sandbox {id} not found")))
+    }
+    pub(crate) fn persist_sandbox(&self, record: &SandboxRecord) -> Result<()> {
+        self.store
+            .write(Batch::new().put(SANDBOXES, &record.id, record)?)
+    }
     /// Why pods with a user namespace cannot run on `handler`, if they
     /// cannot: the runtime must join a user namespace by path with its id
     /// maps in the spec (runc ≥ 1.1 and crun ≥ 1.8 do; checked with runc
@@ -265,41 +402,16 @@ impl Core {
         let root = &self.config.root;
         idmap::idmap_probe(&base, &[root.join("images"), root.join("pods")])
     }
-
     /// Where the root filesystems of containers in pods with a user
     /// namespace are mounted (`<state>/u/<id>/rootfs`): 0711, each
     /// container's directory 0710 with the group of its root.
     pub(crate) fn userns_root(&self) -> std::path::PathBuf {
         self.config.state_dir.join("u")
     }
-
-    /// The cgroupfs parent of the pod's containers: kubelet's (a path, or a
-    /// slice name with the systemd driver), or one of berth's own.
-    fn cgroup_parent(&self, id: &str, config: &PodConfig) -> Result<(String, bool)> {
-        let parent = if config.cgroup_parent.is_empty() {
-            format!("{}/{id}", self.config.cgroup_root.trim_end_matches('/'))
-        } else if self.config.cgroup_driver == CgroupDriver::Systemd
-            && config.cgroup_parent.ends_with(".slice")
-        {
-            berth_cgroups::systemd_slice_path(&config.cgroup_parent)?
-        } else {
-            config.cgroup_parent.clone()
-        };
-        if !parent.starts_with('/') || parent.split('/').any(|p| p == "..") {
-            return Err(Error::invalid(format!(
-                "cgroup parent {:?} must be an absolute path",
-                config.cgroup_parent
-            )));
-        }
-        let owns = !self.cgroups.exists(&parent);
-        Ok((parent, owns))
-    }
-
     /// Cleans up a sandbox found on disk with no record (a crash mid-setup).
     pub(crate) fn remove_leftover_sandbox(&self, id: &str) {
         self.remove_sandbox_files(id, None);
     }
-
     /// Undoes everything a sandbox made on the node; missing parts are fine.
     fn remove_sandbox_files(&self, id: &str, record: Option<&SandboxRecord>) {
         let state = self.pod_state_dir(id);
@@ -322,119 +434,29 @@ impl Core {
             }
         }
     }
-
-    /// Stops the pod's containers and releases its namespaces. Idempotent;
-    /// a missing sandbox is fine (CRI).
-    pub async fn stop_pod_sandbox(self: &Arc<Self>, id: &str) -> Result<()> {
-        // Runs to its end even if the caller stops waiting.
-        let core = self.clone();
-        let id = id.to_owned();
-        to_completion(async move { core.stop_pod_sandbox_now(&id).await }).await
-    }
-
-    async fn stop_pod_sandbox_now(self: &Arc<Self>, id: &str) -> Result<()> {
-        let Some(entry) = self.sandbox_entry(id) else {
-            return Ok(());
-        };
-        let _guard = entry.lock.lock().await;
-        for c in self.containers_of(id) {
-            self.stop_container(&c, 0).await?;
-        }
-        let mut record = entry.record();
-        if record.state == SandboxState::NotReady {
-            return Ok(());
-        }
-        let state = self.pod_state_dir(id);
-        let shm = record.shm.clone();
-        let core = self.clone();
-        let (netns, attachment) = (record.namespaces.net.clone(), record.network.clone());
-        let sandbox_id = id.to_string();
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            // Before the namespace goes: CNI DEL wants it, and a veth
-            // deleted first goes synchronously.
-            core.detach_network(&sandbox_id, netns.as_ref(), attachment.as_ref())?;
-            berth_ns::unpin(&state.join("ns"))?;
-            if let Some(shm) = shm {
-                rootfs::unmount_all(&shm)?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| Error::internal(format!("pod sandbox stop task: {e}")))??;
-        record.state = SandboxState::NotReady;
-        record.network = None;
-        self.persist_sandbox(&record)?;
-        entry.set(record);
-        self.emit(id, id, EventKind::Stopped);
-        Ok(())
-    }
-
-    /// Stops the pod if needed, removes its containers and everything it
-    /// made. Idempotent; a missing sandbox is fine (CRI).
-    pub async fn remove_pod_sandbox(self: &Arc<Self>, id: &str) -> Result<()> {
-        // Runs to its end even if the caller stops waiting.
-        let core = self.clone();
-        let id = id.to_owned();
-        to_completion(async move { core.remove_pod_sandbox_now(&id).await }).await
-    }
-
-    async fn remove_pod_sandbox_now(self: &Arc<Self>, id: &str) -> Result<()> {
-        let Some(entry) = self.sandbox_entry(id) else {
-            return Ok(());
-        };
-        self.stop_pod_sandbox(id).await?;
-        let _guard = entry.lock.lock().await;
-        for c in self.containers_of(id) {
-            self.remove_container(&c).await?;
-        }
-        let record = entry.record();
-        {
-            let core = self.clone();
-            let record = record.clone();
-            tokio::task::spawn_blocking(move || {
-                core.remove_sandbox_files(&record.id, Some(&record))
-            })
-            .await
-            .map_err(|e| Error::internal(format!("pod sandbox removal task: {e}")))?;
-        }
-        self.store.write(Batch::new().delete(SANDBOXES, id))?;
-        self.objects().sandboxes.remove(id);
-        self.release_name(&name_key(&record.config), id);
-        self.emit(id, id, EventKind::Deleted);
-        Ok(())
-    }
-
-    pub fn pod_sandbox_status(&self, id: &str) -> Result<SandboxRecord> {
-        Ok(self.require_sandbox(id)?.record())
-    }
-
-    /// Kubernetes sandboxes matching the filter, oldest first.
-    pub fn list_pod_sandboxes(&self, filter: &SandboxFilter) -> Vec<SandboxRecord> {
-        let mut out: Vec<SandboxRecord> = self
-            .objects()
-            .sandboxes
-            .values()
-            .map(|e| e.record())
-            .filter(|r| r.owner == Owner::Kubernetes)
-            .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
-            .filter(|r| filter.state.is_none_or(|s| s == r.state))
-            .filter(|r| labels_match(&r.config.labels, &filter.labels))
-            .collect();
-        out.sort_by_key(|r| r.created_at_ns);
-        out
-    }
-
     /// The sandbox of a container request, which must be ready.
     pub(crate) fn ready_sandbox(&self, id: &str) -> Result<(Arc<Entry>, SandboxRecord)> {
         let entry = self.require_sandbox(id)?;
         let record = entry.record();
-        if record.state != SandboxState::Ready {
-            return Err(Error::new(
-                ErrorKind::FailedPrecondition,
-                format!("pod sandbox {id} is not ready (it was stopped); create a new one"),
-            ));
-        }
+        record.state.check_accepts_containers(id)?;
         Ok((entry, record))
+    }
+}
+
+/// A sandbox needs a name; a Kubernetes pod's also its namespace and uid,
+/// and only Kubernetes pods carry them.
+fn check_owner(owner: Owner, config: &PodConfig) -> Result<()> {
+    let complete = |k: &PodMetadata| !k.namespace.is_empty() && !k.uid.is_empty();
+    match (owner, &config.kubernetes) {
+        _ if config.name.is_empty() => Err(Error::invalid("a pod sandbox needs a name")),
+        (Owner::Kubernetes, Some(k)) if complete(k) => Ok(()),
+        (Owner::Kubernetes, _) => Err(Error::invalid(
+            "pod sandbox metadata needs a name, a namespace and a uid",
+        )),
+        (_, Some(_)) => Err(Error::invalid(
+            "only Kubernetes pod sandboxes carry Kubernetes metadata",
+        )),
+        (_, None) => Ok(()),
     }
 }
 

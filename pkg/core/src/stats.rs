@@ -3,30 +3,17 @@
 use berth_errdefs::Result;
 
 use crate::model::*;
-use crate::{rootfs, Core};
+use crate::{rootfs, Containers, Sandboxes};
 
-impl Core {
-    pub fn container_stats(&self, id: &str) -> Result<ContainerStats> {
-        let record = self.container_status(id)?;
+impl Containers {
+    pub fn stats(&self, id: &str) -> Result<ContainerStats> {
+        let record = self.status(id)?;
         Ok(self.stats_of(&record))
     }
 
-    /// Stats of the Kubernetes containers matching the filter.
-    pub fn list_container_stats(&self, filter: &ContainerFilter) -> Vec<ContainerStats> {
-        self.list_containers(filter)
-            .iter()
-            .map(|r| self.stats_of(r))
-            .collect()
-    }
-
-    /// A pod and the stats of each of its containers.
-    pub fn pod_sandbox_stats(&self, id: &str) -> Result<(SandboxRecord, Vec<ContainerStats>)> {
-        let pod = self.pod_sandbox_status(id)?;
-        let containers = self.list_container_stats(&ContainerFilter {
-            sandbox_id: id.to_string(),
-            ..Default::default()
-        });
-        Ok((pod, containers))
+    /// Stats of the containers matching the filter.
+    pub fn list_stats(&self, filter: &ContainerFilter) -> Vec<ContainerStats> {
+        self.list(filter).iter().map(|r| self.stats_of(r)).collect()
     }
 
     fn stats_of(&self, record: &ContainerRecord) -> ContainerStats {
@@ -62,5 +49,18 @@ impl Core {
             samples.insert(record.id.clone(), (now, cg.cpu_usage_ns));
         }
         stats
+    }
+}
+
+impl Sandboxes {
+    /// A pod and the stats of each of its containers.
+    pub fn stats(&self, id: &str) -> Result<(SandboxRecord, Vec<ContainerStats>)> {
+        let pod = self.status(id)?;
+        let containers = Containers::new(self.shared()).list_stats(&ContainerFilter {
+            sandbox_id: id.to_string(),
+            owner: Some(pod.owner),
+            ..Default::default()
+        });
+        Ok((pod, containers))
     }
 }

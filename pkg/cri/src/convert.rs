@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use berth_core::model as m;
+use berth_errdefs::Error;
 use k8s_cri::v1 as api;
 
 fn btree(h: &HashMap<String, String>) -> BTreeMap<String, String> {
@@ -129,15 +130,55 @@ fn resources_out(r: &m::Resources) -> api::LinuxContainerResources {
     }
 }
 
-pub fn pod_config(c: api::PodSandboxConfig, runtime_handler: String) -> m::PodConfig {
+/// CRI's port mapping in the core's types: 0 is "no host port", "" is
+/// "every address"; anything else must be a port or an address.
+fn port_mapping(p: api::PortMapping) -> Result<m::PortMapping, Error> {
+    let protocol = match api::Protocol::try_from(p.protocol) {
+        Ok(api::Protocol::Tcp) => m::Protocol::Tcp,
+        Ok(api::Protocol::Udp) => m::Protocol::Udp,
+        Ok(api::Protocol::Sctp) => m::Protocol::Sctp,
+        Err(_) => {
+            return Err(Error::invalid(format!(
+                "port mapping: unknown protocol {} (TCP, UDP, SCTP)",
+                p.protocol
+            )))
+        }
+    };
+    let port = |n: i32, what: &str| {
+        u16::try_from(n).map_err(|_| {
+            Error::invalid(format!("port mapping: {what} {n} is not a port (1-65535)"))
+        })
+    };
+    let host_ip = match p.host_ip.as_str() {
+        "" => None,
+        ip => Some(ip.parse().map_err(|_| {
+            Error::invalid(format!("port mapping: host IP {ip:?} is not an IP address"))
+        })?),
+    };
+    Ok(m::PortMapping {
+        protocol,
+        container_port: port(p.container_port, "container port")?,
+        host_port: Some(port(p.host_port, "host port")?).filter(|p| *p != 0),
+        host_ip,
+    })
+}
+
+/// A Kubernetes pod's sandbox request: the name and the Kubernetes
+/// metadata kubelet sends, then the rest.
+pub fn pod_config(
+    c: api::PodSandboxConfig,
+    runtime_handler: String,
+) -> Result<m::PodConfig, Error> {
     let meta = c.metadata.unwrap_or_default();
     let linux = c.linux.unwrap_or_default();
     let sec = linux.security_context.unwrap_or_default();
-    m::PodConfig {
+    Ok(m::PodConfig {
         name: meta.name,
-        namespace: meta.namespace,
-        uid: meta.uid,
-        attempt: meta.attempt,
+        kubernetes: Some(m::PodMetadata {
+            namespace: meta.namespace,
+            uid: meta.uid,
+            attempt: meta.attempt,
+        }),
         hostname: c.hostname,
         log_directory: c.log_directory,
         dns: c.dns_config.map(|d| m::DnsConfig {
@@ -148,15 +189,8 @@ pub fn pod_config(c: api::PodSandboxConfig, runtime_handler: String) -> m::PodCo
         port_mappings: c
             .port_mappings
             .into_iter()
-            .map(|p| m::PortMapping {
-                protocol: api::Protocol::try_from(p.protocol)
-                    .map(|p| p.as_str_name().to_string())
-                    .unwrap_or_default(),
-                container_port: p.container_port,
-                host_port: p.host_port,
-                host_ip: p.host_ip,
-            })
-            .collect(),
+            .map(port_mapping)
+            .collect::<Result<_, _>>()?,
         labels: btree(&c.labels),
         annotations: btree(&c.annotations),
         cgroup_parent: linux.cgroup_parent,
@@ -166,7 +200,7 @@ pub fn pod_config(c: api::PodSandboxConfig, runtime_handler: String) -> m::PodCo
         overhead: linux.overhead.as_ref().map(resources),
         resources: linux.resources.as_ref().map(resources),
         runtime_handler,
-    }
+    })
 }
 
 fn seccomp(p: Option<&api::SecurityProfile>) -> m::SeccompConfig {
@@ -257,11 +291,12 @@ pub fn container_config(c: api::ContainerConfig) -> m::ContainerConfig {
 }
 
 fn pod_metadata(c: &m::PodConfig) -> api::PodSandboxMetadata {
+    let k = c.kubernetes.clone().unwrap_or_default();
     api::PodSandboxMetadata {
         name: c.name.clone(),
-        uid: c.uid.clone(),
-        namespace: c.namespace.clone(),
-        attempt: c.attempt,
+        uid: k.uid,
+        namespace: k.namespace,
+        attempt: k.attempt,
     }
 }
 
@@ -549,7 +584,8 @@ mod userns_tests {
                 ..Default::default()
             },
             String::new(),
-        );
+        )
+        .expect("a valid pod config");
         let user = config.namespaces.user.clone().expect("user namespace");
         assert_eq!(user.mode, m::NamespaceMode::Pod);
         assert_eq!(user.uids[0].host_id, 100_000);

@@ -136,7 +136,7 @@ impl ImageService for Images {
             .as_ref()
             .and_then(|f| f.image.as_ref())
             .map(|s| s.image.as_str());
-        let images = self.core.images.list(filter).map_err(status)?;
+        let images = self.core.image_store().list(filter).map_err(status)?;
         Ok(Response::new(api::ListImagesResponse {
             images: images.iter().map(to_api).collect(),
         }))
@@ -148,12 +148,12 @@ impl ImageService for Images {
     ) -> Reply<api::ImageStatusResponse> {
         let req = req.into_inner();
         let name = image_name(req.image.as_ref())?;
-        let Some(image) = self.core.images.status(name).map_err(status)? else {
+        let Some(image) = self.core.image_store().status(name).map_err(status)? else {
             return Ok(Response::new(api::ImageStatusResponse::default()));
         };
         let mut info = HashMap::new();
         if req.verbose {
-            let config = self.core.images.config(&image).map_err(status)?;
+            let config = self.core.image_store().config(&image).map_err(status)?;
             let config: serde_json::Value =
                 serde_json::from_slice(&config).unwrap_or(serde_json::Value::Null);
             let verbose = serde_json::json!({
@@ -182,7 +182,7 @@ impl ImageService for Images {
         let creds = credentials(req.auth.as_ref())?;
         let (image, _outcome) = self
             .core
-            .images
+            .image_store()
             .pull(name, &creds, platform(req.image.as_ref()))
             .await
             .map_err(status)?;
@@ -205,7 +205,7 @@ impl ImageService for Images {
         &self,
         _req: Request<api::ImageFsInfoRequest>,
     ) -> Reply<api::ImageFsInfoResponse> {
-        let info = self.core.images.fs_info().map_err(status)?;
+        let info = self.core.image_store().fs_info().map_err(status)?;
         let timestamp = info
             .timestamp
             .duration_since(UNIX_EPOCH)

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_core::model as m;
-use berth_core::{CgroupDriver, ConditionKind, Core};
+use berth_core::{CgroupDriver, ConditionKind, Core, Error, ErrorKind};
 use berth_stream::{Request as StreamRequest, StreamServer};
 use k8s_cri::v1 as api;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
@@ -38,14 +38,44 @@ impl Runtime {
             .ok_or_else(|| Status::resource_exhausted("too many streaming requests pending"))
     }
 
+    /// A sandbox kubelet may see: another owner's is NotFound here.
+    fn sandbox_record(&self, id: &str) -> berth_errdefs::Result<m::SandboxRecord> {
+        let record = self.core.sandboxes().status(id)?;
+        match record.owner {
+            OWNER => Ok(record),
+            _ => Err(Error::not_found(format!("pod sandbox {id} not found"))),
+        }
+    }
+
+    /// A container kubelet may see: another owner's is NotFound here.
+    fn container_record(&self, id: &str) -> berth_errdefs::Result<m::ContainerRecord> {
+        let record = self.core.containers().status(id)?;
+        match record.owner {
+            OWNER => Ok(record),
+            _ => Err(Error::not_found(format!("container {id} not found"))),
+        }
+    }
+
     fn running_container(&self, id: &str) -> Result<m::ContainerRecord, Status> {
-        let record = self.core.container_status(id).map_err(status)?;
+        let record = self.container_record(id).map_err(status)?;
         if record.state != m::ContainerState::Running {
             return Err(Status::failed_precondition(format!(
                 "container {id} is not running"
             )));
         }
         Ok(record)
+    }
+}
+
+/// CRI sees and touches only what kubelet made.
+const OWNER: m::Owner = m::Owner::Kubernetes;
+
+/// CRI's stop and remove are idempotent: an object that is not there (or
+/// not kubelet's) is already stopped and removed.
+fn idempotent(r: berth_errdefs::Result<()>) -> Result<(), Status> {
+    match r {
+        Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+        other => other.map_err(status),
     }
 }
 
@@ -92,6 +122,7 @@ impl RuntimeService for Runtime {
     async fn status(&self, req: Request<api::StatusRequest>) -> Reply<api::StatusResponse> {
         let conditions = self
             .core
+            .node()
             .conditions()
             .into_iter()
             .map(|c| api::RuntimeCondition {
@@ -108,8 +139,8 @@ impl RuntimeService for Runtime {
         let mut info = HashMap::new();
         if req.into_inner().verbose {
             let config = serde_json::json!({
-                "root": self.core.root().display().to_string(),
-                "cgroupDriver": format!("{:?}", self.core.cgroup_driver()).to_lowercase(),
+                "root": self.core.node().root().display().to_string(),
+                "cgroupDriver": format!("{:?}", self.core.node().cgroup_driver()).to_lowercase(),
             });
             info.insert("config".to_string(), config.to_string());
         }
@@ -118,12 +149,16 @@ impl RuntimeService for Runtime {
             info,
             runtime_handlers: self
                 .core
+                .node()
                 .runtime_handlers()
                 .into_iter()
                 .map(|name| api::RuntimeHandler {
                     features: Some(api::RuntimeHandlerFeatures {
-                        recursive_read_only_mounts: self.core.recursive_read_only_mounts(&name),
-                        user_namespaces: self.core.user_namespaces(&name),
+                        recursive_read_only_mounts: self
+                            .core
+                            .node()
+                            .recursive_read_only_mounts(&name),
+                        user_namespaces: self.core.node().user_namespaces(&name),
                     }),
                     name,
                 })
@@ -138,7 +173,7 @@ impl RuntimeService for Runtime {
         &self,
         _req: Request<api::RuntimeConfigRequest>,
     ) -> Reply<api::RuntimeConfigResponse> {
-        let driver = match self.core.cgroup_driver() {
+        let driver = match self.core.node().cgroup_driver() {
             CgroupDriver::Systemd => api::CgroupDriver::Systemd,
             CgroupDriver::Cgroupfs => api::CgroupDriver::Cgroupfs,
         };
@@ -167,11 +202,15 @@ impl RuntimeService for Runtime {
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 };
-                let pod = core.pod_sandbox_status(&event.sandbox_id).ok();
+                let pod = core.sandboxes().status(&event.sandbox_id).ok();
+                if pod.as_ref().is_some_and(|p| p.owner != OWNER) {
+                    continue;
+                }
                 let containers = if event.id == event.sandbox_id {
                     Vec::new()
                 } else {
-                    core.container_status(&event.id)
+                    core.containers()
+                        .status(&event.id)
                         .map(|r| vec![convert::container_status(&r)])
                         .unwrap_or_default()
                 };
@@ -195,9 +234,11 @@ impl RuntimeService for Runtime {
         let config = req
             .config
             .ok_or_else(|| Status::invalid_argument("RunPodSandbox needs a config"))?;
+        let config = convert::pod_config(config, req.runtime_handler).map_err(status)?;
         let id = self
             .core
-            .run_pod_sandbox(convert::pod_config(config, req.runtime_handler))
+            .sandboxes()
+            .run(OWNER, config)
             .await
             .map_err(status)?;
         Ok(Response::new(api::RunPodSandboxResponse {
@@ -210,7 +251,9 @@ impl RuntimeService for Runtime {
         req: Request<api::StopPodSandboxRequest>,
     ) -> Reply<api::StopPodSandboxResponse> {
         let id = req.into_inner().pod_sandbox_id;
-        self.core.stop_pod_sandbox(&id).await.map_err(status)?;
+        if self.sandbox_record(&id).is_ok() {
+            idempotent(self.core.sandboxes().stop(&id).await)?;
+        }
         Ok(Response::new(api::StopPodSandboxResponse {}))
     }
 
@@ -219,7 +262,9 @@ impl RuntimeService for Runtime {
         req: Request<api::RemovePodSandboxRequest>,
     ) -> Reply<api::RemovePodSandboxResponse> {
         let id = req.into_inner().pod_sandbox_id;
-        self.core.remove_pod_sandbox(&id).await.map_err(status)?;
+        if self.sandbox_record(&id).is_ok() {
+            idempotent(self.core.sandboxes().remove(&id).await)?;
+        }
         Ok(Response::new(api::RemovePodSandboxResponse {}))
     }
 
@@ -228,10 +273,7 @@ impl RuntimeService for Runtime {
         req: Request<api::PodSandboxStatusRequest>,
     ) -> Reply<api::PodSandboxStatusResponse> {
         let req = req.into_inner();
-        let record = self
-            .core
-            .pod_sandbox_status(&req.pod_sandbox_id)
-            .map_err(status)?;
+        let record = self.sandbox_record(&req.pod_sandbox_id).map_err(status)?;
         let mut info = HashMap::new();
         if req.verbose {
             info.insert("info".to_string(), sandbox_info(&record).to_string());
@@ -249,7 +291,8 @@ impl RuntimeService for Runtime {
         req: Request<api::ListPodSandboxRequest>,
     ) -> Reply<api::ListPodSandboxResponse> {
         let filter = req.into_inner().filter.unwrap_or_default();
-        let items = self.core.list_pod_sandboxes(&m::SandboxFilter {
+        let items = self.core.sandboxes().list(&m::SandboxFilter {
+            owner: Some(OWNER),
             id: filter.id,
             state: filter.state.map(|s| convert::sandbox_state_in(s.state)),
             labels: filter.label_selector.into_iter().collect(),
@@ -269,7 +312,8 @@ impl RuntimeService for Runtime {
             .ok_or_else(|| Status::invalid_argument("CreateContainer needs a config"))?;
         let id = self
             .core
-            .create_container(&req.pod_sandbox_id, convert::container_config(config))
+            .containers()
+            .create(&req.pod_sandbox_id, convert::container_config(config))
             .await
             .map_err(status)?;
         Ok(Response::new(api::CreateContainerResponse {
@@ -282,7 +326,8 @@ impl RuntimeService for Runtime {
         req: Request<api::StartContainerRequest>,
     ) -> Reply<api::StartContainerResponse> {
         let id = req.into_inner().container_id;
-        self.core.start_container(&id).await.map_err(status)?;
+        self.container_record(&id).map_err(status)?;
+        self.core.containers().start(&id).await.map_err(status)?;
         Ok(Response::new(api::StartContainerResponse {}))
     }
 
@@ -291,10 +336,14 @@ impl RuntimeService for Runtime {
         req: Request<api::StopContainerRequest>,
     ) -> Reply<api::StopContainerResponse> {
         let req = req.into_inner();
-        self.core
-            .stop_container(&req.container_id, req.timeout)
-            .await
-            .map_err(status)?;
+        if self.container_record(&req.container_id).is_ok() {
+            idempotent(
+                self.core
+                    .containers()
+                    .stop(&req.container_id, req.timeout)
+                    .await,
+            )?;
+        }
         Ok(Response::new(api::StopContainerResponse {}))
     }
 
@@ -303,7 +352,9 @@ impl RuntimeService for Runtime {
         req: Request<api::RemoveContainerRequest>,
     ) -> Reply<api::RemoveContainerResponse> {
         let id = req.into_inner().container_id;
-        self.core.remove_container(&id).await.map_err(status)?;
+        if self.container_record(&id).is_ok() {
+            idempotent(self.core.containers().remove(&id).await)?;
+        }
         Ok(Response::new(api::RemoveContainerResponse {}))
     }
 
@@ -312,7 +363,8 @@ impl RuntimeService for Runtime {
         req: Request<api::ListContainersRequest>,
     ) -> Reply<api::ListContainersResponse> {
         let filter = req.into_inner().filter.unwrap_or_default();
-        let items = self.core.list_containers(&m::ContainerFilter {
+        let items = self.core.containers().list(&m::ContainerFilter {
+            owner: Some(OWNER),
             id: filter.id,
             sandbox_id: filter.pod_sandbox_id,
             state: filter.state.map(|s| convert::container_state_in(s.state)),
@@ -328,10 +380,7 @@ impl RuntimeService for Runtime {
         req: Request<api::ContainerStatusRequest>,
     ) -> Reply<api::ContainerStatusResponse> {
         let req = req.into_inner();
-        let record = self
-            .core
-            .container_status(&req.container_id)
-            .map_err(status)?;
+        let record = self.container_record(&req.container_id).map_err(status)?;
         let mut info = HashMap::new();
         if req.verbose {
             info.insert("info".to_string(), container_info(&record).to_string());
@@ -350,8 +399,10 @@ impl RuntimeService for Runtime {
         let resources = req.linux.as_ref().map(convert::resources).ok_or_else(|| {
             Status::invalid_argument("UpdateContainerResources needs linux resources")
         })?;
+        self.container_record(&req.container_id).map_err(status)?;
         self.core
-            .update_container_resources(&req.container_id, resources)
+            .containers()
+            .update_resources(&req.container_id, resources)
             .await
             .map_err(status)?;
         Ok(Response::new(api::UpdateContainerResourcesResponse {}))
@@ -362,15 +413,22 @@ impl RuntimeService for Runtime {
         req: Request<api::ReopenContainerLogRequest>,
     ) -> Reply<api::ReopenContainerLogResponse> {
         let id = req.into_inner().container_id;
-        self.core.reopen_container_log(&id).await.map_err(status)?;
+        self.container_record(&id).map_err(status)?;
+        self.core
+            .containers()
+            .reopen_log(&id)
+            .await
+            .map_err(status)?;
         Ok(Response::new(api::ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(&self, req: Request<api::ExecSyncRequest>) -> Reply<api::ExecSyncResponse> {
         let req = req.into_inner();
         let timeout = Duration::from_secs(req.timeout.max(0) as u64);
+        self.container_record(&req.container_id).map_err(status)?;
         let mut out = self
             .core
+            .containers()
             .exec_sync(&req.container_id, req.cmd, timeout)
             .await
             .map_err(status)?;
@@ -391,8 +449,8 @@ impl RuntimeService for Runtime {
         req: Request<api::ContainerStatsRequest>,
     ) -> Reply<api::ContainerStatsResponse> {
         let id = req.into_inner().container_id;
-        let record = self.core.container_status(&id).map_err(status)?;
-        let stats = self.core.container_stats(&id).map_err(status)?;
+        let record = self.container_record(&id).map_err(status)?;
+        let stats = self.core.containers().stats(&id).map_err(status)?;
         Ok(Response::new(api::ContainerStatsResponse {
             stats: Some(convert::container_stats(&stats, &record)),
         }))
@@ -404,12 +462,13 @@ impl RuntimeService for Runtime {
     ) -> Reply<api::ListContainerStatsResponse> {
         let filter = req.into_inner().filter.unwrap_or_default();
         let filter = m::ContainerFilter {
+            owner: Some(OWNER),
             id: filter.id,
             sandbox_id: filter.pod_sandbox_id,
             state: None,
             labels: filter.label_selector.into_iter().collect(),
         };
-        let stats = self.core.list_container_stats(&filter);
+        let stats = self.core.containers().list_stats(&filter);
         Ok(Response::new(api::ListContainerStatsResponse {
             stats: self
                 .with_records(stats)
@@ -424,7 +483,8 @@ impl RuntimeService for Runtime {
         req: Request<api::PodSandboxStatsRequest>,
     ) -> Reply<api::PodSandboxStatsResponse> {
         let id = req.into_inner().pod_sandbox_id;
-        let (pod, stats) = self.core.pod_sandbox_stats(&id).map_err(status)?;
+        self.sandbox_record(&id).map_err(status)?;
+        let (pod, stats) = self.core.sandboxes().stats(&id).map_err(status)?;
         Ok(Response::new(api::PodSandboxStatsResponse {
             stats: Some(convert::pod_stats(&pod, &self.with_records(stats))),
         }))
@@ -435,14 +495,15 @@ impl RuntimeService for Runtime {
         req: Request<api::ListPodSandboxStatsRequest>,
     ) -> Reply<api::ListPodSandboxStatsResponse> {
         let filter = req.into_inner().filter.unwrap_or_default();
-        let pods = self.core.list_pod_sandboxes(&m::SandboxFilter {
+        let pods = self.core.sandboxes().list(&m::SandboxFilter {
+            owner: Some(OWNER),
             id: filter.id,
             state: None,
             labels: filter.label_selector.into_iter().collect(),
         });
         let mut out = Vec::new();
         for pod in pods {
-            if let Ok((pod, stats)) = self.core.pod_sandbox_stats(&pod.id) {
+            if let Ok((pod, stats)) = self.core.sandboxes().stats(&pod.id) {
                 out.push(convert::pod_stats(&pod, &self.with_records(stats)));
             }
         }
@@ -461,7 +522,11 @@ impl RuntimeService for Runtime {
             .and_then(|c| c.network_config)
             .map(|n| n.pod_cidr)
             .unwrap_or_default();
-        self.core.update_pod_cidr(&cidr).await.map_err(status)?;
+        self.core
+            .node()
+            .update_pod_cidr(&cidr)
+            .await
+            .map_err(status)?;
         Ok(Response::new(api::UpdateRuntimeConfigResponse {}))
     }
 
@@ -523,10 +588,7 @@ impl RuntimeService for Runtime {
         req: Request<api::PortForwardRequest>,
     ) -> Reply<api::PortForwardResponse> {
         let r = req.into_inner();
-        let record = self
-            .core
-            .pod_sandbox_status(&r.pod_sandbox_id)
-            .map_err(status)?;
+        let record = self.sandbox_record(&r.pod_sandbox_id).map_err(status)?;
         if record.state != m::SandboxState::Ready {
             return Err(Status::failed_precondition(format!(
                 "pod sandbox {} is not ready",
@@ -555,7 +617,7 @@ impl Runtime {
         stats
             .into_iter()
             .filter_map(|s| {
-                let r = self.core.container_status(&s.id).ok()?;
+                let r = self.container_record(&s.id).ok()?;
                 Some((s, r))
             })
             .collect()

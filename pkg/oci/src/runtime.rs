@@ -201,6 +201,35 @@ impl OciRuntime {
         Ok(cmd)
     }
 
+    /// Freezes every process of the container.
+    pub fn pause(&self, id: &str) -> Result<()> {
+        self.require(id)?;
+        self.run("pause", id, self.command().arg("pause").arg(id))
+            .map(drop)
+    }
+
+    pub fn resume(&self, id: &str) -> Result<()> {
+        self.require(id)?;
+        self.run("resume", id, self.command().arg("resume").arg(id))
+            .map(drop)
+    }
+
+    /// Host pids of the container's processes.
+    pub fn ps(&self, id: &str) -> Result<Vec<u32>> {
+        self.require(id)?;
+        let out = self.run(
+            "ps",
+            id,
+            self.command().arg("ps").arg("--format").arg("json").arg(id),
+        )?;
+        serde_json::from_slice(&out.stdout).map_err(|e| {
+            Error::internal(format!(
+                "{} ps {id}: unreadable answer: {e}",
+                self.handler.program.display()
+            ))
+        })
+    }
+
     /// Applies new limits (`resources_file`: OCI `linux.resources` JSON).
     pub fn update(&self, id: &str, resources_file: &Path) -> Result<()> {
         self.require(id)?;

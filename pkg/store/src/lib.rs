@@ -189,6 +189,15 @@ impl Batch {
             .push(Op::Delete(collection.to_string(), key.to_string()));
         self
     }
+
+    /// The batch's writes in order, for stores other than this one (fakes
+    /// in tests): `(collection, key, Some(bytes))` puts, `None` deletes.
+    pub fn writes(&self) -> impl Iterator<Item = (&str, &str, Option<&[u8]>)> {
+        self.ops.iter().map(|op| match op {
+            Op::Put(c, k, v) => (c.as_str(), k.as_str(), Some(v.as_slice())),
+            Op::Delete(c, k) => (c.as_str(), k.as_str(), None),
+        })
+    }
 }
 
 /// Sets `path`'s permission bits (tightening what an older berthd made).

@@ -69,7 +69,7 @@ impl Backend for Arc<Core> {
     fn exec(&self, container_id: &str, spec: ExecSpec) -> BoxFuture<Result<Process>> {
         let (core, id) = (self.clone(), container_id.to_string());
         Box::pin(async move {
-            let mut process = core.exec_stream(&id, spec).await?;
+            let mut process = core.containers().exec_stream(&id, spec).await?;
             let stdin = process.stdin.take().map(|mut writer| {
                 let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
                 tokio::spawn(async move {
@@ -101,7 +101,7 @@ impl Backend for Arc<Core> {
     fn attach(&self, container_id: &str, stdin: bool) -> BoxFuture<Result<Process>> {
         let (core, id) = (self.clone(), container_id.to_string());
         Box::pin(async move {
-            let attached = Core::attach(&core, &id).await?;
+            let attached = core.containers().attach(&id).await?;
             let (tty, wants_stdin) = (attached.tty, stdin && attached.stdin);
             let (mut reader, mut writer) = attached.split();
             let (out_tx, out_rx) = mpsc::channel(CHANNEL_DEPTH);
@@ -135,7 +135,7 @@ impl Backend for Arc<Core> {
                 Box::new(move |cols, rows| {
                     let (core, id) = (core.clone(), id.clone());
                     tokio::spawn(async move {
-                        let _ = core.resize_container_tty(&id, cols, rows).await;
+                        let _ = core.containers().resize_tty(&id, cols, rows).await;
                     });
                 }) as Box<dyn Fn(u16, u16) + Send + Sync>
             });
@@ -161,7 +161,6 @@ impl Backend for Arc<Core> {
         port: u16,
     ) -> BoxFuture<Result<tokio::net::TcpStream>> {
         let (core, id) = (self.clone(), sandbox_id.to_string());
-        // Core's own method, not this trait's (same name on Arc<Core>).
-        Box::pin(async move { Core::port_forward(&core, &id, port).await })
+        Box::pin(async move { core.sandboxes().port_forward(&id, port).await })
     }
 }

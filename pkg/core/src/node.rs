@@ -1,0 +1,118 @@
+//! The node service: what the runtime can do here and whether it is ready
+//! (CRI `Status`, `RuntimeConfig`, `UpdateRuntimeConfig`; Docker `/info`).
+
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::Arc;
+
+use berth_errdefs::{Error, Result};
+
+use crate::{rootfs, CgroupDriver, Condition, ConditionKind, Shared};
+
+/// Node-wide facts and settings. A cheap handle.
+#[derive(Clone)]
+pub struct Node {
+    shared: Arc<Shared>,
+}
+
+impl Deref for Node {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl Node {
+    pub(crate) fn new(shared: Arc<Shared>) -> Node {
+        Node { shared }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.config.root
+    }
+
+    pub fn cgroup_driver(&self) -> CgroupDriver {
+        self.config.cgroup_driver
+    }
+
+    /// Names of the configured runtime handlers.
+    pub fn runtime_handlers(&self) -> Vec<String> {
+        self.runtimes.keys().cloned().collect()
+    }
+
+    /// Whether containers of `handler` can have recursive read-only mounts.
+    /// berth makes them itself (see `stage_recursive_readonly`), so every
+    /// configured handler can on a kernel with `mount_setattr`.
+    pub fn recursive_read_only_mounts(&self, handler: &str) -> bool {
+        self.runtimes.contains_key(handler) && rootfs::recursive_readonly_supported()
+    }
+
+    /// Whether pods with a user namespace run on `handler` here (CRI
+    /// `RuntimeHandlerFeatures.user_namespaces`).
+    pub fn user_namespaces(&self, handler: &str) -> bool {
+        self.user_namespace_support(handler).is_ok()
+    }
+
+    /// Readiness as it truly is, asked of the runtime handlers, the monitor
+    /// binary and the pod network backend.
+    pub fn conditions(&self) -> Vec<Condition> {
+        let (runtime_ready, reason, message) = if self.runtimes.is_empty() {
+            (
+                false,
+                "NoRuntimeHandler",
+                "no OCI runtime (crun, runc) was found".to_string(),
+            )
+        } else if !self.config.shim.is_file() {
+            (
+                false,
+                "NoContainerMonitor",
+                format!(
+                    "the container monitor {} is missing",
+                    self.config.shim.display()
+                ),
+            )
+        } else {
+            (true, "", String::new())
+        };
+        vec![
+            Condition {
+                kind: ConditionKind::RuntimeReady,
+                ready: runtime_ready,
+                reason: reason.to_string(),
+                message,
+            },
+            self.network_condition(),
+        ]
+    }
+
+    fn network_condition(&self) -> Condition {
+        let state = match &self.network.backend {
+            None => Err(berth_net::NotReady {
+                reason: "NoPodNetwork".into(),
+                message: "no pod network is configured (network.backend = \"none\"): pods get loopback only".into(),
+            }),
+            Some(b) => b.ready(),
+        };
+        let (ready, reason, message) = match state {
+            Ok(()) => (true, String::new(), String::new()),
+            Err(n) => (false, n.reason, n.message),
+        };
+        Condition {
+            kind: ConditionKind::NetworkReady,
+            ready,
+            reason,
+            message,
+        }
+    }
+
+    /// kubelet's pod CIDR (CRI `UpdateRuntimeConfig`).
+    pub async fn update_pod_cidr(&self, cidr: &str) -> Result<()> {
+        let Some(backend) = self.network.backend.clone() else {
+            return Ok(());
+        };
+        let cidr = cidr.to_string();
+        tokio::task::spawn_blocking(move || backend.set_pod_cidr(&cidr))
+            .await
+            .map_err(|e| Error::internal(format!("pod CIDR task: {e}")))?
+    }
+}
