@@ -105,6 +105,13 @@ impl Node {
         }
     }
 
+    /// How many records recovery could not read at start (each moved
+    /// aside and logged).
+    pub fn unreadable_records(&self) -> u64 {
+        self.unreadable_records
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// kubelet's pod CIDR (CRI `UpdateRuntimeConfig`).
     pub async fn update_pod_cidr(&self, cidr: &str) -> Result<()> {
         let Some(backend) = self.network.backend.clone() else {
