@@ -498,9 +498,11 @@ impl Containers {
             })
             .await;
         }
+        // Told before waiters (stop, remove, the pod's stop) go on, so a
+        // container's Stopped never follows its Deleted or its pod's Stopped.
+        self.emit(id, &record.sandbox_id, EventKind::Stopped);
         entry.exited.send_replace(true);
         tracing::info!(container = %id, exit_code = record.exit_code, "container exited");
-        self.emit(id, &record.sandbox_id, EventKind::Stopped);
     }
 
     pub async fn start(&self, id: &str) -> Result<()> {

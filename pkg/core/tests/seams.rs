@@ -479,6 +479,26 @@ async fn container_events_follow_start_exit_and_removal() {
     assert_eq!(events.pending_about("c1"), []);
 }
 
+/// A caller whose stop (or remove) returned has the container's Stopped
+/// event already: the exit is told before waiters are let go, so Stopped
+/// never follows Deleted nor the pod's own Stopped. The monitor watcher is
+/// held between the two (at its log line) to make the order observable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stopped_event_is_out_before_a_stop_returns() {
+    let world = World::new();
+    let pod = world.seed_sandbox("pod1", Owner::Kubernetes, "web");
+    world.seed_container("held", &pod, ContainerState::Running);
+    let gate = hold_log("container exited", "held");
+    let core = world.open();
+    let mut events = subscribe(&core);
+
+    core.containers().stop("held", 30).await.unwrap();
+    let seen = events.pending_about("held");
+    gate.release();
+    assert!(gate.reached(), "the watcher logged the exit");
+    assert_eq!(seen, [EventKind::Stopped]);
+}
+
 // ---------------------------------------------------------------------------
 // Recovery.
 

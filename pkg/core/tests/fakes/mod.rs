@@ -717,3 +717,107 @@ pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+// ---------------------------------------------------------------------------
+// Holding a thread at a log line.
+
+/// A thread that logs `message` about container `container` waits there
+/// until the gate is released (or 10 s pass): a deterministic pause
+/// between two steps of the core that no seam separates.
+pub struct LogGate {
+    message: &'static str,
+    container: String,
+    open: Mutex<bool>,
+    opened: std::sync::Condvar,
+    reached: std::sync::atomic::AtomicBool,
+}
+
+static GATES: Mutex<Vec<Arc<LogGate>>> = Mutex::new(Vec::new());
+
+/// Installs a gate (and, the first time, the process-wide subscriber that
+/// honours gates). Only for multi-thread runtimes: the held worker hands
+/// its tasks over (`block_in_place`).
+pub fn hold_log(message: &'static str, container: &str) -> Arc<LogGate> {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        tracing::subscriber::set_global_default(GateSubscriber)
+            .expect("no other global subscriber in this test binary")
+    });
+    let gate = Arc::new(LogGate {
+        message,
+        container: container.to_string(),
+        open: Mutex::new(false),
+        opened: std::sync::Condvar::new(),
+        reached: Default::default(),
+    });
+    lock(&GATES).push(gate.clone());
+    gate
+}
+
+impl LogGate {
+    pub fn release(&self) {
+        *lock(&self.open) = true;
+        self.opened.notify_all();
+    }
+    /// Whether a thread came to the line.
+    pub fn reached(&self) -> bool {
+        self.reached.load(Ordering::SeqCst)
+    }
+    fn wait(&self) {
+        self.reached.store(true, Ordering::SeqCst);
+        let open = lock(&self.open);
+        let _ = self
+            .opened
+            .wait_timeout_while(open, DEADLINE, |open| !*open)
+            .unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+impl Drop for LogGate {
+    fn drop(&mut self) {
+        *lock(&self.open) = true;
+        self.opened.notify_all();
+    }
+}
+
+struct GateSubscriber;
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    container: String,
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "message" => self.message = format!("{value:?}"),
+            "container" => self.container = format!("{value:?}"),
+            _ => {}
+        }
+    }
+}
+
+impl tracing::Subscriber for GateSubscriber {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let gate = lock(&GATES)
+            .iter()
+            .find(|g| g.message == fields.message && g.container == fields.container)
+            .cloned();
+        if let Some(gate) = gate {
+            tokio::task::block_in_place(|| gate.wait());
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
