@@ -494,8 +494,9 @@ async fn the_stopped_event_is_out_before_a_stop_returns() {
 
     core.containers().stop("held", 30).await.unwrap();
     let seen = events.pending_about("held");
+    // The gate works (the watcher comes to the line and waits there).
+    eventually("the watcher at its log line", || gate.reached()).await;
     gate.release();
-    assert!(gate.reached(), "the watcher logged the exit");
     assert_eq!(seen, [EventKind::Stopped]);
 }
 
@@ -654,7 +655,7 @@ async fn a_sandbox_whose_record_cannot_be_written_leaves_nothing() {
     assert!(record.owns_cgroup_parent);
     assert_eq!(
         world.cgroups.existing().into_iter().collect::<Vec<_>>(),
-        [record.cgroup_parent.clone()]
+        [record.cgroup_parent.as_str()]
     );
     sandboxes.remove(&id).await.unwrap();
     assert!(world.cgroups.existing().is_empty(), "removed with the pod");

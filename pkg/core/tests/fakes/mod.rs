@@ -4,8 +4,6 @@
 //! monitors over one table of made-up containers) and cgroups that only
 //! remember. [`World`] puts them together under a temporary directory.
 
-#![allow(dead_code)] // each test binary uses a different part
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
