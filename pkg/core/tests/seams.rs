@@ -479,6 +479,55 @@ async fn container_events_follow_start_exit_and_removal() {
     assert_eq!(events.pending_about("c1"), []);
 }
 
+#[tokio::test]
+async fn stopping_a_sandbox_stops_its_containers_first() {
+    let world = World::new();
+    let pod = world.seed_sandbox("pod1", Owner::Kubernetes, "web");
+    world.seed_container("run", &pod, ContainerState::Running);
+    world.seed_container("done", &pod, ContainerState::Exited);
+    let core = world.open();
+    let mut events = subscribe(&core);
+
+    core.sandboxes().stop("pod1").await.unwrap();
+    let order: Vec<(String, EventKind)> = events
+        .next_among(&["pod1", "run", "done"], 2)
+        .await
+        .into_iter()
+        .map(|e| (e.id, e.kind))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("run".to_string(), EventKind::Stopped),
+            ("pod1".to_string(), EventKind::Stopped)
+        ]
+    );
+    let run = core.containers().status("run").unwrap();
+    assert_eq!((run.state, run.exit_code), (ContainerState::Exited, 137));
+    assert_eq!(world.node.calls_to("kill"), ["kill run KILL"]);
+    let stored: SandboxRecord = world.store.get(SANDBOXES, "pod1").unwrap();
+    assert_eq!(stored.state, SandboxState::NotReady);
+    // A stopped pod takes no new containers, and says why.
+    assert_error(
+        core.containers()
+            .create(
+                "pod1",
+                ContainerConfig {
+                    name: "late".into(),
+                    ..Default::default()
+                },
+            )
+            .await,
+        ErrorKind::FailedPrecondition,
+        "pod sandbox pod1 is not ready (it was stopped); create a new one",
+    );
+    assert_eq!(
+        events.pending_about("done"),
+        [],
+        "an exited one is not stopped again"
+    );
+}
+
 /// A caller whose stop (or remove) returned has the container's Stopped
 /// event already: the exit is told before waiters are let go, so Stopped
 /// never follows Deleted nor the pod's own Stopped. The monitor watcher is

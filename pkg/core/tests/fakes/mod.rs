@@ -682,14 +682,23 @@ impl Events {
     /// skipped), with the sandbox each named.
     pub async fn next_about(&mut self, id: &str, n: usize) -> Vec<(EventKind, String)> {
         let mut out = Vec::new();
+        for e in self.next_among(&[id], n).await {
+            out.push((e.kind, e.sandbox_id));
+        }
+        out
+    }
+
+    /// The next `n` events about any of `ids`, in order.
+    pub async fn next_among(&mut self, ids: &[&str], n: usize) -> Vec<Event> {
+        let mut out = Vec::new();
         let deadline = tokio::time::Instant::now() + DEADLINE;
         while out.len() < n {
             let event = tokio::time::timeout_at(deadline, self.0.recv())
                 .await
-                .unwrap_or_else(|_| panic!("events about {id}: only {out:?} in time"))
+                .unwrap_or_else(|_| panic!("events about {ids:?}: only {out:?} in time"))
                 .expect("the event stream");
-            if event.id == id {
-                out.push((event.kind, event.sandbox_id));
+            if ids.contains(&event.id.as_str()) {
+                out.push(event);
             }
         }
         out
