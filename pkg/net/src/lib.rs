@@ -1,7 +1,19 @@
-//! Pod networking. So far: the address management berthd owns whatever the
-//! backend (netavark, CNI, netlink) — IPv4 subnets, leases persisted in the
-//! metadata store so a restart never hands out an address in use, and the
-//! start-up check that a pod subnet does not overlap the host's routes.
+//! Pod networking behind one trait, [`PodNetwork`] (attach a pod's network
+//! namespace, detach it, report readiness, take kubelet's pod CIDR, remove
+//! orphans), with three backends:
+//! - [`BridgeNetwork`] (the default): a Linux bridge, veth pairs made over
+//!   in-process netlink, berthd's own IPAM, and iptables rules for
+//!   masquerading and host ports (`firewall.rs`);
+//! - [`netavark`]: the same bridge network made by Podman's netavark
+//!   binary through its JSON contract;
+//! - [`cni`]: standard CNI plugins and configs.
+//!
+//! Whatever the backend, berthd owns the addresses: [`Ipam`] leases IPv4
+//! addresses from a [`Subnet`] and keeps them (and the bridge's CIDR) in the
+//! metadata store, so a restart never hands out an address in use; a pod
+//! subnet that overlaps the host's routes is refused at start.
+//! [`HostPorts`] reserves host ports across pods so a taken port fails
+//! before anything is made.
 
 mod bridge;
 pub mod cni;
