@@ -52,9 +52,12 @@ async fn pull_reporting(
     (r.map(|(_, o)| o), reader.await.unwrap())
 }
 
-/// Each layer's states, in order, with its byte counts apart.
-fn by_layer(seen: &[PullProgress]) -> BTreeMap<String, (Vec<LayerState>, Vec<(u64, u64)>)> {
-    let mut out: BTreeMap<String, (Vec<LayerState>, Vec<(u64, u64)>)> = BTreeMap::new();
+/// One layer's states in order, and apart its (current, total) byte counts.
+type LayerReports = (Vec<LayerState>, Vec<(u64, u64)>);
+
+/// The reports of each layer, by short id.
+fn by_layer(seen: &[PullProgress]) -> BTreeMap<String, LayerReports> {
+    let mut out: BTreeMap<String, LayerReports> = BTreeMap::new();
     for p in seen {
         if let PullProgress::Layer { id, state } = p {
             let entry = out.entry(id.clone()).or_default();
