@@ -415,14 +415,14 @@ impl Images {
     /// unqualified-search registry.
     pub async fn tag(&self, source: &str, target: &str) -> Result<ImageInfo> {
         let image = self.leaf.tag(source, target).await?;
-        Ok(self.info(&image)?)
+        self.info(&image)
     }
 
     /// Takes one name (tag or digest reference) off its image; the image
     /// stays, maybe with no name. `NotFound` when no image has the name.
     pub async fn untag(&self, name: &str) -> Result<ImageInfo> {
         let image = self.leaf.untag(name).await?;
-        Ok(self.info(&image)?)
+        self.info(&image)
     }
 
     pub fn fs_info(&self) -> Result<ImageFsInfo> {
@@ -566,6 +566,15 @@ mod tests {
             "StopSignal": "SIGQUIT", "Volumes": {"/data": {}}
         },
         "rootfs": {"type": "layers", "diff_ids": []}
+    }"#;
+
+    /// An image of one empty layer (a tar of 1024 zero bytes).
+    const PULLED_CONFIG: &str = r#"{
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["serve", "--port=80"]},
+        "rootfs": {"type": "layers", "diff_ids": [
+            "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+        ]}
     }"#;
 
     /// A container per image id.
@@ -724,6 +733,161 @@ mod tests {
         assert_eq!(untagged.repo_tags, ["reg.example/other:x"]);
         let err = images.untag("reg.example/app:v1").await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+    }
+
+    /// A registry on 127.0.0.1 serving one image at `<host>/app:latest`:
+    /// an uncompressed layer (an empty tar) and `config`. Returns its host,
+    /// the manifest digest and the layer's size.
+    async fn registry(config: &'static [u8]) -> (String, String, u64) {
+        use berth_image::fetch::sha256_digest;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let layer: &'static [u8] = &[0; 1024];
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": sha256_digest(config), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": sha256_digest(layer), "size": layer.len()}],
+        }))
+        .unwrap();
+        let manifest_digest = sha256_digest(&manifest);
+        let blobs: Arc<HashMap<String, Vec<u8>>> = Arc::new(HashMap::from([
+            ("/v2/app/manifests/latest".to_string(), manifest),
+            (
+                format!("/v2/app/blobs/{}", sha256_digest(config)),
+                config.to_vec(),
+            ),
+            (
+                format!("/v2/app/blobs/{}", sha256_digest(layer)),
+                layer.to_vec(),
+            ),
+        ]));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let blobs = blobs.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head);
+                    let path = text.split(' ').nth(1).unwrap_or_default();
+                    let (status, body) = match blobs.get(path) {
+                        Some(b) => ("200 OK", b.clone()),
+                        None => ("404 Not Found", Vec::new()),
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(reply.as_bytes()).await;
+                    let _ = conn.write_all(&body).await;
+                });
+            }
+        });
+        (host, manifest_digest, layer.len() as u64)
+    }
+
+    #[tokio::test]
+    async fn a_pull_through_the_facade_reports_in_core_types() {
+        let (host, manifest_digest, layer_size) = registry(PULLED_CONFIG.as_bytes()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
+        let leaf = ImageService::open(
+            &dir.path().join("images"),
+            store,
+            RegistriesConfig::default(),
+        )
+        .unwrap();
+        let images = Images::new(Arc::new(leaf), Arc::new(Users(Mutex::default())));
+        let name = format!("{host}/app:latest");
+        let pull = || PullRequest {
+            reference: name.clone(),
+            credentials: Credentials::Anonymous,
+            platform: Some(Platform {
+                os: "linux".into(),
+                architecture: "amd64".into(),
+                variant: None,
+            }),
+        };
+
+        let (tx, mut rx) = mpsc::channel(64);
+        let pulled = images.pull(pull(), Some(tx)).await.unwrap();
+        assert_eq!(
+            pulled,
+            PullResult {
+                image_id: berth_image::fetch::sha256_digest(PULLED_CONFIG.as_bytes()),
+                reference: name.clone(),
+                digest: manifest_digest.clone(),
+                manifest_digest: manifest_digest.clone(),
+                updated: true,
+                downloaded_bytes: layer_size,
+                reused_layers: 0,
+            }
+        );
+        // Every report arrived before the pull returned.
+        let mut seen = Vec::new();
+        while let Ok(p) = rx.try_recv() {
+            seen.push(p);
+        }
+        assert!(rx.is_closed() && rx.is_empty(), "nothing more to come");
+        // The counts come as the bytes arrive (in one chunk or more).
+        let (counts, states): (Vec<LayerProgress>, Vec<LayerProgress>) = seen
+            .iter()
+            .filter_map(|p| match p {
+                PullProgress::Layer { state, .. } => Some(*state),
+                _ => None,
+            })
+            .partition(|s| matches!(s, LayerProgress::Downloading { .. }));
+        assert_eq!(
+            counts.last(),
+            Some(&LayerProgress::Downloading {
+                current: layer_size,
+                total: layer_size
+            })
+        );
+        assert_eq!(
+            states,
+            [
+                LayerProgress::PullingFsLayer,
+                LayerProgress::VerifyingChecksum,
+                LayerProgress::DownloadComplete,
+                LayerProgress::Extracting,
+                LayerProgress::PullComplete,
+            ]
+        );
+        assert_eq!(
+            seen.first(),
+            Some(&PullProgress::Started {
+                repository: format!("{host}/app"),
+                tag: "latest".into()
+            })
+        );
+        assert_eq!(
+            seen.last(),
+            Some(&PullProgress::Finished {
+                reference: name.clone(),
+                digest: manifest_digest,
+                updated: true
+            })
+        );
+        let info = images.status(&name).unwrap().unwrap();
+        assert_eq!(info.id, pulled.image_id);
+        assert_eq!(info.config.cmd, ["serve", "--port=80"]);
+
+        // Again, without a progress channel: nothing new.
+        let again = images.pull(pull(), None).await.unwrap();
+        assert_eq!(
+            (again.updated, again.downloaded_bytes, again.reused_layers),
+            (false, 0, 1)
+        );
     }
 
     #[test]
