@@ -103,7 +103,7 @@ impl Containers {
         let (sandbox, _) = self.ready_sandbox(sandbox_id)?;
         let _pod_guard = sandbox.lock.lock().await;
         let (_, pod) = self.ready_sandbox(sandbox_id)?;
-        let image = self.images.status(&config.image)?.ok_or_else(|| {
+        let image = self.images.resolve(&config.image)?.ok_or_else(|| {
             Error::not_found(format!("image {:?} not found: pull it first", config.image))
         })?;
         let id = new_id();
@@ -147,7 +147,7 @@ impl Containers {
         id: &str,
         pod: &SandboxRecord,
         config: ContainerConfig,
-        image: &berth_image::service::Image,
+        image: &crate::images::LeafImage,
     ) -> Result<ContainerRecord> {
         let runtime = self.runtime(&pod.config.runtime_handler)?;
         // Host directories the spec builder makes for missing mount

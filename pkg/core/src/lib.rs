@@ -33,6 +33,7 @@ mod attach;
 mod container;
 mod exec;
 mod idmap;
+mod images;
 pub mod model;
 mod monitor;
 mod network;
@@ -48,7 +49,7 @@ mod validate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use berth_cgroups::Cgroups;
 use berth_errdefs::Result;
@@ -61,6 +62,10 @@ pub use attach::{AttachOutput, AttachReader, AttachWriter, Attached};
 pub use berth_errdefs::{Error, ErrorKind};
 pub use container::Containers;
 pub use exec::{ExecOutput, ExecProcess, ExecSpec};
+pub use images::{
+    Credentials, ImageConfig, ImageFsInfo, ImageInfo, ImageLayer, ImageUsers, Images,
+    LayerProgress, Platform, PullProgress, PullRequest, PullResult, Secret,
+};
 pub use model::*;
 pub use monitor::{Exit, SpawnRequest};
 pub use node::Node;
@@ -165,7 +170,7 @@ pub struct Core {
 /// seams, and the live objects. Opaque outside the core: the services
 /// are its API.
 pub struct Shared {
-    pub(crate) images: Arc<ImageService>,
+    pub(crate) images: Images,
     pub(crate) config: CoreConfig,
     pub(crate) store: Arc<dyn MetaStore>,
     pub(crate) runtimes: BTreeMap<String, Arc<dyn RuntimeDriver>>,
@@ -195,7 +200,7 @@ impl Core {
     pub fn with_parts(config: CoreConfig, parts: Parts) -> Result<Core> {
         check_state_dir(&config)?;
         make_private_dirs(&config)?;
-        let images = Arc::new(ImageService::open_with_limits(
+        let leaf_images = Arc::new(ImageService::open_with_limits(
             &config.root.join("images"),
             parts.leaf_store.clone(),
             config.registries.clone(),
@@ -204,8 +209,8 @@ impl Core {
         let (events, _) = broadcast::channel(1024);
         let network =
             network::Network::open(&config.network, &parts.leaf_store, &config.state_dir)?;
-        let shared = Arc::new(Shared {
-            images,
+        let shared = Arc::new_cyclic(|me| Shared {
+            images: Images::new(leaf_images, Arc::new(ContainerUsers(me.clone()))),
             config,
             store: parts.store,
             runtimes: parts.runtimes,
@@ -233,8 +238,8 @@ impl Core {
         Node::new(self.shared.clone())
     }
 
-    /// The leaf image service (to be replaced by the core's image facade).
-    pub fn image_store(&self) -> &Arc<ImageService> {
+    /// The image service.
+    pub fn images(&self) -> &Images {
         &self.shared.images
     }
 
@@ -242,26 +247,21 @@ impl Core {
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.shared.events.subscribe()
     }
+}
 
-    /// Removes an image unless a container still uses it.
-    pub async fn remove_image(&self, name: &str) -> Result<()> {
-        let shared = &self.shared;
-        if let Some(image) = shared.images.status(name)? {
-            let user = shared
-                .objects()
-                .containers
-                .values()
-                .map(|c| c.record())
-                .find(|c| c.image_id == image.id)
-                .map(|c| c.id);
-            if let Some(user) = user {
-                return Err(Error::new(
-                    ErrorKind::FailedPrecondition,
-                    format!("image {name} is in use by container {user}"),
-                ));
-            }
-        }
-        shared.images.remove(name).await
+/// Which container uses an image, for the image service's removal check.
+struct ContainerUsers(Weak<Shared>);
+
+impl ImageUsers for ContainerUsers {
+    fn user_of(&self, image_id: &str) -> Option<String> {
+        let shared = self.0.upgrade()?;
+        let objects = shared.objects();
+        objects
+            .containers
+            .values()
+            .map(|c| c.record())
+            .find(|c| c.image_id == image_id)
+            .map(|c| c.id)
     }
 }
 

@@ -5,11 +5,8 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use base64::Engine;
-use berth_core::Core;
+use berth_core::{Core, Credentials, ImageInfo, Platform, PullRequest, Secret};
 use berth_errdefs::Error;
-use berth_image::fetch::{Credentials, Secret};
-use berth_image::manifest::Platform;
-use berth_image::service::Image;
 use k8s_cri::v1 as api;
 use k8s_cri::v1::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
@@ -107,8 +104,8 @@ fn uid_and_username(user: &str) -> (Option<api::Int64Value>, String) {
     }
 }
 
-fn to_api(image: &Image) -> api::Image {
-    let (uid, username) = uid_and_username(&image.user);
+fn to_api(image: &ImageInfo) -> api::Image {
+    let (uid, username) = uid_and_username(&image.config.user);
     api::Image {
         id: image.id.clone(),
         repo_tags: image.repo_tags.clone(),
@@ -136,7 +133,7 @@ impl ImageService for Images {
             .as_ref()
             .and_then(|f| f.image.as_ref())
             .map(|s| s.image.as_str());
-        let images = self.core.image_store().list(filter).map_err(status)?;
+        let images = self.core.images().list(filter).map_err(status)?;
         Ok(Response::new(api::ListImagesResponse {
             images: images.iter().map(to_api).collect(),
         }))
@@ -148,14 +145,17 @@ impl ImageService for Images {
     ) -> Reply<api::ImageStatusResponse> {
         let req = req.into_inner();
         let name = image_name(req.image.as_ref())?;
-        let Some(image) = self.core.image_store().status(name).map_err(status)? else {
+        let images = self.core.images();
+        let Some(image) = images.status(name).map_err(status)? else {
             return Ok(Response::new(api::ImageStatusResponse::default()));
         };
         let mut info = HashMap::new();
         if req.verbose {
-            let config = self.core.image_store().config(&image).map_err(status)?;
-            let config: serde_json::Value =
-                serde_json::from_slice(&config).unwrap_or(serde_json::Value::Null);
+            // Null when the image went meanwhile.
+            let config = images.config_json(&image.id).map_err(status)?;
+            let config: serde_json::Value = config
+                .and_then(|c| serde_json::from_slice(&c).ok())
+                .unwrap_or(serde_json::Value::Null);
             let verbose = serde_json::json!({
                 "id": image.id,
                 "manifestDigest": image.manifest_digest,
@@ -179,15 +179,19 @@ impl ImageService for Images {
     ) -> Reply<api::PullImageResponse> {
         let req = req.into_inner();
         let name = image_name(req.image.as_ref())?;
-        let creds = credentials(req.auth.as_ref())?;
-        let (image, _outcome) = self
+        let request = PullRequest {
+            reference: name.to_string(),
+            credentials: credentials(req.auth.as_ref())?,
+            platform: platform(req.image.as_ref()),
+        };
+        let pulled = self
             .core
-            .image_store()
-            .pull(name, &creds, platform(req.image.as_ref()))
+            .images()
+            .pull(request, None)
             .await
             .map_err(status)?;
         Ok(Response::new(api::PullImageResponse {
-            image_ref: image.id,
+            image_ref: pulled.image_id,
         }))
     }
 
@@ -197,7 +201,7 @@ impl ImageService for Images {
     ) -> Reply<api::RemoveImageResponse> {
         let req = req.into_inner();
         let name = image_name(req.image.as_ref())?;
-        self.core.remove_image(name).await.map_err(status)?;
+        self.core.images().remove(name).await.map_err(status)?;
         Ok(Response::new(api::RemoveImageResponse {}))
     }
 
@@ -205,7 +209,7 @@ impl ImageService for Images {
         &self,
         _req: Request<api::ImageFsInfoRequest>,
     ) -> Reply<api::ImageFsInfoResponse> {
-        let info = self.core.image_store().fs_info().map_err(status)?;
+        let info = self.core.images().fs_info().map_err(status)?;
         let timestamp = info
             .timestamp
             .duration_since(UNIX_EPOCH)
@@ -218,10 +222,10 @@ impl ImageService for Images {
                     mountpoint: info.mountpoint.display().to_string(),
                 }),
                 used_bytes: Some(api::UInt64Value {
-                    value: info.used.bytes,
+                    value: info.used_bytes,
                 }),
                 inodes_used: Some(api::UInt64Value {
-                    value: info.used.inodes,
+                    value: info.used_inodes,
                 }),
             }],
             container_filesystems: Vec::new(),

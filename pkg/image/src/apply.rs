@@ -29,6 +29,7 @@ use crate::content::{remove_tree, Content, Usage};
 use crate::fetch::Source;
 use crate::limits::show_bytes;
 use crate::manifest::{Compression, Descriptor};
+use crate::progress::{LayerState, Reporter};
 use crate::unpack::unpack_layer;
 
 /// Chunks in flight between the network and the unpacker: enough to keep
@@ -57,7 +58,9 @@ pub(crate) struct Budget {
 
 /// Downloads `layer` from `source` and unpacks it as the snapshot `diff_id`.
 /// Returns the bytes downloaded. Stops early when `abort` is set (another
-/// layer of the same pull failed).
+/// layer of the same pull failed). Reports the download of layer `id`
+/// (bytes as they arrive) up to its extraction's tail.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn pull_layer(
     content: Arc<Content>,
     source: &Source,
@@ -65,9 +68,12 @@ pub(crate) async fn pull_layer(
     diff_id: &str,
     abort: &AtomicBool,
     budget: Budget,
+    progress: &Reporter,
+    id: &str,
 ) -> Result<u64> {
     let compression = Compression::of_media_type(&layer.media_type)?;
     let mut blob = source.layer(layer).await?;
+    let mut counter = progress.bytes(id, layer.size);
 
     let (tx, rx) = mpsc::channel::<Message>(CHANNEL_DEPTH);
     let job = Job {
@@ -89,6 +95,7 @@ pub(crate) async fn pull_layer(
         }
         match blob.next().await {
             Ok(Some(bytes)) => {
+                counter.add(bytes.len() as u64);
                 if tx.send(Message::Chunk(bytes)).await.is_err() {
                     break; // the worker stopped early; its error says why
                 }
@@ -107,6 +114,17 @@ pub(crate) async fn pull_layer(
     // Hang up on the registry now rather than when the pull ends.
     drop(blob);
     drop(tx);
+    if sent_end {
+        counter.finish().await;
+        // The worker checks the digests and unpacks what it still holds.
+        for state in [
+            LayerState::VerifyingChecksum,
+            LayerState::DownloadComplete,
+            LayerState::Extracting,
+        ] {
+            progress.layer(id, state).await;
+        }
+    }
     let worker_result = worker
         .await
         .map_err(|e| Error::internal(format!("layer worker: {e}")))?;

@@ -7,6 +7,7 @@ pub mod content;
 pub mod fetch;
 pub mod limits;
 pub mod manifest;
+pub mod progress;
 pub mod reference;
 pub mod registries;
 pub mod service;

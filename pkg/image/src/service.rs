@@ -19,6 +19,7 @@ use crate::manifest::{
     digest_hex, select_platform, Compression, Descriptor, ImageConfig, ImageManifest, Manifest,
     Platform,
 };
+use crate::progress::{short_id, LayerState, PullProgress, Reporter};
 use crate::reference::{is_image_id, Reference};
 use crate::registries::{Endpoint, RegistriesConfig};
 
@@ -58,9 +59,19 @@ pub struct FsInfo {
     pub timestamp: SystemTime,
 }
 
-/// Counters a metrics front door can read.
-#[derive(Debug, Default, Clone, Copy)]
+/// How a pull went: what it resolved to, and counters a metrics front
+/// door can read.
+#[derive(Debug, Default, Clone)]
 pub struct PullOutcome {
+    /// `registry/repository:tag` or `registry/repository@digest`, as pulled
+    /// (a short name resolved to the search registry that had it).
+    pub reference: String,
+    /// The digest the registry served for the reference (an index's for
+    /// multi-arch images).
+    pub digest: String,
+    /// Whether the pull changed what is stored: a new image, or a name
+    /// that now points at it. `false` is Docker's "Image is up to date".
+    pub updated: bool,
     pub downloaded_bytes: u64,
     pub reused_layers: usize,
     pub seconds: f64,
@@ -118,6 +129,20 @@ impl ImageService {
         creds: &Credentials,
         platform: Option<Platform>,
     ) -> Result<(Image, PullOutcome)> {
+        self.pull_with_progress(reference, creds, platform, None)
+            .await
+    }
+
+    /// Like [`ImageService::pull`], reporting progress on `progress` (see
+    /// [`crate::progress`] for how it is delivered).
+    pub async fn pull_with_progress(
+        &self,
+        reference: &str,
+        creds: &Credentials,
+        platform: Option<Platform>,
+        progress: Option<tokio::sync::mpsc::Sender<PullProgress>>,
+    ) -> Result<(Image, PullOutcome)> {
+        let progress = Reporter::new(progress);
         let started = Instant::now();
         let candidates = self.registries.candidates(reference)?;
         let platform = platform.unwrap_or_else(Platform::host);
@@ -125,7 +150,10 @@ impl ImageService {
 
         let mut first_error = None;
         for reference in &candidates {
-            match self.pull_reference(reference, creds, &platform).await {
+            match self
+                .pull_reference(reference, creds, &platform, &progress)
+                .await
+            {
                 Ok((image, mut outcome)) => {
                     outcome.seconds = started.elapsed().as_secs_f64();
                     return Ok((image, outcome));
@@ -144,10 +172,14 @@ impl ImageService {
         reference: &Reference,
         creds: &Credentials,
         platform: &Platform,
+        progress: &Reporter,
     ) -> Result<(Image, PullOutcome)> {
         let mut last_error = None;
         for endpoint in &self.registries.endpoints(reference)? {
-            match self.pull_from(reference, endpoint, creds, platform).await {
+            match self
+                .pull_from(reference, endpoint, creds, platform, progress)
+                .await
+            {
                 Ok((image, outcome)) => {
                     tracing::info!(image = %reference, id = %image.id, registry = %endpoint.registry,
                         bytes = outcome.downloaded_bytes, reused_layers = outcome.reused_layers,
@@ -170,7 +202,18 @@ impl ImageService {
         endpoint: &Endpoint,
         creds: &Credentials,
         platform: &Platform,
+        progress: &Reporter,
     ) -> Result<(Image, PullOutcome)> {
+        progress
+            .send(PullProgress::Started {
+                repository: reference.name(),
+                tag: reference
+                    .tag
+                    .clone()
+                    .or_else(|| reference.digest.clone())
+                    .unwrap_or_default(),
+            })
+            .await;
         let source = self
             .clients
             .source(endpoint, reference.tag.as_deref(), creds, self.limits)?;
@@ -247,7 +290,7 @@ impl ImageService {
                 let budget = budget.clone();
                 async move {
                     let r = self
-                        .ensure_layer(source, layer, diff_id, abort, budget)
+                        .ensure_layer(source, layer, diff_id, abort, budget, progress)
                         .await;
                     if r.is_err() {
                         abort.store(true, Ordering::Relaxed);
@@ -294,8 +337,22 @@ impl ImageService {
             user: config.user().to_string(),
             platform: format!("{}/{}", config.os, config.architecture),
         };
-        let image = self.commit(image)?;
+        let (image, updated) = self.commit(image)?;
+        let pulled = match &reference.tag {
+            Some(_) => reference.tagged().unwrap_or_default(),
+            None => reference.with_digest(&top_digest),
+        };
+        progress
+            .send(PullProgress::Finished {
+                reference: pulled.clone(),
+                digest: top_digest.clone(),
+                updated,
+            })
+            .await;
         let outcome = PullOutcome {
+            reference: pulled,
+            digest: top_digest,
+            updated,
             downloaded_bytes: downloaded.iter().flatten().sum(),
             reused_layers: downloaded.iter().filter(|d| d.is_none()).count(),
             seconds: 0.0,
@@ -312,19 +369,41 @@ impl ImageService {
         diff_id: &str,
         abort: &AtomicBool,
         budget: Budget,
+        progress: &Reporter,
     ) -> Result<Option<u64>> {
+        let id = short_id(&layer.digest);
         let lock = {
             let mut locks = self.layer_locks.lock().unwrap_or_else(|p| p.into_inner());
             locks.entry(diff_id.to_string()).or_default().clone()
         };
         let result = {
-            let _held = lock.lock().await;
+            let _held = match lock.try_lock() {
+                Ok(held) => held,
+                Err(_) => {
+                    progress.layer(&id, LayerState::Waiting).await;
+                    lock.lock().await
+                }
+            };
             if self.content.has_snapshot(diff_id) {
+                progress.layer(&id, LayerState::AlreadyExists).await;
                 Ok(None)
             } else {
-                pull_layer(self.content.clone(), source, layer, diff_id, abort, budget)
-                    .await
-                    .map(Some)
+                progress.layer(&id, LayerState::PullingFsLayer).await;
+                let pulled = pull_layer(
+                    self.content.clone(),
+                    source,
+                    layer,
+                    diff_id,
+                    abort,
+                    budget,
+                    progress,
+                    &id,
+                )
+                .await;
+                if pulled.is_ok() {
+                    progress.layer(&id, LayerState::PullComplete).await;
+                }
+                pulled.map(Some)
             }
         };
         let mut locks = self.layer_locks.lock().unwrap_or_else(|p| p.into_inner());
@@ -371,12 +450,11 @@ impl ImageService {
     /// Records a pulled image: merges names into an existing record of the
     /// same id and moves names that pointed at other images. The store is
     /// written before memory changes, so what is listed is what is durable.
-    fn commit(&self, pulled: Image) -> Result<Image> {
+    /// Also says whether anything changed (a new image or a moved name).
+    fn commit(&self, pulled: Image) -> Result<(Image, bool)> {
         let mut images = self.images.write().unwrap_or_else(|p| p.into_inner());
-        let mut image = images
-            .get(&pulled.id)
-            .cloned()
-            .unwrap_or_else(|| pulled.clone());
+        let existing = images.get(&pulled.id).cloned();
+        let mut image = existing.clone().unwrap_or_else(|| pulled.clone());
         let mut changed = Vec::new();
         for name in pulled.repo_tags.iter().chain(&pulled.repo_digests) {
             for other in images.values().filter(|o| o.id != image.id) {
@@ -394,6 +472,7 @@ impl ImageService {
         }
         add_unique(&mut image.repo_tags, &pulled.repo_tags);
         add_unique(&mut image.repo_digests, &pulled.repo_digests);
+        let updated = !changed.is_empty() || existing.as_ref() != Some(&image);
         changed.push(image.clone());
 
         let mut batch = Batch::new();
@@ -404,7 +483,7 @@ impl ImageService {
         for c in changed {
             images.insert(c.id.clone(), c);
         }
-        Ok(image)
+        Ok((image, updated))
     }
 
     /// All images, or those that `filter` (a reference or id) names.
@@ -450,6 +529,64 @@ impl ImageService {
             }
         }
         Ok(None)
+    }
+
+    /// Points the tag `target` at the image `source` names, moving it off
+    /// any image it named before. A short `target` is qualified with the
+    /// first unqualified-search registry, the one a pull tries first.
+    pub async fn tag(&self, source: &str, target: &str) -> Result<Image> {
+        // Not while a removal collects the layers of the image.
+        let _gc = self.gc_lock.read().await;
+        let image = self
+            .status(source)?
+            .ok_or_else(|| Error::not_found(format!("image {source:?} not found")))?;
+        let reference = self.registries.candidates(target)?.swap_remove(0);
+        let Some(tagged) = reference.tagged().filter(|_| reference.digest.is_none()) else {
+            return Err(Error::invalid(format!(
+                "cannot tag image {source:?} as {target:?}: a tag names no digest"
+            )));
+        };
+        let (image, _) = self.commit(Image {
+            repo_tags: vec![tagged],
+            repo_digests: Vec::new(),
+            ..image
+        })?;
+        tracing::info!(id = %image.id, target, "image tagged");
+        Ok(image)
+    }
+
+    /// Removes one name (a tag or a digest reference) from the image it
+    /// names; the image stays, possibly with no name left ([`ImageService::remove`]
+    /// deletes images). Returns the image as it is now.
+    pub async fn untag(&self, name: &str) -> Result<Image> {
+        if is_image_id(name) {
+            return Err(Error::invalid(format!(
+                "cannot untag {name:?}: it is an image id, not a name"
+            )));
+        }
+        let _gc = self.gc_lock.read().await;
+        let mut images = self.images.write().unwrap_or_else(|p| p.into_inner());
+        for reference in self.registries.candidates(name)? {
+            let key = match &reference.digest {
+                Some(digest) => reference.with_digest(digest),
+                None => reference.tagged().unwrap_or_default(),
+            };
+            let Some(found) = images
+                .values()
+                .find(|i| i.repo_tags.contains(&key) || i.repo_digests.contains(&key))
+            else {
+                continue;
+            };
+            let mut image = found.clone();
+            image.repo_tags.retain(|n| *n != key);
+            image.repo_digests.retain(|n| *n != key);
+            self.store
+                .write(Batch::new().put(IMAGES, &image.id, &image)?)?;
+            images.insert(image.id.clone(), image.clone());
+            tracing::info!(id = %image.id, name = %key, "image untagged");
+            return Ok(image);
+        }
+        Err(Error::not_found(format!("image {name:?} not found")))
     }
 
     /// The raw image config JSON of a present image.
