@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use daemon::{
-    cgroups_under, pauses_of, processes_mentioning, shim_bin, TestDaemon, TestDaemonBuilder,
+    berthd_bin, cgroups_under, pauses_of, processes_mentioning, shim_bin, TestDaemon,
+    TestDaemonBuilder,
 };
 pub use network::TestNetwork;
 pub use registry::{test_images, TestImages, TestRegistry};

@@ -712,29 +712,27 @@ async fn a_second_berthd_on_the_same_root_or_socket_is_refused() {
 
     // Same socket, other directories.
     let other = tempfile::tempdir().unwrap();
-    let out =
-        std::process::Command::new(berth_testkit::workspace_root().join("target/debug/berthd"))
-            .arg("--root")
-            .arg(other.path().join("root"))
-            .arg("--state-dir")
-            .arg(other.path().join("run"))
-            .arg("--cri-socket")
-            .arg(&d.socket)
-            .arg("--config")
-            .arg("/dev/null")
-            .args(["--network-backend", "none"])
-            .output()
-            .unwrap();
+    let out = std::process::Command::new(berth_testkit::berthd_bin())
+        .arg("--root")
+        .arg(other.path().join("root"))
+        .arg("--state-dir")
+        .arg(other.path().join("run"))
+        .arg("--cri-socket")
+        .arg(&d.socket)
+        .arg("--config")
+        .arg("/dev/null")
+        .args(["--network-backend", "none"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another process is serving"), "{err}");
     assert!(d.socket.exists(), "the first berthd keeps its socket");
 
-    let out =
-        std::process::Command::new(berth_testkit::workspace_root().join("target/debug/berthd"))
-            .args(["--root", "relative/path"])
-            .output()
-            .unwrap();
+    let out = std::process::Command::new(berth_testkit::berthd_bin())
+        .args(["--root", "relative/path"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64), "usage errors exit 64");
 }
 

@@ -969,3 +969,50 @@ async fn oom_kills_ttys_and_devices() {
     );
     teardown(&mut rt, &pod).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_in_use_is_not_removed() {
+    let (d, reg, mut rt) = daemon_with(&["busybox"]).await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod = run_pod(&mut rt, pod_config("inuse", logs.path()), "").await;
+    let ctr = create(
+        &mut rt,
+        &pod,
+        container_config("c", &reg.image("busybox"), &["sleep", "30"]),
+    )
+    .await
+    .unwrap();
+    let mut ic = d.images().await;
+    let spec = || {
+        Some(api::ImageSpec {
+            image: reg.image("busybox"),
+            ..Default::default()
+        })
+    };
+    let e = ic
+        .remove_image(api::RemoveImageRequest { image: spec() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(
+        e.message().contains(&format!("in use by container {ctr}")),
+        "{}",
+        e.message()
+    );
+    rt.remove_container(api::RemoveContainerRequest { container_id: ctr })
+        .await
+        .unwrap();
+    ic.remove_image(api::RemoveImageRequest { image: spec() })
+        .await
+        .unwrap();
+    let st = ic
+        .image_status(api::ImageStatusRequest {
+            image: spec(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(st.image.is_none());
+    teardown(&mut rt, &pod).await;
+}
