@@ -291,6 +291,18 @@ pub async fn pod_ip(rt: &mut Runtime, pod: &str) -> String {
     .unwrap_or_default()
 }
 
+pub async fn pod_status(rt: &mut Runtime, pod: &str) -> api::PodSandboxStatus {
+    rt.pod_sandbox_status(api::PodSandboxStatusRequest {
+        pod_sandbox_id: pod.to_string(),
+        verbose: false,
+    })
+    .await
+    .expect("pod status")
+    .into_inner()
+    .status
+    .expect("status")
+}
+
 pub async fn network_condition(rt: &mut Runtime) -> api::RuntimeCondition {
     rt.status(api::StatusRequest { verbose: false })
         .await
