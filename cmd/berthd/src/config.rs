@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use berth_core::{CgroupDriver, NetworkSettings};
+use berth_core::{CgroupDriver, NetworkSettings, MAX_STATE_DIR_LEN};
 use clap::Parser;
 use serde::Deserialize;
 
@@ -183,6 +183,14 @@ impl Config {
             if !p.is_absolute() {
                 bail!("{name} {} must be an absolute path", p.display());
             }
+        }
+        // Here, not only in the core: before berthd makes and locks the dirs.
+        let state_len = state_dir.as_os_str().len();
+        if state_len > MAX_STATE_DIR_LEN {
+            bail!(
+                "state dir {} is {state_len} bytes long; at most {MAX_STATE_DIR_LEN} leave room for the monitors' unix sockets",
+                state_dir.display()
+            );
         }
         let cgroup_root = flags
             .cgroup_root

@@ -724,8 +724,11 @@ async fn a_state_dir_that_is_too_long_is_refused_with_the_limit() {
         )),
         "{stderr}"
     );
-    assert!(
-        !dir.path().join("berth.sock").exists(),
-        "berthd bound its socket"
-    );
+    // A configuration error (EX_USAGE, as every other), found before
+    // anything is made on the node.
+    assert_eq!(exited.code(), Some(64), "{stderr}");
+    for made in ["root", "run-far-too-long-for-sockets", "berth.sock"] {
+        let p = dir.path().join(made);
+        assert!(!p.exists(), "{} was made: {stderr}", p.display());
+    }
 }
