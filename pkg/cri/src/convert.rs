@@ -144,10 +144,14 @@ fn port_mapping(p: api::PortMapping) -> Result<m::PortMapping, Error> {
             )))
         }
     };
-    let port = |n: i32, what: &str| {
-        u16::try_from(n).map_err(|_| {
-            Error::invalid(format!("port mapping: {what} {n} is not a port (1-65535)"))
-        })
+    // 0 means something only for the host port (none).
+    let port = |n: i32, what: &str, zero: bool| {
+        u16::try_from(n)
+            .ok()
+            .filter(|p| zero || *p != 0)
+            .ok_or_else(|| {
+                Error::invalid(format!("port mapping: {what} {n} is not a port (1-65535)"))
+            })
     };
     let host_ip = match p.host_ip.as_str() {
         "" => None,
@@ -157,8 +161,8 @@ fn port_mapping(p: api::PortMapping) -> Result<m::PortMapping, Error> {
     };
     Ok(m::PortMapping {
         protocol,
-        container_port: port(p.container_port, "container port")?,
-        host_port: Some(port(p.host_port, "host port")?).filter(|p| *p != 0),
+        container_port: port(p.container_port, "container port", false)?,
+        host_port: Some(port(p.host_port, "host port", true)?).filter(|p| *p != 0),
         host_ip,
     })
 }
@@ -601,5 +605,839 @@ mod userns_tests {
             namespaces_out(&m::NamespaceOptions::default()).userns_options,
             None
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_errdefs::ErrorKind;
+
+    fn kv(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn bkv(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        btree(&kv(pairs))
+    }
+
+    fn cri_resources() -> api::LinuxContainerResources {
+        api::LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            cpu_shares: 512,
+            memory_limit_in_bytes: 64 << 20,
+            memory_swap_limit_in_bytes: 128 << 20,
+            oom_score_adj: -997,
+            cpuset_cpus: "0-1".into(),
+            cpuset_mems: "0".into(),
+            hugepage_limits: vec![api::HugepageLimit {
+                page_size: "2MB".into(),
+                limit: 4 << 20,
+            }],
+            unified: kv(&[("memory.high", "50000000")]),
+        }
+    }
+
+    fn pod_with_ports(ports: Vec<api::PortMapping>) -> Result<m::PodConfig, Error> {
+        pod_config(
+            api::PodSandboxConfig {
+                port_mappings: ports,
+                ..Default::default()
+            },
+            String::new(),
+        )
+    }
+
+    fn tcp(container_port: i32, host_port: i32, host_ip: &str) -> api::PortMapping {
+        api::PortMapping {
+            protocol: api::Protocol::Tcp as i32,
+            container_port,
+            host_port,
+            host_ip: host_ip.into(),
+        }
+    }
+
+    #[test]
+    fn a_pod_config_keeps_every_field_kubelet_sends() {
+        let c = api::PodSandboxConfig {
+            metadata: Some(api::PodSandboxMetadata {
+                name: "web".into(),
+                uid: "u-1".into(),
+                namespace: "prod".into(),
+                attempt: 3,
+            }),
+            hostname: "web-0".into(),
+            log_directory: "/var/log/pods/prod_web_u-1".into(),
+            dns_config: Some(api::DnsConfig {
+                servers: vec!["10.96.0.10".into()],
+                searches: vec!["prod.svc.cluster.local".into()],
+                options: vec!["ndots:5".into()],
+            }),
+            labels: kv(&[("app", "web")]),
+            annotations: kv(&[("note", "x=y")]),
+            linux: Some(api::LinuxPodSandboxConfig {
+                cgroup_parent: "/kubepods/burstable/podu_1".into(),
+                sysctls: kv(&[("net.ipv4.ip_forward", "1")]),
+                overhead: Some(api::LinuxContainerResources {
+                    cpu_shares: 10,
+                    ..Default::default()
+                }),
+                resources: Some(cri_resources()),
+                security_context: Some(api::LinuxSandboxSecurityContext {
+                    privileged: true,
+                    namespace_options: Some(api::NamespaceOption {
+                        network: api::NamespaceMode::Node as i32,
+                        pid: api::NamespaceMode::Container as i32,
+                        ipc: api::NamespaceMode::Node as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        };
+        let p = pod_config(c, "runc".into()).expect("a valid pod config");
+        assert_eq!(p.name, "web");
+        assert_eq!(
+            p.kubernetes,
+            Some(m::PodMetadata {
+                namespace: "prod".into(),
+                uid: "u-1".into(),
+                attempt: 3,
+            })
+        );
+        assert_eq!(p.full_name(), "web_prod_u-1_3");
+        assert_eq!(p.hostname, "web-0");
+        assert_eq!(p.log_directory, "/var/log/pods/prod_web_u-1");
+        assert_eq!(
+            p.dns,
+            Some(m::DnsConfig {
+                servers: vec!["10.96.0.10".into()],
+                searches: vec!["prod.svc.cluster.local".into()],
+                options: vec!["ndots:5".into()],
+            })
+        );
+        assert_eq!(p.labels, bkv(&[("app", "web")]));
+        assert_eq!(p.annotations, bkv(&[("note", "x=y")]));
+        assert_eq!(p.cgroup_parent, "/kubepods/burstable/podu_1");
+        assert_eq!(p.sysctls, bkv(&[("net.ipv4.ip_forward", "1")]));
+        assert!(p.privileged);
+        assert_eq!(p.namespaces.network, m::NamespaceMode::Node);
+        assert_eq!(p.namespaces.pid, m::NamespaceMode::Container);
+        assert_eq!(p.namespaces.ipc, m::NamespaceMode::Node);
+        assert_eq!(p.namespaces.user, None);
+        assert_eq!(p.overhead.map(|o| o.cpu_shares), Some(10));
+        assert_eq!(p.resources, Some(resources(&cri_resources())));
+        assert_eq!(p.runtime_handler, "runc");
+    }
+
+    #[test]
+    fn an_empty_pod_config_is_all_defaults_not_guesses() {
+        let p = pod_config(api::PodSandboxConfig::default(), String::new()).unwrap();
+        // Metadata is carried even when empty: the core refuses it, naming
+        // what is missing, rather than the front door inventing any.
+        assert_eq!(p.kubernetes, Some(m::PodMetadata::default()));
+        assert_eq!(p.name, "");
+        assert_eq!(p.dns, None);
+        assert_eq!(p.cgroup_parent, "");
+        assert_eq!(p.overhead, None);
+        assert_eq!(p.resources, None);
+        assert!(p.port_mappings.is_empty() && p.labels.is_empty() && p.sysctls.is_empty());
+        assert!(!p.privileged);
+        // No namespace options: everything is the pod's (CRI's zero value).
+        assert_eq!(p.namespaces, m::NamespaceOptions::default());
+        assert_eq!(p.namespaces.pid, m::NamespaceMode::Pod);
+    }
+
+    #[test]
+    fn namespace_modes_map_both_ways_and_unknown_values_are_the_pods() {
+        let all = [
+            (api::NamespaceMode::Pod, m::NamespaceMode::Pod),
+            (api::NamespaceMode::Container, m::NamespaceMode::Container),
+            (api::NamespaceMode::Node, m::NamespaceMode::Node),
+            (api::NamespaceMode::Target, m::NamespaceMode::Target),
+        ];
+        for (cri, core) in all {
+            assert_eq!(namespace_mode(cri as i32), core, "{cri:?}");
+            assert_eq!(namespace_mode_out(core), cri as i32, "{core:?}");
+        }
+        assert_eq!(namespace_mode(99), m::NamespaceMode::Pod);
+        assert_eq!(namespace_mode(-1), m::NamespaceMode::Pod);
+        let o = api::NamespaceOption {
+            network: api::NamespaceMode::Node as i32,
+            pid: api::NamespaceMode::Target as i32,
+            ipc: api::NamespaceMode::Container as i32,
+            target_id: "abc".into(),
+            userns_options: None,
+        };
+        assert_eq!(namespaces_out(&namespaces(Some(&o))), o);
+    }
+
+    #[test]
+    fn resources_round_trip_and_zero_stays_unset() {
+        let r = resources(&cri_resources());
+        assert_eq!(r.cpu_period, 100_000);
+        assert_eq!(r.cpu_quota, 50_000);
+        assert_eq!(r.cpu_shares, 512);
+        assert_eq!(r.memory_limit_in_bytes, 64 << 20);
+        assert_eq!(r.memory_swap_limit_in_bytes, 128 << 20);
+        assert_eq!(r.oom_score_adj, -997);
+        assert_eq!(
+            (r.cpuset_cpus.as_str(), r.cpuset_mems.as_str()),
+            ("0-1", "0")
+        );
+        assert_eq!(r.hugepage_limits, BTreeMap::from([("2MB".into(), 4 << 20)]));
+        assert_eq!(r.unified, bkv(&[("memory.high", "50000000")]));
+        assert_eq!(resources_out(&r), cri_resources());
+        let zero = resources(&api::LinuxContainerResources::default());
+        assert_eq!(zero, m::Resources::default());
+        assert_eq!(
+            resources_out(&zero),
+            api::LinuxContainerResources::default()
+        );
+    }
+
+    #[test]
+    fn port_mappings_keep_protocol_ports_and_address() {
+        let p = pod_with_ports(vec![
+            tcp(80, 8080, "127.0.0.1"),
+            api::PortMapping {
+                protocol: api::Protocol::Udp as i32,
+                container_port: 53,
+                host_port: 0,
+                host_ip: String::new(),
+            },
+            api::PortMapping {
+                protocol: api::Protocol::Sctp as i32,
+                container_port: 65535,
+                host_port: 65535,
+                host_ip: "::1".into(),
+            },
+        ])
+        .unwrap();
+        assert_eq!(
+            p.port_mappings,
+            vec![
+                m::PortMapping {
+                    protocol: m::Protocol::Tcp,
+                    container_port: 80,
+                    host_port: Some(8080),
+                    host_ip: Some("127.0.0.1".parse().unwrap()),
+                },
+                // Host port 0: not published; "" : every address.
+                m::PortMapping {
+                    protocol: m::Protocol::Udp,
+                    container_port: 53,
+                    host_port: None,
+                    host_ip: None,
+                },
+                m::PortMapping {
+                    protocol: m::Protocol::Sctp,
+                    container_port: 65535,
+                    host_port: Some(65535),
+                    host_ip: Some("::1".parse().unwrap()),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_port_mappings_are_refused_naming_the_value() {
+        let cases = [
+            (
+                api::PortMapping {
+                    protocol: 7,
+                    ..tcp(80, 0, "")
+                },
+                "port mapping: unknown protocol 7 (TCP, UDP, SCTP)",
+            ),
+            (
+                tcp(70000, 0, ""),
+                "port mapping: container port 70000 is not a port (1-65535)",
+            ),
+            (
+                tcp(-1, 0, ""),
+                "port mapping: container port -1 is not a port (1-65535)",
+            ),
+            (
+                tcp(0, 8080, ""),
+                "port mapping: container port 0 is not a port (1-65535)",
+            ),
+            (
+                tcp(80, 65536, ""),
+                "port mapping: host port 65536 is not a port (1-65535)",
+            ),
+            (
+                tcp(80, -80, ""),
+                "port mapping: host port -80 is not a port (1-65535)",
+            ),
+            (
+                tcp(80, 8080, "localhost"),
+                "port mapping: host IP \"localhost\" is not an IP address",
+            ),
+        ];
+        for (mapping, want) in cases {
+            let e = pod_with_ports(vec![tcp(81, 0, ""), mapping.clone()])
+                .expect_err(&format!("{mapping:?} should be refused"));
+            assert_eq!(e.kind, ErrorKind::InvalidArgument, "{mapping:?}");
+            assert_eq!(e.message, want);
+        }
+    }
+
+    fn security(s: api::LinuxContainerSecurityContext) -> m::SecurityConfig {
+        container_config(api::ContainerConfig {
+            linux: Some(api::LinuxContainerConfig {
+                security_context: Some(s),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .security
+    }
+
+    #[test]
+    fn a_container_config_keeps_every_field() {
+        let c = api::ContainerConfig {
+            metadata: Some(api::ContainerMetadata {
+                name: "app".into(),
+                attempt: 2,
+            }),
+            image: Some(api::ImageSpec {
+                image: "registry.example/app:1".into(),
+                ..Default::default()
+            }),
+            command: vec!["/bin/app".into()],
+            args: vec!["--flag".into(), "".into()],
+            working_dir: "/srv".into(),
+            envs: vec![
+                api::KeyValue {
+                    key: "B".into(),
+                    value: "2".into(),
+                },
+                api::KeyValue {
+                    key: "A".into(),
+                    value: "".into(),
+                },
+            ],
+            devices: vec![api::Device {
+                container_path: "/dev/fuse".into(),
+                host_path: "/dev/fuse".into(),
+                permissions: "rwm".into(),
+            }],
+            labels: kv(&[("io.kubernetes.container.name", "app")]),
+            annotations: kv(&[("a", "b")]),
+            log_path: "app/2.log".into(),
+            stdin: true,
+            stdin_once: true,
+            tty: true,
+            linux: Some(api::LinuxContainerConfig {
+                resources: Some(cri_resources()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let m = container_config(c);
+        assert_eq!((m.name.as_str(), m.attempt), ("app", 2));
+        assert_eq!(m.image, "registry.example/app:1");
+        assert_eq!(m.command, ["/bin/app"]);
+        assert_eq!(m.args, ["--flag", ""]);
+        assert_eq!(m.working_dir, "/srv");
+        // Order kept: later entries override earlier ones in the spec.
+        assert_eq!(
+            m.env,
+            [("B".into(), "2".into()), ("A".into(), String::new())]
+        );
+        assert_eq!(
+            m.devices,
+            [m::DeviceConfig {
+                container_path: "/dev/fuse".into(),
+                host_path: "/dev/fuse".into(),
+                permissions: "rwm".into(),
+            }]
+        );
+        assert_eq!(m.labels, bkv(&[("io.kubernetes.container.name", "app")]));
+        assert_eq!(m.annotations, bkv(&[("a", "b")]));
+        assert_eq!(m.log_path, "app/2.log");
+        assert!(m.stdin && m.stdin_once && m.tty);
+        assert_eq!(m.resources, resources(&cri_resources()));
+
+        let empty = container_config(api::ContainerConfig::default());
+        assert_eq!(empty, m::ContainerConfig::default());
+    }
+
+    #[test]
+    fn mount_propagation_maps_each_mode_and_unknown_is_private() {
+        let mount = |propagation: i32| api::Mount {
+            container_path: "/data".into(),
+            host_path: "/srv/data".into(),
+            readonly: true,
+            propagation,
+            recursive_read_only: true,
+            ..Default::default()
+        };
+        let cases = [
+            (
+                api::MountPropagation::PropagationPrivate as i32,
+                m::Propagation::Private,
+            ),
+            (
+                api::MountPropagation::PropagationHostToContainer as i32,
+                m::Propagation::HostToContainer,
+            ),
+            (
+                api::MountPropagation::PropagationBidirectional as i32,
+                m::Propagation::Bidirectional,
+            ),
+            (42, m::Propagation::Private),
+        ];
+        for (cri, want) in cases {
+            let c = container_config(api::ContainerConfig {
+                mounts: vec![mount(cri)],
+                ..Default::default()
+            });
+            assert_eq!(
+                c.mounts,
+                [m::MountConfig {
+                    container_path: "/data".into(),
+                    host_path: "/srv/data".into(),
+                    readonly: true,
+                    propagation: want,
+                    recursive_readonly: true,
+                }],
+                "{cri}"
+            );
+            // And back out in the status, as the same CRI value (unknown
+            // ones were stored as private).
+            let status = container_status(&m::ContainerRecord {
+                config: c,
+                ..Default::default()
+            });
+            let back = status.mounts[0].propagation;
+            assert_eq!(propagation_in(back), want, "{cri}");
+            assert!(status.mounts[0].readonly && status.mounts[0].recursive_read_only);
+        }
+    }
+
+    /// The core propagation a CRI value stands for (for round trips).
+    fn propagation_in(v: i32) -> m::Propagation {
+        container_config(api::ContainerConfig {
+            mounts: vec![api::Mount {
+                propagation: v,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .mounts[0]
+            .propagation
+    }
+
+    #[test]
+    fn security_context_fields_and_unset_versus_zero() {
+        let s = security(api::LinuxContainerSecurityContext {
+            capabilities: Some(api::Capability {
+                add_capabilities: vec!["NET_ADMIN".into()],
+                drop_capabilities: vec!["ALL".into()],
+                ..Default::default()
+            }),
+            privileged: true,
+            namespace_options: Some(api::NamespaceOption {
+                pid: api::NamespaceMode::Target as i32,
+                target_id: "ctr-1".into(),
+                ..Default::default()
+            }),
+            run_as_user: Some(api::Int64Value { value: 0 }),
+            run_as_group: Some(api::Int64Value { value: 1000 }),
+            run_as_username: "nobody".into(),
+            readonly_rootfs: true,
+            supplemental_groups: vec![5, 6],
+            supplemental_groups_policy: api::SupplementalGroupsPolicy::Strict as i32,
+            no_new_privs: true,
+            masked_paths: vec!["/proc/kcore".into()],
+            readonly_paths: vec!["/proc/sys".into()],
+            apparmor: Some(api::SecurityProfile {
+                profile_type: api::security_profile::ProfileType::Localhost as i32,
+                localhost_ref: "k8s-apparmor-example".into(),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(s.capabilities_add, ["NET_ADMIN"]);
+        assert_eq!(s.capabilities_drop, ["ALL"]);
+        assert!(s.privileged && s.readonly_rootfs && s.no_new_privs);
+        assert_eq!(s.namespaces.pid, m::NamespaceMode::Target);
+        assert_eq!(s.namespaces.target_id, "ctr-1");
+        // uid 0 asked for is not "unset".
+        assert_eq!(s.run_as_user, Some(0));
+        assert_eq!(s.run_as_group, Some(1000));
+        assert_eq!(s.run_as_username, "nobody");
+        assert_eq!(s.supplemental_groups, [5, 6]);
+        assert_eq!(
+            s.supplemental_groups_policy,
+            m::SupplementalGroupsPolicy::Strict
+        );
+        assert_eq!(s.masked_paths, ["/proc/kcore"]);
+        assert_eq!(s.readonly_paths, ["/proc/sys"]);
+        assert_eq!(s.apparmor, "k8s-apparmor-example");
+
+        let unset = security(api::LinuxContainerSecurityContext::default());
+        assert_eq!(unset.run_as_user, None);
+        assert_eq!(unset.run_as_group, None);
+        assert_eq!(
+            unset.supplemental_groups_policy,
+            m::SupplementalGroupsPolicy::Merge
+        );
+        assert_eq!(unset.apparmor, "");
+        assert_eq!(unset.seccomp, m::SeccompConfig::Unset);
+        let unknown_policy = security(api::LinuxContainerSecurityContext {
+            supplemental_groups_policy: 9,
+            ..Default::default()
+        });
+        assert_eq!(
+            unknown_policy.supplemental_groups_policy,
+            m::SupplementalGroupsPolicy::Merge
+        );
+    }
+
+    #[test]
+    fn seccomp_profiles_map_each_variant() {
+        use api::security_profile::ProfileType;
+        let with = |profile_type: i32, localhost_ref: &str| {
+            security(api::LinuxContainerSecurityContext {
+                seccomp: Some(api::SecurityProfile {
+                    profile_type,
+                    localhost_ref: localhost_ref.into(),
+                }),
+                ..Default::default()
+            })
+            .seccomp
+        };
+        assert_eq!(
+            with(ProfileType::RuntimeDefault as i32, ""),
+            m::SeccompConfig::RuntimeDefault
+        );
+        assert_eq!(
+            with(ProfileType::Unconfined as i32, "ignored"),
+            m::SeccompConfig::Unconfined
+        );
+        assert_eq!(
+            with(ProfileType::Localhost as i32, "profiles/audit.json"),
+            m::SeccompConfig::Localhost("profiles/audit.json".into())
+        );
+        // A type this build does not know: the safe default, not unconfined.
+        assert_eq!(with(17, ""), m::SeccompConfig::RuntimeDefault);
+        // Nil: unset (unconfined unless the node says otherwise).
+        assert_eq!(seccomp(None), m::SeccompConfig::Unset);
+    }
+
+    #[test]
+    fn sandbox_and_container_states_map_both_ways() {
+        for (core, cri) in [
+            (m::SandboxState::Ready, api::PodSandboxState::SandboxReady),
+            (
+                m::SandboxState::NotReady,
+                api::PodSandboxState::SandboxNotready,
+            ),
+        ] {
+            assert_eq!(sandbox_state(core), cri as i32);
+            assert_eq!(sandbox_state_in(cri as i32), core);
+        }
+        for (core, cri) in [
+            (
+                m::ContainerState::Created,
+                api::ContainerState::ContainerCreated,
+            ),
+            (
+                m::ContainerState::Running,
+                api::ContainerState::ContainerRunning,
+            ),
+            (
+                m::ContainerState::Exited,
+                api::ContainerState::ContainerExited,
+            ),
+            (
+                m::ContainerState::Unknown,
+                api::ContainerState::ContainerUnknown,
+            ),
+        ] {
+            assert_eq!(container_state(core), cri as i32);
+            assert_eq!(container_state_in(cri as i32), core);
+        }
+    }
+
+    #[test]
+    fn event_kinds_map_to_cri_event_types() {
+        use api::ContainerEventType as T;
+        for (kind, want) in [
+            (m::EventKind::Created, T::ContainerCreatedEvent),
+            (m::EventKind::Started, T::ContainerStartedEvent),
+            (m::EventKind::Stopped, T::ContainerStoppedEvent),
+            (m::EventKind::Deleted, T::ContainerDeletedEvent),
+        ] {
+            assert_eq!(event_type(kind), want as i32, "{kind:?}");
+        }
+    }
+
+    fn sandbox_record(network: serde_json::Value) -> m::SandboxRecord {
+        let mut r: m::SandboxRecord =
+            serde_json::from_value(serde_json::json!({ "network": network }))
+                .expect("a sandbox record");
+        r.id = "pod-1".into();
+        r.state = m::SandboxState::NotReady;
+        r.created_at_ns = 1_700_000_000_123_456_789;
+        r.config = m::PodConfig {
+            name: "web".into(),
+            kubernetes: Some(m::PodMetadata {
+                namespace: "prod".into(),
+                uid: "u-1".into(),
+                attempt: 1,
+            }),
+            labels: bkv(&[("app", "web")]),
+            annotations: bkv(&[("a", "b")]),
+            runtime_handler: "runc".into(),
+            namespaces: m::NamespaceOptions {
+                network: m::NamespaceMode::Pod,
+                pid: m::NamespaceMode::Container,
+                ipc: m::NamespaceMode::Node,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        r
+    }
+
+    #[test]
+    fn sandbox_records_become_cri_pods_and_statuses() {
+        let r = sandbox_record(serde_json::json!({ "ips": ["10.87.0.7", "fd00::7"] }));
+        let meta = api::PodSandboxMetadata {
+            name: "web".into(),
+            uid: "u-1".into(),
+            namespace: "prod".into(),
+            attempt: 1,
+        };
+        let pod = sandbox(&r);
+        assert_eq!(pod.id, "pod-1");
+        assert_eq!(pod.metadata.as_ref(), Some(&meta));
+        assert_eq!(pod.state, api::PodSandboxState::SandboxNotready as i32);
+        assert_eq!(pod.created_at, 1_700_000_000_123_456_789);
+        assert_eq!(pod.labels, kv(&[("app", "web")]));
+        assert_eq!(pod.annotations, kv(&[("a", "b")]));
+        assert_eq!(pod.runtime_handler, "runc");
+
+        let s = sandbox_status(&r);
+        assert_eq!(s.id, "pod-1");
+        assert_eq!(s.metadata, Some(meta));
+        assert_eq!(s.state, pod.state);
+        assert_eq!(s.created_at, pod.created_at);
+        assert_eq!((s.labels, s.annotations), (pod.labels, pod.annotations));
+        assert_eq!(s.runtime_handler, "runc");
+        // Primary first, the rest as additional IPs.
+        let net = s.network.expect("network status");
+        assert_eq!(net.ip, "10.87.0.7");
+        assert_eq!(
+            net.additional_ips,
+            [api::PodIp {
+                ip: "fd00::7".into()
+            }]
+        );
+        let ns = s.linux.unwrap().namespaces.unwrap().options.unwrap();
+        assert_eq!(ns.network, api::NamespaceMode::Pod as i32);
+        assert_eq!(ns.pid, api::NamespaceMode::Container as i32);
+        assert_eq!(ns.ipc, api::NamespaceMode::Node as i32);
+    }
+
+    #[test]
+    fn a_detached_or_docker_sandbox_reports_no_ip_and_empty_kubernetes_metadata() {
+        let mut r = sandbox_record(serde_json::Value::Null);
+        r.config.kubernetes = None;
+        let s = sandbox_status(&r);
+        let net = s.network.expect("network status is always present");
+        assert_eq!(net.ip, "");
+        assert!(net.additional_ips.is_empty());
+        let meta = s.metadata.unwrap();
+        assert_eq!(meta.name, "web");
+        assert_eq!((meta.uid.as_str(), meta.namespace.as_str()), ("", ""));
+        // An attachment without addresses (a backend that gave none).
+        let r = sandbox_record(serde_json::json!({ "ips": [] }));
+        assert_eq!(sandbox_status(&r).network.unwrap().ip, "");
+    }
+
+    fn container_record() -> m::ContainerRecord {
+        m::ContainerRecord {
+            id: "ctr-1".into(),
+            sandbox_id: "pod-1".into(),
+            config: m::ContainerConfig {
+                name: "app".into(),
+                attempt: 4,
+                image: "busybox".into(),
+                labels: bkv(&[("l", "1")]),
+                annotations: bkv(&[("a", "2")]),
+                resources: resources(&cri_resources()),
+                ..Default::default()
+            },
+            image_id: "sha256:abc".into(),
+            image_ref: "docker.io/library/busybox:latest".into(),
+            state: m::ContainerState::Exited,
+            created_at_ns: 10,
+            started_at_ns: 20,
+            finished_at_ns: 30,
+            exit_code: 137,
+            reason: "OOMKilled".into(),
+            message: "out of memory".into(),
+            log_path: "/var/log/pods/x/app/4.log".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn container_records_become_cri_containers_and_statuses() {
+        let r = container_record();
+        let c = container(&r);
+        assert_eq!(
+            (c.id.as_str(), c.pod_sandbox_id.as_str()),
+            ("ctr-1", "pod-1")
+        );
+        assert_eq!(
+            c.metadata,
+            Some(api::ContainerMetadata {
+                name: "app".into(),
+                attempt: 4
+            })
+        );
+        let image = c.image.unwrap();
+        assert_eq!(image.image, "sha256:abc");
+        assert_eq!(image.user_specified_image, "busybox");
+        assert_eq!(
+            (c.image_ref.as_str(), c.image_id.as_str()),
+            ("sha256:abc", "sha256:abc")
+        );
+        assert_eq!(c.state, api::ContainerState::ContainerExited as i32);
+        assert_eq!(c.created_at, 10);
+        assert_eq!(c.labels, kv(&[("l", "1")]));
+        assert_eq!(c.annotations, kv(&[("a", "2")]));
+
+        let s = container_status(&r);
+        assert_eq!(s.id, "ctr-1");
+        assert_eq!(s.state, api::ContainerState::ContainerExited as i32);
+        assert_eq!((s.created_at, s.started_at, s.finished_at), (10, 20, 30));
+        assert_eq!(s.exit_code, 137);
+        assert_eq!(
+            (s.reason.as_str(), s.message.as_str()),
+            ("OOMKilled", "out of memory")
+        );
+        assert_eq!(s.image_ref, "docker.io/library/busybox:latest");
+        assert_eq!(s.image_id, "sha256:abc");
+        assert_eq!(s.log_path, "/var/log/pods/x/app/4.log");
+        assert_eq!(s.resources.unwrap().linux.unwrap(), cri_resources());
+        assert_eq!(s.user, None, "no user recorded: none reported");
+        assert!(s.mounts.is_empty());
+    }
+
+    #[test]
+    fn the_resolved_user_is_reported_with_its_groups() {
+        let mut r = container_record();
+        r.user = Some(m::ContainerUser {
+            uid: 1000,
+            gid: 100,
+            supplemental_groups: vec![10, 100],
+        });
+        let user = container_status(&r).user.unwrap().linux.unwrap();
+        assert_eq!((user.uid, user.gid), (1000, 100));
+        assert_eq!(user.supplemental_groups, [10, 100]);
+        r.user = Some(m::ContainerUser::default());
+        let root = container_status(&r).user.unwrap().linux.unwrap();
+        assert_eq!((root.uid, root.gid), (0, 0));
+    }
+
+    fn stats(cpu_ns: u64, cores: u64, rss: u64, pids: u64) -> m::ContainerStats {
+        m::ContainerStats {
+            id: "ctr-1".into(),
+            sandbox_id: "pod-1".into(),
+            timestamp_ns: 1_000,
+            cpu_usage_ns: cpu_ns,
+            cpu_nano_cores: cores,
+            memory_working_set_bytes: rss * 2,
+            memory_usage_bytes: rss * 3,
+            memory_rss_bytes: rss,
+            writable_layer_bytes: 4096,
+            writable_layer_inodes: 3,
+            writable_layer_mountpoint: "/var/lib/berth/containers/ctr-1/upper".into(),
+            pids,
+        }
+    }
+
+    #[test]
+    fn container_stats_fill_every_field_with_one_timestamp() {
+        let s = container_stats(&stats(5_000, 250_000_000, 1 << 20, 3), &container_record());
+        let attrs = s.attributes.unwrap();
+        assert_eq!(attrs.id, "ctr-1");
+        assert_eq!(attrs.metadata.unwrap().name, "app");
+        assert_eq!(attrs.labels, kv(&[("l", "1")]));
+        assert_eq!(attrs.annotations, kv(&[("a", "2")]));
+        let cpu = s.cpu.unwrap();
+        assert_eq!(cpu.timestamp, 1_000);
+        assert_eq!(cpu.usage_core_nano_seconds.unwrap().value, 5_000);
+        assert_eq!(cpu.usage_nano_cores.unwrap().value, 250_000_000);
+        let mem = s.memory.unwrap();
+        assert_eq!(mem.timestamp, 1_000);
+        assert_eq!(mem.rss_bytes.unwrap().value, 1 << 20);
+        assert_eq!(mem.working_set_bytes.unwrap().value, 2 << 20);
+        assert_eq!(mem.usage_bytes.unwrap().value, 3 << 20);
+        let fs = s.writable_layer.unwrap();
+        assert_eq!(fs.timestamp, 1_000);
+        assert_eq!(
+            fs.fs_id.unwrap().mountpoint,
+            "/var/lib/berth/containers/ctr-1/upper"
+        );
+        assert_eq!(fs.used_bytes.unwrap().value, 4096);
+        assert_eq!(fs.inodes_used.unwrap().value, 3);
+        assert_eq!(s.swap, None);
+        // Zero is reported as a zero value, not left out.
+        let idle = container_stats(&m::ContainerStats::default(), &container_record());
+        assert_eq!(
+            idle.cpu.unwrap().usage_nano_cores,
+            Some(api::UInt64Value { value: 0 })
+        );
+    }
+
+    #[test]
+    fn pod_stats_sum_the_containers_and_list_each() {
+        let pod = sandbox_record(serde_json::Value::Null);
+        let mut other = container_record();
+        other.id = "ctr-2".into();
+        let containers = [
+            (stats(100, 10, 1_000, 3), container_record()),
+            (stats(200, 20, 2_000, 1), other),
+        ];
+        let before = berth_core_now();
+        let s = pod_stats(&pod, &containers);
+        let attrs = s.attributes.unwrap();
+        assert_eq!(attrs.id, "pod-1");
+        assert_eq!(attrs.metadata.unwrap().uid, "u-1");
+        assert_eq!(attrs.labels, kv(&[("app", "web")]));
+        let linux = s.linux.unwrap();
+        let cpu = linux.cpu.unwrap();
+        assert!(cpu.timestamp >= before);
+        assert_eq!(cpu.usage_core_nano_seconds.unwrap().value, 300);
+        assert_eq!(cpu.usage_nano_cores.unwrap().value, 30);
+        let mem = linux.memory.unwrap();
+        assert_eq!(mem.rss_bytes.unwrap().value, 3_000);
+        assert_eq!(mem.working_set_bytes.unwrap().value, 6_000);
+        assert_eq!(mem.usage_bytes.unwrap().value, 9_000);
+        assert_eq!(linux.process.unwrap().process_count.unwrap().value, 4);
+        let ids: Vec<_> = linux
+            .containers
+            .iter()
+            .map(|c| c.attributes.as_ref().unwrap().id.as_str())
+            .collect();
+        assert_eq!(ids, ["ctr-1", "ctr-2"]);
+        assert_eq!(linux.network, None);
+        assert_eq!(s.windows, None);
+
+        let empty = pod_stats(&pod, &[]).linux.unwrap();
+        assert_eq!(empty.process.unwrap().process_count.unwrap().value, 0);
+        assert!(empty.containers.is_empty());
     }
 }

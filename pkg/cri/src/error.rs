@@ -98,29 +98,73 @@ pub fn bounded(message: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Every kind, once. `documented` below has no wildcard arm, so a new
+    /// kind stops this module compiling until it is listed with its code.
+    const ALL: [ErrorKind; 13] = [
+        ErrorKind::NotFound,
+        ErrorKind::AlreadyExists,
+        ErrorKind::Conflict,
+        ErrorKind::NotModified,
+        ErrorKind::InvalidArgument,
+        ErrorKind::FailedPrecondition,
+        ErrorKind::Unavailable,
+        ErrorKind::DeadlineExceeded,
+        ErrorKind::ResourceExhausted,
+        ErrorKind::Unauthenticated,
+        ErrorKind::PermissionDenied,
+        ErrorKind::NotImplemented,
+        ErrorKind::Internal,
+    ];
+
+    /// The code each kind must become, with its place in `ALL`.
+    fn documented(kind: ErrorKind) -> (usize, Code) {
+        match kind {
+            ErrorKind::NotFound => (0, Code::NotFound),
+            ErrorKind::AlreadyExists => (1, Code::AlreadyExists),
+            ErrorKind::Conflict => (2, Code::FailedPrecondition),
+            ErrorKind::NotModified => (3, Code::Ok),
+            ErrorKind::InvalidArgument => (4, Code::InvalidArgument),
+            ErrorKind::FailedPrecondition => (5, Code::FailedPrecondition),
+            ErrorKind::Unavailable => (6, Code::Unavailable),
+            ErrorKind::DeadlineExceeded => (7, Code::DeadlineExceeded),
+            ErrorKind::ResourceExhausted => (8, Code::ResourceExhausted),
+            ErrorKind::Unauthenticated => (9, Code::Unauthenticated),
+            ErrorKind::PermissionDenied => (10, Code::PermissionDenied),
+            ErrorKind::NotImplemented => (11, Code::Unimplemented),
+            ErrorKind::Internal => (12, Code::Internal),
+        }
+    }
+
     #[test]
     fn every_kind_maps_to_its_documented_code() {
-        let table = [
-            (ErrorKind::NotFound, Code::NotFound),
-            (ErrorKind::AlreadyExists, Code::AlreadyExists),
-            (ErrorKind::Conflict, Code::FailedPrecondition),
-            (ErrorKind::FailedPrecondition, Code::FailedPrecondition),
-            (ErrorKind::NotModified, Code::Ok),
-            (ErrorKind::InvalidArgument, Code::InvalidArgument),
-            (ErrorKind::Unavailable, Code::Unavailable),
-            (ErrorKind::DeadlineExceeded, Code::DeadlineExceeded),
-            (ErrorKind::ResourceExhausted, Code::ResourceExhausted),
-            (ErrorKind::Unauthenticated, Code::Unauthenticated),
-            (ErrorKind::PermissionDenied, Code::PermissionDenied),
-            (ErrorKind::NotImplemented, Code::Unimplemented),
-            (ErrorKind::Internal, Code::Internal),
-        ];
-        for (kind, want) in table {
+        for (i, kind) in ALL.into_iter().enumerate() {
+            let (place, want) = documented(kind);
+            assert_eq!(place, i, "{kind} is listed out of place or twice");
             assert_eq!(code(kind), want, "{kind}");
+            // Through `status`, with the message as it was.
+            let s = status(Error::new(kind, format!("object {kind} failed")));
+            assert_eq!(s.code(), want, "{kind}");
+            assert_eq!(s.message(), format!("object {kind} failed"));
         }
         let s = status(Error::invalid("bad reference"));
         assert_eq!(s.code(), Code::InvalidArgument);
         assert_eq!(s.message(), "bad reference");
+    }
+
+    #[test]
+    fn io_errors_keep_their_kind_on_the_wire() {
+        use std::io;
+        for (io_kind, want) in [
+            (io::ErrorKind::NotFound, Code::NotFound),
+            (io::ErrorKind::AlreadyExists, Code::AlreadyExists),
+            (io::ErrorKind::PermissionDenied, Code::PermissionDenied),
+            (io::ErrorKind::Other, Code::Internal),
+        ] {
+            let e = Error::from(io::Error::new(io_kind, "x")).context("open /run/berth/x");
+            let s = status(e);
+            assert_eq!(s.code(), want, "{io_kind:?}");
+            assert_eq!(s.message(), "open /run/berth/x: x");
+        }
     }
 
     #[test]
@@ -151,5 +195,74 @@ mod tests {
         let b = bounded(&m);
         assert!(b.len() <= MAX_MESSAGE + 64, "{}", b.len());
         assert!(b.ends_with(&format!("(message cut from {} bytes)", m.len())));
+    }
+
+    #[test]
+    fn a_quoted_value_at_the_limit_is_kept_and_one_more_is_cut() {
+        let at = "q".repeat(MAX_QUOTED);
+        let m = format!("name {at:?} taken");
+        assert_eq!(bounded(&m), m);
+        let over = "q".repeat(MAX_QUOTED + 1);
+        assert_eq!(
+            bounded(&format!("name {over:?} taken")),
+            format!("name \"{at}…\" (1 more bytes) taken")
+        );
+    }
+
+    #[test]
+    fn quoted_values_count_characters_and_report_bytes() {
+        // 200 two-byte characters: 128 kept, 72 dropped (144 bytes).
+        let v = "é".repeat(200);
+        let b = bounded(&format!("label {v:?}"));
+        assert_eq!(
+            b,
+            format!("label \"{}…\" (144 more bytes)", "é".repeat(MAX_QUOTED))
+        );
+        // An escaped quote is one character and does not end the value.
+        let v = format!("{}\"{}", "a".repeat(100), "b".repeat(100));
+        let b = bounded(&format!("{v:?} and \"short\""));
+        assert!(
+            b.starts_with(&format!("\"{}\\\"{}…\"", "a".repeat(100), "b".repeat(27))),
+            "{b}"
+        );
+        assert!(b.ends_with("(73 more bytes) and \"short\""), "{b}");
+    }
+
+    #[test]
+    fn every_quoted_value_is_cut_on_its_own() {
+        let (a, b) = ("a".repeat(500), "b".repeat(300));
+        let out = bounded(&format!("{a:?} vs {b:?}"));
+        assert_eq!(
+            out,
+            format!(
+                "\"{}…\" (372 more bytes) vs \"{}…\" (172 more bytes)",
+                "a".repeat(MAX_QUOTED),
+                "b".repeat(MAX_QUOTED)
+            )
+        );
+        // An unclosed long value is cut too (and closed by the marker).
+        let out = bounded(&format!("path \"{}", "c".repeat(1000)));
+        assert!(out.ends_with("…\" (872 more bytes)"), "{out}");
+    }
+
+    #[test]
+    fn a_message_at_the_limit_is_kept_and_any_message_is_bounded() {
+        let at = "m".repeat(MAX_MESSAGE);
+        assert_eq!(bounded(&at), at);
+        let over = "m".repeat(MAX_MESSAGE + 1);
+        assert_eq!(
+            bounded(&over),
+            format!("{at}… (message cut from {} bytes)", MAX_MESSAGE + 1)
+        );
+        // Many short quoted values: each under the quote limit, the whole
+        // still bounded, and no character split.
+        let many = (0..100)
+            .map(|i| format!("{:?}", format!("ø{i}").repeat(10)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let out = bounded(&many);
+        assert!(out.len() <= MAX_MESSAGE + 64, "{} bytes", out.len());
+        assert!(out.ends_with(&format!("(message cut from {} bytes)", many.len())));
+        assert_eq!(status(Error::internal(many)).message(), out);
     }
 }

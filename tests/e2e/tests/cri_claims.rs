@@ -75,7 +75,9 @@ async fn assert_container_under(rt: &mut Runtime, ctr: &str, parent: &str) {
     let pid = info["pid"].as_u64().expect("container pid");
     let cgroups = v1_cgroups_of(pid);
     assert!(
-        cgroups.iter().any(|(c, _)| c.split(',').any(|c| c == "memory")),
+        cgroups
+            .iter()
+            .any(|(c, _)| c.split(',').any(|c| c == "memory")),
         "{cgroups:?}"
     );
     for (controllers, path) in &cgroups {
@@ -152,7 +154,9 @@ async fn cgroupfs_parents_hold_the_containers_and_only_berths_own_go_with_the_po
     let ours = format!("{qos}/pod0a1b2c3d_e4f5_0001");
     let kubelets = format!("{qos}/pod0a1b2c3d_e4f5_0002");
     let mut tiers = KubeletCgroups::missing(&[&kubepods, &qos, &kubelets]);
-    host_cgroups().create(&kubelets).expect("kubelet's pod cgroup");
+    host_cgroups()
+        .create(&kubelets)
+        .expect("kubelet's pod cgroup");
 
     let pod_ours = run_pod(
         &mut rt,
@@ -225,8 +229,10 @@ async fn systemd_slice_parents_expand_like_systemd() {
     // A pod uid no other run of this test shares.
     let slice = format!("kubepods-burstable-pod{}claims.slice", std::process::id());
     let path = format!("/kubepods.slice/kubepods-burstable.slice/{slice}");
-    let mut tiers =
-        KubeletCgroups::missing(&["/kubepods.slice", "/kubepods.slice/kubepods-burstable.slice"]);
+    let mut tiers = KubeletCgroups::missing(&[
+        "/kubepods.slice",
+        "/kubepods.slice/kubepods-burstable.slice",
+    ]);
 
     let pod = run_pod(
         &mut rt,
@@ -284,7 +290,13 @@ async fn stopped_or_unpinned_sandboxes_are_not_ready_and_detached() {
     let c = std::ffi::CString::new(pin.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: unmounting a path of this test's own daemon.
     let r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    assert_eq!(r, 0, "unmount {}: {}", pin.display(), std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "unmount {}: {}",
+        pin.display(),
+        std::io::Error::last_os_error()
+    );
     std::fs::remove_file(&pin).expect("remove the pin");
 
     d.start_again().await;
@@ -346,7 +358,10 @@ async fn kubelets_pod_cidr_survives_a_restart() {
     // Stored per bridge in the network settings; read while berthd is down.
     let store = berth_store::Store::open(&d.root).expect("open the store");
     let stored: Option<String> = store
-        .get("network_settings", &format!("pod_cidr/{}", d.network.bridge))
+        .get(
+            "network_settings",
+            &format!("pod_cidr/{}", d.network.bridge),
+        )
         .expect("read the stored pod CIDR");
     assert_eq!(stored, Some(cidr.to_string()));
     drop(store);
@@ -437,8 +452,20 @@ async fn runtime_handlers_and_the_default_come_from_the_config_file() {
 
     let roots = d.state_dir.join("runtimes");
     // (handler asked for, the runtime root its containers must be in)
-    for (handler, root) in [("", "runc"), ("runc", "runc"), ("fast", "fast"), ("crun", "crun")] {
-        let name = format!("h-{}", if handler.is_empty() { "default" } else { handler });
+    for (handler, root) in [
+        ("", "runc"),
+        ("runc", "runc"),
+        ("fast", "fast"),
+        ("crun", "crun"),
+    ] {
+        let name = format!(
+            "h-{}",
+            if handler.is_empty() {
+                "default"
+            } else {
+                handler
+            }
+        );
         let pod = run_pod(&mut rt, pod_config(&name, &logs), handler).await;
         assert_eq!(pod_status(&mut rt, &pod).await.runtime_handler, handler);
         let ctr = run_container(&mut rt, &pod, sleeper("c", &image)).await;
@@ -503,7 +530,12 @@ async fn host_ipc_and_pid_namespaces_are_the_hosts() {
     });
     let ctr = run_container(&mut rt, &pod, c).await;
     for kind in ["ipc", "pid"] {
-        let inside = exec_out(&mut rt, &ctr, &["readlink", &format!("/proc/self/ns/{kind}")]).await;
+        let inside = exec_out(
+            &mut rt,
+            &ctr,
+            &["readlink", &format!("/proc/self/ns/{kind}")],
+        )
+        .await;
         assert_eq!(inside, host_namespace(kind), "{kind}");
     }
     // The pod's network is still its own.
@@ -622,9 +654,11 @@ async fn stats_report_cpu_rate_rss_and_process_counts() {
         .to_string();
     let cg = host_cgroups();
     let procs = |cg: &dyn berth_cgroups::Cgroups| cg.stats(&cgroup).map(|s| s.pids).unwrap_or(0);
-    eventually("the burner's three processes", Duration::from_secs(10), || {
-        (procs(cg.as_ref()) == 3).then_some(())
-    })
+    eventually(
+        "the burner's three processes",
+        Duration::from_secs(10),
+        || (procs(cg.as_ref()) == 3).then_some(()),
+    )
     .await;
 
     let first = container_stats(&mut rt, &burner).await;
