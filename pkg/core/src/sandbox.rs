@@ -101,6 +101,8 @@ impl Sandboxes {
         self.check_log_directory(&config.log_directory)?;
         self.runtime(&config.runtime_handler)?;
         self.check_user_namespace(&config)?;
+        // A parent that can never be used is refused before anything is made.
+        self.cgroup_parent("", &config)?;
         let core = self.clone();
         to_completion(async move { core.run_detached(owner, config).await }).await
     }

@@ -306,6 +306,11 @@ async fn stopped_or_unpinned_sandboxes_are_not_ready_and_detached() {
     assert_eq!(s.network.map(|n| n.ip).unwrap_or_default(), "");
     let veths = d.network.veths();
     assert!(veths.is_empty(), "pod veths left: {veths:?}");
+    // A NotReady pod holds no namespace: the pins that survived (ipc,
+    // uts) and its shm went with the lost one.
+    let pod_state = d.state_dir.join(format!("pods/{unpinned}"));
+    let held = berth_testkit::mounts_under(&pod_state);
+    assert!(held.is_empty(), "mounts left by a NotReady pod: {held:?}");
     let not_ready: Vec<String> = rt
         .list_pod_sandbox(api::ListPodSandboxRequest {
             filter: Some(api::PodSandboxFilter {
