@@ -31,6 +31,7 @@
 
 mod attach;
 mod container;
+pub mod events;
 mod exec;
 mod idmap;
 mod images;

@@ -4,10 +4,23 @@
 //!
 //! ```text
 //! <root>/meta.redb
-//! ├── meta            "schema_version" -> u32 (little endian)
-//! └── <collection>    key (&str) -> serde JSON record
-//!     └── images      image id ("sha256:<config digest>") -> berth_image::ImageRecord
+//! ├── meta                "schema_version" -> u32 (little endian)
+//! ├── <collection>        key (&str) -> serde JSON record (bytes)
+//! │   ├── sandboxes         sandbox id   -> core's sandbox record
+//! │   ├── containers        container id -> core's container record
+//! │   ├── images            image id ("sha256:<config digest>") -> berth-image's record
+//! │   ├── ipam_leases       "<subnet>/<address>" -> berth-net's lease
+//! │   └── network_settings  "pod_cidr/<bridge>" -> the bridge's subnet
+//! └── unreadable.<collection>   records moved aside by [`Store::move_aside`]
 //! ```
+//!
+//! The store knows nothing of the records' types: owners encode and decode
+//! them (serde JSON). [`Store::list`] and [`Store::get`] decode and fail on
+//! a record that does not; start-up recovery instead reads
+//! [`Store::list_raw`], decodes each record itself and moves the ones it
+//! cannot read aside ([`Store::move_aside`]), so one bad record never keeps
+//! the node from starting and its bytes stay on disk for an admin
+//! ([`Store::list_aside`]).
 //!
 //! Every write is one redb transaction committed with immediate durability
 //! before the caller acknowledges anything ("write before you publish"), so a
@@ -97,8 +110,23 @@ impl Store {
         tx.commit().map_err(|e| store_error("commit", e))
     }
 
-    /// Reads every record of a collection.
+    /// Reads and decodes every record of a collection, in key order. Fails
+    /// on the first record that does not decode (naming it); a caller that
+    /// must get past such a record reads [`Store::list_raw`] instead.
     pub fn list<T: DeserializeOwned>(&self, collection: &str) -> Result<Vec<(String, T)>> {
+        self.list_raw(collection)?
+            .into_iter()
+            .map(|(key, bytes)| {
+                let record = serde_json::from_slice(&bytes)
+                    .map_err(|e| store_error(&format!("decode {collection}/{key}"), e))?;
+                Ok((key, record))
+            })
+            .collect()
+    }
+
+    /// Every record of a collection as stored (undecoded bytes), in key
+    /// order; empty if the collection was never written.
+    pub fn list_raw(&self, collection: &str) -> Result<Vec<(String, Vec<u8>)>> {
         let tx = self.db.begin_read().map_err(|e| store_error("begin", e))?;
         let table = match tx.open_table(table(collection)) {
             Ok(t) => t,
@@ -108,11 +136,58 @@ impl Store {
         let mut out = Vec::new();
         for row in table.iter().map_err(|e| store_error(collection, e))? {
             let (k, v) = row.map_err(|e| store_error(collection, e))?;
-            let record = serde_json::from_slice(v.value())
-                .map_err(|e| store_error(&format!("decode {collection}/{}", k.value()), e))?;
-            out.push((k.value().to_string(), record));
+            out.push((k.value().to_string(), v.value().to_vec()));
         }
         Ok(out)
+    }
+
+    /// Moves the record `collection/key` into [`aside_collection`]`(collection)`
+    /// in one durable transaction: it leaves `collection` and its bytes are
+    /// kept, never deleted. If a record moved aside earlier already has
+    /// that key (an id reused and corrupted again), the new one is kept as
+    /// `<key>#2`, `<key>#3`, ... so neither overwrites the other.
+    /// A key that is not in `collection` is a NotFound error.
+    pub fn move_aside(&self, collection: &str, key: &str) -> Result<()> {
+        let aside = aside_collection(collection);
+        let tx = self.db.begin_write().map_err(|e| store_error("begin", e))?;
+        {
+            let mut source = tx
+                .open_table(table(collection))
+                .map_err(|e| store_error(collection, e))?;
+            let Some(bytes) = source
+                .remove(key)
+                .map_err(|e| store_error(collection, e))?
+                .map(|v| v.value().to_vec())
+            else {
+                return Err(Error::not_found(format!(
+                    "metadata store: no record {collection}/{key} to move aside"
+                )));
+            };
+            let mut dest = tx
+                .open_table(table(&aside))
+                .map_err(|e| store_error(&aside, e))?;
+            let mut aside_key = key.to_string();
+            let mut n = 1;
+            while dest
+                .get(aside_key.as_str())
+                .map_err(|e| store_error(&aside, e))?
+                .is_some()
+            {
+                n += 1;
+                aside_key = format!("{key}#{n}");
+            }
+            dest.insert(aside_key.as_str(), bytes.as_slice())
+                .map_err(|e| store_error(&aside, e))?;
+        }
+        // Dropping `tx` uncommitted (an error above) aborts it: the record
+        // stays where it was.
+        tx.commit().map_err(|e| store_error("commit", e))
+    }
+
+    /// The records of `collection` that were moved aside, as stored, in key
+    /// order.
+    pub fn list_aside(&self, collection: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        self.list_raw(&aside_collection(collection))
     }
 
     /// Reads one record.
@@ -160,6 +235,11 @@ fn table(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
     TableDefinition::new(name)
 }
 
+/// Where [`Store::move_aside`] keeps `collection`'s unreadable records.
+pub fn aside_collection(collection: &str) -> String {
+    format!("unreadable.{collection}")
+}
+
 enum Op {
     Put(String, String, Vec<u8>),
     Delete(String, String),
@@ -176,12 +256,18 @@ impl Batch {
         Self::default()
     }
 
-    pub fn put<T: Serialize>(mut self, collection: &str, key: &str, record: &T) -> Result<Self> {
+    pub fn put<T: Serialize>(self, collection: &str, key: &str, record: &T) -> Result<Self> {
         let bytes = serde_json::to_vec(record)
             .map_err(|e| store_error(&format!("encode {collection}/{key}"), e))?;
+        Ok(self.put_raw(collection, key, bytes))
+    }
+
+    /// Puts bytes as they are, unencoded: for tests that need a record the
+    /// owner cannot read (a corrupt one) while berthd is stopped.
+    pub fn put_raw(mut self, collection: &str, key: &str, bytes: Vec<u8>) -> Self {
         self.ops
             .push(Op::Put(collection.to_string(), key.to_string(), bytes));
-        Ok(self)
+        self
     }
 
     pub fn delete(mut self, collection: &str, key: &str) -> Self {
@@ -307,6 +393,97 @@ mod tests {
         }
         let err = Store::open(dir.path()).err().unwrap();
         assert!(err.message.contains("schema version 99"), "{}", err.message);
+    }
+
+    const GARBAGE: &[u8] = b"\x00{not json";
+
+    /// Two good records around a garbage one, written as a corrupt disk or
+    /// an older build would leave them.
+    fn store_with_garbage(dir: &Path) -> Store {
+        let s = Store::open(dir).unwrap();
+        let b = Batch::new()
+            .put("things", "a", &Rec { n: 1 })
+            .unwrap()
+            .put_raw("things", "b", GARBAGE.to_vec())
+            .put("things", "c", &Rec { n: 3 })
+            .unwrap();
+        s.write(b).unwrap();
+        s
+    }
+
+    #[test]
+    fn garbage_record_is_listed_raw_next_to_good_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store_with_garbage(dir.path());
+        let raw = s.list_raw("things").unwrap();
+        let keys: Vec<&str> = raw.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+        assert_eq!(raw[1].1, GARBAGE);
+        assert_eq!(
+            serde_json::from_slice::<Rec>(&raw[2].1).unwrap(),
+            Rec { n: 3 }
+        );
+        assert!(s.list_raw("missing").unwrap().is_empty());
+        // The decoding reader still refuses, naming the record.
+        let err = s.list::<Rec>("things").unwrap_err();
+        assert!(err.message.contains("decode things/b"), "{}", err.message);
+    }
+
+    #[test]
+    fn move_aside_keeps_the_bytes_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = store_with_garbage(dir.path());
+            s.move_aside("things", "b").unwrap();
+            let good: Vec<(String, Rec)> = s.list("things").unwrap();
+            assert_eq!(
+                good,
+                vec![
+                    ("a".to_string(), Rec { n: 1 }),
+                    ("c".to_string(), Rec { n: 3 })
+                ]
+            );
+            assert_eq!(
+                s.list_aside("things").unwrap(),
+                vec![("b".to_string(), GARBAGE.to_vec())]
+            );
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.list_raw("things").unwrap().len(), 2);
+        assert_eq!(
+            s.list_raw("unreadable.things").unwrap(),
+            vec![("b".to_string(), GARBAGE.to_vec())]
+        );
+    }
+
+    #[test]
+    fn move_aside_never_overwrites_an_earlier_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store_with_garbage(dir.path());
+        s.move_aside("things", "b").unwrap();
+        s.write(Batch::new().put_raw("things", "b", b"second".to_vec()))
+            .unwrap();
+        s.move_aside("things", "b").unwrap();
+        assert_eq!(
+            s.list_aside("things").unwrap(),
+            vec![
+                ("b".to_string(), GARBAGE.to_vec()),
+                ("b#2".to_string(), b"second".to_vec())
+            ]
+        );
+        assert_eq!(s.get::<Rec>("things", "b").unwrap(), None);
+    }
+
+    #[test]
+    fn move_aside_of_a_missing_record_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store_with_garbage(dir.path());
+        let err = s.move_aside("things", "zz").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound);
+        assert!(err.message.contains("things/zz"), "{}", err.message);
+        // The aborted transaction created no quarantine table and moved nothing.
+        assert!(s.list_aside("things").unwrap().is_empty());
+        assert_eq!(s.list_raw("things").unwrap().len(), 3);
     }
 
     #[test]
