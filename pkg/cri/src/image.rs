@@ -1,4 +1,5 @@
 //! CRI ImageService: convert, call the core's image service, convert back.
+//! Images have no owner: kubelet and admins share one image store.
 
 use std::collections::HashMap;
 use std::sync::Arc;

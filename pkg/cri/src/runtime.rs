@@ -3,6 +3,12 @@
 //! streaming server (berth-stream). Checkpointing and the pod metrics calls
 //! answer `Unimplemented`, which kubelet treats as an error for that call
 //! rather than a crash.
+//!
+//! CRI's own rules live here, not in the core: kubelet sees only
+//! `Owner::Kubernetes` objects (another owner's is NotFound, and listings
+//! and events filter by owner), and Stop/Remove of a missing object
+//! succeed (the core says NotFound). See docs/dev/architecture.md (Owners,
+//! Errors).
 
 use std::collections::HashMap;
 use std::future::Future;
