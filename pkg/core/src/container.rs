@@ -11,10 +11,14 @@ use berth_oci::spec as oci;
 use berth_store::Batch;
 use tokio::sync::watch;
 
+use crate::events::Action;
 use crate::model::*;
 use crate::{idmap, monitor, new_id, podfiles, rootfs, to_completion, validate, Shared};
 
 pub(crate) const CONTAINERS: &str = "containers";
+
+/// The exit reason of a container the kernel's OOM killer ended.
+const OOM_KILLED: &str = "OOMKilled";
 
 /// How long a monitor may take to exit after its container did.
 const MONITOR_EXIT: Duration = Duration::from_secs(10);
@@ -136,9 +140,9 @@ impl Containers {
         let shim_pid = record.shim_pid;
         self.objects()
             .containers
-            .insert(id.clone(), Entry::new(record));
+            .insert(id.clone(), Entry::new(record.clone()));
         self.watch_monitor(&id, shim_pid);
-        self.emit(&id, sandbox_id, EventKind::Created);
+        self.container_event(&record, Action::Create);
         Ok(id)
     }
 
@@ -500,7 +504,11 @@ impl Containers {
         }
         // Told before waiters (stop, remove, the pod's stop) go on, so a
         // container's Stopped never follows its Deleted or its pod's Stopped.
-        self.emit(id, &record.sandbox_id, EventKind::Stopped);
+        if record.reason == OOM_KILLED {
+            self.container_event(&record, Action::Oom);
+        }
+        let exit_code = record.exit_code;
+        self.container_event(&record, Action::Die { exit_code });
         entry.exited.send_replace(true);
         tracing::info!(container = %id, exit_code = record.exit_code, "container exited");
     }
@@ -529,7 +537,7 @@ impl Containers {
             }
         });
         self.persist_container(&record)?;
-        self.emit(id, &record.sandbox_id, EventKind::Started);
+        self.container_event(&record, Action::Start);
         Ok(())
     }
 
@@ -610,7 +618,7 @@ impl Containers {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
-        self.emit(id, &record.sandbox_id, EventKind::Deleted);
+        self.container_event(&record, Action::Destroy);
         Ok(())
     }
 
@@ -717,7 +725,7 @@ impl Shared {
                     };
                     r.reason = match (e.exit_code, oom_killed) {
                         (0, _) => "Completed",
-                        (_, true) => "OOMKilled",
+                        (_, true) => OOM_KILLED,
                         _ => "Error",
                     }
                     .to_string();

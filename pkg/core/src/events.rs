@@ -172,6 +172,9 @@ pub mod attr {
     pub const CONTAINER: &str = "container";
     pub const DRIVER: &str = "driver";
     pub const TYPE: &str = "type";
+    /// Which front door's object (`kubernetes`, `docker`): CRI streams
+    /// only Kubernetes ones, even after the object is gone.
+    pub const OWNER: &str = "io.berth.owner";
 }
 
 /// An event's attributes, built in one line:

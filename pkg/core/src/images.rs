@@ -12,6 +12,7 @@
 //! (remove the images no container uses and, for Docker, the dangling
 //! ones). Each would be a verb here over a leaf addition, in these types.
 
+use crate::events::{Action, Attrs, EventBus, ObjectKind};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
@@ -275,15 +276,28 @@ pub struct Images {
     leaf: Arc<ImageService>,
     users: Arc<dyn ImageUsers>,
     configs: Mutex<HashMap<String, Arc<ConfigSummary>>>,
+    events: Arc<EventBus>,
 }
 
 impl Images {
-    pub fn new(leaf: Arc<ImageService>, users: Arc<dyn ImageUsers>) -> Images {
+    pub fn new(
+        leaf: Arc<ImageService>,
+        users: Arc<dyn ImageUsers>,
+        events: Arc<EventBus>,
+    ) -> Images {
         Images {
             leaf,
             users,
             configs: Mutex::default(),
+            events,
         }
+    }
+
+    /// Publishes what happened to an image (Docker's image events: the
+    /// id is the image's, `name` the reference concerned).
+    fn image_event(&self, id: &str, name: &str, action: Action) {
+        self.events
+            .publish(ObjectKind::Image, id, action, Attrs::new().name(name));
     }
 
     /// Pulls an image. With `progress`, reports on it as the pull goes,
@@ -341,6 +355,7 @@ impl Images {
             let _ = f.await;
         }
         let (image, outcome) = pulled?;
+        self.image_event(&image.id, &outcome.reference, Action::Pull);
         Ok(PullResult {
             image_id: image.id,
             reference: outcome.reference,
@@ -406,6 +421,9 @@ impl Images {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&image.id);
+            self.leaf.remove(name).await?;
+            self.image_event(&image.id, name, Action::Delete);
+            return Ok(());
         }
         self.leaf.remove(name).await
     }
@@ -415,6 +433,7 @@ impl Images {
     /// unqualified-search registry.
     pub async fn tag(&self, source: &str, target: &str) -> Result<ImageInfo> {
         let image = self.leaf.tag(source, target).await?;
+        self.image_event(&image.id, target, Action::Tag);
         self.info(&image)
     }
 
@@ -422,6 +441,7 @@ impl Images {
     /// stays, maybe with no name. `NotFound` when no image has the name.
     pub async fn untag(&self, name: &str) -> Result<ImageInfo> {
         let image = self.leaf.untag(name).await?;
+        self.image_event(&image.id, name, Action::Untag);
         self.info(&image)
     }
 
@@ -617,7 +637,11 @@ mod tests {
             .unwrap();
         let leaf = ImageService::open(&root, store, RegistriesConfig::default()).unwrap();
         let users = Arc::new(Users(Mutex::default()));
-        (Images::new(Arc::new(leaf), users.clone()), users, id)
+        (
+            Images::new(Arc::new(leaf), users.clone(), Default::default()),
+            users,
+            id,
+        )
     }
 
     #[test]
@@ -806,7 +830,11 @@ mod tests {
             RegistriesConfig::default(),
         )
         .unwrap();
-        let images = Images::new(Arc::new(leaf), Arc::new(Users(Mutex::default())));
+        let images = Images::new(
+            Arc::new(leaf),
+            Arc::new(Users(Mutex::default())),
+            Default::default(),
+        );
         let name = format!("{host}/app:latest");
         let pull = || PullRequest {
             reference: name.clone(),

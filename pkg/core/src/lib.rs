@@ -57,11 +57,11 @@ use berth_errdefs::Result;
 use berth_image::registries::RegistriesConfig;
 use berth_image::service::ImageService;
 use berth_oci::RuntimeHandler;
-use tokio::sync::broadcast;
 
 pub use attach::{AttachOutput, AttachReader, AttachWriter, Attached};
 pub use berth_errdefs::{Error, ErrorKind};
 pub use container::Containers;
+pub use events::{attr, Action, Attrs, EventBus, ObjectKind, Received, Subscription};
 pub use exec::{ExecOutput, ExecProcess, ExecSpec};
 pub use images::{
     Credentials, ImageConfig, ImageFsInfo, ImageInfo, ImageLayer, ImageUsers, Images,
@@ -178,7 +178,7 @@ pub struct Shared {
     pub(crate) cgroups: Box<dyn Cgroups>,
     pub(crate) monitors: Arc<dyn Monitors>,
     objects: Mutex<Objects>,
-    events: broadcast::Sender<Event>,
+    pub(crate) events: Arc<EventBus>,
     pub(crate) cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
     pub(crate) network: network::Network,
     /// Records recovery could not read (and moved aside).
@@ -207,11 +207,15 @@ impl Core {
             config.registries.clone(),
             config.image_limits,
         )?);
-        let (events, _) = broadcast::channel(1024);
+        let events = Arc::new(EventBus::default());
         let network =
             network::Network::open(&config.network, &parts.leaf_store, &config.state_dir)?;
         let shared = Arc::new_cyclic(|me| Shared {
-            images: Images::new(leaf_images, Arc::new(ContainerUsers(me.clone()))),
+            images: Images::new(
+                leaf_images,
+                Arc::new(ContainerUsers(me.clone())),
+                events.clone(),
+            ),
             config,
             store: parts.store,
             runtimes: parts.runtimes,
@@ -244,9 +248,10 @@ impl Core {
         &self.shared.images
     }
 
-    /// Subscribes to container and sandbox events from now on.
-    pub fn events(&self) -> broadcast::Receiver<Event> {
-        self.shared.events.subscribe()
+    /// The event bus: what happened to sandboxes, containers and images,
+    /// for any number of subscribers (`subscribe(since)`).
+    pub fn events(&self) -> &EventBus {
+        &self.shared.events
     }
 }
 
@@ -278,13 +283,27 @@ fn check_state_dir(config: &CoreConfig) -> Result<()> {
 }
 
 impl Shared {
-    pub(crate) fn emit(&self, id: &str, sandbox_id: &str, kind: EventKind) {
-        let _ = self.events.send(Event {
-            id: id.to_string(),
-            sandbox_id: sandbox_id.to_string(),
-            kind,
-            at_ns: now_ns(),
-        });
+    /// Publishes what happened to a sandbox: its name, owner and labels.
+    pub(crate) fn sandbox_event(&self, record: &SandboxRecord, action: Action) {
+        let attrs = Attrs::new()
+            .name(record.config.full_name())
+            .set(attr::OWNER, record.owner.as_str())
+            .labels(&record.config.labels);
+        self.events
+            .publish(ObjectKind::Sandbox, &record.id, action, attrs);
+    }
+
+    /// Publishes what happened to a container: its name, image, sandbox,
+    /// owner and labels.
+    pub(crate) fn container_event(&self, record: &ContainerRecord, action: Action) {
+        let attrs = Attrs::new()
+            .name(record.config.name.clone())
+            .image(record.image_ref.clone())
+            .sandbox_id(record.sandbox_id.clone())
+            .set(attr::OWNER, record.owner.as_str())
+            .labels(&record.config.labels);
+        self.events
+            .publish(ObjectKind::Container, &record.id, action, attrs);
     }
 
     pub(crate) fn objects(&self) -> std::sync::MutexGuard<'_, Objects> {

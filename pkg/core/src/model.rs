@@ -17,6 +17,16 @@ pub enum Owner {
     Docker,
 }
 
+impl Owner {
+    /// As events' `io.berth.owner` attribute spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Owner::Kubernetes => "kubernetes",
+            Owner::Docker => "docker",
+        }
+    }
+}
+
 /// How a pod (or container) gets one namespace (CRI `NamespaceMode`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NamespaceMode {
@@ -429,24 +439,6 @@ pub struct ContainerUser {
     pub gid: u32,
     /// Sorted; includes `gid`.
     pub supplemental_groups: Vec<u32>,
-}
-
-/// A container event, as CRI `GetContainerEvents` streams them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    Created,
-    Started,
-    Stopped,
-    Deleted,
-}
-
-#[derive(Debug, Clone)]
-pub struct Event {
-    /// A container id, or a sandbox id for pod-level events.
-    pub id: String,
-    pub sandbox_id: String,
-    pub kind: EventKind,
-    pub at_ns: i64,
 }
 
 /// Filters for listings; empty fields match everything.

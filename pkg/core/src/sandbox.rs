@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use berth_errdefs::{Error, ErrorKind, Result};
 use berth_store::Batch;
 
+use crate::events::Action;
 use crate::model::*;
 use crate::{
     gone_is_done, idmap, new_id, podfiles, rootfs, to_completion, validate, CgroupDriver,
@@ -142,9 +143,9 @@ impl Sandboxes {
         };
         self.objects()
             .sandboxes
-            .insert(id.clone(), Entry::new(record));
-        self.emit(&id, &id, EventKind::Created);
-        self.emit(&id, &id, EventKind::Started);
+            .insert(id.clone(), Entry::new(record.clone()));
+        self.sandbox_event(&record, Action::Create);
+        self.sandbox_event(&record, Action::Start);
         tracing::info!(sandbox = %id, name = %key, "pod sandbox ready");
         Ok(id)
     }
@@ -294,8 +295,8 @@ impl Sandboxes {
         record.state = SandboxState::NotReady;
         record.network = None;
         self.persist_sandbox(&record)?;
-        entry.set(record);
-        self.emit(id, id, EventKind::Stopped);
+        entry.set(record.clone());
+        self.sandbox_event(&record, Action::Stop);
         Ok(())
     }
 
@@ -328,7 +329,7 @@ impl Sandboxes {
         self.store.write(Batch::new().delete(SANDBOXES, id))?;
         self.objects().sandboxes.remove(id);
         self.release_name(&name_key(&record.config), id);
-        self.emit(id, id, EventKind::Deleted);
+        self.sandbox_event(&record, Action::Destroy);
         Ok(())
     }
 

@@ -143,15 +143,10 @@ impl MetaStore for Store {
         Store::write(self, batch)
     }
     fn list_raw(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        // TODO(h13-bus): the store's own raw listing.
-        let rows: Vec<(String, serde_json::Value)> = Store::list(self, table)?;
-        Ok(rows
-            .into_iter()
-            .map(|(k, v)| (k, serde_json::to_vec(&v).unwrap_or_default()))
-            .collect())
+        Store::list_raw(self, table)
     }
-    fn move_aside(&self, _table: &str, _key: &str) -> Result<()> {
-        Err(berth_errdefs::Error::internal("not yet"))
+    fn move_aside(&self, table: &str, key: &str) -> Result<()> {
+        Store::move_aside(self, table, key)
     }
 }
 

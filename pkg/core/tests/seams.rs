@@ -465,11 +465,28 @@ async fn container_events_follow_start_exit_and_removal() {
         events.next_about("c1", 1).await,
         [(EventKind::Started, "pod1".to_string())]
     );
-    world.node.exit("c1", 0);
+    world.node.exit("c1", 3);
+    let died = events.next_among(&["c1"], 1).await.remove(0);
     assert_eq!(
-        events.next_about("c1", 1).await,
-        [(EventKind::Stopped, "pod1".to_string())]
+        (died.kind, died.sandbox_id.as_str()),
+        (EventKind::Stopped, "pod1")
     );
+    // Typed: the exit code in the action and in Docker's attribute, and
+    // what a front door needs to filter and show the event.
+    assert_eq!(died.raw.action, Action::Die { exit_code: 3 });
+    assert_eq!(died.raw.kind, ObjectKind::Container);
+    let attrs = &died.raw.attributes;
+    assert_eq!(attrs.get(attr::EXIT_CODE).map(String::as_str), Some("3"));
+    assert_eq!(
+        attrs.get(attr::OWNER).map(String::as_str),
+        Some("kubernetes")
+    );
+    assert_eq!(
+        attrs.get(attr::SANDBOX_ID).map(String::as_str),
+        Some("pod1")
+    );
+    assert!(attrs.contains_key(attr::NAME), "{attrs:?}");
+    assert!(attrs.contains_key(attr::IMAGE), "{attrs:?}");
     exited(&core, "c1").await;
     containers.remove("c1").await.unwrap();
     assert_eq!(

@@ -545,15 +545,6 @@ fn berth_core_now() -> i64 {
         .unwrap_or(0)
 }
 
-pub fn event_type(k: m::EventKind) -> i32 {
-    (match k {
-        m::EventKind::Created => api::ContainerEventType::ContainerCreatedEvent,
-        m::EventKind::Started => api::ContainerEventType::ContainerStartedEvent,
-        m::EventKind::Stopped => api::ContainerEventType::ContainerStoppedEvent,
-        m::EventKind::Deleted => api::ContainerEventType::ContainerDeletedEvent,
-    }) as i32
-}
-
 #[cfg(test)]
 mod userns_tests {
     use super::*;
@@ -1164,19 +1155,6 @@ mod tests {
         ] {
             assert_eq!(container_state(core), cri as i32);
             assert_eq!(container_state_in(cri as i32), core);
-        }
-    }
-
-    #[test]
-    fn event_kinds_map_to_cri_event_types() {
-        use api::ContainerEventType as T;
-        for (kind, want) in [
-            (m::EventKind::Created, T::ContainerCreatedEvent),
-            (m::EventKind::Started, T::ContainerStartedEvent),
-            (m::EventKind::Stopped, T::ContainerStoppedEvent),
-            (m::EventKind::Deleted, T::ContainerDeletedEvent),
-        ] {
-            assert_eq!(event_type(kind), want as i32, "{kind:?}");
         }
     }
 

@@ -6,6 +6,7 @@
 mod authority;
 mod convert;
 mod error;
+mod events;
 mod image;
 mod runtime;
 mod serve;

@@ -196,37 +196,21 @@ impl RuntimeService for Runtime {
         &self,
         _req: Request<api::GetEventsRequest>,
     ) -> Reply<EventStream> {
-        let mut events = self.core.events();
+        let mut events = self.core.events().subscribe(None);
         let core = self.core.clone();
         let stream = async_stream::stream! {
-            loop {
-                let event = match events.recv().await {
-                    Ok(e) => e,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "event subscriber fell behind");
+            let mut translator = crate::events::Translator::default();
+            while let Some(received) = events.next().await {
+                let event = match received {
+                    berth_core::Received::Event(e) => e,
+                    berth_core::Received::Lagged(n) => {
+                        tracing::warn!(missed = n, "CRI event subscriber fell behind");
                         continue;
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 };
-                let pod = core.sandboxes().status(&event.sandbox_id).ok();
-                if pod.as_ref().is_some_and(|p| p.owner != OWNER) {
-                    continue;
+                if let Some(reply) = translator.translate(&core, &event) {
+                    yield Ok(reply);
                 }
-                let containers = if event.id == event.sandbox_id {
-                    Vec::new()
-                } else {
-                    core.containers()
-                        .status(&event.id)
-                        .map(|r| vec![convert::container_status(&r)])
-                        .unwrap_or_default()
-                };
-                yield Ok(api::ContainerEventResponse {
-                    container_id: event.id,
-                    container_event_type: convert::event_type(event.kind),
-                    created_at: event.at_ns,
-                    pod_sandbox_status: pod.as_ref().map(convert::sandbox_status),
-                    containers_statuses: containers,
-                });
             }
         };
         Ok(Response::new(Box::pin(stream)))

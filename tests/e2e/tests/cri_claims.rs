@@ -595,13 +595,15 @@ async fn sandbox_lifecycle_events_carry_the_sandbox_id() {
     for e in &seen {
         assert!(e.containers_statuses.is_empty(), "{e:?}");
     }
-    // While the sandbox exists its status rides along (kubelet's evented
-    // PLEG drops events without one). It is read when the event is sent,
-    // so the created and started events may already see it stopped.
+    // Its status rides along (kubelet's evented PLEG drops events without
+    // one). It is read when the event is sent, so the created and started
+    // events may already see it stopped; the deleted one carries the last
+    // status the stream saw.
     use api::PodSandboxState as S;
-    for (e, states) in seen[..3].iter().zip([
+    for (e, states) in seen.iter().zip([
         &[S::SandboxReady, S::SandboxNotready][..],
         &[S::SandboxReady, S::SandboxNotready][..],
+        &[S::SandboxNotready][..],
         &[S::SandboxNotready][..],
     ]) {
         let s = e

@@ -16,7 +16,7 @@ use berth_errdefs::Result;
 use berth_oci::RuntimeHandler;
 use berth_store::Batch;
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -667,12 +667,55 @@ pub fn pod_config(owner: Owner, name: &str) -> PodConfig {
 // ---------------------------------------------------------------------------
 // Events and waiting.
 
+/// The CRI-level kinds of the core's container and sandbox events, as
+/// these tests compare them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Created,
+    Started,
+    Stopped,
+    Deleted,
+}
+
+/// One event about a sandbox or container, with the sandbox it names.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: String,
+    pub sandbox_id: String,
+    pub kind: EventKind,
+    /// The bus's own event.
+    pub raw: Arc<berth_core::events::Event>,
+}
+
+impl Event {
+    fn from_bus(raw: Arc<berth_core::events::Event>) -> Option<Event> {
+        let kind = match raw.action {
+            Action::Create => EventKind::Created,
+            Action::Start => EventKind::Started,
+            Action::Die { .. } | Action::Stop => EventKind::Stopped,
+            Action::Destroy => EventKind::Deleted,
+            _ => return None,
+        };
+        let sandbox_id = match raw.kind {
+            ObjectKind::Sandbox => raw.id.clone(),
+            ObjectKind::Container => raw.attributes.get(attr::SANDBOX_ID)?.clone(),
+            _ => return None,
+        };
+        Some(Event {
+            id: raw.id.clone(),
+            sandbox_id,
+            kind,
+            raw,
+        })
+    }
+}
+
 /// The core's events as a test reads them. The one place that knows how
 /// to subscribe and receive.
-pub struct Events(broadcast::Receiver<Event>);
+pub struct Events(Subscription);
 
 pub fn subscribe(core: &Core) -> Events {
-    Events(core.events())
+    Events(core.events().subscribe(None))
 }
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -693,12 +736,17 @@ impl Events {
         let mut out = Vec::new();
         let deadline = tokio::time::Instant::now() + DEADLINE;
         while out.len() < n {
-            let event = tokio::time::timeout_at(deadline, self.0.recv())
+            let received = tokio::time::timeout_at(deadline, self.0.next())
                 .await
                 .unwrap_or_else(|_| panic!("events about {ids:?}: only {out:?} in time"))
                 .expect("the event stream");
-            if ids.contains(&event.id.as_str()) {
-                out.push(event);
+            let Received::Event(raw) = received else {
+                panic!("a test subscriber lagged");
+            };
+            if let Some(event) = Event::from_bus(raw) {
+                if ids.contains(&event.id.as_str()) {
+                    out.push(event);
+                }
             }
         }
         out
@@ -707,9 +755,11 @@ impl Events {
     /// The kinds of every event about `id` received so far, without waiting.
     pub fn pending_about(&mut self, id: &str) -> Vec<EventKind> {
         let mut out = Vec::new();
-        while let Ok(event) = self.0.try_recv() {
-            if event.id == id {
-                out.push(event.kind);
+        while let Some(received) = self.0.try_next() {
+            if let Received::Event(raw) = received {
+                if let Some(event) = Event::from_bus(raw).filter(|e| e.id == id) {
+                    out.push(event.kind);
+                }
             }
         }
         out
