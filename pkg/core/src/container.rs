@@ -645,8 +645,15 @@ impl Containers {
         out
     }
 
-    /// Applies new limits to a created or running container.
+    /// Applies new limits to a created or running container. Runs to its
+    /// end even if the caller stops waiting, so the record always says
+    /// what the runtime applied.
     pub async fn update_resources(&self, id: &str, resources: Resources) -> Result<()> {
+        let (core, id) = (self.clone(), id.to_owned());
+        to_completion(async move { core.update_resources_now(&id, resources).await }).await
+    }
+
+    async fn update_resources_now(&self, id: &str, resources: Resources) -> Result<()> {
         let entry = self.require_container(id)?;
         let _guard = entry.lock.lock().await;
         let record = entry.record();

@@ -357,9 +357,11 @@ pub enum ContainerState {
     Unknown,
 }
 
-/// The container state machine: created → running → exited (or unknown,
-/// when its monitor left no exit status). Each verb checks its transition
-/// here.
+/// The container state machine: created → running → exited. A container
+/// whose monitor left no exit status is exited too, with code 255 and
+/// reason `Unknown`; `Unknown` the state is only ever read from a record
+/// (an older berthd's, or a future one's) and counts as exited. Each verb
+/// checks its transition here.
 impl ContainerState {
     /// Its process exists (made by the runtime, maybe not started).
     pub fn is_live(self) -> bool {

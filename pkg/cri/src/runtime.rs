@@ -300,6 +300,8 @@ impl RuntimeService for Runtime {
         let config = req
             .config
             .ok_or_else(|| Status::invalid_argument("CreateContainer needs a config"))?;
+        // Only into kubelet's own pods.
+        self.sandbox_record(&req.pod_sandbox_id).map_err(status)?;
         let id = self
             .core
             .containers()

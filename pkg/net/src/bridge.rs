@@ -4,7 +4,7 @@
 //!
 //! Why not netavark by default: its binary costs about 60 ms per pod on
 //! this kind of machine, against about 7 ms for the same links made with
-//! `ip -batch` (DESIGN.md); the netlink path here stays within the floor.
+//! `ip -batch` (docs/dev/architecture.md, "Pod network"); the netlink path here stays within the floor.
 //! netavark remains a backend (`network.backend = "netavark"`).
 
 use std::fs;

@@ -1,6 +1,6 @@
 //! A small synchronous rtnetlink client: just the link, address and route
 //! requests the bridge backend needs. In-process netlink takes about a
-//! third of the time of `ip` processes per pod (DESIGN.md), and a blocking
+//! third of the time of `ip` processes per pod (docs/dev/architecture.md, "Pod network"), and a blocking
 //! socket fits the blocking `PodNetwork` calls without a second runtime.
 //!
 //! A netlink socket talks to the network namespace it was opened in, so

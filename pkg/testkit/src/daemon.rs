@@ -87,6 +87,18 @@ pub fn processes_mentioning(needle: &str) -> Vec<u32> {
         .collect()
 }
 
+/// A process's state letter (`R`, `S`, `Z`...), `None` once it is gone.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ..."; comm may hold spaces, so split at ')'.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
 /// `berth-pause` processes (pod pid namespaces) whose parent is `ppid`.
 pub fn pauses_of(ppid: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
@@ -280,8 +292,10 @@ impl TestDaemon {
             "berthd to serve its CRI socket",
             Duration::from_secs(20),
             || {
+                // Our own child lingers as a zombie until reaped: its state
+                // tells that it exited.
                 assert!(
-                    Path::new(&format!("/proc/{pid}")).exists(),
+                    process_state(pid).is_some_and(|s| s != 'Z'),
                     "berthd exited early: {}",
                     self.log()
                 );

@@ -69,18 +69,6 @@ async fn userns_features(rt: &mut Runtime) -> Vec<(String, bool)> {
     out
 }
 
-async fn pod_status(rt: &mut Runtime, pod: &str) -> api::PodSandboxStatus {
-    rt.pod_sandbox_status(api::PodSandboxStatusRequest {
-        pod_sandbox_id: pod.to_string(),
-        verbose: false,
-    })
-    .await
-    .expect("pod status")
-    .into_inner()
-    .status
-    .expect("status")
-}
-
 fn words(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
