@@ -185,8 +185,7 @@ impl Containers {
             }
         };
         let mounted = started.elapsed();
-        let image_config = self.images.config(image)?;
-        let defaults = image_defaults(&image_config)?;
+        let defaults = image_defaults(self.images.config(image)?);
         let stop_signal = oci::stop_signal(&defaults);
         let cgroups_path = format!("{}/{id}", pod.cgroup_parent);
         let mut spec = self.container_spec(pod, &config, defaults, rootfs_dir, &cgroups_path)?;
@@ -880,28 +879,15 @@ fn linux_resources(r: &Resources) -> serde_json::Value {
 }
 
 /// The image config fields a container inherits.
-fn image_defaults(config: &[u8]) -> Result<oci::ImageDefaults> {
-    let v: serde_json::Value = serde_json::from_slice(config)
-        .map_err(|e| Error::invalid(format!("malformed image config: {e}")))?;
-    let c = &v["config"];
-    let strings = |k: &str| -> Vec<String> {
-        c[k].as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let string = |k: &str| c[k].as_str().unwrap_or_default().to_string();
-    Ok(oci::ImageDefaults {
-        entrypoint: strings("Entrypoint"),
-        cmd: strings("Cmd"),
-        env: strings("Env"),
-        working_dir: string("WorkingDir"),
-        user: string("User"),
-        stop_signal: string("StopSignal"),
-    })
+fn image_defaults(c: crate::ImageConfig) -> oci::ImageDefaults {
+    oci::ImageDefaults {
+        entrypoint: c.entrypoint,
+        cmd: c.cmd,
+        env: c.env,
+        working_dir: c.working_dir,
+        user: c.user,
+        stop_signal: c.stop_signal,
+    }
 }
 
 /// The container's log file: the pod's log directory joined with the

@@ -14,15 +14,12 @@
 
 use crate::events::{Action, Attrs, EventBus, ObjectKind};
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use berth_errdefs::{Error, ErrorKind, Result};
-use berth_image::fetch as leaf_fetch;
 use berth_image::manifest::Platform as LeafPlatform;
-use berth_image::progress::{LayerState, PullProgress as LeafProgress};
 use berth_image::service::ImageService;
 use tokio::sync::mpsc;
 
@@ -36,38 +33,10 @@ pub trait ImageUsers: Send + Sync {
     fn user_of(&self, image_id: &str) -> Option<String>;
 }
 
-/// A credential that never shows in logs or `Debug` output.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// How to authenticate to the registry.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub enum Credentials {
-    #[default]
-    Anonymous,
-    Basic {
-        username: String,
-        password: Secret,
-    },
-    /// A registry bearer token, sent as is.
-    Bearer(Secret),
-}
+/// How to authenticate a pull; a [`Secret`] never shows in logs or
+/// `Debug` output. The registry client's own types: the core adds nothing
+/// to them.
+pub use berth_image::fetch::{Credentials, Secret};
 
 /// Which image of a multi-platform index to pull, in OCI's names
 /// (`linux`, `amd64`, `v8`).
@@ -120,97 +89,10 @@ pub struct PullResult {
     pub reused_layers: usize,
 }
 
-/// One report of a pull in progress, as a Docker client renders them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PullProgress {
-    /// "<tag>: Pulling from <repository>"; once per registry tried.
-    Started {
-        /// `registry/repository`.
-        repository: String,
-        /// The tag, or the digest when the reference has no tag.
-        tag: String,
-    },
-    /// A layer, by its short id (12 hex digits of its digest), changed state.
-    Layer { id: String, state: LayerProgress },
-    /// The pull ended well.
-    Finished {
-        reference: String,
-        digest: String,
-        updated: bool,
-    },
-}
-
-/// A layer's state in a pull, in the order a pull goes through them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LayerProgress {
-    /// Another pull is fetching the same layer.
-    Waiting,
-    PullingFsLayer,
-    /// Compressed bytes read so far, of `total`.
-    Downloading {
-        current: u64,
-        total: u64,
-    },
-    VerifyingChecksum,
-    DownloadComplete,
-    Extracting,
-    PullComplete,
-    AlreadyExists,
-}
-
-impl LayerProgress {
-    /// The status text Docker shows for the state.
-    pub fn docker_status(&self) -> &'static str {
-        match self {
-            LayerProgress::Waiting => "Waiting",
-            LayerProgress::PullingFsLayer => "Pulling fs layer",
-            LayerProgress::Downloading { .. } => "Downloading",
-            LayerProgress::VerifyingChecksum => "Verifying Checksum",
-            LayerProgress::DownloadComplete => "Download complete",
-            LayerProgress::Extracting => "Extracting",
-            LayerProgress::PullComplete => "Pull complete",
-            LayerProgress::AlreadyExists => "Already exists",
-        }
-    }
-}
-
-impl From<LayerState> for LayerProgress {
-    fn from(s: LayerState) -> LayerProgress {
-        match s {
-            LayerState::Waiting => LayerProgress::Waiting,
-            LayerState::PullingFsLayer => LayerProgress::PullingFsLayer,
-            LayerState::Downloading { current, total } => {
-                LayerProgress::Downloading { current, total }
-            }
-            LayerState::VerifyingChecksum => LayerProgress::VerifyingChecksum,
-            LayerState::DownloadComplete => LayerProgress::DownloadComplete,
-            LayerState::Extracting => LayerProgress::Extracting,
-            LayerState::PullComplete => LayerProgress::PullComplete,
-            LayerState::AlreadyExists => LayerProgress::AlreadyExists,
-        }
-    }
-}
-
-impl From<LeafProgress> for PullProgress {
-    fn from(p: LeafProgress) -> PullProgress {
-        match p {
-            LeafProgress::Started { repository, tag } => PullProgress::Started { repository, tag },
-            LeafProgress::Layer { id, state } => PullProgress::Layer {
-                id,
-                state: state.into(),
-            },
-            LeafProgress::Finished {
-                reference,
-                digest,
-                updated,
-            } => PullProgress::Finished {
-                reference,
-                digest,
-                updated,
-            },
-        }
-    }
-}
+/// What a pull reports as it goes: the registry client's own reports,
+/// with the per-layer states and byte counts a Docker client renders
+/// ([`LayerProgress::docker_status`]).
+pub use berth_image::progress::{LayerState as LayerProgress, PullProgress};
 
 /// An image as front doors show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -309,51 +191,16 @@ impl Images {
         request: PullRequest,
         progress: Option<mpsc::Sender<PullProgress>>,
     ) -> Result<PullResult> {
-        let creds = match request.credentials {
-            Credentials::Anonymous => leaf_fetch::Credentials::Anonymous,
-            Credentials::Basic { username, password } => leaf_fetch::Credentials::Basic {
-                username,
-                password: leaf_fetch::Secret::new(password.0),
-            },
-            Credentials::Bearer(token) => {
-                leaf_fetch::Credentials::Bearer(leaf_fetch::Secret::new(token.0))
-            }
-        };
+        let creds = request.credentials;
         let platform = request.platform.map(|p| LeafPlatform {
             architecture: p.architecture,
             os: p.os,
             variant: p.variant,
         });
-        let (leaf_tx, forwarder) = match progress {
-            None => (None, None),
-            Some(out) => {
-                let (tx, mut rx) = mpsc::channel::<LeafProgress>(64);
-                // Ends when the pull drops its sender.
-                let forwarder = tokio::spawn(async move {
-                    while let Some(p) = rx.recv().await {
-                        let p = PullProgress::from(p);
-                        let sent = match p {
-                            PullProgress::Layer {
-                                state: LayerProgress::Downloading { .. },
-                                ..
-                            } => out.try_send(p).is_ok() || !out.is_closed(),
-                            _ => out.send(p).await.is_ok(),
-                        };
-                        if !sent {
-                            break;
-                        }
-                    }
-                });
-                (Some(tx), Some(forwarder))
-            }
-        };
         let pulled = self
             .leaf
-            .pull_with_progress(&request.reference, &creds, platform, leaf_tx)
+            .pull_with_progress(&request.reference, &creds, platform, progress)
             .await;
-        if let Some(f) = forwarder {
-            let _ = f.await;
-        }
         let (image, outcome) = pulled?;
         self.image_event(&image.id, &outcome.reference, Action::Pull);
         Ok(PullResult {
@@ -466,8 +313,9 @@ impl Images {
     }
 
     /// The raw image config JSON of an image.
-    pub(crate) fn config(&self, image: &LeafImage) -> Result<Vec<u8>> {
-        self.leaf.config(image)
+    /// The config fields a container inherits, parsed once per image.
+    pub(crate) fn config(&self, image: &LeafImage) -> Result<ImageConfig> {
+        Ok(self.summary(image)?.config.clone())
     }
 
     fn info(&self, image: &LeafImage) -> Result<ImageInfo> {
@@ -919,31 +767,24 @@ mod tests {
     }
 
     #[test]
-    fn progress_maps_with_docker_texts() {
-        let p = PullProgress::from(LeafProgress::Layer {
-            id: "abc".into(),
-            state: LayerState::Downloading {
-                current: 1,
-                total: 2,
-            },
-        });
-        assert_eq!(
-            p,
-            PullProgress::Layer {
-                id: "abc".into(),
-                state: LayerProgress::Downloading {
+    fn layer_states_have_docker_texts() {
+        for (state, text) in [
+            (LayerProgress::Waiting, "Waiting"),
+            (LayerProgress::PullingFsLayer, "Pulling fs layer"),
+            (
+                LayerProgress::Downloading {
                     current: 1,
-                    total: 2
-                }
-            }
-        );
-        assert_eq!(
-            LayerProgress::from(LayerState::AlreadyExists).docker_status(),
-            "Already exists"
-        );
-        assert_eq!(
-            LayerProgress::PullingFsLayer.docker_status(),
-            "Pulling fs layer"
-        );
+                    total: 2,
+                },
+                "Downloading",
+            ),
+            (LayerProgress::VerifyingChecksum, "Verifying Checksum"),
+            (LayerProgress::DownloadComplete, "Download complete"),
+            (LayerProgress::Extracting, "Extracting"),
+            (LayerProgress::PullComplete, "Pull complete"),
+            (LayerProgress::AlreadyExists, "Already exists"),
+        ] {
+            assert_eq!(state.docker_status(), text);
+        }
     }
 }

@@ -60,6 +60,22 @@ pub enum LayerState {
     AlreadyExists,
 }
 
+impl LayerState {
+    /// The status text Docker shows for the state.
+    pub fn docker_status(&self) -> &'static str {
+        match self {
+            LayerState::Waiting => "Waiting",
+            LayerState::PullingFsLayer => "Pulling fs layer",
+            LayerState::Downloading { .. } => "Downloading",
+            LayerState::VerifyingChecksum => "Verifying Checksum",
+            LayerState::DownloadComplete => "Download complete",
+            LayerState::Extracting => "Extracting",
+            LayerState::PullComplete => "Pull complete",
+            LayerState::AlreadyExists => "Already exists",
+        }
+    }
+}
+
 /// A layer's short id as Docker shows it: 12 hex digits of its digest.
 pub fn short_id(digest: &str) -> String {
     let hex = digest_hex(digest).unwrap_or(digest);
