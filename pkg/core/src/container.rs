@@ -1,7 +1,6 @@
 //! Containers: an overlayfs rootfs, an OCI bundle, and a monitor
 //! (`berth-shim`) that runs the runtime's `create` and outlives berthd.
 
-use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -72,24 +71,12 @@ pub(crate) fn name_key(config: &ContainerConfig, pod: &PodConfig) -> String {
     }
 }
 
-/// The containers service. A cheap handle.
-#[derive(Clone)]
-pub struct Containers {
-    shared: Arc<Shared>,
-}
-
-impl Deref for Containers {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.shared
-    }
+crate::service_handle! {
+    /// The containers service. A cheap handle.
+    Containers
 }
 
 impl Containers {
-    pub(crate) fn new(shared: Arc<Shared>) -> Containers {
-        Containers { shared }
-    }
-
     /// Creates a container in a ready sandbox: all of it, or nothing. The
     /// work runs to its end even when the caller stops waiting, so the
     /// container is either made and recorded or not made at all.

@@ -29,6 +29,32 @@
 //! <root>/containers/<id>/{layers,views}/<n>     its idmapped layers and volumes
 //! ```
 
+/// A service: a cheap, cloneable handle on the shared state, whose verbs
+/// reach the state's helpers through `Deref`.
+macro_rules! service_handle {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name {
+            shared: std::sync::Arc<crate::Shared>,
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = crate::Shared;
+            fn deref(&self) -> &crate::Shared {
+                &self.shared
+            }
+        }
+
+        impl $name {
+            pub(crate) fn new(shared: std::sync::Arc<crate::Shared>) -> $name {
+                $name { shared }
+            }
+        }
+    };
+}
+pub(crate) use service_handle;
+
 mod attach;
 mod container;
 pub mod events;

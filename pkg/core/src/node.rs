@@ -1,32 +1,18 @@
 //! The node service: what the runtime can do here and whether it is ready
 //! (CRI `Status`, `RuntimeConfig`, `UpdateRuntimeConfig`; Docker `/info`).
 
-use std::ops::Deref;
 use std::path::Path;
-use std::sync::Arc;
 
 use berth_errdefs::{Error, Result};
 
-use crate::{rootfs, CgroupDriver, Condition, ConditionKind, Shared};
+use crate::{rootfs, CgroupDriver, Condition, ConditionKind};
 
-/// Node-wide facts and settings. A cheap handle.
-#[derive(Clone)]
-pub struct Node {
-    shared: Arc<Shared>,
-}
-
-impl Deref for Node {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.shared
-    }
+crate::service_handle! {
+    /// Node-wide facts and settings. A cheap handle.
+    Node
 }
 
 impl Node {
-    pub(crate) fn new(shared: Arc<Shared>) -> Node {
-        Node { shared }
-    }
-
     pub fn root(&self) -> &Path {
         &self.config.root
     }

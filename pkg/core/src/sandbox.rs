@@ -1,7 +1,6 @@
 //! Pod sandboxes: pinned namespaces (no pause container), the pod's shared
 //! files, its /dev/shm and its cgroup parent.
 
-use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 
 use berth_errdefs::{Error, ErrorKind, Result};
@@ -60,24 +59,12 @@ pub(crate) fn name_key(config: &PodConfig) -> String {
     format!("pod/{}", config.full_name())
 }
 
-/// The pod sandboxes service. A cheap handle.
-#[derive(Clone)]
-pub struct Sandboxes {
-    shared: Arc<Shared>,
-}
-
-impl Deref for Sandboxes {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.shared
-    }
+crate::service_handle! {
+    /// The pod sandboxes service. A cheap handle.
+    Sandboxes
 }
 
 impl Sandboxes {
-    pub(crate) fn new(shared: Arc<Shared>) -> Sandboxes {
-        Sandboxes { shared }
-    }
-
     fn containers(&self) -> Containers {
         Containers::new(self.shared())
     }
