@@ -493,6 +493,29 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_image_record_is_moved_aside_and_the_rest_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let (images, _, id) = images_with_one(dir.path(), CONFIG.as_bytes());
+        drop(images);
+        let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
+        store
+            .write(Batch::new().put_raw("images", &digest('b'), b"{not json".to_vec()))
+            .unwrap();
+        let leaf = ImageService::open(
+            &dir.path().join("images"),
+            store.clone(),
+            Default::default(),
+        )
+        .expect("the image store opens past an unreadable record");
+        let ids: Vec<String> = leaf.list(None).unwrap().into_iter().map(|i| i.id).collect();
+        assert_eq!(ids, [id]);
+        assert_eq!(
+            store.list_aside("images").unwrap(),
+            [(digest('b'), b"{not json".to_vec())]
+        );
+    }
+
+    #[test]
     fn secrets_do_not_print() {
         let c = Credentials::Basic {
             username: "u".into(),

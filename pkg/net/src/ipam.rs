@@ -36,8 +36,11 @@ impl Ipam {
     /// Loads the leases of `subnet` from the store.
     pub fn open(subnet: Subnet, store: Arc<Store>) -> Result<Ipam> {
         let key = subnet.to_string();
-        let leases = store
-            .list::<Lease>(LEASES)?
+        let (leases, unreadable) = store.list_readable::<Lease>(LEASES)?;
+        for (key, error) in unreadable {
+            tracing::error!(lease = %key, "unreadable address lease ({error}): moved aside");
+        }
+        let leases = leases
             .into_iter()
             .filter(|(_, l)| l.subnet == key && subnet.contains(l.address))
             .map(|(_, l)| (u32::from(l.address), l))

@@ -124,6 +124,28 @@ impl Store {
             .collect()
     }
 
+    /// Every record of a collection that decodes, in key order; each one
+    /// that does not is moved aside ([`Store::move_aside`], its bytes kept)
+    /// and its key and decode error returned, so one bad record never
+    /// keeps the others from loading.
+    pub fn list_readable<T: DeserializeOwned>(
+        &self,
+        collection: &str,
+    ) -> Result<(Vec<(String, T)>, Vec<(String, String)>)> {
+        let mut good = Vec::new();
+        let mut moved = Vec::new();
+        for (key, bytes) in self.list_raw(collection)? {
+            match serde_json::from_slice(&bytes) {
+                Ok(record) => good.push((key, record)),
+                Err(e) => {
+                    self.move_aside(collection, &key)?;
+                    moved.push((key, e.to_string()));
+                }
+            }
+        }
+        Ok((good, moved))
+    }
+
     /// Every record of a collection as stored (undecoded bytes), in key
     /// order; empty if the collection was never written.
     pub fn list_raw(&self, collection: &str) -> Result<Vec<(String, Vec<u8>)>> {
@@ -427,6 +449,29 @@ mod tests {
         // The decoding reader still refuses, naming the record.
         let err = s.list::<Rec>("things").unwrap_err();
         assert!(err.message.contains("decode things/b"), "{}", err.message);
+    }
+
+    #[test]
+    fn list_readable_moves_the_unreadable_aside_and_returns_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store_with_garbage(dir.path());
+        let (good, moved): (Vec<(String, Rec)>, _) = s.list_readable("things").unwrap();
+        assert_eq!(
+            good,
+            vec![
+                ("a".to_string(), Rec { n: 1 }),
+                ("c".to_string(), Rec { n: 3 })
+            ]
+        );
+        assert_eq!(moved.len(), 1);
+        assert_eq!(moved[0].0, "b");
+        assert_eq!(
+            s.list_aside("things").unwrap(),
+            vec![("b".to_string(), GARBAGE.to_vec())]
+        );
+        // Nothing is left to move the second time.
+        let (_, moved): (Vec<(String, Rec)>, _) = s.list_readable("things").unwrap();
+        assert!(moved.is_empty());
     }
 
     #[test]
