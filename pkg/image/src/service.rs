@@ -105,11 +105,11 @@ impl ImageService {
         limits: Limits,
     ) -> Result<Self> {
         let content = Arc::new(Content::open(root)?);
-        let (images, unreadable) = store.list_readable::<Image>(IMAGES)?;
-        for (key, error) in unreadable {
+        let found = store.list_readable::<Image>(IMAGES)?;
+        for (key, error) in found.moved_aside {
             tracing::error!(image = %key, "unreadable image record ({error}): moved aside");
         }
-        let images = images.into_iter().collect::<BTreeMap<_, _>>();
+        let images = found.records.into_iter().collect::<BTreeMap<_, _>>();
         tracing::info!(images = images.len(), root = %root.display(), "image store opened");
         Ok(ImageService {
             content,

@@ -36,11 +36,12 @@ impl Ipam {
     /// Loads the leases of `subnet` from the store.
     pub fn open(subnet: Subnet, store: Arc<Store>) -> Result<Ipam> {
         let key = subnet.to_string();
-        let (leases, unreadable) = store.list_readable::<Lease>(LEASES)?;
-        for (key, error) in unreadable {
+        let found = store.list_readable::<Lease>(LEASES)?;
+        for (key, error) in found.moved_aside {
             tracing::error!(lease = %key, "unreadable address lease ({error}): moved aside");
         }
-        let leases = leases
+        let leases = found
+            .records
             .into_iter()
             .filter(|(_, l)| l.subnet == key && subnet.contains(l.address))
             .map(|(_, l)| (u32::from(l.address), l))

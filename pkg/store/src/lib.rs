@@ -128,22 +128,21 @@ impl Store {
     /// that does not is moved aside ([`Store::move_aside`], its bytes kept)
     /// and its key and decode error returned, so one bad record never
     /// keeps the others from loading.
-    pub fn list_readable<T: DeserializeOwned>(
-        &self,
-        collection: &str,
-    ) -> Result<(Vec<(String, T)>, Vec<(String, String)>)> {
-        let mut good = Vec::new();
-        let mut moved = Vec::new();
+    pub fn list_readable<T: DeserializeOwned>(&self, collection: &str) -> Result<Readable<T>> {
+        let mut out = Readable {
+            records: Vec::new(),
+            moved_aside: Vec::new(),
+        };
         for (key, bytes) in self.list_raw(collection)? {
             match serde_json::from_slice(&bytes) {
-                Ok(record) => good.push((key, record)),
+                Ok(record) => out.records.push((key, record)),
                 Err(e) => {
                     self.move_aside(collection, &key)?;
-                    moved.push((key, e.to_string()));
+                    out.moved_aside.push((key, e.to_string()));
                 }
             }
         }
-        Ok((good, moved))
+        Ok(out)
     }
 
     /// Every record of a collection as stored (undecoded bytes), in key
@@ -260,6 +259,14 @@ fn table(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
 /// Where [`Store::move_aside`] keeps `collection`'s unreadable records.
 pub fn aside_collection(collection: &str) -> String {
     format!("unreadable.{collection}")
+}
+
+/// What [`Store::list_readable`] found.
+pub struct Readable<T> {
+    /// The records that decode, by key, in key order.
+    pub records: Vec<(String, T)>,
+    /// Keys moved aside, each with why it did not decode.
+    pub moved_aside: Vec<(String, String)>,
 }
 
 enum Op {
@@ -455,9 +462,10 @@ mod tests {
     fn list_readable_moves_the_unreadable_aside_and_returns_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let s = store_with_garbage(dir.path());
-        let (good, moved): (Vec<(String, Rec)>, _) = s.list_readable("things").unwrap();
+        let found = s.list_readable::<Rec>("things").unwrap();
+        let moved = found.moved_aside;
         assert_eq!(
-            good,
+            found.records,
             vec![
                 ("a".to_string(), Rec { n: 1 }),
                 ("c".to_string(), Rec { n: 3 })
@@ -470,8 +478,11 @@ mod tests {
             vec![("b".to_string(), GARBAGE.to_vec())]
         );
         // Nothing is left to move the second time.
-        let (_, moved): (Vec<(String, Rec)>, _) = s.list_readable("things").unwrap();
-        assert!(moved.is_empty());
+        assert!(s
+            .list_readable::<Rec>("things")
+            .unwrap()
+            .moved_aside
+            .is_empty());
     }
 
     #[test]
