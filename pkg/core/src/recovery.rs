@@ -36,7 +36,9 @@ impl Shared {
                 }
                 // The pins that remain go too: a NotReady pod holds none
                 // (StopPodSandbox has nothing left to release).
-                self.release_pod_namespaces(&id, record.shm.as_deref());
+                if let Err(e) = self.release_pod_namespaces(&id, record.shm.as_deref()) {
+                    tracing::warn!(sandbox = %id, "release the remaining namespaces: {e}");
+                }
                 record.state = SandboxState::NotReady;
                 record.network = None;
                 self.persist_sandbox(&record)?;
@@ -151,19 +153,6 @@ impl Shared {
             let _ = runtime.delete(id, true);
         }
         self.remove_container_files(id, "");
-    }
-}
-
-impl Shared {
-    fn release_pod_namespaces(&self, id: &str, shm: Option<&Path>) {
-        if let Err(e) = berth_ns::unpin(&self.pod_state_dir(id).join("ns")) {
-            tracing::warn!(sandbox = %id, "unpin the remaining namespaces: {e}");
-        }
-        if let Some(shm) = shm {
-            if let Err(e) = crate::rootfs::unmount_all(shm) {
-                tracing::warn!(sandbox = %id, "unmount the pod's shm: {e}");
-            }
-        }
     }
 }
 

@@ -90,7 +90,7 @@ impl Sandboxes {
         self.runtime(&config.runtime_handler)?;
         self.check_user_namespace(&config)?;
         // A parent that can never be used is refused before anything is made.
-        self.cgroup_parent("", &config)?;
+        self.cgroup_parent_path("", &config)?;
         let core = self.clone();
         to_completion(async move { core.run_detached(owner, config).await }).await
     }
@@ -224,6 +224,14 @@ impl Sandboxes {
     /// The cgroupfs parent of the pod's containers: kubelet's (a path, or a
     /// slice name with the systemd driver), or one of berth's own.
     fn cgroup_parent(&self, id: &str, config: &PodConfig) -> Result<(String, bool)> {
+        let parent = self.cgroup_parent_path(id, config)?;
+        let owns = !self.cgroups.exists(&parent);
+        Ok((parent, owns))
+    }
+
+    /// The absolute cgroupfs path of the pod's parent, checked; touches
+    /// nothing on the host.
+    fn cgroup_parent_path(&self, id: &str, config: &PodConfig) -> Result<String> {
         let parent = if config.cgroup_parent.is_empty() {
             format!("{}/{id}", self.config.cgroup_root.trim_end_matches('/'))
         } else if self.config.cgroup_driver == CgroupDriver::Systemd
@@ -239,8 +247,7 @@ impl Sandboxes {
                 config.cgroup_parent
             )));
         }
-        let owns = !self.cgroups.exists(&parent);
-        Ok((parent, owns))
+        Ok(parent)
     }
 
     /// Stops the pod's containers and releases its namespaces. Stopping a
@@ -262,7 +269,6 @@ impl Sandboxes {
         if record.state == SandboxState::NotReady {
             return Ok(());
         }
-        let state = self.pod_state_dir(id);
         let shm = record.shm.clone();
         let core = self.clone();
         let (netns, attachment) = (record.namespaces.net.clone(), record.network.clone());
@@ -271,11 +277,7 @@ impl Sandboxes {
             // Before the namespace goes: CNI DEL wants it, and a veth
             // deleted first goes synchronously.
             core.detach_network(&sandbox_id, netns.as_ref(), attachment.as_ref())?;
-            berth_ns::unpin(&state.join("ns"))?;
-            if let Some(shm) = shm {
-                rootfs::unmount_all(&shm)?;
-            }
-            Ok(())
+            core.release_pod_namespaces(&sandbox_id, shm.as_deref())
         })
         .await
         .map_err(|e| Error::internal(format!("pod sandbox stop task: {e}")))??;
@@ -342,6 +344,20 @@ impl Sandboxes {
 }
 
 impl Shared {
+    /// Unpins the pod's namespaces and unmounts its shm (a stop, or a pod
+    /// recovery finds NotReady). Blocking.
+    pub(crate) fn release_pod_namespaces(
+        &self,
+        id: &str,
+        shm: Option<&std::path::Path>,
+    ) -> Result<()> {
+        berth_ns::unpin(&self.pod_state_dir(id).join("ns"))?;
+        if let Some(shm) = shm {
+            rootfs::unmount_all(shm)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn sandbox_entry(&self, id: &str) -> Option<Arc<Entry>> {
         self.objects().sandboxes.get(id).cloned()
     }
