@@ -59,6 +59,54 @@ pub struct Flags {
     /// port 0 for any free one.
     #[arg(long, value_name = "ADDR")]
     pub stream_address: Option<std::net::SocketAddr>,
+    /// The Docker API socket (`unix://` prefix optional); empty turns it off.
+    #[arg(long, value_name = "PATH")]
+    pub docker_socket: Option<String>,
+    /// Also serve the Docker API on TCP IP:PORT, with TLS and verified
+    /// client certificates (needs the three --docker-tls* files).
+    #[arg(long, value_name = "ADDR")]
+    pub docker_tcp: Option<std::net::SocketAddr>,
+    /// CA that client certificates must be signed by.
+    #[arg(long, value_name = "FILE")]
+    pub docker_tlscacert: Option<PathBuf>,
+    /// The server's certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub docker_tlscert: Option<PathBuf>,
+    /// The server's key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub docker_tlskey: Option<PathBuf>,
+    /// Serve --docker-tcp without TLS: anyone who reaches the port is root
+    /// on the node. For tests on loopback only.
+    #[arg(long)]
+    pub docker_tcp_insecure: bool,
+}
+
+/// The `[docker]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DockerFile {
+    socket: Option<String>,
+    tcp: Option<std::net::SocketAddr>,
+    tlscacert: Option<PathBuf>,
+    tlscert: Option<PathBuf>,
+    tlskey: Option<PathBuf>,
+    #[serde(default)]
+    tcp_insecure: bool,
+}
+
+/// Where the Docker API listens.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DockerSettings {
+    /// `None`: no unix socket.
+    pub socket: Option<PathBuf>,
+    pub tcp: Option<DockerTcp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerTcp {
+    pub address: std::net::SocketAddr,
+    /// (CA, certificate, key); `None` only with the insecure flag.
+    pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 /// The `[network]` table.
@@ -121,6 +169,8 @@ struct File {
     /// `[image_limits]`: caps on registry answers and unpacked sizes.
     #[serde(default)]
     image_limits: berth_image::limits::Limits,
+    #[serde(default)]
+    docker: DockerFile,
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +192,7 @@ pub struct Config {
     pub seccomp_profile_root: Option<PathBuf>,
     pub image_limits: berth_image::limits::Limits,
     pub seccomp_default: bool,
+    pub docker: DockerSettings,
 }
 
 impl Config {
@@ -152,6 +203,8 @@ impl Config {
             None => File::default(),
         };
         let network = network_settings(&flags_network(&flags), file.network)?;
+        let docker_flags = flags_docker(&flags);
+
         let root = flags
             .root
             .or(file.root)
@@ -160,6 +213,7 @@ impl Config {
             .state_dir
             .or(file.state_dir)
             .unwrap_or_else(|| "/run/berth".into());
+        let docker = docker_settings(&docker_flags, file.docker, &state_dir)?;
         let cri_socket = flags
             .cri_socket
             .or(file.cri_socket)
@@ -229,6 +283,7 @@ impl Config {
             bail!("image_limits must be positive (0 would refuse every pull)");
         }
         Ok(Config {
+            docker,
             image_limits: file.image_limits,
             seccomp_default: file.seccomp_default,
             log_root: file.log_root,
@@ -266,6 +321,55 @@ fn flags_network(flags: &Flags) -> NetworkFile {
         cni_plugin_dirs: (!flags.cni_plugin_dir.is_empty()).then(|| flags.cni_plugin_dir.clone()),
         ..NetworkFile::default()
     }
+}
+
+/// The Docker flags, as a `[docker]` table that overrides the file's.
+fn flags_docker(flags: &Flags) -> DockerFile {
+    DockerFile {
+        socket: flags.docker_socket.clone(),
+        tcp: flags.docker_tcp,
+        tlscacert: flags.docker_tlscacert.clone(),
+        tlscert: flags.docker_tlscert.clone(),
+        tlskey: flags.docker_tlskey.clone(),
+        tcp_insecure: flags.docker_tcp_insecure,
+    }
+}
+
+/// The socket defaults to `<state-dir>/docker.sock`; TCP needs TLS with
+/// client verification, or the explicit insecure flag.
+fn docker_settings(
+    flags: &DockerFile,
+    file: DockerFile,
+    state_dir: &Path,
+) -> Result<DockerSettings> {
+    let socket = match flags.socket.clone().or(file.socket) {
+        None => Some(state_dir.join("docker.sock")),
+        Some(s) if s.is_empty() => None,
+        Some(s) => Some(PathBuf::from(s.strip_prefix("unix://").unwrap_or(&s))),
+    };
+    let insecure = flags.tcp_insecure || file.tcp_insecure;
+    let tls = [
+        flags.tlscacert.clone().or(file.tlscacert),
+        flags.tlscert.clone().or(file.tlscert),
+        flags.tlskey.clone().or(file.tlskey),
+    ];
+    let tcp = match flags.tcp.or(file.tcp) {
+        None => None,
+        Some(address) => Some(DockerTcp {
+            address,
+            tls: match tls {
+                [Some(ca), Some(cert), Some(key)] => Some((ca, cert, key)),
+                [None, None, None] if insecure => None,
+                [None, None, None] => bail!(
+                    "refusing the Docker API on plain TCP {address}: give --docker-tlscacert, --docker-tlscert and --docker-tlskey (clients must present a certificate signed by the CA), or --docker-tcp-insecure to serve it to anyone who can reach the port"
+                ),
+                _ => bail!(
+                    "--docker-tlscacert, --docker-tlscert and --docker-tlskey go together: give all three"
+                ),
+            },
+        }),
+    };
+    Ok(DockerSettings { socket, tcp })
 }
 
 fn network_settings(flags: &NetworkFile, file: NetworkFile) -> Result<NetworkSettings> {
@@ -359,6 +463,35 @@ mod tests {
         let e = Config::resolve(flags(&["--config", cfg.to_str().unwrap()])).unwrap_err();
         assert!(format!("{e:#}").contains("rooot"), "{e:#}");
         assert!(Config::resolve(flags(&["--root", "relative"])).is_err());
+    }
+
+    #[test]
+    fn docker_listens_on_its_socket_and_tcp_needs_tls() {
+        let c = Config::resolve(flags(&["--state-dir", "/s"])).unwrap();
+        assert_eq!(c.docker.socket, Some(PathBuf::from("/s/docker.sock")));
+        assert_eq!(c.docker.tcp, None);
+        let off = Config::resolve(flags(&["--docker-socket", ""])).unwrap();
+        assert_eq!(off.docker.socket, None);
+        let e = Config::resolve(flags(&["--docker-tcp", "127.0.0.1:2376"])).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("refusing the Docker API on plain TCP"),
+            "{e:#}"
+        );
+        let e = Config::resolve(flags(&[
+            "--docker-tcp",
+            "127.0.0.1:2376",
+            "--docker-tlscert",
+            "/c",
+        ]))
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("go together"), "{e:#}");
+        let insecure = Config::resolve(flags(&[
+            "--docker-tcp",
+            "127.0.0.1:2375",
+            "--docker-tcp-insecure",
+        ]))
+        .unwrap();
+        assert_eq!(insecure.docker.tcp.unwrap().tls, None);
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub async fn run(config: Config) -> Result<()> {
     // Refuse a socket another berthd serves before touching the node
     // (opening the core makes the pod network).
     refuse_served_socket(&config.cri_socket)?;
+    if let Some(docker_socket) = &config.docker.socket {
+        refuse_served_socket(docker_socket)?;
+    }
     let core = Arc::new(
         Core::open(CoreConfig {
             root: config.root.clone(),
@@ -57,11 +60,14 @@ pub async fn run(config: Config) -> Result<()> {
     let stream = berth_stream::StreamServer::start(config.stream_address, backend)
         .await
         .with_context(|| format!("start the streaming server on {}", config.stream_address))?;
-    let (runtime_service, image_service) = berth_cri::services(core, stream);
+    let docker_listeners = bind_docker(&config)?;
+    let (runtime_service, image_service) = berth_cri::services(core.clone(), stream);
     tracing::info!(socket = %config.cri_socket.display(), root = %config.root.display(),
         version = env!("CARGO_PKG_VERSION"), "berthd serving CRI v1");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (docker_stop, _) = tokio::sync::watch::channel(false);
+    docker_listeners.spawn(&core, &docker_stop);
     let routes = tonic::service::Routes::new(runtime_service).add_service(image_service);
     let mut server = tokio::spawn(berth_cri::serve(listener, routes, async {
         let _ = stop_rx.await;
@@ -82,10 +88,88 @@ pub async fn run(config: Config) -> Result<()> {
             }
         }
     };
+    let _ = docker_stop.send(true);
     let _ = fs::remove_file(&config.cri_socket);
+    if let Some(path) = &config.docker.socket {
+        let _ = fs::remove_file(path);
+    }
     result.context("CRI server task")?.context("serve CRI")?;
     tracing::info!("berthd stopped");
     Ok(())
+}
+
+/// The Docker API's listeners, bound before serving starts so that a
+/// bad address or certificate stops berthd at once.
+struct DockerListeners {
+    unix: Option<UnixListener>,
+    tcp: Option<(
+        tokio::net::TcpListener,
+        Option<Arc<berth_docker::TlsConfig>>,
+    )>,
+}
+
+fn bind_docker(config: &Config) -> Result<DockerListeners> {
+    let unix = match &config.docker.socket {
+        Some(path) => {
+            let listener = bind_socket(path)?;
+            tracing::info!(socket = %path.display(), "serving the Docker API");
+            Some(listener)
+        }
+        None => None,
+    };
+    let tcp = match &config.docker.tcp {
+        None => None,
+        Some(tcp) => {
+            let tls = match &tcp.tls {
+                Some((ca, cert, key)) => {
+                    Some(berth_docker::tls_config(ca, cert, key).map_err(|e| anyhow::anyhow!(e))?)
+                }
+                None => {
+                    tracing::warn!(address = %tcp.address,
+                        "SERVING THE DOCKER API ON PLAIN TCP WITHOUT TLS: anyone who can reach this port is root on this node");
+                    None
+                }
+            };
+            let listener = std::net::TcpListener::bind(tcp.address)
+                .with_context(|| format!("listen on {}", tcp.address))?;
+            listener.set_nonblocking(true)?;
+            tracing::info!(address = %tcp.address, tls = tls.is_some(), "serving the Docker API on TCP");
+            Some((tokio::net::TcpListener::from_std(listener)?, tls))
+        }
+    };
+    Ok(DockerListeners { unix, tcp })
+}
+
+impl DockerListeners {
+    fn spawn(self, core: &Arc<Core>, stop: &tokio::sync::watch::Sender<bool>) {
+        let stopped = |stop: &tokio::sync::watch::Sender<bool>| {
+            let mut rx = stop.subscribe();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let core: Core = (**core).clone();
+        if let Some(listener) = self.unix {
+            tokio::spawn(berth_docker::serve_unix(
+                listener,
+                core.clone(),
+                stopped(stop),
+            ));
+        }
+        match self.tcp {
+            Some((listener, Some(tls))) => {
+                tokio::spawn(berth_docker::serve_tls(listener, tls, core, stopped(stop)));
+            }
+            Some((listener, None)) => {
+                tokio::spawn(berth_docker::serve_tcp_insecure(
+                    listener,
+                    core,
+                    stopped(stop),
+                ));
+            }
+            None => {}
+        }
+    }
 }
 
 /// The handlers found on this host (crun wrapped on hybrid cgroup hosts,

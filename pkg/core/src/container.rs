@@ -192,6 +192,13 @@ impl Containers {
                 supplemental_groups: u.additional_gids().clone().unwrap_or_default(),
             }
         });
+        // The command line as resolved against the image (Docker's Path
+        // and Args).
+        let process_args = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().clone())
+            .unwrap_or_default();
         // Not fsynced: containers do not survive a power loss, and the
         // record (written durably after this) is what recovery trusts.
         let spec = serde_json::to_vec(&spec)
@@ -244,6 +251,7 @@ impl Containers {
             runtime_handler: pod.config.runtime_handler.clone(),
             stop_signal,
             user,
+            process_args,
             config,
             ..Default::default()
         })

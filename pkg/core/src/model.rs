@@ -93,6 +93,17 @@ pub enum Protocol {
     Sctp,
 }
 
+impl Protocol {
+    /// Lower case, as Docker writes it (`80/tcp`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
 /// A container port and, when it is published, the host port that
 /// forwards to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -431,6 +442,9 @@ pub struct ContainerRecord {
     /// Who the first process runs as, resolved at create time (`None`
     /// in records made before berth recorded it).
     pub user: Option<ContainerUser>,
+    /// The first process's command line as resolved against the image's
+    /// entrypoint and cmd (empty in records made before berth kept it).
+    pub process_args: Vec<String>,
 }
 
 /// The identity a container's first process gets (CRI `ContainerUser`).

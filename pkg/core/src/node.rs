@@ -26,6 +26,25 @@ impl Node {
         self.runtimes.keys().cloned().collect()
     }
 
+    /// Each runtime handler with the program it runs (Docker `/info`'s
+    /// `Runtimes`); `""` is the default handler.
+    pub fn runtime_programs(&self) -> Vec<(String, std::path::PathBuf)> {
+        self.config
+            .handlers
+            .iter()
+            .map(|h| (h.name.clone(), h.program.clone()))
+            .collect()
+    }
+
+    /// The cgroup version containers are limited by: 1 on legacy and
+    /// hybrid hosts (the v2 tree there holds no controller), 2 on unified.
+    pub fn cgroup_version(&self) -> u8 {
+        match self.cgroups.mode() {
+            berth_cgroups::Mode::Unified => 2,
+            berth_cgroups::Mode::Legacy | berth_cgroups::Mode::Hybrid => 1,
+        }
+    }
+
     /// Whether containers of `handler` can have recursive read-only mounts.
     /// berth makes them itself (see `stage_recursive_readonly`), so every
     /// configured handler can on a kernel with `mount_setattr`.

@@ -4,6 +4,7 @@
 //! that nothing was left behind.
 
 mod daemon;
+mod docker;
 mod network;
 mod registry;
 mod token;
@@ -15,6 +16,7 @@ pub use daemon::{
     berthd_bin, cgroups_under, pauses_of, processes_mentioning, shim_bin, TestDaemon,
     TestDaemonBuilder,
 };
+pub use docker::DockerRun;
 pub use network::TestNetwork;
 pub use registry::{test_images, TestImages, TestRegistry};
 pub use token::TokenServer;

@@ -1,0 +1,32 @@
+//! The Docker Engine API front door: the docker CLI and SDKs over the
+//! berth core. It translates Docker's JSON and streams into calls on
+//! `berth_core` services and back, and nothing else; `hack/lint-deps.sh`
+//! keeps it off the leaf crates.
+//!
+//! Modules:
+//! - `listen`: the unix socket and TLS listeners, the headers every answer carries;
+//! - `router`: the version prefix and the (method, path) table;
+//! - `http`, `filters`, `clock`, `error`: bodies, queries, filters,
+//!   times and the one error mapping, as dockerd has them;
+//! - `version`, `system`: `/_ping`, `/version`, `/info`;
+//! - `view`, `containers`: containers as Docker sees them (Kubernetes ones
+//!   under dockershim's `k8s_…` names), `ps` and `inspect`.
+
+#![recursion_limit = "256"]
+
+pub mod clock;
+mod containers;
+mod error;
+pub mod filters;
+mod host;
+pub mod http;
+mod listen;
+pub mod router;
+mod system;
+mod version;
+mod view;
+
+pub use error::{ApiError, ApiResult};
+pub use listen::{serve_tcp_insecure, serve_tls, serve_unix, tls_config};
+pub use rustls::ServerConfig as TlsConfig;
+pub use version::{MAX_VERSION, MIN_VERSION};

@@ -1,0 +1,160 @@
+//! Serving the API: HTTP/1.1 with upgrades (attach and exec hijack the
+//! connection) on a unix socket, or on TCP behind TLS that verifies the
+//! client's certificate (dockerd's `--tlsverify`).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use berth_core::Core;
+use hyper::header::HeaderValue;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use rustls::server::WebPkiClientVerifier;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio_rustls::TlsAcceptor;
+
+use crate::http::{error_response, Body};
+use crate::router;
+use crate::version::MAX_VERSION;
+
+/// Serves `listener` until `shutdown` completes.
+pub async fn serve_unix(listener: UnixListener, core: Core, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => spawn_connection(stream, core.clone()),
+                Err(e) => tracing::warn!("docker socket accept: {e}"),
+            },
+            () = &mut shutdown => return,
+        }
+    }
+}
+
+/// Serves TLS on `listener` until `shutdown` completes; a client without
+/// a certificate signed by the configured CA never gets past the handshake.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    core: Core,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let (acceptor, core) = (acceptor.clone(), core.clone());
+                    tokio::spawn(async move {
+                        match acceptor.accept(stream).await {
+                            Ok(tls) => spawn_connection(tls, core),
+                            Err(e) => tracing::warn!(%peer, "docker TLS handshake refused: {e}"),
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!("docker TCP accept: {e}"),
+            },
+            () = &mut shutdown => return,
+        }
+    }
+}
+
+/// Serves plain TCP: only with the explicit insecure flag, which the
+/// daemon warns about loudly.
+pub async fn serve_tcp_insecure(
+    listener: TcpListener,
+    core: Core,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => spawn_connection(stream, core.clone()),
+                Err(e) => tracing::warn!("docker TCP accept: {e}"),
+            },
+            () = &mut shutdown => return,
+        }
+    }
+}
+
+fn spawn_connection<S>(stream: S, core: Core)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let service = service_fn(move |req| {
+            let core = core.clone();
+            async move { Ok::<_, Infallible>(handle(core, req).await) }
+        });
+        if let Err(e) = http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades()
+            .await
+        {
+            tracing::debug!("docker API connection: {e}");
+        }
+    });
+}
+
+async fn handle(core: Core, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let mut resp = match router::route(core, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::debug!(%method, %path, status = %e.status, "docker API: {}", e.message);
+            error_response(&e)
+        }
+    };
+    if resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&MAX_VERSION.to_string()) {
+            h.insert("Api-Version", v);
+        }
+        h.insert("Docker-Experimental", HeaderValue::from_static("false"));
+        h.insert("Ostype", HeaderValue::from_static("linux"));
+        h.insert("Server", HeaderValue::from_static(SERVER_HEADER));
+    }
+    resp
+}
+
+const SERVER_HEADER: &str = concat!("berth/", env!("CARGO_PKG_VERSION"), " (linux)");
+
+/// The TLS settings of `--docker-tlscacert/-tlscert/-tlskey`: the server's
+/// certificate, and client certificates required and checked against the CA.
+pub fn tls_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+    let read_certs = |path: &Path| -> Result<Vec<CertificateDer<'static>>, String> {
+        CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("read {}: {e}", path.display()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("parse {}: {e}", path.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for ca_cert in read_certs(ca)? {
+        roots
+            .add(ca_cert)
+            .map_err(|e| format!("CA certificate {}: {e}", ca.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| format!("client verifier: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("read key {}: {e}", key.display()))?;
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(read_certs(cert)?, key)
+        .map_err(|e| format!("server certificate {}: {e}", cert.display()))?;
+    Ok(Arc::new(config))
+}

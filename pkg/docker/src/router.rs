@@ -1,0 +1,54 @@
+//! Routing: the version prefix, then one table of (method, path) →
+//! handler. Paths are matched as segments; image names keep their slashes
+//! (`/images/127.0.0.1:5000/busybox/json`) through `name @ ..` patterns.
+
+use berth_core::Core;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+
+use crate::error::{ApiError, ApiResult};
+use crate::http::{percent_decode, Body, Query};
+use crate::version::{self, ApiVersion};
+use crate::{containers, system};
+
+/// One request as a handler sees it.
+pub struct Ctx {
+    pub core: Core,
+    pub version: ApiVersion,
+    pub query: Query,
+    /// The request itself: its body, headers and, for attach and exec,
+    /// the connection to hijack.
+    pub req: Request<Incoming>,
+}
+
+pub async fn route(core: Core, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+    let (version, path) = version::split_version(req.uri().path())?;
+    let path = path.to_string();
+    let segments: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let method = req.method().clone();
+    let ctx = Ctx {
+        core,
+        version,
+        query: Query::parse(req.uri().query()),
+        req,
+    };
+    use Method as M;
+    match (&method, segs.as_slice()) {
+        (&M::GET | &M::HEAD, ["_ping"]) => version::ping(&method),
+        (&M::GET, ["version"]) => version::version(),
+        (&M::GET, ["info"]) => system::info(&ctx.core),
+        (&M::GET, ["containers", "json"]) => containers::list(&ctx.core, &ctx.query),
+        (&M::GET, ["containers", id, "json"]) => containers::inspect(&ctx.core, id),
+        _ => Err(ApiError::not_found("page not found")),
+    }
+}
+
+/// Joins the segments of an image name matched by `name @ ..`.
+pub fn joined(parts: &[&str]) -> String {
+    parts.join("/")
+}
