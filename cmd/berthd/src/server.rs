@@ -148,22 +148,22 @@ impl DockerListeners {
                 let _ = rx.wait_for(|s| *s).await;
             }
         };
-        let core: Core = (**core).clone();
+        let door = berth_docker::Door::new((**core).clone());
         if let Some(listener) = self.unix {
             tokio::spawn(berth_docker::serve_unix(
                 listener,
-                core.clone(),
+                door.clone(),
                 stopped(stop),
             ));
         }
         match self.tcp {
             Some((listener, Some(tls))) => {
-                tokio::spawn(berth_docker::serve_tls(listener, tls, core, stopped(stop)));
+                tokio::spawn(berth_docker::serve_tls(listener, tls, door, stopped(stop)));
             }
             Some((listener, None)) => {
                 tokio::spawn(berth_docker::serve_tcp_insecure(
                     listener,
-                    core,
+                    door,
                     stopped(stop),
                 ));
             }

@@ -27,6 +27,18 @@ mod version;
 mod view;
 
 pub use error::{ApiError, ApiResult};
+
+/// The front door's own state, shared by every connection: the core, and
+/// what only the Docker API keeps (exec instances, for one).
+pub struct Door {
+    pub core: berth_core::Core,
+}
+
+impl Door {
+    pub fn new(core: berth_core::Core) -> std::sync::Arc<Door> {
+        std::sync::Arc::new(Door { core })
+    }
+}
 pub use listen::{serve_tcp_insecure, serve_tls, serve_unix, tls_config};
 pub use rustls::ServerConfig as TlsConfig;
 pub use version::{MAX_VERSION, MIN_VERSION};

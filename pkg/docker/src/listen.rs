@@ -7,7 +7,6 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
-use berth_core::Core;
 use hyper::header::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -24,14 +23,19 @@ use tokio_rustls::TlsAcceptor;
 use crate::http::{error_response, Body};
 use crate::router;
 use crate::version::MAX_VERSION;
+use crate::Door;
 
 /// Serves `listener` until `shutdown` completes.
-pub async fn serve_unix(listener: UnixListener, core: Core, shutdown: impl Future<Output = ()>) {
+pub async fn serve_unix(
+    listener: UnixListener,
+    door: Arc<Door>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => spawn_connection(stream, core.clone()),
+                Ok((stream, _)) => spawn_connection(stream, door.clone()),
                 Err(e) => tracing::warn!("docker socket accept: {e}"),
             },
             () = &mut shutdown => return,
@@ -44,7 +48,7 @@ pub async fn serve_unix(listener: UnixListener, core: Core, shutdown: impl Futur
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
-    core: Core,
+    door: Arc<Door>,
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
@@ -53,10 +57,10 @@ pub async fn serve_tls(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let (acceptor, core) = (acceptor.clone(), core.clone());
+                    let (acceptor, door) = (acceptor.clone(), door.clone());
                     tokio::spawn(async move {
                         match acceptor.accept(stream).await {
-                            Ok(tls) => spawn_connection(tls, core),
+                            Ok(tls) => spawn_connection(tls, door),
                             Err(e) => tracing::warn!(%peer, "docker TLS handshake refused: {e}"),
                         }
                     });
@@ -72,14 +76,14 @@ pub async fn serve_tls(
 /// daemon warns about loudly.
 pub async fn serve_tcp_insecure(
     listener: TcpListener,
-    core: Core,
+    door: Arc<Door>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => spawn_connection(stream, core.clone()),
+                Ok((stream, _)) => spawn_connection(stream, door.clone()),
                 Err(e) => tracing::warn!("docker TCP accept: {e}"),
             },
             () = &mut shutdown => return,
@@ -87,14 +91,14 @@ pub async fn serve_tcp_insecure(
     }
 }
 
-fn spawn_connection<S>(stream: S, core: Core)
+fn spawn_connection<S>(stream: S, door: Arc<Door>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
         let service = service_fn(move |req| {
-            let core = core.clone();
-            async move { Ok::<_, Infallible>(handle(core, req).await) }
+            let door = door.clone();
+            async move { Ok::<_, Infallible>(handle(door, req).await) }
         });
         if let Err(e) = http1::Builder::new()
             .serve_connection(TokioIo::new(stream), service)
@@ -106,9 +110,9 @@ where
     });
 }
 
-async fn handle(core: Core, req: Request<hyper::body::Incoming>) -> Response<Body> {
+async fn handle(door: Arc<Door>, req: Request<hyper::body::Incoming>) -> Response<Body> {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    let mut resp = match router::route(core, req).await {
+    let mut resp = match router::route(door, req).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(%method, %path, status = %e.status, "docker API: {}", e.message);

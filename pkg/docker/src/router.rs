@@ -9,11 +9,13 @@ use hyper::{Method, Request, Response};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{percent_decode, Body, Query};
 use crate::version::{self, ApiVersion};
-use crate::{containers, system};
+use crate::{containers, system, Door};
+use std::sync::Arc;
 
 /// One request as a handler sees it.
 pub struct Ctx {
     pub core: Core,
+    pub door: Arc<Door>,
     pub version: ApiVersion,
     pub query: Query,
     /// The request itself: its body, headers and, for attach and exec,
@@ -21,7 +23,7 @@ pub struct Ctx {
     pub req: Request<Incoming>,
 }
 
-pub async fn route(core: Core, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+pub async fn route(door: Arc<Door>, req: Request<Incoming>) -> ApiResult<Response<Body>> {
     let (version, path) = version::split_version(req.uri().path())?;
     let path = path.to_string();
     let segments: Vec<String> = path
@@ -32,7 +34,8 @@ pub async fn route(core: Core, req: Request<Incoming>) -> ApiResult<Response<Bod
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = req.method().clone();
     let ctx = Ctx {
-        core,
+        core: door.core.clone(),
+        door,
         version,
         query: Query::parse(req.uri().query()),
         req,
