@@ -21,6 +21,8 @@ packages=(
   python3             # hack/build-test-images.py
   python3-websocket   # websocket-client: the streaming tests' non-Rust WebSocket client
   python3-grpcio      # grpcio (gRPC C core): the transport tests' non-tonic CRI client
+  python3-docker      # docker-py: the Docker API tests' second, independent client
+  openssl             # the Docker API TLS test's CA and certificates
   ca-certificates
 )
 
