@@ -48,7 +48,8 @@ impl ApiError {
     }
 }
 
-/// The mapping of docs/dev/architecture.md's error table.
+/// The mapping of docs/dev/architecture.md's error table: dockerd's own
+/// (`errdefs` → HTTP) where it has the kind.
 pub fn status_of(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
@@ -57,8 +58,10 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::FailedPrecondition => StatusCode::CONFLICT,
         ErrorKind::NotModified => StatusCode::NOT_MODIFIED,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        ErrorKind::ResourceExhausted => StatusCode::PAYLOAD_TOO_LARGE,
+        // dockerd has no kinds of its own for these: its 500.
+        ErrorKind::DeadlineExceeded | ErrorKind::ResourceExhausted => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
         ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
         ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
