@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Docker API benchmark (release build): the docker CLI against berthd and
+# against dockerd (Debian's docker.io, installed here if missing; run on its
+# own data root, exec root, socket and bridge, stopped after), beside the
+# CLI's own start-up and raw `crun run` measured in the same run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash hack/install-deps.sh
+if ! dpkg-query -W -f='${db:Status-Status}' docker.io 2>/dev/null | grep -q installed; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  # dockerd and its containerd only; the docker CLI on PATH stays as it is
+  # (/usr/local/bin comes first).
+  apt-get install -y --no-install-recommends docker.io
+fi
+cargo build --release --bin berthd --bin berth-shim --bin bench-docker
+python3 hack/build-test-images.py target/test-images
+BERTHD_BIN="$PWD/target/release/berthd" exec target/release/bench-docker

@@ -1,0 +1,385 @@
+//! Docker API benchmark: the docker CLI against berthd, beside the floors
+//! measured in the same run:
+//! - the CLI's own start-up (`docker ps` against a socket nobody serves),
+//!   subtracted from every figure, since neither daemon can do better;
+//! - raw `crun run` of the same busybox rootfs (`true`);
+//! - dockerd (Debian's `docker.io`, its own data root, exec root, socket
+//!   and bridge, started here and stopped after).
+//!
+//! Figures: `run --rm true`, `create`+`start`, `exec true`, `ps -a` with
+//! 50 containers, `logs` of 10k lines, `stop -t 0`; berthd's idle RSS.
+//! Target: berth's part beyond the CLI ≤ 0.5× dockerd's.
+//!
+//! Run with `hack/bench-docker.sh` (release build).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_e2e::bench::{ms, percentile};
+use berth_testkit::{eventually, test_images, TestDaemon, TestRegistry};
+
+const RUNS: usize = 20;
+
+/// A docker CLI aimed at one daemon.
+struct Cli {
+    host: String,
+    config: PathBuf,
+}
+
+impl Cli {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("docker");
+        cmd.env("DOCKER_HOST", &self.host)
+            .env("DOCKER_CONFIG", &self.config)
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `args`, which must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.command(args).output().expect("run docker");
+        assert!(
+            out.status.success(),
+            "docker {args:?} against {}: {}",
+            self.host,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Seconds `args` took (output discarded); it must succeed.
+    fn time(&self, args: &[&str]) -> f64 {
+        let t = Instant::now();
+        let status = self
+            .command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run docker");
+        let took = t.elapsed().as_secs_f64();
+        assert!(
+            status.success(),
+            "docker {args:?} against {} failed",
+            self.host
+        );
+        took
+    }
+}
+
+/// The figures of one daemon, p50 seconds each.
+#[derive(Default)]
+struct Figures {
+    run_rm: f64,
+    create_start: f64,
+    exec: f64,
+    ps_50: f64,
+    logs_10k: f64,
+    stop_t0: f64,
+}
+
+fn p50(v: &[f64]) -> f64 {
+    percentile(v, 0.5)
+}
+
+fn measure(cli: &Cli, image: &str) -> Figures {
+    let mut f = Figures::default();
+    cli.ok(&["pull", "-q", image]);
+    // Warm-up: the first container of a daemon pays one-off costs.
+    cli.ok(&["run", "--rm", image, "true"]);
+
+    f.run_rm = p50(&(0..RUNS)
+        .map(|_| cli.time(&["run", "--rm", image, "true"]))
+        .collect::<Vec<_>>());
+
+    let mut running = Vec::new();
+    let create_start: Vec<f64> = (0..RUNS)
+        .map(|_| {
+            let t = Instant::now();
+            let id = cli.ok(&["create", image, "sleep", "3600"]);
+            cli.ok(&["start", &id]);
+            running.push(id);
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    f.create_start = p50(&create_start);
+
+    f.exec = p50(&(0..RUNS)
+        .map(|_| cli.time(&["exec", &running[0], "true"]))
+        .collect::<Vec<_>>());
+
+    let stops: Vec<f64> = running
+        .iter()
+        .map(|id| cli.time(&["stop", "-t", "0", id]))
+        .collect();
+    f.stop_t0 = p50(&stops);
+    for id in &running {
+        cli.ok(&["rm", id]);
+    }
+
+    let created: Vec<String> = (0..50)
+        .map(|_| cli.ok(&["create", image, "true"]))
+        .collect();
+    f.ps_50 = p50(&(0..RUNS)
+        .map(|_| cli.time(&["ps", "-a"]))
+        .collect::<Vec<_>>());
+    for id in &created {
+        cli.ok(&["rm", id]);
+    }
+
+    let logger = cli.ok(&["run", "-d", image, "seq", "1", "10000"]);
+    cli.ok(&["wait", &logger]);
+    let lines = cli.ok(&["logs", &logger]).lines().count();
+    assert_eq!(lines, 10000, "docker logs returned {lines} lines");
+    f.logs_10k = p50(&(0..RUNS)
+        .map(|_| cli.time(&["logs", &logger]))
+        .collect::<Vec<_>>());
+    cli.ok(&["rm", &logger]);
+    f
+}
+
+/// dockerd from Debian's docker.io, on its own everything.
+struct Dockerd {
+    child: Child,
+    dir: tempfile::TempDir,
+    bridge: String,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        let dir = tempfile::Builder::new()
+            .prefix("bench-dockerd-")
+            .tempdir()
+            .unwrap();
+        let bridge = "bdbench0".to_string();
+        // Its own bridge and subnet, so it touches none of the host's.
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        ip(&["addr", "add", "10.199.0.1/24", "dev", &bridge]);
+        ip(&["link", "set", &bridge, "up"]);
+        std::fs::write(dir.path().join("daemon.json"), "{}").unwrap();
+        let p = |s: &str| dir.path().join(s).display().to_string();
+        let log = std::fs::File::create(dir.path().join("dockerd.log")).unwrap();
+        let child = Command::new("/usr/sbin/dockerd")
+            .args([
+                "--data-root",
+                &p("data"),
+                "--exec-root",
+                &p("exec"),
+                "--pidfile",
+                &p("pid"),
+            ])
+            .args([
+                "-H",
+                &format!("unix://{}", p("docker.sock")),
+                "--config-file",
+                &p("daemon.json"),
+            ])
+            .args([
+                "--bridge",
+                &bridge,
+                "--iptables=false",
+                "--ip-forward=false",
+                "--ip-masq=false",
+            ])
+            .args(["--storage-driver", "overlay2"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd (hack/bench-docker.sh installs docker.io)");
+        Dockerd { child, dir, bridge }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("docker.sock")
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let containerd =
+            std::fs::read_to_string(self.dir.path().join("exec/containerd/containerd.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+                .map(rss_kib)
+                .unwrap_or(0);
+        rss_kib(self.child.id()) + containerd
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SAFETY: a signal to the child we started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
+        // Mounts dockerd may have left (overlays, netns) under its dirs.
+        let root = self.dir.path().display().to_string();
+        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mounts")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1).map(str::to_string))
+            .filter(|m| m.starts_with(&root))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = Command::new("umount").arg("-l").arg(&m).status();
+        }
+    }
+}
+
+fn ip(args: &[&str]) {
+    let status = Command::new("ip").args(args).status().expect("run ip");
+    assert!(status.success(), "ip {args:?}");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `crun run` of the busybox rootfs running `true`, timed: the floor
+/// under any daemon.
+fn crun_floor(work: &Path) -> f64 {
+    let bundle = work.join("bundle");
+    let rootfs = bundle.join("rootfs");
+    test_images().unpack("busybox", &rootfs);
+    let status = Command::new("crun")
+        .arg("spec")
+        .current_dir(&bundle)
+        .status()
+        .unwrap();
+    assert!(status.success(), "crun spec");
+    let path = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = serde_json::json!(["true"]);
+    std::fs::write(&path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let mode = berth_cgroups::detect(Path::new("/sys/fs/cgroup")).unwrap();
+    let handler = berth_oci::default_handlers(mode, &work.join("state"))
+        .into_iter()
+        .find(|h| h.name == "crun")
+        .expect("crun");
+    let times: Vec<f64> = (0..RUNS)
+        .map(|n| {
+            let mut cmd = berth_oci::OciRuntime::new(handler.clone()).command();
+            let t = Instant::now();
+            let status = cmd
+                .args([
+                    "run",
+                    "--bundle",
+                    &bundle.display().to_string(),
+                    &format!("floor-{n}"),
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "crun run");
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    p50(&times)
+}
+
+#[tokio::main]
+async fn main() {
+    let reg = TestRegistry::start();
+    reg.push(&["busybox"]);
+    let image = reg.image("busybox");
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("docker-config");
+    std::fs::create_dir_all(&config).unwrap();
+
+    // The CLI's own start-up: the same binary failing to reach a socket.
+    let nobody = Cli {
+        host: format!("unix://{}", work.path().join("nobody.sock").display()),
+        config: config.clone(),
+    };
+    let cli_floor = p50(&(0..RUNS)
+        .map(|_| {
+            let t = Instant::now();
+            let _ = nobody.command(&["ps", "-a"]).output();
+            t.elapsed().as_secs_f64()
+        })
+        .collect::<Vec<_>>());
+    let crun = crun_floor(work.path());
+
+    let d = TestDaemon::start().await;
+    let berth_cli = Cli {
+        host: format!("unix://{}", d.docker_socket().display()),
+        config: config.clone(),
+    };
+    let idle_rss = rss_kib(d.pid());
+    let berth = measure(&berth_cli, &image);
+
+    let dockerd = Dockerd::start();
+    let socket = dockerd.socket();
+    eventually("dockerd to answer", Duration::from_secs(60), || {
+        std::os::unix::net::UnixStream::connect(&socket).ok()
+    })
+    .await;
+    let docker_cli = Cli {
+        host: format!("unix://{}", socket.display()),
+        config,
+    };
+    eventually("dockerd to be ready", Duration::from_secs(60), || {
+        docker_cli
+            .command(&["info"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    })
+    .await;
+    let dockerd_idle = dockerd.rss_kib();
+    let peer = measure(&docker_cli, &image);
+    drop(dockerd);
+
+    println!(
+        "docker CLI start-up (socket nobody serves): {}",
+        ms(cli_floor)
+    );
+    println!("crun run of the same rootfs (true): {}", ms(crun));
+    println!();
+    println!("| figure (p50 of {RUNS}) | berthd | dockerd | CLI floor | berth beyond CLI / dockerd beyond CLI |");
+    println!("|---|---|---|---|---|");
+    let rows: [(&str, f64, f64, f64); 6] = [
+        ("run --rm true", berth.run_rm, peer.run_rm, cli_floor),
+        (
+            "create + start",
+            berth.create_start,
+            peer.create_start,
+            2.0 * cli_floor,
+        ),
+        ("exec true", berth.exec, peer.exec, cli_floor),
+        ("ps -a (50 containers)", berth.ps_50, peer.ps_50, cli_floor),
+        ("logs (10k lines)", berth.logs_10k, peer.logs_10k, cli_floor),
+        ("stop -t 0", berth.stop_t0, peer.stop_t0, cli_floor),
+    ];
+    for (name, b, p, floor) in rows {
+        let ratio = (b - floor).max(0.0) / (p - floor).max(1e-6);
+        println!(
+            "| {name} | {} | {} | {} | {ratio:.2}x |",
+            ms(b),
+            ms(p),
+            ms(floor)
+        );
+    }
+    println!();
+    println!(
+        "idle RSS: berthd {:.1} MiB (Docker API on); dockerd + its containerd {:.1} MiB",
+        idle_rss as f64 / 1024.0,
+        dockerd_idle as f64 / 1024.0
+    );
+    drop(d);
+}
