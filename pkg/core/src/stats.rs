@@ -64,3 +64,12 @@ impl Sandboxes {
         Ok((pod, containers))
     }
 }
+
+impl Containers {
+    /// Bytes and inodes in a container's writable layer (Docker's
+    /// `SizeRw`), without sampling its cgroup.
+    pub fn writable_layer_usage(&self, id: &str) -> Result<(u64, u64)> {
+        let record = self.status(id)?;
+        Ok(rootfs::usage(&self.container_dir(&record.id).join("upper")))
+    }
+}

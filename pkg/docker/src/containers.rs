@@ -51,7 +51,10 @@ pub fn list(core: &Core, query: &Query) -> ApiResult<Response<Body>> {
         .filter(|v| all || v.record.state == ContainerState::Running)
         .filter(|v| matches(v, &filters))
         .take(limit.map_or(usize::MAX, |n| n as usize))
-        .map(|v| summary(&v, query.flag("size")))
+        .map(|v| {
+            let size = query.flag("size").then(|| size_of(core, &v)).flatten();
+            summary(&v, size)
+        })
         .collect();
     ok_json(&views)
 }
@@ -162,7 +165,19 @@ fn networks(v: &ContainerView) -> Map<String, Value> {
     networks
 }
 
-fn summary(v: &ContainerView, with_size: bool) -> Value {
+/// (`SizeRw`, `SizeRootFs`): the writable layer, and it plus the image.
+fn size_of(core: &Core, v: &ContainerView) -> Option<(u64, u64)> {
+    let (rw, _) = core.containers().writable_layer_usage(&v.record.id).ok()?;
+    let image = core
+        .images()
+        .status(&v.record.image_id)
+        .ok()
+        .flatten()
+        .map_or(0, |i| i.size);
+    Some((rw, rw + image))
+}
+
+fn summary(v: &ContainerView, size: Option<(u64, u64)>) -> Value {
     let r = &v.record;
     let mut s = json!({
         "Id": r.id,
@@ -179,9 +194,9 @@ fn summary(v: &ContainerView, with_size: bool) -> Value {
         "NetworkSettings": { "Networks": networks(v) },
         "Mounts": mounts(v),
     });
-    if with_size {
-        s["SizeRw"] = json!(0);
-        s["SizeRootFs"] = json!(0);
+    if let Some((rw, root)) = size {
+        s["SizeRw"] = json!(rw);
+        s["SizeRootFs"] = json!(root);
     }
     s
 }

@@ -176,6 +176,28 @@ async fn kubernetes_pods_show_in_docker_ps_and_inspect() {
     let ip = pod_ip(&mut rt, &pod).await;
     assert_eq!(c["NetworkSettings"]["IPAddress"], ip.as_str());
 
+    // The writable layer's size, as `ps --size` shows it.
+    exec_out(
+        &mut rt,
+        &ctr,
+        &["dd", "if=/dev/zero", "of=/big", "bs=1024", "count=100"],
+    )
+    .await;
+    let size = d.docker_ok(&[
+        "ps",
+        "--size",
+        "--filter",
+        &format!("name={name}"),
+        "--format",
+        "{{.Size}}",
+    ]);
+    // 100 KiB of data, plus the blocks of the layer's directories.
+    let kb: f64 = size.split("kB").next().unwrap().parse().unwrap_or(0.0);
+    assert!(
+        (102.0..130.0).contains(&kb) && size.contains("(virtual "),
+        "{size}"
+    );
+
     let filtered = d.docker_ok(&["ps", "-q", "--no-trunc", "--filter", "label=container=web"]);
     assert_eq!(filtered.trim(), ctr);
     let none = d.docker_ok(&["ps", "-q", "--filter", "status=exited"]);
