@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::events::Action;
 use crate::model::*;
+use crate::standalone::CreateExtras;
 use crate::{idmap, monitor, new_id, podfiles, rootfs, to_completion, validate, Shared};
 
 pub(crate) const CONTAINERS: &str = "containers";
@@ -32,6 +33,8 @@ pub(crate) struct Entry {
     record: Mutex<ContainerRecord>,
     /// Becomes true once the container has exited and that is recorded.
     pub exited: watch::Sender<bool>,
+    /// Becomes true once the container is removed (Docker's wait).
+    pub removed: watch::Sender<bool>,
 }
 
 impl Entry {
@@ -41,6 +44,7 @@ impl Entry {
             lock: tokio::sync::Mutex::new(()),
             record: Mutex::new(record),
             exited: watch::Sender::new(exited),
+            removed: watch::Sender::new(false),
         })
     }
 
@@ -52,7 +56,7 @@ impl Entry {
     }
 
     /// Changes the record in memory and returns the new value.
-    fn update(&self, f: impl FnOnce(&mut ContainerRecord)) -> ContainerRecord {
+    pub(crate) fn update(&self, f: impl FnOnce(&mut ContainerRecord)) -> ContainerRecord {
         let mut r = self.record.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut r);
         r.clone()
@@ -77,6 +81,10 @@ crate::service_handle! {
 }
 
 impl Containers {
+    pub(crate) fn sandboxes(&self) -> crate::Sandboxes {
+        crate::Sandboxes::new(self.shared.clone())
+    }
+
     /// Creates a container in a ready sandbox: all of it, or nothing. The
     /// work runs to its end even when the caller stops waiting, so the
     /// container is either made and recorded or not made at all.
@@ -87,17 +95,26 @@ impl Containers {
         validate::container(&config)?;
         self.ready_sandbox(sandbox_id)?;
         let (core, sandbox_id) = (self.clone(), sandbox_id.to_string());
-        to_completion(async move { core.create_detached(&sandbox_id, config).await }).await
+        to_completion(async move {
+            core.create_detached(&sandbox_id, config, CreateExtras::default())
+                .await
+        })
+        .await
     }
 
-    async fn create_detached(&self, sandbox_id: &str, config: ContainerConfig) -> Result<String> {
+    pub(crate) async fn create_detached(
+        &self,
+        sandbox_id: &str,
+        config: ContainerConfig,
+        extras: CreateExtras,
+    ) -> Result<String> {
         let (sandbox, _) = self.ready_sandbox(sandbox_id)?;
         let _pod_guard = sandbox.lock.lock().await;
         let (_, pod) = self.ready_sandbox(sandbox_id)?;
         let image = self.images.resolve(&config.image)?.ok_or_else(|| {
             Error::not_found(format!("image {:?} not found: pull it first", config.image))
         })?;
-        let id = new_id();
+        let id = extras.id.clone().unwrap_or_else(new_id);
         let key = name_key(&config, &pod.config);
         self.reserve_name(&key, &id)?;
         let core = self.clone();
@@ -108,6 +125,7 @@ impl Containers {
             let handler = pod.config.runtime_handler.clone();
             let stored = core
                 .make_container(&container_id, &pod, config, &image)
+                .map(|r| extras.apply(r))
                 .and_then(|r| core.persist_container(&r).map(|()| r));
             if stored.is_err() {
                 core.remove_container_files(&container_id, &handler);
@@ -207,22 +225,8 @@ impl Containers {
         write_private(&bundle.join("config.json"), &spec)?;
         let specified = started.elapsed();
         let log_path = log_path(&pod.config, &config)?;
-        let state = self.container_state_dir(id);
-        let (shim_pid, pid) = self.monitors.spawn(&monitor::SpawnRequest {
-            shim: &self.config.shim,
-            handler: runtime.handler(),
-            id,
-            bundle: &bundle,
-            dir: &state,
-            log: log_path.as_deref().unwrap_or(Path::new("/dev/null")),
-            tty: config.tty,
-            stdin: config.stdin,
-            stdin_once: config.stdin_once,
-            mount_propagation: config
-                .mounts
-                .iter()
-                .any(|m| m.propagation != Propagation::Private),
-        })?;
+        let (shim_pid, pid) =
+            self.spawn_monitor(id, runtime.as_ref(), &config, log_path.as_deref())?;
         made_dirs.keep();
         // The runtime's create has bound them into the container's own
         // mount namespace: the host needs the staging copies no longer.
@@ -254,6 +258,33 @@ impl Containers {
             process_args,
             config,
             ..Default::default()
+        })
+    }
+
+    /// Starts the container's monitor, which runs the runtime's `create`
+    /// on the bundle under the container's directory; returns (monitor
+    /// pid, init pid). Blocking.
+    pub(crate) fn spawn_monitor(
+        &self,
+        id: &str,
+        runtime: &dyn crate::RuntimeDriver,
+        config: &ContainerConfig,
+        log: Option<&Path>,
+    ) -> Result<(u32, u32)> {
+        self.monitors.spawn(&monitor::SpawnRequest {
+            shim: &self.config.shim,
+            handler: runtime.handler(),
+            id,
+            bundle: &self.container_dir(id).join("bundle"),
+            dir: &self.container_state_dir(id),
+            log: log.unwrap_or(Path::new("/dev/null")),
+            tty: config.tty,
+            stdin: config.stdin,
+            stdin_once: config.stdin_once,
+            mount_propagation: config
+                .mounts
+                .iter()
+                .any(|m| m.propagation != Propagation::Private),
         })
     }
 
@@ -505,6 +536,9 @@ impl Containers {
         self.container_event(&record, Action::Die { exit_code });
         entry.exited.send_replace(true);
         tracing::info!(container = %id, exit_code = record.exit_code, "container exited");
+        if record.auto_remove {
+            self.auto_remove(id);
+        }
     }
 
     pub async fn start(&self, id: &str) -> Result<()> {
@@ -518,6 +552,9 @@ impl Containers {
         let entry = self.require_container(id)?;
         let _guard = entry.lock.lock().await;
         let record = entry.record();
+        if record.owner == Owner::Docker && record.state.has_exited() {
+            return self.start_again(&entry).await;
+        }
         record.state.check_start(id)?;
         let runtime = self.runtime(&record.runtime_handler)?;
         let cid = id.to_string();
@@ -547,18 +584,31 @@ impl Containers {
     async fn stop_now(&self, id: &str, timeout_s: i64) -> Result<()> {
         let entry = self.require_container(id)?;
         let _guard = entry.lock.lock().await;
-        self.kill_and_wait(&entry, timeout_s).await
+        let was_running = !*entry.exited.borrow();
+        self.kill_and_wait(&entry, timeout_s).await?;
+        let record = entry.record();
+        if record.owner == Owner::Docker && was_running {
+            self.container_event(&record, Action::Stop);
+        }
+        Ok(())
     }
 
-    async fn kill_and_wait(&self, entry: &Arc<Entry>, timeout_s: i64) -> Result<()> {
+    pub(crate) async fn kill_and_wait(&self, entry: &Arc<Entry>, timeout_s: i64) -> Result<()> {
         let record = entry.record();
         if *entry.exited.borrow() {
             return Ok(());
         }
         let runtime = self.runtime(&record.runtime_handler)?;
         let mut exited = entry.exited.subscribe();
+        // Docker shows each signal a stop sends; CRI's events have none.
+        let told = |signal: i32| {
+            if record.owner == Owner::Docker {
+                self.container_event(&record, Action::Kill { signal });
+            }
+        };
         if timeout_s > 0 {
             let (rt, id, sig) = (runtime.clone(), record.id.clone(), record.stop_signal);
+            told(sig);
             let _ = tokio::task::spawn_blocking(move || rt.kill(&id, &sig.to_string())).await;
             let wait = exited.wait_for(|e| *e);
             if tokio::time::timeout(Duration::from_secs(timeout_s as u64), wait)
@@ -569,6 +619,7 @@ impl Containers {
             }
         }
         let id = record.id.clone();
+        told(libc::SIGKILL);
         let _ = tokio::task::spawn_blocking(move || runtime.kill(&id, "KILL")).await;
         let exited_in_time = tokio::time::timeout(MONITOR_EXIT, exited.wait_for(|e| *e))
             .await
@@ -594,7 +645,12 @@ impl Containers {
     async fn remove_now(&self, id: &str) -> Result<()> {
         let entry = self.require_container(id)?;
         let _guard = entry.lock.lock().await;
-        self.kill_and_wait(&entry, 0).await?;
+        self.remove_locked(&entry, id).await
+    }
+
+    /// Removes a container whose lock the caller holds.
+    pub(crate) async fn remove_locked(&self, entry: &Arc<Entry>, id: &str) -> Result<()> {
+        self.kill_and_wait(entry, 0).await?;
         let record = entry.record();
         {
             let core = self.clone();
@@ -613,6 +669,7 @@ impl Containers {
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
         self.container_event(&record, Action::Destroy);
+        entry.removed.send_replace(true);
         Ok(())
     }
 
@@ -682,7 +739,7 @@ impl Shared {
     pub(crate) fn container_entry(&self, id: &str) -> Option<Arc<Entry>> {
         self.objects().containers.get(id).cloned()
     }
-    fn require_container(&self, id: &str) -> Result<Arc<Entry>> {
+    pub(crate) fn require_container(&self, id: &str) -> Result<Arc<Entry>> {
         self.container_entry(id)
             .ok_or_else(|| Error::not_found(format!("container {id} not found")))
     }

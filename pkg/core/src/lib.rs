@@ -71,6 +71,7 @@ mod recovery;
 mod rootfs;
 mod sandbox;
 mod seams;
+mod standalone;
 mod stats;
 mod validate;
 
@@ -99,6 +100,7 @@ pub use node::Node;
 pub use pty::Pty;
 pub use sandbox::Sandboxes;
 pub use seams::{BoxFuture, MetaStore, Monitors, Parts, RuntimeDriver};
+pub use standalone::parse_signal;
 
 /// The cgroup driver kubelet must match (CRI `RuntimeConfig`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,7 +324,17 @@ impl Shared {
     /// Publishes what happened to a container: its name, image, sandbox,
     /// owner and labels.
     pub(crate) fn container_event(&self, record: &ContainerRecord, action: Action) {
-        let attrs = Attrs::new()
+        self.container_event_with(record, action, Attrs::new());
+    }
+
+    /// Like [`Shared::container_event`], with more attributes (`oldName`).
+    pub(crate) fn container_event_with(
+        &self,
+        record: &ContainerRecord,
+        action: Action,
+        attrs: Attrs,
+    ) {
+        let attrs = attrs
             .name(record.config.name.clone())
             .image(record.image_ref.clone())
             .sandbox_id(record.sandbox_id.clone())

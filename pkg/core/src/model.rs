@@ -445,6 +445,50 @@ pub struct ContainerRecord {
     /// The first process's command line as resolved against the image's
     /// entrypoint and cmd (empty in records made before berth kept it).
     pub process_args: Vec<String>,
+    /// Docker's `--rm`: the core removes the container (and its sandbox)
+    /// once it has exited.
+    pub auto_remove: bool,
+}
+
+/// How a Docker container gets its network (`HostConfig.NetworkMode`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// The node's default network (the one pods use; Docker's `bridge`).
+    #[default]
+    Default,
+    /// The node's network namespace.
+    Host,
+    /// A network namespace with only its loopback.
+    None,
+    /// Another container's sandbox (`container:<id>`), shared with it.
+    Container(String),
+}
+
+/// A container without a Kubernetes pod (Docker's): made with a sandbox
+/// of its own, or in another container's for [`NetworkMode::Container`].
+#[derive(Debug, Clone, Default)]
+pub struct StandaloneSpec {
+    pub container: ContainerConfig,
+    /// The sandbox's settings: hostname, DNS, port mappings, labels,
+    /// runtime handler, cgroup parent. Its name, Kubernetes metadata, log
+    /// directory and network namespace mode are the core's to set.
+    pub pod: PodConfig,
+    pub network: NetworkMode,
+    pub auto_remove: bool,
+    /// Overrides the image's `StopSignal` (a name or a number).
+    pub stop_signal: Option<String>,
+}
+
+/// What [`crate::Containers::wait`] waits for (Docker's `condition`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WaitCondition {
+    /// Returns at once if it is not running, else at its exit.
+    #[default]
+    NotRunning,
+    /// The next exit, even if it has exited already.
+    NextExit,
+    /// Its removal.
+    Removed,
 }
 
 /// The identity a container's first process gets (CRI `ContainerUser`).

@@ -77,6 +77,14 @@ impl Sandboxes {
     /// The work runs to its end even when the caller stops waiting (a
     /// kubelet deadline), so a pod is either made and recorded or not made.
     pub async fn run(&self, owner: Owner, config: PodConfig) -> Result<String> {
+        let config = self.check_run(owner, config)?;
+        let core = self.clone();
+        to_completion(async move { core.run_detached(owner, config, true).await }).await
+    }
+
+    /// What `run` checks before anything is made; returns the config
+    /// validated.
+    pub(crate) fn check_run(&self, owner: Owner, config: PodConfig) -> Result<PodConfig> {
         check_owner(owner, &config)?;
         if config.namespaces.pid == NamespaceMode::Target
             || config.namespaces.network == NamespaceMode::Target
@@ -86,16 +94,25 @@ impl Sandboxes {
             ));
         }
         let config = validate::pod(config)?;
-        self.check_log_directory(&config.log_directory)?;
+        // A Docker sandbox's log directory is the core's own choice.
+        if owner == Owner::Kubernetes {
+            self.check_log_directory(&config.log_directory)?;
+        }
         self.runtime(&config.runtime_handler)?;
         self.check_user_namespace(&config)?;
         // A parent that can never be used is refused before anything is made.
         self.cgroup_parent_path("", &config)?;
-        let core = self.clone();
-        to_completion(async move { core.run_detached(owner, config).await }).await
+        Ok(config)
     }
 
-    async fn run_detached(self, owner: Owner, config: PodConfig) -> Result<String> {
+    /// Makes a checked sandbox; without `attach_network` its network
+    /// namespace keeps only its loopback (Docker's `--network none`).
+    pub(crate) async fn run_detached(
+        self,
+        owner: Owner,
+        config: PodConfig,
+        attach_network: bool,
+    ) -> Result<String> {
         let id = new_id();
         let key = name_key(&config);
         self.reserve_name(&key, &id)?;
@@ -104,7 +121,7 @@ impl Sandboxes {
         // Made, recorded and (on failure) undone exactly once, all off the
         // async workers.
         let made = tokio::task::spawn_blocking(move || -> Result<SandboxRecord> {
-            let record = match core.make_sandbox(&sandbox_id, owner, config) {
+            let record = match core.make_sandbox(&sandbox_id, owner, config, attach_network) {
                 Ok(r) => r,
                 Err(e) => {
                     core.remove_sandbox_files(&sandbox_id, None);
@@ -137,7 +154,13 @@ impl Sandboxes {
         Ok(id)
     }
 
-    fn make_sandbox(&self, id: &str, owner: Owner, config: PodConfig) -> Result<SandboxRecord> {
+    fn make_sandbox(
+        &self,
+        id: &str,
+        owner: Owner,
+        config: PodConfig,
+        attach_network: bool,
+    ) -> Result<SandboxRecord> {
         let host_network = config.namespaces.network == NamespaceMode::Node;
         let host_ipc = config.namespaces.ipc == NamespaceMode::Node;
         let hostname = podfiles::hostname(&config, host_network);
@@ -156,8 +179,8 @@ impl Sandboxes {
         })
         .map_err(|e| e.context("pin pod namespaces"))?;
         let network = match &pinned.net {
-            Some(netns) => self.attach_network(id, netns, &config)?,
-            None => None,
+            Some(netns) if attach_network => self.attach_network(id, netns, &config)?,
+            _ => None,
         };
         if let Some(ip) = network.as_ref().and_then(|n| n.ips.first()) {
             podfiles::add_host(&self.pod_dir(id), *ip, &hostname)
