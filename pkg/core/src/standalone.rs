@@ -59,11 +59,12 @@ pub fn parse_signal(signal: &str) -> Result<i32> {
     if signal.is_empty() {
         return Ok(libc::SIGKILL);
     }
-    let n = berth_oci::spec::parse_signal(signal)?;
-    if !(1..=libc::SIGRTMAX()).contains(&n) {
-        return Err(Error::invalid(format!("invalid signal: {signal}")));
+    let invalid = || Error::invalid(format!("invalid signal: {signal}"));
+    let n = berth_oci::spec::parse_signal(signal).map_err(|_| invalid())?;
+    match (1..=libc::SIGRTMAX()).contains(&n) {
+        true => Ok(n),
+        false => Err(invalid()),
     }
-    Ok(n)
 }
 
 impl Containers {
@@ -246,8 +247,10 @@ impl Containers {
         let mut removed = entry.removed.subscribe();
         let gone = || Error::internal(format!("container {id}: its state went away"));
         match condition {
+            // By the exit flag, not the state: an exit is recorded (state,
+            // then runtime delete, then the flag) before the flag is up.
             WaitCondition::NotRunning => {
-                if entry.record().state == ContainerState::Running {
+                if entry.record().state != ContainerState::Created {
                     exited.wait_for(|e| *e).await.map_err(|_| gone())?;
                 }
             }
@@ -297,7 +300,9 @@ impl Containers {
         self.check_docker_name(new_name)?;
         let entry = self.require_container(id)?;
         let _guard = entry.lock.lock().await;
-        let pod = self.sandbox_entry(&record.sandbox_id).map(|p| p.record().config);
+        let pod = self
+            .sandbox_entry(&record.sandbox_id)
+            .map(|p| p.record().config);
         let pod = pod.unwrap_or_default();
         let renamed = ContainerConfig {
             name: new_name.to_string(),
