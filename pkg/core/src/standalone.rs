@@ -102,6 +102,11 @@ impl Containers {
             None => Some(self.sandboxes().check_run(
                 Owner::Docker,
                 PodConfig {
+                    // Docker's default: the container's short id.
+                    hostname: match pod.hostname.is_empty() {
+                        true => id[..12].to_string(),
+                        false => pod.hostname.clone(),
+                    },
                     name: id.clone(),
                     kubernetes: None,
                     log_directory: self.config.root.join("containers").display().to_string(),

@@ -10,16 +10,20 @@
 //!   times and the one error mapping, as dockerd has them;
 //! - `version`, `system`: `/_ping`, `/version`, `/info`;
 //! - `view`, `containers`: containers as Docker sees them (Kubernetes ones
-//!   under dockershim's `k8s_…` names), `ps` and `inspect`.
+//!   under dockershim's `k8s_…` names), `ps` and `inspect`;
+//! - `create`, `lifecycle`: Docker's own containers (a sandbox each, in
+//!   the core): create, start, stop, kill, restart, wait, rename, rm, prune.
 
 #![recursion_limit = "256"]
 
 pub mod clock;
 mod containers;
+mod create;
 mod error;
 pub mod filters;
 mod host;
 pub mod http;
+mod lifecycle;
 mod listen;
 pub mod router;
 mod system;

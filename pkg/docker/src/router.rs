@@ -9,7 +9,7 @@ use hyper::{Method, Request, Response};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{percent_decode, Body, Query};
 use crate::version::{self, ApiVersion};
-use crate::{containers, system, Door};
+use crate::{containers, create, lifecycle, system, Door};
 use std::sync::Arc;
 
 /// One request as a handler sees it.
@@ -47,6 +47,22 @@ pub async fn route(door: Arc<Door>, req: Request<Incoming>) -> ApiResult<Respons
         (&M::GET, ["info"]) => system::info(&ctx.core),
         (&M::GET, ["containers", "json"]) => containers::list(&ctx.core, &ctx.query),
         (&M::GET, ["containers", id, "json"]) => containers::inspect(&ctx.core, id),
+        (&M::POST, ["containers", "create"]) => {
+            let body = crate::http::read_json(ctx.req).await?;
+            create::create(&ctx.core, ctx.query.get("name"), body).await
+        }
+        (&M::POST, ["containers", "prune"]) => lifecycle::prune(&ctx.core).await,
+        (&M::POST, ["containers", id, "start"]) => lifecycle::start(&ctx.core, id).await,
+        (&M::POST, ["containers", id, "stop"]) => lifecycle::stop(&ctx.core, id, &ctx.query).await,
+        (&M::POST, ["containers", id, "kill"]) => lifecycle::kill(&ctx.core, id, &ctx.query).await,
+        (&M::POST, ["containers", id, "restart"]) => {
+            lifecycle::restart(&ctx.core, id, &ctx.query).await
+        }
+        (&M::POST, ["containers", id, "wait"]) => lifecycle::wait(&ctx.core, id, &ctx.query).await,
+        (&M::POST, ["containers", id, "rename"]) => {
+            lifecycle::rename(&ctx.core, id, &ctx.query).await
+        }
+        (&M::DELETE, ["containers", id]) => lifecycle::remove(&ctx.core, id, &ctx.query).await,
         _ => Err(ApiError::not_found("page not found")),
     }
 }

@@ -1,0 +1,485 @@
+//! `POST /containers/create`: Docker's create JSON (see run-d.txt and
+//! run-p.txt in the reference traces) into the core's `StandaloneSpec`.
+
+use std::collections::BTreeMap;
+
+use berth_core::{
+    ContainerConfig, Core, ErrorKind, MountConfig, NamespaceMode, NetworkMode, PodConfig,
+    PortMapping, Protocol, Resources, SeccompConfig, StandaloneSpec,
+};
+use hyper::{Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::{ApiError, ApiResult};
+use crate::http::{json, Body};
+use crate::view;
+
+/// A string or a list of strings (Docker's `StrSlice`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StrSlice {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StrSlice {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            StrSlice::One(s) => vec![s],
+            StrSlice::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CreateBody {
+    pub hostname: String,
+    pub user: String,
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub stdin_once: bool,
+    pub env: Option<Vec<String>>,
+    pub cmd: Option<StrSlice>,
+    pub entrypoint: Option<StrSlice>,
+    pub image: String,
+    pub working_dir: String,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    pub stop_signal: Option<String>,
+    pub host_config: Option<HostConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct HostConfig {
+    pub binds: Option<Vec<String>>,
+    pub network_mode: String,
+    pub port_bindings: Option<BTreeMap<String, Option<Vec<PortBinding>>>>,
+    pub auto_remove: bool,
+    pub memory: i64,
+    pub memory_swap: i64,
+    pub nano_cpus: i64,
+    pub cpu_shares: i64,
+    pub cpu_quota: i64,
+    pub cpu_period: i64,
+    pub pids_limit: Option<i64>,
+    pub privileged: bool,
+    pub cap_add: Option<Vec<String>>,
+    pub cap_drop: Option<Vec<String>>,
+    pub readonly_rootfs: bool,
+    pub dns: Option<Vec<String>>,
+    pub dns_search: Option<Vec<String>>,
+    pub dns_options: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct PortBinding {
+    pub host_ip: String,
+    pub host_port: String,
+}
+
+/// The CPU period `NanoCpus` is expressed in (dockerd's).
+const CPU_PERIOD_US: i64 = 100_000;
+
+/// `POST /containers/create?name=`.
+pub async fn create(
+    core: &Core,
+    name: Option<&str>,
+    body: CreateBody,
+) -> ApiResult<Response<Body>> {
+    let name = match name.map(|n| n.strip_prefix('/').unwrap_or(n)) {
+        Some(n) if !n.is_empty() => {
+            check_name(n)?;
+            n.to_string()
+        }
+        _ => generated_name(core),
+    };
+    if body.image.is_empty() {
+        return Err(ApiError::bad_request(
+            "config cannot be empty in order to create a container",
+        ));
+    }
+    if core.images().status(&body.image)?.is_none() {
+        return Err(ApiError::no_such_image(&normalised_reference(&body.image)));
+    }
+    if let Ok(holder) = view::find(core, &name) {
+        if holder.name == name {
+            return Err(name_in_use(&name, &holder.record.id));
+        }
+    }
+    let spec = standalone_spec(core, name.clone(), body)?;
+    let id = core
+        .containers()
+        .create_standalone(spec)
+        .await
+        .map_err(|e| match e.kind {
+            ErrorKind::AlreadyExists => {
+                let holder = e.message.rsplit(' ').next().unwrap_or_default();
+                name_in_use(&name, holder)
+            }
+            _ => e.into(),
+        })?;
+    Ok(json(
+        StatusCode::CREATED,
+        &json!({ "Id": id, "Warnings": [] }),
+    ))
+}
+
+/// dockerd's 409 for a name in use.
+pub fn name_in_use(name: &str, holder: &str) -> ApiError {
+    ApiError::conflict(format!(
+        "Conflict. The container name \"/{name}\" is already in use by container \"{holder}\". You have to remove (or rename) that container to be able to reuse that name."
+    ))
+}
+
+/// dockerd's rule for names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+pub fn check_name(name: &str) -> ApiResult<()> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok =
+        name.len() >= 2 && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    match first_ok && rest_ok {
+        true => Ok(()),
+        false => Err(ApiError::bad_request(format!(
+            "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        ))),
+    }
+}
+
+/// A free `adjective_noun` name, as dockerd makes them.
+fn generated_name(core: &Core) -> String {
+    const LEFT: &[&str] = &[
+        "brave", "calm", "eager", "fond", "happy", "keen", "lucid", "merry", "nifty", "quiet",
+        "sharp", "tender", "vivid", "witty", "zen",
+    ];
+    const RIGHT: &[&str] = &[
+        "babbage", "curie", "darwin", "euler", "fermat", "gauss", "hopper", "kepler", "lovelace",
+        "noether", "pascal", "ritchie", "turing", "wozniak",
+    ];
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as usize);
+    let taken = |n: &str| view::find(core, n).is_ok_and(|v| v.name == n);
+    for attempt in 0.. {
+        let n = seed.wrapping_add(attempt * 7919);
+        let mut name = format!("{}_{}", LEFT[n % LEFT.len()], RIGHT[(n / 31) % RIGHT.len()]);
+        if attempt >= LEFT.len() * RIGHT.len() {
+            name = format!("{name}{attempt}");
+        }
+        if !taken(&name) {
+            return name;
+        }
+    }
+    unreachable!("an endless search ends with a free name")
+}
+
+/// An image reference as Docker spells it in full:
+/// `bb` → `docker.io/library/bb:latest`.
+pub fn normalised_reference(reference: &str) -> String {
+    let (name, suffix) = match reference.split_once('@') {
+        Some((n, d)) => (n.to_string(), format!("@{d}")),
+        None => {
+            let last = reference.rsplit('/').next().unwrap_or(reference);
+            match last.contains(':') {
+                true => (reference.to_string(), String::new()),
+                false => (reference.to_string(), ":latest".to_string()),
+            }
+        }
+    };
+    let first = name.split('/').next().unwrap_or_default();
+    let has_domain =
+        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let name = match (has_domain, name.contains('/')) {
+        (true, _) => name,
+        (false, true) => format!("docker.io/{name}"),
+        (false, false) => format!("docker.io/library/{name}"),
+    };
+    format!("{name}{suffix}")
+}
+
+fn standalone_spec(core: &Core, name: String, body: CreateBody) -> ApiResult<StandaloneSpec> {
+    let host = body.host_config.unwrap_or_default();
+    let network = network_mode(core, &host.network_mode)?;
+    let env = body
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (kv, String::new()),
+        })
+        .collect();
+    let mounts = host
+        .binds
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|b| bind(b))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let (run_as_user, run_as_group, run_as_username) = user(&body.user)?;
+    let mut container = ContainerConfig {
+        name,
+        image: body.image,
+        command: body.entrypoint.map(StrSlice::into_vec).unwrap_or_default(),
+        args: body.cmd.map(StrSlice::into_vec).unwrap_or_default(),
+        working_dir: body.working_dir,
+        env,
+        mounts,
+        labels: body.labels.unwrap_or_default(),
+        stdin: body.open_stdin,
+        stdin_once: body.stdin_once,
+        tty: body.tty,
+        resources: resources(&host)?,
+        ..Default::default()
+    };
+    let sec = &mut container.security;
+    sec.privileged = host.privileged;
+    sec.readonly_rootfs = host.readonly_rootfs;
+    sec.capabilities_add = capabilities(host.cap_add.clone());
+    sec.capabilities_drop = capabilities(host.cap_drop.clone());
+    sec.run_as_user = run_as_user;
+    sec.run_as_group = run_as_group;
+    sec.run_as_username = run_as_username;
+    // Each Docker container has its own pid namespace, and dockerd's
+    // default seccomp profile unless privileged.
+    sec.namespaces.pid = NamespaceMode::Container;
+    if !host.privileged {
+        sec.seccomp = SeccompConfig::RuntimeDefault;
+    }
+    let dns = (host.dns.is_some() || host.dns_search.is_some() || host.dns_options.is_some()).then(
+        || berth_core::DnsConfig {
+            servers: host.dns.unwrap_or_default(),
+            searches: host.dns_search.unwrap_or_default(),
+            options: host.dns_options.unwrap_or_default(),
+        },
+    );
+    let pod = PodConfig {
+        hostname: body.hostname,
+        dns,
+        port_mappings: port_mappings(host.port_bindings.unwrap_or_default())?,
+        namespaces: berth_core::NamespaceOptions {
+            pid: NamespaceMode::Container,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Ok(StandaloneSpec {
+        container,
+        pod,
+        network,
+        auto_remove: host.auto_remove,
+        stop_signal: body.stop_signal.filter(|s| !s.is_empty()),
+    })
+}
+
+fn network_mode(core: &Core, mode: &str) -> ApiResult<NetworkMode> {
+    match mode {
+        "" | "default" | "bridge" => Ok(NetworkMode::Default),
+        "host" => Ok(NetworkMode::Host),
+        "none" => Ok(NetworkMode::None),
+        other => match other.strip_prefix("container:") {
+            Some(reference) => Ok(NetworkMode::Container(
+                view::find(core, reference)?.record.id,
+            )),
+            None => Err(ApiError::not_found(format!("network {other} not found"))),
+        },
+    }
+}
+
+/// `src:dst[:ro|rw]`: a host path bound into the container.
+fn bind(spec: &str) -> ApiResult<MountConfig> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (src, dst, mode) = match parts.as_slice() {
+        [s, d] => (*s, *d, ""),
+        [s, d, m] => (*s, *d, *m),
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "invalid volume specification: '{spec}'"
+            )))
+        }
+    };
+    if !src.starts_with('/') {
+        return Err(ApiError::bad_request(format!(
+            "invalid volume specification: '{spec}': named volumes are not supported, bind a host path"
+        )));
+    }
+    let mut readonly = false;
+    for m in mode.split(',').filter(|m| !m.is_empty()) {
+        match m {
+            "ro" => readonly = true,
+            "rw" | "z" | "Z" | "rprivate" | "private" => {}
+            _ => return Err(ApiError::bad_request(format!("invalid mode: {m}"))),
+        }
+    }
+    Ok(MountConfig {
+        host_path: src.to_string(),
+        container_path: dst.to_string(),
+        readonly,
+        ..Default::default()
+    })
+}
+
+/// `uid[:gid]` or `name[:gid]`.
+fn user(spec: &str) -> ApiResult<(Option<i64>, Option<i64>, String)> {
+    if spec.is_empty() {
+        return Ok((None, None, String::new()));
+    }
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let group = match g {
+        None => None,
+        Some(g) => Some(g.parse::<i64>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "unable to find group {g}: only numeric groups are supported"
+            ))
+        })?),
+    };
+    Ok(match u.parse::<i64>() {
+        Ok(uid) => (Some(uid), group, String::new()),
+        Err(_) => (None, group, u.to_string()),
+    })
+}
+
+/// `CAP_NET_ADMIN` and `NET_ADMIN` alike, as the runtime builder takes them.
+fn capabilities(caps: Option<Vec<String>>) -> Vec<String> {
+    caps.unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            let upper = c.to_ascii_uppercase();
+            upper
+                .strip_prefix("CAP_")
+                .map(str::to_string)
+                .unwrap_or(upper)
+        })
+        .collect()
+}
+
+fn resources(h: &HostConfig) -> ApiResult<Resources> {
+    if h.nano_cpus > 0 && (h.cpu_quota > 0 || h.cpu_period > 0) {
+        return Err(ApiError::bad_request(
+            "Conflicting options: Nano CPUs and CPU Period cannot both be set",
+        ));
+    }
+    let (cpu_quota, cpu_period) = match h.nano_cpus {
+        n if n > 0 => (n * CPU_PERIOD_US / 1_000_000_000, CPU_PERIOD_US),
+        _ => (h.cpu_quota, h.cpu_period),
+    };
+    Ok(Resources {
+        cpu_shares: h.cpu_shares,
+        cpu_quota,
+        cpu_period,
+        memory_limit_in_bytes: h.memory,
+        memory_swap_limit_in_bytes: h.memory_swap.max(0),
+        ..Default::default()
+    })
+}
+
+/// `{"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}`.
+fn port_mappings(
+    bindings: BTreeMap<String, Option<Vec<PortBinding>>>,
+) -> ApiResult<Vec<PortMapping>> {
+    let mut out = Vec::new();
+    for (key, list) in bindings {
+        let (port, proto) = key.split_once('/').unwrap_or((&key, "tcp"));
+        let bad = || ApiError::bad_request(format!("invalid port specification: \"{key}\""));
+        let container_port: u16 = port.parse().map_err(|_| bad())?;
+        let protocol = match proto {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            "sctp" => Protocol::Sctp,
+            _ => return Err(bad()),
+        };
+        for b in list.unwrap_or_default() {
+            let host_port = match b.host_port.as_str() {
+                "" => None,
+                p => Some(p.parse::<u16>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid port specification: \"{p}\""))
+                })?),
+            };
+            let host_ip = match b.host_ip.as_str() {
+                "" => None,
+                ip => Some(
+                    ip.parse()
+                        .map_err(|_| ApiError::bad_request(format!("invalid IP address: {ip}")))?,
+                ),
+            };
+            out.push(PortMapping {
+                protocol,
+                container_port,
+                host_port,
+                host_ip,
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_normalise_like_dockers() {
+        assert_eq!(normalised_reference("bb"), "docker.io/library/bb:latest");
+        assert_eq!(normalised_reference("me/bb:1"), "docker.io/me/bb:1");
+        assert_eq!(
+            normalised_reference("127.0.0.1:5001/library/bb"),
+            "127.0.0.1:5001/library/bb:latest"
+        );
+        assert_eq!(
+            normalised_reference("localhost/bb@sha256:ab"),
+            "localhost/bb@sha256:ab"
+        );
+    }
+
+    #[test]
+    fn names_follow_dockerds_rule() {
+        assert!(check_name("web-1.a_b").is_ok());
+        for bad in ["-web", "a", "we/b", "w b"] {
+            let e = check_name(bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.message.contains("Invalid container name"), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn binds_ports_users_and_cpus_convert() {
+        let m = bind("/srv:/data:ro").unwrap();
+        assert!(m.readonly && m.host_path == "/srv" && m.container_path == "/data");
+        assert!(bind("vol:/data")
+            .unwrap_err()
+            .message
+            .contains("named volumes"));
+        let ports = port_mappings(BTreeMap::from([(
+            "80/tcp".to_string(),
+            Some(vec![PortBinding {
+                host_ip: "127.0.0.1".into(),
+                host_port: "8080".into(),
+            }]),
+        )]))
+        .unwrap();
+        assert_eq!(ports[0].container_port, 80);
+        assert_eq!(ports[0].host_port, Some(8080));
+        assert_eq!(ports[0].host_ip, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            user("1000:50").unwrap(),
+            (Some(1000), Some(50), String::new())
+        );
+        assert_eq!(user("app").unwrap(), (None, None, "app".to_string()));
+        let r = resources(&HostConfig {
+            nano_cpus: 1_500_000_000,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!((r.cpu_quota, r.cpu_period), (150_000, 100_000));
+        assert_eq!(
+            capabilities(Some(vec!["cap_net_admin".into()])),
+            ["NET_ADMIN"]
+        );
+    }
+}
