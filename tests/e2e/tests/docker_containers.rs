@@ -158,10 +158,10 @@ async fn auto_remove_and_prune_leave_nothing() {
     )
     .await;
 
-    let a = d.docker_ok(&["run", "-d", "--name", "a", &image, "true"]);
-    let b = d.docker_ok(&["create", "--name", "b", &image, "true"]);
+    let a = d.docker_ok(&["run", "-d", "--name", "pa", &image, "true"]);
+    let b = d.docker_ok(&["create", "--name", "pb", &image, "true"]);
     let kept = d.docker_ok(&["run", "-d", "--name", "kept", &image, "sleep", "60"]);
-    assert_eq!(d.docker_ok(&["wait", "a"]).trim(), "0");
+    assert_eq!(d.docker_ok(&["wait", "pa"]).trim(), "0");
     let pruned = d.docker_ok(&["container", "prune", "-f"]);
     for id in [&a, &b] {
         assert!(
