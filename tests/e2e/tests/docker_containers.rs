@@ -219,3 +219,91 @@ async fn bad_creates_answer_like_dockerd_and_make_nothing() {
     assert_eq!(d.docker_ok(&["ps", "-aq"]).trim(), "");
     d.assert_no_leaks();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_survive_a_berthd_restart_and_their_network_modes_hold() {
+    let (mut d, reg, _rt) = daemon_with(&["busybox"]).await;
+    let image = reg.image("busybox");
+    let port = free_port();
+    let script =
+        "mkdir -p /www && echo still-here > /www/index.html && exec httpd -f -p 80 -h /www";
+    let web = d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        &format!("127.0.0.1:{port}:80"),
+        &image,
+        "sh",
+        "-c",
+        script,
+    ]);
+    let web = web.trim().to_string();
+    // Sharing web's sandbox: the same network namespace, so the same server.
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "side",
+        "--network",
+        &format!("container:{web}"),
+        &image,
+        "sleep",
+        "600",
+    ]);
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "alone",
+        "--network",
+        "none",
+        &image,
+        "sleep",
+        "600",
+    ]);
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hosted",
+        "--network",
+        "host",
+        &image,
+        "sleep",
+        "600",
+    ]);
+    assert_eq!(inspect(&d, "alone", "{{.HostConfig.NetworkMode}}"), "none");
+    assert_eq!(inspect(&d, "hosted", "{{.HostConfig.NetworkMode}}"), "host");
+    assert_eq!(
+        http_get(&format!("http://127.0.0.1:{port}/")).await,
+        "still-here"
+    );
+
+    d.restart().await;
+    for name in ["web", "side", "alone", "hosted"] {
+        assert_eq!(inspect(&d, name, "{{.State.Status}}"), "running", "{name}");
+    }
+    assert_eq!(
+        http_get(&format!("http://127.0.0.1:{port}/")).await,
+        "still-here"
+    );
+    // Names are still taken after the restart.
+    assert_fails_with(
+        &d,
+        &["create", "--name", "web", &image, "true"],
+        "is already in use by container",
+    );
+    d.docker_ok(&["restart", "-t", "1", "web"]);
+    assert_eq!(
+        http_get(&format!("http://127.0.0.1:{port}/")).await,
+        "still-here"
+    );
+
+    // The sandbox goes with the last container in it.
+    d.docker_ok(&["rm", "-f", "web"]);
+    assert_eq!(inspect(&d, "side", "{{.State.Status}}"), "running");
+    d.docker_ok(&["rm", "-f", "side", "alone", "hosted"]);
+    d.assert_no_leaks();
+}
