@@ -447,7 +447,7 @@ impl Containers {
                 cpuset_mems: (!r.cpuset_mems.is_empty()).then(|| r.cpuset_mems.clone()),
                 memory_limit: positive(r.memory_limit_in_bytes),
                 memory_swap_limit: positive(r.memory_swap_limit_in_bytes),
-                pids_limit: None,
+                pids_limit: positive(r.pids_limit),
                 hugepage_limits: r.hugepage_limits.clone(),
                 unified: r.unified.clone(),
                 oom_score_adj: (r.oom_score_adj != 0).then_some(r.oom_score_adj as i32),

@@ -161,6 +161,8 @@ pub struct Resources {
     /// Page size (`2MB`) → limit in bytes.
     pub hugepage_limits: BTreeMap<String, u64>,
     pub unified: BTreeMap<String, String>,
+    /// Docker's `--pids-limit` (CRI has none; the pod's cgroup bounds it).
+    pub pids_limit: i64,
 }
 
 /// Kubernetes' identity of a pod (CRI `PodSandboxMetadata` besides the

@@ -105,6 +105,8 @@ pub fn resources(r: &api::LinuxContainerResources) -> m::Resources {
             .map(|h| (h.page_size.clone(), h.limit))
             .collect(),
         unified: btree(&r.unified),
+        // Docker's only.
+        pids_limit: 0,
     }
 }
 

@@ -375,6 +375,8 @@ fn resources(h: &HostConfig) -> ApiResult<Resources> {
         cpu_period,
         memory_limit_in_bytes: h.memory,
         memory_swap_limit_in_bytes: h.memory_swap.max(0),
+        // 0 and -1 are unlimited.
+        pids_limit: h.pids_limit.unwrap_or(0).max(0),
         ..Default::default()
     })
 }
