@@ -307,3 +307,73 @@ async fn containers_survive_a_berthd_restart_and_their_network_modes_hold() {
     d.docker_ok(&["rm", "-f", "side", "alone", "hosted"]);
     d.assert_no_leaks();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_options_reach_the_container() {
+    use std::os::unix::fs::PermissionsExt;
+    let (d, reg, _rt) = daemon_with(&["busybox"]).await;
+    let image = reg.image("busybox");
+    let out = d.dir().join("out");
+    let ro = d.dir().join("ro");
+    for dir in [&out, &ro] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    // cgroup v2 files, else v1's (the node may have either).
+    let script = "id -u > /out/uid; id -g > /out/gid; echo $FOO > /out/foo; pwd > /out/pwd; \
+        c=/sys/fs/cgroup; \
+        { cat $c/pids.max || cat $c/pids/pids.max; } > /out/pids; \
+        { cat $c/memory.max || cat $c/memory/memory.limit_in_bytes; } > /out/mem; \
+        { cat $c/cpu.max || echo $(cat $c/cpu/cpu.cfs_quota_us) $(cat $c/cpu/cpu.cfs_period_us); } > /out/cpu; \
+        touch /ro/x 2> /out/ro; hostname > /out/host; echo done > /out/done";
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "opts",
+        "--pids-limit",
+        "50",
+        "-m",
+        "64m",
+        "--cpus",
+        "0.5",
+        "-v",
+        &format!("{}:/out", out.display()),
+        "-v",
+        &format!("{}:/ro:ro", ro.display()),
+        "-e",
+        "FOO=bar",
+        "-u",
+        "1000:1000",
+        "-w",
+        "/tmp",
+        "--hostname",
+        "box",
+        &image,
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(d.docker_ok(&["wait", "opts"]).trim(), "0");
+    let read = |f: &str| {
+        std::fs::read_to_string(out.join(f))
+            .unwrap_or_else(|e| panic!("/out/{f}: {e}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read("done"), "done");
+    assert_eq!((read("uid"), read("gid")), ("1000".into(), "1000".into()));
+    assert_eq!(read("foo"), "bar");
+    assert_eq!(read("pwd"), "/tmp");
+    assert_eq!(read("pids"), "50");
+    assert_eq!(read("mem"), (64 << 20).to_string());
+    assert_eq!(read("cpu"), "50000 100000");
+    assert!(
+        read("ro").contains("Read-only file system"),
+        "{}",
+        read("ro")
+    );
+    assert_eq!(read("host"), "box");
+    d.docker_ok(&["rm", "opts"]);
+    d.assert_no_leaks();
+}
