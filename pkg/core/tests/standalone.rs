@@ -532,3 +532,37 @@ async fn recovery_finishes_auto_removals_and_removes_empty_docker_sandboxes() {
         ContainerState::Exited
     );
 }
+
+#[tokio::test]
+async fn a_start_again_that_fails_leaves_it_exited() {
+    let world = World::new();
+    seed_docker(&world, "d1", ContainerState::Exited);
+    let core = world.open();
+    let containers = core.containers();
+
+    world.node.fail_next("start", ErrorKind::Internal);
+    assert_error(
+        containers.start("d1").await,
+        ErrorKind::Internal,
+        &injected_failure("start"),
+    );
+    let r = containers.status("d1").unwrap();
+    assert_eq!(r.state, ContainerState::Exited);
+    let stored: ContainerRecord = world.store.get(CONTAINERS, "d1").unwrap();
+    assert_eq!(stored.state, ContainerState::Exited);
+    // The runtime's new container went with the failure.
+    assert!(!world.node.runtime_knows("d1"));
+    assert_eq!(
+        containers
+            .wait("d1", WaitCondition::NotRunning)
+            .await
+            .unwrap(),
+        0
+    );
+    // And it can start later.
+    containers.start("d1").await.unwrap();
+    assert_eq!(
+        containers.status("d1").unwrap().state,
+        ContainerState::Running
+    );
+}

@@ -90,6 +90,23 @@ async fn run_stop_start_kill_restart_rename_wait_and_rm() {
     d.docker_ok(&["kill", "life"]);
     assert_eq!(d.docker_ok(&["wait", "life"]).trim(), "137");
 
+    // --stop-signal replaces SIGTERM.
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "usr1",
+        "--stop-signal",
+        "SIGUSR1",
+        &image,
+        "sh",
+        "-c",
+        "trap 'exit 7' USR1; while true; do sleep 0.2; done",
+    ]);
+    d.docker_ok(&["stop", "-t", "30", "usr1"]);
+    assert_eq!(inspect(&d, "usr1", "{{.State.ExitCode}}"), "7");
+    d.docker_ok(&["rm", "usr1"]);
+
     d.docker_ok(&["rename", "life", "life2"]);
     assert_eq!(inspect(&d, &id, "{{.Name}}"), "/life2");
     assert_fails_with(&d, &["inspect", "life"], "No such");
