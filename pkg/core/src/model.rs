@@ -450,6 +450,8 @@ pub struct ContainerRecord {
     /// Docker's `--rm`: the core removes the container (and its sandbox)
     /// once it has exited.
     pub auto_remove: bool,
+    /// Docker's `--stop-timeout`: seconds a stop waits by default.
+    pub stop_timeout_s: Option<i64>,
 }
 
 /// How a Docker container gets its network (`HostConfig.NetworkMode`).
@@ -479,6 +481,8 @@ pub struct StandaloneSpec {
     pub auto_remove: bool,
     /// Overrides the image's `StopSignal` (a name or a number).
     pub stop_signal: Option<String>,
+    /// Docker's `StopTimeout`, kept for the front door's default.
+    pub stop_timeout_s: Option<i64>,
 }
 
 /// What [`crate::Containers::wait`] waits for (Docker's `condition`).

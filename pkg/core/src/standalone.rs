@@ -28,11 +28,13 @@ pub(crate) struct CreateExtras {
     pub auto_remove: bool,
     /// Overrides the image's stop signal.
     pub stop_signal: Option<i32>,
+    pub stop_timeout_s: Option<i64>,
 }
 
 impl CreateExtras {
     pub fn apply(&self, mut record: ContainerRecord) -> ContainerRecord {
         record.auto_remove = self.auto_remove;
+        record.stop_timeout_s = self.stop_timeout_s;
         if let Some(signal) = self.stop_signal {
             record.stop_signal = signal;
         }
@@ -79,6 +81,7 @@ impl Containers {
             network,
             auto_remove,
             stop_signal,
+            stop_timeout_s,
         } = spec;
         if container.name.is_empty() {
             return Err(Error::invalid("a Docker container needs a name"));
@@ -91,6 +94,7 @@ impl Containers {
             id: Some(id.clone()),
             auto_remove,
             stop_signal: stop_signal.as_deref().map(parse_signal).transpose()?,
+            stop_timeout_s,
         };
         self.check_docker_name(&container.name)?;
         let shared_sandbox = match &network {

@@ -48,6 +48,7 @@ pub struct CreateBody {
     pub labels: Option<BTreeMap<String, String>>,
     pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
     pub stop_signal: Option<String>,
+    pub stop_timeout: Option<i64>,
     pub host_config: Option<HostConfig>,
 }
 
@@ -272,6 +273,7 @@ fn standalone_spec(core: &Core, name: String, body: CreateBody) -> ApiResult<Sta
         network,
         auto_remove: host.auto_remove,
         stop_signal: body.stop_signal.filter(|s| !s.is_empty()),
+        stop_timeout_s: body.stop_timeout,
     })
 }
 

@@ -20,8 +20,9 @@ const DEFAULT_STOP_TIMEOUT_S: i64 = 10;
 /// A timeout of -1 waits for the exit (dockerd); the core takes seconds.
 const FOREVER_S: i64 = 365 * 24 * 3600;
 
-fn stop_timeout(query: &Query) -> ApiResult<i64> {
-    Ok(match query.int("t")? {
+/// `t`, else the container's `StopTimeout`, else dockerd's default.
+fn stop_timeout(query: &Query, v: &ContainerView) -> ApiResult<i64> {
+    Ok(match query.int("t")?.or(v.record.stop_timeout_s) {
         None => DEFAULT_STOP_TIMEOUT_S,
         Some(t) if t < 0 => FOREVER_S,
         Some(t) => t,
@@ -63,8 +64,8 @@ pub async fn start(core: &Core, reference: &str) -> ApiResult<Response<Body>> {
 
 /// `POST /containers/{id}/stop?t=`: 304 when it is not running.
 pub async fn stop(core: &Core, reference: &str, query: &Query) -> ApiResult<Response<Body>> {
-    let timeout = stop_timeout(query)?;
     let v = view::find(core, reference)?;
+    let timeout = stop_timeout(query, &v)?;
     docker_owned(&v)?;
     if v.record.state != ContainerState::Running {
         return no_content(StatusCode::NOT_MODIFIED);
@@ -97,8 +98,8 @@ pub async fn kill(core: &Core, reference: &str, query: &Query) -> ApiResult<Resp
 
 /// `POST /containers/{id}/restart?t=`.
 pub async fn restart(core: &Core, reference: &str, query: &Query) -> ApiResult<Response<Body>> {
-    let timeout = stop_timeout(query)?;
     let v = view::find(core, reference)?;
+    let timeout = stop_timeout(query, &v)?;
     docker_owned(&v)?;
     core.containers()
         .restart(&v.record.id, timeout)

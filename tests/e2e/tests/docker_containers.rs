@@ -107,6 +107,29 @@ async fn run_stop_start_kill_restart_rename_wait_and_rm() {
     assert_eq!(inspect(&d, "usr1", "{{.State.ExitCode}}"), "7");
     d.docker_ok(&["rm", "usr1"]);
 
+    // --stop-timeout is the default of a stop without -t.
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "quick",
+        "--stop-timeout",
+        "1",
+        &image,
+        "sh",
+        "-c",
+        IGNORES_TERM,
+    ]);
+    let started = Instant::now();
+    d.docker_ok(&["stop", "quick"]);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(8),
+        "stop with --stop-timeout 1 took {took:?}"
+    );
+    assert_eq!(inspect(&d, "quick", "{{.State.ExitCode}}"), "137");
+    d.docker_ok(&["rm", "quick"]);
+
     d.docker_ok(&["rename", "life", "life2"]);
     assert_eq!(inspect(&d, &id, "{{.Name}}"), "/life2");
     assert_fails_with(&d, &["inspect", "life"], "No such");
