@@ -61,7 +61,10 @@ fn load_libseccomp() -> std::result::Result<Libseccomp, String> {
     // to the signature libseccomp 2.x documents for it. The handle is never
     // closed, so the pointers stay valid for the life of the process.
     unsafe {
-        let handle = libc::dlopen(c"libseccomp.so.2".as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+        let handle = libc::dlopen(
+            c"libseccomp.so.2".as_ptr(),
+            libc::RTLD_NOW | libc::RTLD_LOCAL,
+        );
         if handle.is_null() {
             return Err("libseccomp.so.2 could not be loaded".into());
         }
@@ -83,9 +86,7 @@ fn load_libseccomp() -> std::result::Result<Libseccomp, String> {
             syscall_resolve_name: std::mem::transmute::<*mut c_void, _>(sym(
                 c"seccomp_syscall_resolve_name",
             )?),
-            rule_add_array: std::mem::transmute::<*mut c_void, _>(sym(
-                c"seccomp_rule_add_array",
-            )?),
+            rule_add_array: std::mem::transmute::<*mut c_void, _>(sym(c"seccomp_rule_add_array")?),
             export_bpf: std::mem::transmute::<*mut c_void, _>(sym(c"seccomp_export_bpf")?),
         })
     }
@@ -105,9 +106,7 @@ fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<u32> {
         A::ScmpActLog => 0x7ffc_0000,
         A::ScmpActAllow => 0x7fff_0000,
         // A notify filter needs the listener crun sets up: not carried.
-        A::ScmpActNotify => {
-            return Err(Error::unavailable("SCMP_ACT_NOTIFY is not precompiled"))
-        }
+        A::ScmpActNotify => return Err(Error::unavailable("SCMP_ACT_NOTIFY is not precompiled")),
     })
 }
 
@@ -155,8 +154,7 @@ impl Drop for Filter<'_> {
 /// skipped, and the conditions of a rule that tests one argument more than
 /// once added as separate rules.
 pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>> {
-    if profile.flags().as_ref().is_some_and(|f| !f.is_empty())
-        || profile.listener_path().is_some()
+    if profile.flags().as_ref().is_some_and(|f| !f.is_empty()) || profile.listener_path().is_some()
     {
         return Err(Error::unavailable(
             "seccomp flags and listeners are not precompiled",
@@ -228,13 +226,7 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>> {
             for group in &groups {
                 // SAFETY: a live context; `group` outlives the call.
                 let rc = unsafe {
-                    (lib.rule_add_array)(
-                        filter.ctx,
-                        act,
-                        nr,
-                        group.len() as c_uint,
-                        group.as_ptr(),
-                    )
+                    (lib.rule_add_array)(filter.ctx, act, nr, group.len() as c_uint, group.as_ptr())
                 };
                 if rc < 0 {
                     return Err(fail(&format!("rule for {name}"), rc));
@@ -392,13 +384,21 @@ mod tests {
         let fresh = compile(&profile).unwrap();
         // Docker's default is hundreds of instructions, not a stub.
         assert!(fresh.len() / 8 > 100, "{} instructions", fresh.len() / 8);
-        assert_eq!(compile(&profile).unwrap(), fresh, "compiles are deterministic");
+        assert_eq!(
+            compile(&profile).unwrap(),
+            fresh,
+            "compiles are deterministic"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let cache = BpfCache::new(Some(dir.path().to_path_buf()));
         assert_eq!(decode(&cache.get(&profile).unwrap()), fresh);
         let file = dir.path().join(format!("{}.bpf", profile_key(&profile)));
-        assert_eq!(std::fs::read(&file).unwrap(), fresh, "the file is the filter");
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            fresh,
+            "the file is the filter"
+        );
         // A new process's cache reads the file: still the fresh compile.
         let reloaded = BpfCache::new(Some(dir.path().to_path_buf()));
         assert_eq!(decode(&reloaded.get(&profile).unwrap()), fresh);
@@ -440,7 +440,10 @@ mod tests {
         let mut spec = spec_with(profile.clone());
         let err = BpfCache::new(None).precompile(&mut spec).unwrap_err();
         assert!(err.to_string().contains("flags"), "{err}");
-        assert_eq!(spec.linux().as_ref().unwrap().seccomp().as_ref(), Some(&profile));
+        assert_eq!(
+            spec.linux().as_ref().unwrap().seccomp().as_ref(),
+            Some(&profile)
+        );
         assert!(!spec
             .annotations()
             .iter()
