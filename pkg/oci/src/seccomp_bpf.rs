@@ -38,15 +38,23 @@ struct ArgCmp {
 
 type Ctx = *mut c_void;
 
+type InitFn = unsafe extern "C" fn(u32) -> Ctx;
+type ReleaseFn = unsafe extern "C" fn(Ctx);
+type ArchResolveFn = unsafe extern "C" fn(*const c_char) -> u32;
+type ArchAddFn = unsafe extern "C" fn(Ctx, u32) -> c_int;
+type SyscallResolveFn = unsafe extern "C" fn(*const c_char) -> c_int;
+type RuleAddArrayFn = unsafe extern "C" fn(Ctx, u32, c_int, c_uint, *const ArgCmp) -> c_int;
+type ExportBpfFn = unsafe extern "C" fn(Ctx, c_int) -> c_int;
+
 /// The few libseccomp entry points used, resolved from the shared library.
 struct Libseccomp {
-    init: unsafe extern "C" fn(u32) -> Ctx,
-    release: unsafe extern "C" fn(Ctx),
-    arch_resolve_name: unsafe extern "C" fn(*const c_char) -> u32,
-    arch_add: unsafe extern "C" fn(Ctx, u32) -> c_int,
-    syscall_resolve_name: unsafe extern "C" fn(*const c_char) -> c_int,
-    rule_add_array: unsafe extern "C" fn(Ctx, u32, c_int, c_uint, *const ArgCmp) -> c_int,
-    export_bpf: unsafe extern "C" fn(Ctx, c_int) -> c_int,
+    init: InitFn,
+    release: ReleaseFn,
+    arch_resolve_name: ArchResolveFn,
+    arch_add: ArchAddFn,
+    syscall_resolve_name: SyscallResolveFn,
+    rule_add_array: RuleAddArrayFn,
+    export_bpf: ExportBpfFn,
 }
 
 fn libseccomp() -> Result<&'static Libseccomp> {
@@ -76,18 +84,21 @@ fn load_libseccomp() -> std::result::Result<Libseccomp, String> {
                 Ok(p)
             }
         };
+        use std::mem::transmute;
         Ok(Libseccomp {
-            init: std::mem::transmute::<*mut c_void, _>(sym(c"seccomp_init")?),
-            release: std::mem::transmute::<*mut c_void, _>(sym(c"seccomp_release")?),
-            arch_resolve_name: std::mem::transmute::<*mut c_void, _>(sym(
+            init: transmute::<*mut c_void, InitFn>(sym(c"seccomp_init")?),
+            release: transmute::<*mut c_void, ReleaseFn>(sym(c"seccomp_release")?),
+            arch_resolve_name: transmute::<*mut c_void, ArchResolveFn>(sym(
                 c"seccomp_arch_resolve_name",
             )?),
-            arch_add: std::mem::transmute::<*mut c_void, _>(sym(c"seccomp_arch_add")?),
-            syscall_resolve_name: std::mem::transmute::<*mut c_void, _>(sym(
+            arch_add: transmute::<*mut c_void, ArchAddFn>(sym(c"seccomp_arch_add")?),
+            syscall_resolve_name: transmute::<*mut c_void, SyscallResolveFn>(sym(
                 c"seccomp_syscall_resolve_name",
             )?),
-            rule_add_array: std::mem::transmute::<*mut c_void, _>(sym(c"seccomp_rule_add_array")?),
-            export_bpf: std::mem::transmute::<*mut c_void, _>(sym(c"seccomp_export_bpf")?),
+            rule_add_array: transmute::<*mut c_void, RuleAddArrayFn>(sym(
+                c"seccomp_rule_add_array",
+            )?),
+            export_bpf: transmute::<*mut c_void, ExportBpfFn>(sym(c"seccomp_export_bpf")?),
         })
     }
 }
@@ -263,7 +274,7 @@ fn export(filter: &Filter) -> Result<Vec<u8>> {
 
 /// A whole, non-empty array of 8-byte `sock_filter` instructions.
 fn check_bpf(bpf: &[u8]) -> Result<()> {
-    if bpf.is_empty() || bpf.len() % 8 != 0 {
+    if bpf.is_empty() || !bpf.len().is_multiple_of(8) {
         return Err(Error::internal(format!(
             "seccomp BPF of {} bytes is not a filter",
             bpf.len()

@@ -11,10 +11,13 @@ fn errno_of(rc: libc::c_long) -> i32 {
     }
 }
 
+/// A probe: its name and the raw syscall result.
+type Probe = (&'static str, fn() -> libc::c_long);
+
 fn main() {
     // SAFETY: each call takes only null pointers, constants or static
     // NUL-terminated strings; none of them can touch this process's memory.
-    let probes: [(&str, fn() -> libc::c_long); 10] = [
+    let probes: [Probe; 10] = [
         ("getpid", || unsafe { libc::syscall(libc::SYS_getpid) }),
         ("uname", || {
             let mut u: libc::utsname = unsafe { std::mem::zeroed() };
