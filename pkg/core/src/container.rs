@@ -201,6 +201,11 @@ impl Containers {
             idmap_bind_mounts(&mut spec, u, &dir.join("views"), pod.shm.as_deref())?;
             check_ids_mapped(&spec, u)?;
         }
+        if runtime.handler().takes_seccomp_bpf() {
+            if let Err(e) = self.seccomp_bpf.precompile(&mut spec) {
+                tracing::debug!(container = %id, "seccomp left to the runtime to compile: {e}");
+            }
+        }
         // What ContainerStatus reports as the first process's identity.
         let user = spec.process().as_ref().map(|p| {
             let u = p.user();

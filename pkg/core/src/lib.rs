@@ -211,6 +211,8 @@ pub struct Shared {
     pub(crate) network: network::Network,
     /// Records recovery could not read (and moved aside).
     pub(crate) unreadable_records: std::sync::atomic::AtomicU64,
+    /// Seccomp profiles compiled once, for runtimes that take BPF.
+    pub(crate) seccomp_bpf: berth_oci::seccomp_bpf::BpfCache,
 }
 
 impl Core {
@@ -236,6 +238,8 @@ impl Core {
             config.image_limits,
         )?);
         let events = Arc::new(EventBus::default());
+        let seccomp_bpf =
+            berth_oci::seccomp_bpf::BpfCache::new(Some(config.state_dir.join("seccomp")));
         let network =
             network::Network::open(&config.network, &parts.leaf_store, &config.state_dir)?;
         let shared = Arc::new_cyclic(|me| Shared {
@@ -252,6 +256,7 @@ impl Core {
             objects: Mutex::default(),
             events,
             cpu_samples: Mutex::default(),
+            seccomp_bpf,
             network,
             unreadable_records: Default::default(),
         });
@@ -427,6 +432,7 @@ fn make_private_dirs(config: &CoreConfig) -> Result<()> {
         config.state_dir.join("c"),
         config.state_dir.join("x"),
         config.state_dir.join("runtimes"),
+        config.state_dir.join("seccomp"),
     ] {
         berth_store::private_dir(&dir, 0o700)?;
     }

@@ -195,9 +195,11 @@ impl Sandboxes {
         };
         let (cgroup_parent, owns_cgroup_parent) = self.cgroup_parent(id, &config)?;
         if owns_cgroup_parent {
+            // Made here rather than by the runtime inside the first
+            // CreateContainer, whose latency the kubelet waits on.
+            self.cgroups.create(&cgroup_parent)?;
             if let Some(limits) = pod_limits(&config) {
                 // kubelet sizes the pod cgroups it makes; for ours, berth does.
-                self.cgroups.create(&cgroup_parent)?;
                 if let Err(e) = self.cgroups.apply(&cgroup_parent, &limits) {
                     let _ = self.cgroups.remove(&cgroup_parent);
                     return Err(e.context("apply pod resources"));

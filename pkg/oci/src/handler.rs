@@ -27,6 +27,13 @@ pub struct RuntimeHandler {
 }
 
 impl RuntimeHandler {
+    /// Whether the runtime loads a precompiled seccomp filter from
+    /// `run.oci.seccomp_bpf_data` (crun does; runc compiles the spec's
+    /// profile on every create).
+    pub fn takes_seccomp_bpf(&self) -> bool {
+        self.program.file_name() == Some(std::ffi::OsStr::new("crun"))
+    }
+
     /// Whether the annotation `key` may reach this runtime's spec.
     pub fn allows_annotation(&self, key: &str) -> bool {
         self.allowed_annotations

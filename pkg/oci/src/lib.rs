@@ -16,6 +16,7 @@ mod passwd;
 mod resources;
 mod runtime;
 pub mod seccomp;
+pub mod seccomp_bpf;
 pub mod spec;
 
 pub use handler::{default_handlers, hide_cgroup2, RuntimeHandler};

@@ -170,6 +170,8 @@ async fn cgroupfs_parents_hold_the_containers_and_only_berths_own_go_with_the_po
         "",
     )
     .await;
+    // RunPodSandbox makes berth's own parent, before any container.
+    assert!(cgroup_anywhere(&ours), "{ours} not made by RunPodSandbox");
     let a = run_container(&mut rt, &pod_ours, sleeper("a", &image)).await;
     let b = run_container(&mut rt, &pod_kubelets, sleeper("b", &image)).await;
     assert_container_under(&mut rt, &a, &ours).await;

@@ -1,8 +1,10 @@
 //! Pod start benchmark: RunPodSandbox + CreateContainer + StartContainer of
-//! a busybox `sleep` (image present) through berthd's CRI, beside the floor
+//! a busybox `sleep` (image present) through berthd's CRI, beside two floors
 //! measured in the same run: `<runtime> run --detach` of the same rootfs and
 //! the same generated spec by the same handler (same wrapper), one process
-//! tree per run. Also: 20 pods started concurrently, stop + remove, berthd's
+//! tree per run, first with the runtime compiling the seccomp profile itself
+//! (the spec's `linux.seccomp`), then with the filter precompiled
+//! (`run.oci.seccomp_bpf_data`, as berthd hands it to crun). Also: 20 pods started concurrently, stop + remove, berthd's
 //! idle RSS and the RSS each running container adds (berthd + monitor).
 //!
 //! Run with `hack/bench-pods.sh` (release build).
@@ -171,13 +173,41 @@ fn runtime_call(root: &Path, args: &[&str], errors: &Path) -> f64 {
 
 /// The floor: `run --detach` of berth's own spec for the same image, on a
 /// plain copy of the rootfs, with fresh namespaces instead of pinned ones.
+/// `spec` has the seccomp profile for the runtime to compile; `precompiled`
+/// the same filter as BPF in crun's annotation.
 struct Floor {
     work: PathBuf,
     root: PathBuf,
     errors: PathBuf,
     cgroup: String,
     spec: serde_json::Value,
+    precompiled: serde_json::Value,
     ids: Vec<String>,
+}
+
+/// (`spec` with its seccomp profile in `linux.seccomp`, the same with the
+/// profile as precompiled BPF), whichever form berthd wrote: the profile
+/// is Docker's default for the spec's bounding set.
+fn seccomp_forms(spec: serde_json::Value) -> (serde_json::Value, serde_json::Value) {
+    use berth_oci::seccomp_bpf::{BpfCache, BPF_ANNOTATION};
+    let bounding: oci_spec::runtime::Capabilities =
+        serde_json::from_value(spec["process"]["capabilities"]["bounding"].clone()).unwrap();
+    let profile = berth_oci::seccomp::default_profile(&bounding);
+    let bpf = BpfCache::new(None)
+        .get(&profile)
+        .expect("the default profile precompiles");
+    let mut compiling = spec;
+    if let Some(a) = compiling["annotations"].as_object_mut() {
+        a.remove(BPF_ANNOTATION);
+    }
+    compiling["linux"]["seccomp"] = serde_json::to_value(&profile).unwrap();
+    let mut precompiled = compiling.clone();
+    precompiled["linux"]
+        .as_object_mut()
+        .unwrap()
+        .remove("seccomp");
+    precompiled["annotations"][BPF_ANNOTATION] = bpf.to_string().into();
+    (compiling, precompiled)
 }
 
 impl Floor {
@@ -195,33 +225,41 @@ impl Floor {
             .as_array_mut()
             .unwrap()
             .retain(|m| m["type"] != "bind");
+        let (spec, precompiled) = seccomp_forms(spec);
         Floor {
             work: work.to_path_buf(),
             root: work.join("state"),
             errors: work.join("errors"),
             cgroup: cgroup.to_string(),
             spec,
+            precompiled,
             ids: Vec::new(),
         }
     }
 
-    fn bundle(&mut self, id: &str) -> String {
+    fn bundle(&mut self, id: &str, precompiled: bool) -> String {
         let bundle = self.work.join(id);
         std::fs::create_dir_all(&bundle).unwrap();
-        self.spec["linux"]["cgroupsPath"] = format!("{}/{id}", self.cgroup).into();
+        let spec = if precompiled {
+            &mut self.precompiled
+        } else {
+            &mut self.spec
+        };
+        spec["linux"]["cgroupsPath"] = format!("{}/{id}", self.cgroup).into();
         std::fs::write(
             bundle.join("config.json"),
-            serde_json::to_vec(&self.spec).unwrap(),
+            serde_json::to_vec(spec).unwrap(),
         )
         .unwrap();
         self.ids.push(id.to_string());
         bundle.display().to_string()
     }
 
-    /// `run --detach`, timed.
-    fn run(&mut self, n: usize) -> f64 {
-        let id = format!("floor-{n}");
-        let b = self.bundle(&id);
+    /// `run --detach`, timed, with the runtime compiling the profile
+    /// (`precompiled` false) or loading the precompiled filter.
+    fn run(&mut self, n: usize, precompiled: bool) -> f64 {
+        let id = format!("floor-{n}-{}", if precompiled { "bpf" } else { "spec" });
+        let b = self.bundle(&id, precompiled);
         runtime_call(
             &self.root,
             &["run", "--detach", "--bundle", &b, &id],
@@ -232,7 +270,7 @@ impl Floor {
     /// The same as two calls, as a monitor makes them: (create, start).
     fn create_start(&mut self, n: usize) -> (f64, f64) {
         let id = format!("split-{n}");
-        let b = self.bundle(&id);
+        let b = self.bundle(&id, true);
         let create = runtime_call(&self.root, &["create", "--bundle", &b, &id], &self.errors);
         let start = runtime_call(&self.root, &["start", &id], &self.errors);
         (create, start)
@@ -304,13 +342,15 @@ async fn main() {
     SPLITS.lock().unwrap().clear();
     let mut starts = Vec::new();
     let mut floor_times = Vec::new();
+    let mut floor_bpf_times = Vec::new();
     let mut floor_split = Vec::new();
     let mut pods = Vec::new();
     for n in 0..RUNS {
         let (pod, _, t) = start_pod(&mut rt, n, &image).await;
         starts.push(t);
         pods.push(pod);
-        floor_times.push(floor.run(n));
+        floor_times.push(floor.run(n, false));
+        floor_bpf_times.push(floor.run(n, true));
         if n % 5 == 0 {
             floor_split.push(floor.create_start(n));
         }
@@ -378,10 +418,19 @@ async fn main() {
         percentile(&floor_times, 0.99),
     );
     let (b50, b99) = (percentile(&starts, 0.5), percentile(&starts, 0.99));
+    let (p50, p99) = (
+        percentile(&floor_bpf_times, 0.5),
+        percentile(&floor_bpf_times, 0.99),
+    );
     println!(
-        "  floor  <runtime> run --detach        p50 {}  p99 {}",
+        "  floor  <runtime> run --detach        p50 {}  p99 {}  (runtime compiles seccomp)",
         ms(f50),
         ms(f99)
+    );
+    println!(
+        "  floor2 <runtime> run --detach        p50 {}  p99 {}  (seccomp precompiled)",
+        ms(p50),
+        ms(p99)
     );
     println!(
         "  berthd RunPodSandbox+Create+Start    p50 {}  p99 {}",
@@ -412,14 +461,15 @@ async fn main() {
         ms(percentile(&v, 0.5))
     };
     println!(
-        "  floor as two calls (create, start), {} runs: p50 {} + {}",
+        "  floor2 as two calls (create, start), {} runs: p50 {} + {}",
         floor_split.len(),
         split(0),
         split(1)
     );
     println!(
-        "  ratio p50 berthd/floor               {:.2}x (target <= 1.5x)",
-        b50 / f50
+        "  ratio p50 berthd/floor               {:.2}x (target <= 1.0x); berthd/floor2 {:.2}x",
+        b50 / f50,
+        b50 / p50
     );
     println!(
         "  {CONCURRENT} pods concurrently: wall {}  per pod p50 {}  p99 {}",
