@@ -10,18 +10,25 @@
 //!   times and the one error mapping, as dockerd has them;
 //! - `version`, `system`: `/_ping`, `/version`, `/info`;
 //! - `view`, `containers`: containers as Docker sees them (Kubernetes ones
-//!   under dockershim's `k8s_…` names), `ps` and `inspect`.
+//!   under dockershim's `k8s_…` names), `ps` and `inspect`;
+//! - `events`, `stats`, `observe` (top, diff), `archive` (cp), `df`:
+//!   watching and looking into containers.
 
 #![recursion_limit = "256"]
 
+mod archive;
 pub mod clock;
 mod containers;
+mod df;
 mod error;
+mod events;
 pub mod filters;
 mod host;
 pub mod http;
 mod listen;
+mod observe;
 pub mod router;
+mod stats;
 mod system;
 mod version;
 mod view;

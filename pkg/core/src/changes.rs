@@ -1,0 +1,95 @@
+//! What a container did to its filesystem and which processes it runs:
+//! its writable layer against the image's layers (Docker's `diff`), and
+//! the pids in its cgroup (Docker's `top`).
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use berth_errdefs::{Error, Result};
+
+use crate::model::*;
+use crate::Containers;
+
+/// How a path differs from the image (Docker's numbering).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Modified = 0,
+    Added = 1,
+    Deleted = 2,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Absolute inside the container (`/etc/hosts`).
+    pub path: String,
+    pub kind: ChangeKind,
+}
+
+impl Containers {
+    /// The pids in the container's cgroup (empty unless it runs).
+    pub fn pids(&self, id: &str) -> Result<Vec<u32>> {
+        let record = self.status(id)?;
+        if record.state != ContainerState::Running {
+            return Err(Error::new(
+                berth_errdefs::ErrorKind::Conflict,
+                format!("Container {id} is not running"),
+            ));
+        }
+        self.cgroups.processes(&record.cgroups_path)
+    }
+
+    /// The paths the container added, changed or deleted, sorted, from
+    /// its overlay upper directory: a whiteout (character device 0/0) is
+    /// a deletion; a path the image's layers have is a modification,
+    /// otherwise an addition (whose children are additions too).
+    pub fn changes(&self, id: &str) -> Result<Vec<Change>> {
+        let record = self.status(id)?;
+        let upper = self.container_dir(&record.id).join("upper");
+        let lowers = match self.images.resolve(&record.image_id)? {
+            Some(image) => self.images.layer_dirs(&image)?,
+            None => Vec::new(),
+        };
+        let mut out = Vec::new();
+        walk(&upper, Path::new("/"), &lowers, &mut out)?;
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+}
+
+fn walk(dir: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Change>) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::from(e).context(format!("read {}", dir.display()))),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        let path = rel.join(entry.file_name());
+        let shown = path.display().to_string();
+        if meta.file_type().is_char_device() && meta.rdev() == 0 {
+            out.push(Change {
+                path: shown,
+                kind: ChangeKind::Deleted,
+            });
+            continue;
+        }
+        let inner = path.strip_prefix("/").unwrap_or(&path);
+        let in_image = lowers
+            .iter()
+            .any(|l| std::fs::symlink_metadata(l.join(inner)).is_ok());
+        let kind = if in_image {
+            ChangeKind::Modified
+        } else {
+            ChangeKind::Added
+        };
+        // A directory only copied up for its children is not itself a
+        // change worth naming unless its own metadata changed; dockerd
+        // shows it as modified, and so do we.
+        out.push(Change { path: shown, kind });
+        if meta.is_dir() {
+            walk(&entry.path(), &path, lowers, out)?;
+        }
+    }
+    Ok(())
+}
