@@ -81,11 +81,14 @@ pub async fn put(ctx: Ctx, reference: &str) -> ApiResult<Response<Body>> {
             .extract_archive(&id, &path, reader, no_overwrite)
     });
     let mut body = ctx.req.into_body();
+    let mut tx = Some(tx);
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else { break };
-        if let Ok(data) = frame.into_data() {
-            if tx.send(data).await.is_err() {
-                break; // the extraction stopped early (refused or failed)
+        if let (Ok(data), Some(sender)) = (frame.into_data(), &tx) {
+            if sender.send(data).await.is_err() {
+                // The extraction stopped early (refused or failed): read
+                // the rest so the client gets the answer, not a broken pipe.
+                tx = None;
             }
         }
     }
