@@ -42,19 +42,28 @@ async fn events_replay_a_kubernetes_containers_life_and_stream_new_ones() {
     let (pod, ctr, name) = pod_with(&d, &mut rt, &image, "ev", &["sh", "-c", "exit 3"]).await;
     wait_state(&mut rt, &ctr, api::ContainerState::ContainerExited).await;
 
-    // Past events only: `until` is already reached, so the CLI returns.
-    let until = format!("{:.3}", unix_now());
-    let past = d.docker_ok(&[
-        "events",
-        "--since",
-        &since,
-        "--until",
-        &until,
-        "--filter",
-        &format!("container={name}"),
-        "--format",
-        "{{.Type}} {{.Action}} {{.Actor.ID}} {{index .Actor.Attributes \"exitCode\"}}",
-    ]);
+    // Past events only: `until` is already reached, so the CLI returns at
+    // once. The exit is recorded a moment before its event: poll.
+    let past = eventually(
+        "docker events to show the die",
+        Duration::from_secs(10),
+        || {
+            let until = format!("{:.3}", unix_now());
+            let out = d.docker_ok(&[
+                "events",
+                "--since",
+                &since,
+                "--until",
+                &until,
+                "--filter",
+                &format!("container={name}"),
+                "--format",
+                "{{.Type}} {{.Action}} {{.Actor.ID}} {{index .Actor.Attributes \"exitCode\"}}",
+            ]);
+            out.contains(" die ").then_some(out)
+        },
+    )
+    .await;
     let actions: Vec<&str> = past
         .lines()
         .map(|l| l.split(' ').nth(1).unwrap_or_default())
@@ -71,6 +80,24 @@ async fn events_replay_a_kubernetes_containers_life_and_stream_new_ones() {
         past.lines().last().unwrap().ends_with(" 3"),
         "die without exitCode 3: {past}"
     );
+
+    // A future `until`: the stream stays open until then, and ends.
+    let started = std::time::Instant::now();
+    let until = format!("{:.3}", unix_now() + 1.5);
+    let bounded = d.docker_ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        &format!("container={ctr}"),
+    ]);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "ended early"
+    );
+    assert_eq!(bounded.lines().count(), 3, "{bounded}");
 
     // A live stream sees a container made after it started. It replays
     // the first container's events first: once they are out, the stream
