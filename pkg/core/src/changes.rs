@@ -56,6 +56,11 @@ impl Containers {
     }
 }
 
+/// Files berth bind-mounts over (the pod's own); the empty placeholders
+/// the runtime makes for them are not the container's doing (dockerd keeps
+/// them in an init layer below the container's).
+const MOUNT_PLACEHOLDERS: &[&str] = &["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"];
+
 fn walk(dir: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Change>) -> Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -78,18 +83,39 @@ fn walk(dir: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Change>) -> Re
         let in_image = lowers
             .iter()
             .any(|l| std::fs::symlink_metadata(l.join(inner)).is_ok());
+        if !in_image && meta.len() == 0 && MOUNT_PLACEHOLDERS.contains(&shown.as_str()) {
+            continue;
+        }
+        if in_image && meta.is_dir() && holds_only_placeholders(&entry.path(), &path) {
+            // Copied up only for the placeholders: not a change.
+            continue;
+        }
         let kind = if in_image {
             ChangeKind::Modified
         } else {
             ChangeKind::Added
         };
-        // A directory only copied up for its children is not itself a
-        // change worth naming unless its own metadata changed; dockerd
-        // shows it as modified, and so do we.
         out.push(Change { path: shown, kind });
         if meta.is_dir() {
             walk(&entry.path(), &path, lowers, out)?;
         }
     }
     Ok(())
+}
+
+/// True when `dir` (shown as `rel`) holds mount placeholders and nothing else.
+fn holds_only_placeholders(dir: &Path, rel: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let mut seen = false;
+    for entry in entries.flatten() {
+        let shown = rel.join(entry.file_name()).display().to_string();
+        let empty = entry.metadata().is_ok_and(|m| m.len() == 0);
+        if !empty || !MOUNT_PLACEHOLDERS.contains(&shown.as_str()) {
+            return false;
+        }
+        seen = true;
+    }
+    seen
 }
