@@ -98,6 +98,9 @@ fn walk(dir: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Change>) -> Re
         out.push(Change { path: shown, kind });
         if meta.is_dir() {
             walk(&entry.path(), &path, lowers, out)?;
+            if in_image && is_opaque(&entry.path()) {
+                hidden_by_opaque(&entry.path(), &path, lowers, out);
+            }
         }
     }
     Ok(())
@@ -118,4 +121,45 @@ fn holds_only_placeholders(dir: &Path, rel: &Path) -> bool {
         seen = true;
     }
     seen
+}
+
+/// An opaque directory (a directory deleted and made again) hides all of
+/// the image's entries under it.
+fn is_opaque(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut value = [0u8; 1];
+    // SAFETY: both strings are NUL-terminated; the buffer is ours and its
+    // length is passed.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    n == 1 && value[0] == b'y'
+}
+
+/// The image's entries under an opaque `dir` that the container has not
+/// made again: deleted.
+fn hidden_by_opaque(dir: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Change>) {
+    let inner = rel.strip_prefix("/").unwrap_or(rel);
+    let mut names = std::collections::BTreeSet::new();
+    for lower in lowers {
+        if let Ok(entries) = std::fs::read_dir(lower.join(inner)) {
+            names.extend(entries.flatten().map(|e| e.file_name()));
+        }
+    }
+    for name in names {
+        if std::fs::symlink_metadata(dir.join(&name)).is_err() {
+            out.push(Change {
+                path: rel.join(&name).display().to_string(),
+                kind: ChangeKind::Deleted,
+            });
+        }
+    }
 }

@@ -212,7 +212,7 @@ async fn stats_top_diff_and_df_look_into_a_kubernetes_container() {
         &[
             "sh",
             "-c",
-            "mkdir /added && echo x > /added/f && echo y >> /etc/group && rm /bin/uname",
+            "mkdir /added && echo x > /added/f && echo y >> /etc/group && rm /bin/uname && rm -rf /home && mkdir /home",
         ],
     )
     .await;
@@ -223,6 +223,8 @@ async fn stats_top_diff_and_df_look_into_a_kubernetes_container() {
         "C /etc",
         "C /etc/group",
         "D /bin/uname",
+        "C /home",
+        "D /home/app",
     ] {
         assert!(
             diff.lines().any(|l| l == want),
@@ -232,7 +234,7 @@ async fn stats_top_diff_and_df_look_into_a_kubernetes_container() {
     // The runtime's placeholders for the pod's bind-mounted files are not
     // the container's changes (dockerd keeps them in its init layer).
     assert!(!diff.contains("/etc/hosts"), "{diff}");
-    assert_eq!(diff.lines().count(), 6, "{diff}");
+    assert_eq!(diff.lines().count(), 8, "{diff}");
 
     // system df counts the image and the container.
     let df = d.docker_ok(&[
