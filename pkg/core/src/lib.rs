@@ -65,6 +65,7 @@ mod idmap;
 mod images;
 pub mod model;
 mod monitor;
+mod netstats;
 mod network;
 mod node;
 mod podfiles;
@@ -99,6 +100,7 @@ pub use images::{
 };
 pub use model::*;
 pub use monitor::{Exit, SpawnRequest};
+pub use netstats::InterfaceStats;
 pub use node::Node;
 pub use pty::Pty;
 pub use sandbox::Sandboxes;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use berth_core::{ContainerStats, Core};
+use berth_core::{ContainerStats, Core, InterfaceStats};
 use bytes::Bytes;
 use hyper::Response;
 use serde_json::{json, Value};
@@ -24,15 +24,40 @@ struct Sample {
     at_ns: i64,
     stats: ContainerStats,
     system_ns: u64,
+    /// Absent with the host's network (dockerd shows none then).
+    networks: Option<Vec<InterfaceStats>>,
 }
 
-fn sample(core: &Core, id: &str) -> ApiResult<Sample> {
+fn sample(core: &Core, v: &ContainerView) -> ApiResult<Sample> {
+    let id = &v.record.id;
     let stats = core.containers().stats(id)?;
+    let networks = match v.network_mode() {
+        "host" => None,
+        _ => core.containers().network_stats(id).ok(),
+    };
     Ok(Sample {
         at_ns: now_ns(),
         stats,
         system_ns: system_cpu_ns(),
+        networks,
     })
+}
+
+fn networks(s: &Sample) -> Option<Value> {
+    let interfaces = s.networks.as_ref()?;
+    let mut map = serde_json::Map::new();
+    for i in interfaces {
+        map.insert(
+            i.name.clone(),
+            json!({
+                "rx_bytes": i.rx_bytes, "rx_packets": i.rx_packets,
+                "rx_errors": i.rx_errors, "rx_dropped": i.rx_dropped,
+                "tx_bytes": i.tx_bytes, "tx_packets": i.tx_packets,
+                "tx_errors": i.tx_errors, "tx_dropped": i.tx_dropped,
+            }),
+        );
+    }
+    Some(Value::Object(map))
 }
 
 /// `GET /containers/{id}/stats?stream=&one-shot=`.
@@ -40,13 +65,13 @@ pub async fn stats(core: &Core, reference: &str, query: &Query) -> ApiResult<Res
     let v = view::find(core, reference)?;
     // The CLI's --no-stream sends stream=0; absent means streaming.
     let stream = query.get("stream").is_none_or(|_| query.flag("stream"));
-    let first = sample(core, &v.record.id)?;
+    let first = sample(core, &v)?;
     if !stream {
         if query.flag("one-shot") {
             return ok_json(&render(&v, &first, None));
         }
         tokio::time::sleep(INTERVAL).await;
-        let second = sample(core, &v.record.id)?;
+        let second = sample(core, &v)?;
         return ok_json(&render(&v, &second, Some(&first)));
     }
     let core = core.clone();
@@ -64,7 +89,7 @@ pub async fn stats(core: &Core, reference: &str, query: &Query) -> ApiResult<Res
                 break;
             }
             tokio::time::sleep(INTERVAL).await;
-            match sample(&core, &v.record.id) {
+            match sample(&core, &v) {
                 Ok(next) => previous = Some(std::mem::replace(&mut current, next)),
                 Err(_) => break,
             }
@@ -112,6 +137,7 @@ fn render(v: &ContainerView, now: &Sample, before: Option<&Sample>) -> Value {
             "stats": { "inactive_file": inactive_file, "anon": st.memory_rss_bytes },
             "limit": limit,
         },
+        "networks": networks(now),
         "name": format!("/{}", v.name),
         "id": v.record.id,
     })

@@ -192,6 +192,18 @@ async fn stats_top_diff_and_df_look_into_a_kubernetes_container() {
         "{line}"
     );
 
+    // Network counters from the pod's namespace: a ping is sent.
+    let gateway = d.docker_ok(&["inspect", "--format", "{{.NetworkSettings.Gateway}}", &name]);
+    exec(
+        &mut rt,
+        &ctr,
+        &["ping", "-c", "1", "-W", "1", gateway.trim()],
+    )
+    .await;
+    let net = d.docker_ok(&["stats", "--no-stream", "--format", "{{.NetIO}}", &name]);
+    let (_, sent) = net.trim().split_once(" / ").expect("rx / tx");
+    assert_ne!(sent, "0B", "no bytes sent from the pod's namespace: {net}");
+
     // top: the container's process and nothing of the host's.
     let top = d.docker_ok(&["top", &name]);
     let mut lines = top.lines();
