@@ -53,24 +53,31 @@ pub fn events(core: &Core, query: &Query) -> ApiResult<Response<Body>> {
     }
     let mut sub = core.events().subscribe(since);
     let core = core.clone();
-    let (tx, rx) = futures::channel::mpsc::channel::<Bytes>(CHANNEL);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(CHANNEL);
     tokio::spawn(async move {
-        let mut tx = tx;
         loop {
-            let next = match until {
-                Some(u) => {
-                    let left = u.saturating_sub(now_ns()).max(0) as u64;
-                    // Replayed events are queued already: drain them first.
-                    match sub.try_next() {
-                        Some(r) => Some(r),
-                        None if left == 0 => None,
-                        None => tokio::time::timeout(Duration::from_nanos(left), sub.next())
-                            .await
-                            .ok()
-                            .flatten(),
+            let wait = async {
+                match until {
+                    Some(u) => {
+                        // Replayed events are queued already: drain them first.
+                        let left = u.saturating_sub(now_ns()).max(0) as u64;
+                        match sub.try_next() {
+                            Some(r) => Some(r),
+                            None if left == 0 => None,
+                            None => tokio::time::timeout(Duration::from_nanos(left), sub.next())
+                                .await
+                                .ok()
+                                .flatten(),
+                        }
                     }
+                    None => sub.next().await,
                 }
-                None => sub.next().await,
+            };
+            // A client that went away ends the subscription at once, not
+            // at the next event.
+            let next = tokio::select! {
+                next = wait => next,
+                () = tx.closed() => break,
             };
             let event = match next {
                 Some(Received::Event(e)) => e,
@@ -84,14 +91,16 @@ pub fn events(core: &Core, query: &Query) -> ApiResult<Response<Body>> {
                 break;
             }
             if let Some(line) = render(&core, &event, &filters) {
-                use futures::SinkExt;
                 if tx.send(json_line(&line)).await.is_err() {
                     break;
                 }
             }
         }
     });
-    Ok(json_stream(rx))
+    let lines = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|line| (line, rx))
+    });
+    Ok(json_stream(lines))
 }
 
 fn timestamp(query: &Query, key: &str) -> ApiResult<Option<i64>> {
