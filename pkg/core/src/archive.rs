@@ -9,7 +9,7 @@
 //! archive) into a fresh directory inside the root, whose entries are then
 //! renamed into place without following any symlink on the way.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -69,13 +69,14 @@ impl Containers {
         })
     }
 
-    /// A tar of `path` in the container, its top entry named after the
-    /// path's last component (a directory with everything under it).
-    pub fn archive_path(&self, id: &str, path: &str) -> Result<(PathStat, Vec<u8>)> {
+    /// Writes a tar of `path` in the container to `out`, its top entry
+    /// named after the path's last component (a directory with everything
+    /// under it). Returns the path's stat, taken before the tar is written.
+    pub fn archive_path(&self, id: &str, path: &str, out: impl Write) -> Result<PathStat> {
         let stat = self.stat_path(id, path)?;
         let root = self.mounted_rootfs(id)?;
         let host = resolve(&root, path, false)?;
-        let mut builder = tar::Builder::new(Vec::new());
+        let mut builder = tar::Builder::new(out);
         builder.follow_symlinks(false);
         let meta = std::fs::symlink_metadata(&host)?;
         let name = if stat.name == "/" { "." } else { &stat.name };
@@ -84,7 +85,8 @@ impl Containers {
         } else {
             builder.append_path_with_name(&host, name)?;
         }
-        Ok((stat, builder.into_inner()?))
+        builder.into_inner()?;
+        Ok(stat)
     }
 
     /// Extracts the tar `archive` into the directory `path` of the

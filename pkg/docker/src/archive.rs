@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::clock::rfc3339_nano;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{empty, full, no_content, Body};
+use crate::http::{empty, no_content, streamed, Body};
 use crate::router::Ctx;
 use crate::view;
 
@@ -32,21 +32,33 @@ pub async fn get(ctx: Ctx, reference: &str) -> ApiResult<Response<Body>> {
     let head = ctx.req.method() == Method::HEAD;
     let core = ctx.core.clone();
     let id = v.record.id.clone();
-    let (stat, tar) = tokio::task::spawn_blocking(move || {
-        let containers = core.containers();
-        match head {
-            true => containers.stat_path(&id, &path).map(|s| (s, Vec::new())),
-            false => containers.archive_path(&id, &path),
-        }
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(|e| named(e, reference, &v.record.id))?;
-    let mut resp = Response::new(if head { empty() } else { full(tar) });
-    if !head {
+    // The stat first, for the header (and a 404 before any body).
+    let stat = {
+        let (core, id, path) = (core.clone(), id.clone(), path.clone());
+        tokio::task::spawn_blocking(move || core.containers().stat_path(&id, &path))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(|e| named(e, reference, &v.record.id))?
+    };
+    let mut resp = if head {
+        Response::new(empty())
+    } else {
+        // The tar streams as it is written; a failure mid-way ends it.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+        tokio::task::spawn_blocking(move || {
+            let out = std::io::BufWriter::with_capacity(64 << 10, ChannelWriter(tx));
+            if let Err(e) = core.containers().archive_path(&id, &path, out) {
+                tracing::warn!(container = %id, "archive of {path}: {e}");
+            }
+        });
+        let chunks = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        });
+        let mut resp = Response::new(streamed(chunks));
         resp.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
-    }
+        resp
+    };
     let header = base64::engine::general_purpose::STANDARD.encode(
         serde_json::to_vec(&json!({
             "name": stat.name,
@@ -127,6 +139,22 @@ impl std::io::Read for ChannelReader {
         let n = buf.len().min(self.chunk.len());
         buf[..n].copy_from_slice(&self.chunk.split_to(n));
         Ok(n)
+    }
+}
+
+/// The response body as a blocking `Write` for the core's tar writer.
+struct ChannelWriter(tokio::sync::mpsc::Sender<Bytes>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Bytes::copy_from_slice(buf))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -365,6 +365,25 @@ async fn cp_copies_both_ways_and_never_writes_outside_the_rootfs() {
         "#!/bin/sh\necho hi\n"
     );
 
+    // A larger tree streams whole, and an exited container's files are
+    // still there to copy (its root stays mounted until removal).
+    let done = run_container(
+        &mut rt,
+        &pod,
+        container_config(
+            "done",
+            &image,
+            &["sh", "-c", "mkdir /r && dd if=/dev/urandom of=/r/big bs=1024 count=600 && cat /r/big > /r/copy"],
+        ),
+    )
+    .await;
+    wait_state(&mut rt, &done, api::ContainerState::ContainerExited).await;
+    let done_name = "k8s_done_cp_default_uid-cp_0";
+    d.docker_ok(&["cp", &format!("{done_name}:/r"), out.to_str().unwrap()]);
+    let big = std::fs::read(out.join("r/big")).unwrap();
+    assert_eq!(big.len(), 600 * 1024);
+    assert_eq!(big, std::fs::read(out.join("r/copy")).unwrap());
+
     // A missing path: dockerd's words.
     let missing = d.docker(&[
         "cp",
