@@ -55,7 +55,9 @@ macro_rules! service_handle {
 }
 pub(crate) use service_handle;
 
+mod archive;
 mod attach;
+mod changes;
 mod container;
 pub mod events;
 mod exec;
@@ -63,6 +65,7 @@ mod idmap;
 mod images;
 pub mod model;
 mod monitor;
+mod netstats;
 mod network;
 mod node;
 mod podfiles;
@@ -85,8 +88,10 @@ use berth_image::registries::RegistriesConfig;
 use berth_image::service::ImageService;
 use berth_oci::RuntimeHandler;
 
+pub use archive::PathStat;
 pub use attach::{AttachOutput, AttachReader, AttachWriter, Attached};
 pub use berth_errdefs::{Error, ErrorKind};
+pub use changes::{Change, ChangeKind};
 pub use container::Containers;
 pub use events::{attr, Action, Attrs, EventBus, ObjectKind, Received, Subscription};
 pub use exec::{ExecOutput, ExecProcess, ExecSpec};
@@ -96,6 +101,7 @@ pub use images::{
 };
 pub use model::*;
 pub use monitor::{Exit, SpawnRequest};
+pub use netstats::InterfaceStats;
 pub use node::Node;
 pub use pty::Pty;
 pub use sandbox::Sandboxes;

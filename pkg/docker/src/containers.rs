@@ -166,7 +166,7 @@ fn networks(v: &ContainerView) -> Map<String, Value> {
 }
 
 /// (`SizeRw`, `SizeRootFs`): the writable layer, and it plus the image.
-fn size_of(core: &Core, v: &ContainerView) -> Option<(u64, u64)> {
+pub(crate) fn size_of(core: &Core, v: &ContainerView) -> Option<(u64, u64)> {
     let (rw, _) = core.containers().writable_layer_usage(&v.record.id).ok()?;
     let image = core
         .images()
@@ -177,7 +177,7 @@ fn size_of(core: &Core, v: &ContainerView) -> Option<(u64, u64)> {
     Some((rw, rw + image))
 }
 
-fn summary(v: &ContainerView, size: Option<(u64, u64)>) -> Value {
+pub(crate) fn summary(v: &ContainerView, size: Option<(u64, u64)>) -> Value {
     let r = &v.record;
     let mut s = json!({
         "Id": r.id,

@@ -13,19 +13,26 @@
 //!   under dockershim's `k8s_…` names), `ps` and `inspect`;
 //! - `create`, `lifecycle`: Docker's own containers (a sandbox each, in
 //!   the core): create, start, stop, kill, restart, wait, rename, rm, prune.
+//! - `events`, `stats`, `observe` (top, diff), `archive` (cp), `df`:
+//!   watching and looking into containers.
 
 #![recursion_limit = "256"]
 
+mod archive;
 pub mod clock;
 mod containers;
 mod create;
+mod df;
 mod error;
+mod events;
 pub mod filters;
 mod host;
 pub mod http;
 mod lifecycle;
 mod listen;
+mod observe;
 pub mod router;
+mod stats;
 mod system;
 mod version;
 mod view;

@@ -10,6 +10,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::{percent_decode, Body, Query};
 use crate::version::{self, ApiVersion};
 use crate::{containers, create, lifecycle, system, Door};
+use crate::{archive, containers, df, events, observe, stats, system, Door};
 use std::sync::Arc;
 
 /// One request as a handler sees it.
@@ -63,6 +64,13 @@ pub async fn route(door: Arc<Door>, req: Request<Incoming>) -> ApiResult<Respons
             lifecycle::rename(&ctx.core, id, &ctx.query).await
         }
         (&M::DELETE, ["containers", id]) => lifecycle::remove(&ctx.core, id, &ctx.query).await,
+        (&M::GET, ["events"]) => events::events(&ctx.core, &ctx.query),
+        (&M::GET, ["system", "df"]) => df::df(&ctx.core),
+        (&M::GET, ["containers", id, "stats"]) => stats::stats(&ctx.core, id, &ctx.query).await,
+        (&M::GET, ["containers", id, "top"]) => observe::top(&ctx.core, id, &ctx.query),
+        (&M::GET, ["containers", id, "changes"]) => observe::changes(&ctx.core, id),
+        (&M::GET | &M::HEAD, ["containers", id, "archive"]) => archive::get(ctx, id).await,
+        (&M::PUT, ["containers", id, "archive"]) => archive::put(ctx, id).await,
         _ => Err(ApiError::not_found("page not found")),
     }
 }
