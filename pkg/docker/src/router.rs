@@ -9,7 +9,7 @@ use hyper::{Method, Request, Response};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{percent_decode, Body, Query};
 use crate::version::{self, ApiVersion};
-use crate::{containers, system, Door};
+use crate::{attach, containers, exec, logs, system, Door};
 use std::sync::Arc;
 
 /// One request as a handler sees it.
@@ -47,6 +47,13 @@ pub async fn route(door: Arc<Door>, req: Request<Incoming>) -> ApiResult<Respons
         (&M::GET, ["info"]) => system::info(&ctx.core),
         (&M::GET, ["containers", "json"]) => containers::list(&ctx.core, &ctx.query),
         (&M::GET, ["containers", id, "json"]) => containers::inspect(&ctx.core, id),
+        (&M::GET, ["containers", id, "logs"]) => logs::logs(&ctx, id),
+        (&M::POST, ["containers", id, "attach"]) => attach::attach(ctx, id).await,
+        (&M::POST, ["containers", id, "resize"]) => attach::resize(&ctx, id).await,
+        (&M::POST, ["containers", id, "exec"]) => exec::create(ctx, id).await,
+        (&M::POST, ["exec", id, "start"]) => exec::start(ctx, id).await,
+        (&M::POST, ["exec", id, "resize"]) => exec::resize(&ctx, id),
+        (&M::GET, ["exec", id, "json"]) => exec::inspect(&ctx, id),
         _ => Err(ApiError::not_found("page not found")),
     }
 }
