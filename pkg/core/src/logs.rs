@@ -167,7 +167,11 @@ impl LogReader {
             return 0;
         };
         let mut buf = Vec::with_capacity(READ_CHUNK);
-        let n = match (&mut *file).take(READ_CHUNK as u64).read_to_end(&mut buf).await {
+        let n = match (&mut *file)
+            .take(READ_CHUNK as u64)
+            .read_to_end(&mut buf)
+            .await
+        {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(path = %self.path.display(), "reading a container log: {e}");

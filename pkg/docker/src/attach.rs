@@ -38,7 +38,10 @@ pub async fn attach(mut ctx: Ctx, reference: &str) -> ApiResult<Response<Body>> 
         // Without stdin the writer is kept (not dropped) so that this
         // client does not close the container's stdin.
         let (stdin_task, _kept) = if stdin {
-            (Some(tokio::spawn(copy_stdin(client_in, to_container))), None)
+            (
+                Some(tokio::spawn(copy_stdin(client_in, to_container))),
+                None,
+            )
         } else {
             (None, Some(to_container))
         };

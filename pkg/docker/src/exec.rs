@@ -92,7 +92,9 @@ impl Instance {
 
 /// `POST /containers/{id}/exec`.
 pub async fn create(ctx: Ctx, reference: &str) -> ApiResult<Response<Body>> {
-    let Ctx { core, door, req, .. } = ctx;
+    let Ctx {
+        core, door, req, ..
+    } = ctx;
     let container = view::find(&core, reference)?;
     let body: CreateBody = read_json(req).await?;
     if body.cmd.as_ref().is_none_or(Vec::is_empty) {
@@ -143,7 +145,10 @@ fn unsupported(body: &CreateBody) -> ApiResult<()> {
 /// `POST /exec/{id}/start`.
 pub async fn start(ctx: Ctx, exec_id: &str) -> ApiResult<Response<Body>> {
     let Ctx {
-        core, door, mut req, ..
+        core,
+        door,
+        mut req,
+        ..
     } = ctx;
     let instance = door.execs.get(exec_id)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -205,10 +210,13 @@ async fn stream(io: hyper::upgrade::Upgraded, instance: Arc<Instance>, mut proce
         .take()
         .map(|to| tokio::spawn(copy_stdin(client_in, to)));
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(u8, Vec<u8>)>(16);
-    let readers: Vec<_> = [(STDOUT, process.stdout.take()), (STDERR, process.stderr.take())]
-        .into_iter()
-        .filter_map(|(kind, r)| r.map(|r| tokio::spawn(read_into(kind, r, tx.clone()))))
-        .collect();
+    let readers: Vec<_> = [
+        (STDOUT, process.stdout.take()),
+        (STDERR, process.stderr.take()),
+    ]
+    .into_iter()
+    .filter_map(|(kind, r)| r.map(|r| tokio::spawn(read_into(kind, r, tx.clone()))))
+    .collect();
     drop(tx);
     let mut output = Output {
         out: client_out,
@@ -269,7 +277,10 @@ async fn read_into(
 
 /// The client's bytes into the exec's stdin; the client's half-close
 /// closes it (`echo hi | docker exec -i c cat` ends).
-async fn copy_stdin(mut client: impl AsyncRead + Unpin, mut to: Box<dyn AsyncWrite + Send + Unpin>) {
+async fn copy_stdin(
+    mut client: impl AsyncRead + Unpin,
+    mut to: Box<dyn AsyncWrite + Send + Unpin>,
+) {
     let _ = tokio::io::copy(&mut client, &mut to).await;
     let _ = to.shutdown().await;
 }
@@ -284,9 +295,7 @@ pub fn resize(ctx: &Ctx, exec_id: &str) -> ApiResult<Response<Body>> {
             .resize(cols, rows)
             .map_err(|e| ApiError::internal(format!("resize exec {exec_id}: {e}")))?,
         None if instance.config.tty => {
-            return Err(ApiError::conflict(format!(
-                "Exec {exec_id} is not running"
-            )))
+            return Err(ApiError::conflict(format!("Exec {exec_id} is not running")))
         }
         None => {
             return Err(ApiError::bad_request(format!(

@@ -77,7 +77,10 @@ mod tests {
 
     #[test]
     fn frames_have_dockerds_header() {
-        assert_eq!(frame(STDOUT, b"hi\n"), b"\x01\x00\x00\x00\x00\x00\x00\x03hi\n");
+        assert_eq!(
+            frame(STDOUT, b"hi\n"),
+            b"\x01\x00\x00\x00\x00\x00\x00\x03hi\n"
+        );
         assert_eq!(frame(STDERR, &[0; 256])[..8], [2, 0, 0, 0, 0, 0, 1, 0]);
     }
 }

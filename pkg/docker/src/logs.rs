@@ -67,7 +67,11 @@ fn options(query: &Query) -> ApiResult<LogOptions> {
         Some(v) => match v.parse::<i64>() {
             Ok(n) if n >= 0 => Some(n as usize),
             Ok(_) => None,
-            Err(_) => return Err(ApiError::bad_request(format!("invalid value for tail: {v:?}"))),
+            Err(_) => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid value for tail: {v:?}"
+                )))
+            }
         },
     };
     Ok(LogOptions {
