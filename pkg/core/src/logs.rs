@@ -103,9 +103,6 @@ impl LogReader {
             if !self.backlog_done {
                 self.read_backlog().await;
                 self.backlog_done = true;
-                if !self.options.follow {
-                    self.finished = true;
-                }
                 continue;
             }
             // Following: whether it has exited is looked at before reading,
@@ -114,11 +111,19 @@ impl LogReader {
             let got = self.read_available().await;
             if got == 0 {
                 if exited {
-                    self.finished = true;
+                    self.finish();
                     continue;
                 }
                 self.wait_for_more().await;
             }
+        }
+    }
+
+    /// The end: a last line the container never ended is shown as it is.
+    fn finish(&mut self) {
+        self.finished = true;
+        if let Some(open) = self.partial.take() {
+            self.emit(open);
         }
     }
 
@@ -144,6 +149,9 @@ impl LogReader {
     /// Reads what is written so far, applying `tail`.
     async fn read_backlog(&mut self) {
         while self.read_available().await > 0 {}
+        if !self.options.follow {
+            self.finish();
+        }
         if let Some(n) = self.options.tail {
             while self.ready.len() > n {
                 self.ready.pop_front();

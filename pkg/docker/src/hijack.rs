@@ -21,6 +21,9 @@ pub type Io = TokioIo<Upgraded>;
 pub fn upgraded_response() -> Response<Body> {
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    // dockerd's status line: `HTTP/1.1 101 UPGRADED`.
+    resp.extensions_mut()
+        .insert(hyper::ext::ReasonPhrase::from_static(b"UPGRADED"));
     let h = resp.headers_mut();
     h.insert(
         CONTENT_TYPE,
