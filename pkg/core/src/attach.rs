@@ -64,10 +64,15 @@ pub struct AttachWriter {
 }
 
 impl Containers {
-    /// Connects to the running container's monitor. Errors: NotFound (no
-    /// such container), FailedPrecondition (not running).
+    /// Connects to the created or running container's monitor. Errors:
+    /// NotFound (no such container), FailedPrecondition (exited).
+    /// A created container can be attached before it starts (`docker run`
+    /// does): its monitor is already there, so no output is missed.
     pub async fn attach(&self, id: &str) -> Result<Attached> {
-        let record = self.running_container(id)?;
+        let record = self.status(id)?;
+        if record.state != crate::ContainerState::Created {
+            record.state.check_running(id)?;
+        }
         let path = monitor::attach_socket(&self.container_state_dir(id));
         let stream = UnixStream::connect(&path).await.map_err(|e| {
             Error::new(

@@ -63,6 +63,7 @@ pub mod events;
 mod exec;
 mod idmap;
 mod images;
+mod logs;
 pub mod model;
 mod monitor;
 mod netstats;
@@ -99,6 +100,7 @@ pub use images::{
     Credentials, ImageConfig, ImageFsInfo, ImageInfo, ImageLayer, ImageUsers, Images,
     LayerProgress, Platform, PullProgress, PullRequest, PullResult, Secret,
 };
+pub use logs::{LogEntry, LogOptions, LogReader, LogStream};
 pub use model::*;
 pub use monitor::{Exit, SpawnRequest};
 pub use netstats::InterfaceStats;

@@ -19,18 +19,27 @@
 #![recursion_limit = "256"]
 
 mod archive;
+//! - `logs`, `attach`, `exec`, `hijack`: container I/O, streamed or on a
+//!   hijacked connection, framed as dockerd frames it.
+
+#![recursion_limit = "256"]
+
+mod attach;
 pub mod clock;
 mod containers;
 mod create;
 mod df;
 mod error;
 mod events;
+mod exec;
 pub mod filters;
+mod hijack;
 mod host;
 pub mod http;
 mod lifecycle;
 mod listen;
 mod observe;
+mod logs;
 pub mod router;
 mod stats;
 mod system;
@@ -43,11 +52,16 @@ pub use error::{ApiError, ApiResult};
 /// what only the Docker API keeps (exec instances, for one).
 pub struct Door {
     pub core: berth_core::Core,
+    /// `docker exec` instances, made by create and run by start.
+    pub(crate) execs: exec::Execs,
 }
 
 impl Door {
     pub fn new(core: berth_core::Core) -> std::sync::Arc<Door> {
-        std::sync::Arc::new(Door { core })
+        std::sync::Arc::new(Door {
+            core,
+            execs: exec::Execs::default(),
+        })
     }
 }
 pub use listen::{serve_tcp_insecure, serve_tls, serve_unix, tls_config};

@@ -11,6 +11,7 @@ use crate::http::{percent_decode, Body, Query};
 use crate::version::{self, ApiVersion};
 use crate::{containers, create, lifecycle, system, Door};
 use crate::{archive, containers, df, events, observe, stats, system, Door};
+use crate::{attach, containers, exec, logs, system, Door};
 use std::sync::Arc;
 
 /// One request as a handler sees it.
@@ -71,6 +72,13 @@ pub async fn route(door: Arc<Door>, req: Request<Incoming>) -> ApiResult<Respons
         (&M::GET, ["containers", id, "changes"]) => observe::changes(&ctx.core, id),
         (&M::GET | &M::HEAD, ["containers", id, "archive"]) => archive::get(ctx, id).await,
         (&M::PUT, ["containers", id, "archive"]) => archive::put(ctx, id).await,
+        (&M::GET, ["containers", id, "logs"]) => logs::logs(&ctx, id),
+        (&M::POST, ["containers", id, "attach"]) => attach::attach(ctx, id).await,
+        (&M::POST, ["containers", id, "resize"]) => attach::resize(&ctx, id).await,
+        (&M::POST, ["containers", id, "exec"]) => exec::create(ctx, id).await,
+        (&M::POST, ["exec", id, "start"]) => exec::start(ctx, id).await,
+        (&M::POST, ["exec", id, "resize"]) => exec::resize(&ctx, id),
+        (&M::GET, ["exec", id, "json"]) => exec::inspect(&ctx, id),
         _ => Err(ApiError::not_found("page not found")),
     }
 }
