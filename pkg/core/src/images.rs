@@ -7,10 +7,10 @@
 //! [`ImageUsers`], so it needs nothing of the rest of the core), the image
 //! config read into [`ImageInfo`], and pull progress in the core's types.
 //!
-//! Room left on purpose, not built yet: `push` (upload to a registry),
-//! `history` (the config's history entries with their layers) and `prune`
-//! (remove the images no container uses and, for Docker, the dangling
-//! ones). Each would be a verb here over a leaf addition, in these types.
+//! Beyond the leaf's verbs: `push` (the stored blobs and manifest, as
+//! pulled, to the registry the name names), `history` (the config's
+//! history entries beside the layers they made) and `prune` (the images no
+//! container uses, or only the dangling ones: those with no tag left).
 
 use crate::events::{Action, Attrs, EventBus, ObjectKind};
 use std::collections::{BTreeMap, HashMap};
@@ -93,6 +93,57 @@ pub struct PullResult {
 /// with the per-layer states and byte counts a Docker client renders
 /// ([`LayerProgress::docker_status`]).
 pub use berth_image::progress::{LayerState as LayerProgress, PullProgress};
+
+/// What a push reports as it goes, in Docker's vocabulary
+/// ([`PushLayerProgress::docker_status`]).
+pub use berth_image::progress::{PushLayerState as PushLayerProgress, PushProgress};
+
+/// What a push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushResult {
+    pub image_id: String,
+    /// `registry/repository:tag`, as pushed.
+    pub reference: String,
+    /// The manifest's digest at the registry (the one pulled, unchanged).
+    pub digest: String,
+    /// The manifest's size in bytes.
+    pub size: u64,
+    /// Blobs the registry had already.
+    pub existing_blobs: usize,
+    pub uploaded_bytes: u64,
+}
+
+/// One entry of an image's history, newest first, as `docker history`
+/// lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// The image id on the newest entry; `None` (Docker's `<missing>`) on
+    /// the others, which are no image of their own here.
+    pub id: Option<String>,
+    /// As written in the config (RFC 3339), if it says.
+    pub created: Option<String>,
+    pub created_by: String,
+    pub comment: String,
+    /// Unpacked bytes of the layer the step made; 0 for an empty layer.
+    pub size: u64,
+    /// The image's tags, on the newest entry.
+    pub tags: Vec<String>,
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub removed: Vec<PrunedImage>,
+    /// Bytes the image store takes less than before.
+    pub reclaimed_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrunedImage {
+    pub id: String,
+    /// The names it had (tags and digest references).
+    pub names: Vec<String>,
+}
 
 /// An image as front doors show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,6 +343,98 @@ impl Images {
         self.info(&image)
     }
 
+    /// Pushes the image `name` (a tag reference) to the registry that
+    /// name is at, under its tag. With `progress`, reports as it goes, as
+    /// [`Images::pull`] does. The image gains the pushed
+    /// `repository@digest` name.
+    pub async fn push(
+        &self,
+        name: &str,
+        credentials: Credentials,
+        progress: Option<mpsc::Sender<PushProgress>>,
+    ) -> Result<PushResult> {
+        let (image, outcome) = self.leaf.push(name, &credentials, progress).await?;
+        self.image_event(&image.id, &outcome.reference, Action::Push);
+        Ok(PushResult {
+            image_id: image.id,
+            reference: outcome.reference,
+            digest: outcome.digest,
+            size: outcome.size,
+            existing_blobs: outcome.existing_blobs,
+            uploaded_bytes: outcome.uploaded_bytes,
+        })
+    }
+
+    /// The history of the image `name` names, newest first; `None` when
+    /// there is no such image. Entries are the config's `history`; the
+    /// ones that made a layer (not `empty_layer`) take the layers' sizes in
+    /// order. A config without history gets one entry per layer.
+    pub fn history(&self, name: &str) -> Result<Option<Vec<HistoryEntry>>> {
+        let Some(image) = self.leaf.status(name)? else {
+            return Ok(None);
+        };
+        let config = self.leaf.config(&image)?;
+        let sizes = self.leaf.unpacked_sizes(&image);
+        let mut entries = history_entries(&config, &sizes)
+            .map_err(|e| e.context(format!("image config {}", image.id)))?;
+        entries.reverse();
+        if let Some(top) = entries.first_mut() {
+            top.id = Some(image.id.clone());
+            top.tags = image.repo_tags.clone();
+        }
+        Ok(Some(entries))
+    }
+
+    /// Removes the images no container uses: with `dangling_only`, just
+    /// those without a tag. An image whose removal fails stays and the
+    /// prune goes on; the first failure is logged, not returned.
+    pub async fn prune(&self, dangling_only: bool) -> Result<PruneReport> {
+        let before = self.leaf.fs_info()?.used.bytes;
+        let mut report = PruneReport::default();
+        for image in self.leaf.list(None)? {
+            if dangling_only && !image.repo_tags.is_empty() {
+                continue;
+            }
+            if self.users.user_of(&image.id).is_some() {
+                continue;
+            }
+            match self.remove(&image.id).await {
+                Ok(()) => report.removed.push(PrunedImage {
+                    id: image.id.clone(),
+                    names: image
+                        .repo_tags
+                        .iter()
+                        .chain(&image.repo_digests)
+                        .cloned()
+                        .collect(),
+                }),
+                Err(e) => tracing::warn!(id = %image.id, error = %e, "prune: image not removed"),
+            }
+        }
+        let after = self.leaf.fs_info()?.used.bytes;
+        report.reclaimed_bytes = before.saturating_sub(after);
+        Ok(report)
+    }
+
+    /// The container that uses the image `image_id`, if one does: what
+    /// removal refuses on, for front doors that word it themselves.
+    pub fn user_of(&self, image_id: &str) -> Option<String> {
+        self.users.user_of(image_id)
+    }
+
+    /// `name` fully qualified as a pull would first try it
+    /// (`busybox` → `docker.io/library/busybox:latest`), split into its
+    /// repository and its tag or digest (`:tag`, `@digest`).
+    /// `InvalidArgument` for a malformed name.
+    pub fn qualify(&self, name: &str) -> Result<QualifiedName> {
+        let (repository, tag, digest) = self.leaf.qualify(name)?;
+        Ok(QualifiedName {
+            repository,
+            tag,
+            digest,
+        })
+    }
+
     pub fn fs_info(&self) -> Result<ImageFsInfo> {
         let i = self.leaf.fs_info()?;
         Ok(ImageFsInfo {
@@ -341,6 +484,55 @@ impl Images {
             .insert(image.id.clone(), summary.clone());
         Ok(summary)
     }
+}
+
+/// A name as a pull would first resolve it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QualifiedName {
+    /// `registry/repository`, e.g. `docker.io/library/busybox`.
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+/// The config's history entries, oldest first, each that made a layer
+/// with that layer's size.
+fn history_entries(config: &[u8], sizes: &[u64]) -> Result<Vec<HistoryEntry>> {
+    let v: serde_json::Value = serde_json::from_slice(config)
+        .map_err(|e| Error::invalid(format!("malformed image config: {e}")))?;
+    let Some(history) = v["history"].as_array().filter(|h| !h.is_empty()) else {
+        return Ok(sizes
+            .iter()
+            .map(|&size| HistoryEntry {
+                id: None,
+                created: None,
+                created_by: String::new(),
+                comment: String::new(),
+                size,
+                tags: Vec::new(),
+            })
+            .collect());
+    };
+    let mut layers = sizes.iter();
+    Ok(history
+        .iter()
+        .map(|h| {
+            let text = |k: &str| h[k].as_str().unwrap_or_default().to_string();
+            let empty = h["empty_layer"].as_bool().unwrap_or(false);
+            HistoryEntry {
+                id: None,
+                created: h["created"].as_str().map(str::to_string),
+                created_by: text("created_by"),
+                comment: text("comment"),
+                size: if empty {
+                    0
+                } else {
+                    layers.next().copied().unwrap_or(0)
+                },
+                tags: Vec::new(),
+            }
+        })
+        .collect())
 }
 
 fn to_info(image: &LeafImage, summary: &ConfigSummary) -> ImageInfo {
