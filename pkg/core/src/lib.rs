@@ -90,9 +90,9 @@ pub use container::Containers;
 pub use events::{attr, Action, Attrs, EventBus, ObjectKind, Received, Subscription};
 pub use exec::{ExecOutput, ExecProcess, ExecSpec};
 pub use images::{
-    Credentials, HistoryEntry, ImageConfig, ImageFsInfo, ImageInfo, ImageLayer, ImageUsers,
-    Images, LayerProgress, Platform, PruneReport, PrunedImage, PullProgress, PullRequest,
-    PullResult, PushLayerProgress, PushProgress, PushResult, QualifiedName, Secret,
+    Credentials, HistoryEntry, ImageConfig, ImageFsInfo, ImageInfo, ImageLayer, ImageUsers, Images,
+    LayerProgress, Platform, PruneReport, PrunedImage, PullProgress, PullRequest, PullResult,
+    PushLayerProgress, PushProgress, PushResult, QualifiedName, Secret,
 };
 pub use model::*;
 pub use monitor::{Exit, SpawnRequest};

@@ -10,7 +10,10 @@
 //!   times and the one error mapping, as dockerd has them;
 //! - `version`, `system`: `/_ping`, `/version`, `/info`;
 //! - `view`, `containers`: containers as Docker sees them (Kubernetes ones
-//!   under dockershim's `k8s_…` names), `ps` and `inspect`.
+//!   under dockershim's `k8s_…` names), `ps` and `inspect`;
+//! - `images`, `image_transfer`, `progress`, `registry_auth`, `names`:
+//!   images (list, inspect, history, tag, rmi, prune, pull, push), the
+//!   JSON progress streams, `X-Registry-Auth`, familiar names.
 
 #![recursion_limit = "256"]
 
@@ -20,7 +23,12 @@ mod error;
 pub mod filters;
 mod host;
 pub mod http;
+mod image_transfer;
+mod images;
 mod listen;
+mod names;
+mod progress;
+mod registry_auth;
 pub mod router;
 mod system;
 mod version;

@@ -9,7 +9,7 @@ use hyper::{Method, Request, Response};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{percent_decode, Body, Query};
 use crate::version::{self, ApiVersion};
-use crate::{containers, system, Door};
+use crate::{containers, image_transfer, images, system, Door};
 use std::sync::Arc;
 
 /// One request as a handler sees it.
@@ -47,6 +47,25 @@ pub async fn route(door: Arc<Door>, req: Request<Incoming>) -> ApiResult<Respons
         (&M::GET, ["info"]) => system::info(&ctx.core),
         (&M::GET, ["containers", "json"]) => containers::list(&ctx.core, &ctx.query),
         (&M::GET, ["containers", id, "json"]) => containers::inspect(&ctx.core, id),
+        (&M::GET, ["images", "json"]) => images::list(&ctx.core, &ctx.query),
+        (&M::POST, ["images", "create"]) => image_transfer::pull(ctx).await,
+        (&M::POST, ["images", "prune"]) => images::prune(&ctx.core, &ctx.query).await,
+        (&M::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
+            images::inspect(&ctx.core, &joined(name))
+        }
+        (&M::GET, ["images", name @ .., "history"]) if !name.is_empty() => {
+            images::history(&ctx.core, &joined(name))
+        }
+        (&M::POST, ["images", name @ .., "tag"]) if !name.is_empty() => {
+            images::tag(&ctx.core, &joined(name), &ctx.query).await
+        }
+        (&M::POST, ["images", name @ .., "push"]) if !name.is_empty() => {
+            let name = joined(name);
+            image_transfer::push(ctx, name).await
+        }
+        (&M::DELETE, ["images", name @ ..]) if !name.is_empty() => {
+            images::delete(&ctx.core, &joined(name), &ctx.query).await
+        }
         _ => Err(ApiError::not_found("page not found")),
     }
 }

@@ -23,7 +23,8 @@ use base64::Engine as _;
 use berth_errdefs::{Error, ErrorKind, Result};
 use bytes::Bytes;
 use reqwest::header::{
-    HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE,
+    HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION,
+    WWW_AUTHENTICATE,
 };
 use reqwest::{Method, Response, StatusCode, Url};
 use serde::Deserialize;
@@ -383,8 +384,10 @@ impl Source {
                 redact(&url)
             )));
         }
-        url.query_pairs_mut()
-            .append_pair("scope", &format!("repository:{}:{}", self.repository, self.actions));
+        url.query_pairs_mut().append_pair(
+            "scope",
+            &format!("repository:{}:{}", self.repository, self.actions),
+        );
         if let Some(service) = challenge.param("service") {
             url.query_pairs_mut().append_pair("service", service);
         }

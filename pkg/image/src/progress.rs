@@ -98,7 +98,10 @@ pub enum PushLayerState {
     /// Another layer of the push uploads the same blob first.
     Waiting,
     /// Bytes sent so far, of `total`.
-    Pushing { current: u64, total: u64 },
+    Pushing {
+        current: u64,
+        total: u64,
+    },
     Pushed,
     /// The registry had the blob: nothing sent.
     AlreadyExists,

@@ -52,7 +52,10 @@ async fn a_pulled_image_pushed_under_a_new_name_pulls_back_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let images = service(dir.path());
     let creds = Credentials::Anonymous;
-    let (pulled, _) = images.pull(&reg.image("layered"), &creds, None).await.unwrap();
+    let (pulled, _) = images
+        .pull(&reg.image("layered"), &creds, None)
+        .await
+        .unwrap();
     assert_eq!(pulled.id, want.config_digest);
 
     let copy = format!("{}/copies/layered:v1", reg.addr);
@@ -63,7 +66,10 @@ async fn a_pulled_image_pushed_under_a_new_name_pulls_back_the_same() {
     assert_eq!(outcome.reference, copy);
     assert_eq!(outcome.existing_blobs, 0, "a new repository has no blobs");
     let blob_bytes: u64 = pulled.layers.iter().map(|l| l.size).sum();
-    assert!(outcome.uploaded_bytes > blob_bytes, "layers and config sent");
+    assert!(
+        outcome.uploaded_bytes > blob_bytes,
+        "layers and config sent"
+    );
     assert!(
         image
             .repo_digests
@@ -111,7 +117,10 @@ async fn a_pulled_image_pushed_under_a_new_name_pulls_back_the_same() {
     // Again: the registry has every blob now.
     let (tx, rx) = mpsc::channel(256);
     let (_, again) = images.push(&copy, &creds, Some(tx)).await.unwrap();
-    assert_eq!((again.uploaded_bytes, again.digest), (0, want.manifest_digest.clone()));
+    assert_eq!(
+        (again.uploaded_bytes, again.digest),
+        (0, want.manifest_digest.clone())
+    );
     assert!(
         final_states(&drain(rx))
             .iter()
@@ -142,7 +151,10 @@ async fn push_refuses_what_it_cannot_push_with_the_reason() {
     assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
     assert!(err.message.contains("nothere"), "{err}");
 
-    let (pulled, _) = images.pull(&reg.image("busybox"), &creds, None).await.unwrap();
+    let (pulled, _) = images
+        .pull(&reg.image("busybox"), &creds, None)
+        .await
+        .unwrap();
     let err = images.push(&pulled.id, &creds, None).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::InvalidArgument, "{err}");
     assert!(err.message.contains("image id"), "{err}");
@@ -158,7 +170,10 @@ async fn push_authenticates_and_keeps_the_password_out_of_errors() {
         username: "pusher".into(),
         password: Secret::new("s3cret-pass"),
     };
-    images.pull(&reg.image("busybox"), &good, None).await.unwrap();
+    images
+        .pull(&reg.image("busybox"), &good, None)
+        .await
+        .unwrap();
     let copy = format!("{}/mine/busybox:1", reg.addr);
     images.tag(&reg.image("busybox"), &copy).await.unwrap();
 

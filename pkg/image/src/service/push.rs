@@ -130,12 +130,18 @@ impl ImageService {
         tag: &str,
         progress: &PushReporter,
     ) -> Result<PushOutcome> {
-        let manifest = self.content.read_blob(&image.manifest_digest).map_err(|e| {
-            Error::new(
-                ErrorKind::FailedPrecondition,
-                format!("the manifest {} is not in the store: {e}", image.manifest_digest),
-            )
-        })?;
+        let manifest = self
+            .content
+            .read_blob(&image.manifest_digest)
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::FailedPrecondition,
+                    format!(
+                        "the manifest {} is not in the store: {e}",
+                        image.manifest_digest
+                    ),
+                )
+            })?;
         let media_type = media_type_of(&manifest);
         let mut outcome = PushOutcome {
             reference: String::new(),
