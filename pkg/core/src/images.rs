@@ -982,6 +982,80 @@ mod tests {
     }
 
     #[test]
+    fn history_pairs_layer_making_steps_with_layer_sizes() {
+        let config = br#"{"history": [
+            {"created": "2026-01-01T00:00:00Z", "created_by": "ADD rootfs"},
+            {"created_by": "ENV A=b", "empty_layer": true},
+            {"created_by": "RUN make", "comment": "built"}
+        ]}"#;
+        let entries = history_entries(config, &[700, 50]).unwrap();
+        let shown: Vec<(&str, u64)> = entries
+            .iter()
+            .map(|e| (e.created_by.as_str(), e.size))
+            .collect();
+        assert_eq!(
+            shown,
+            [("ADD rootfs", 700), ("ENV A=b", 0), ("RUN make", 50)]
+        );
+        assert_eq!(entries[0].created.as_deref(), Some("2026-01-01T00:00:00Z"));
+        assert_eq!(entries[2].comment, "built");
+        // No history: one entry per layer.
+        let bare = history_entries(b"{}", &[1, 2]).unwrap();
+        assert_eq!(bare.iter().map(|e| e.size).collect::<Vec<_>>(), [1, 2]);
+        assert!(history_entries(b"{nope", &[]).is_err());
+    }
+
+    #[tokio::test]
+    async fn history_is_newest_first_with_the_id_and_tags_on_top() {
+        let dir = tempfile::tempdir().unwrap();
+        let (images, _, id) = images_with_one(dir.path(), CONFIG.as_bytes());
+        let entries = images.history("reg.example/app:v1").unwrap().unwrap();
+        assert_eq!(entries.len(), 1, "one layer, no history in the config");
+        assert_eq!(entries[0].id.as_deref(), Some(id.as_str()));
+        assert_eq!(entries[0].tags, ["reg.example/app:v1"]);
+        assert_eq!(images.history("reg.example/app:v2").unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn prune_takes_dangling_or_unused_images_and_never_used_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (images, users, id) = images_with_one(dir.path(), CONFIG.as_bytes());
+        let report = images.prune(true).await.unwrap();
+        assert!(report.removed.is_empty(), "a tagged image is not dangling");
+
+        users.0.lock().unwrap().insert(id.clone(), "c0ffee".into());
+        let report = images.prune(false).await.unwrap();
+        assert!(report.removed.is_empty(), "a used image stays");
+        images.untag("reg.example/app:v1").await.unwrap();
+        assert!(images.prune(true).await.unwrap().removed.is_empty());
+
+        users.0.lock().unwrap().clear();
+        let report = images.prune(true).await.unwrap();
+        assert_eq!(
+            report.removed,
+            [PrunedImage {
+                id: id.clone(),
+                names: vec![format!("reg.example/app@{}", digest('d'))],
+            }]
+        );
+        assert!(report.reclaimed_bytes > 0, "the config blob went");
+        assert_eq!(images.status(&id).unwrap(), None);
+    }
+
+    #[test]
+    fn names_qualify_as_a_pull_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let (images, _, _) = images_with_one(dir.path(), CONFIG.as_bytes());
+        let q = images.qualify("busybox").unwrap();
+        assert_eq!(
+            (q.repository.as_str(), q.tag.as_deref(), q.digest),
+            ("docker.io/library/busybox", Some("latest"), None)
+        );
+        let err = images.qualify("UPPER/case").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidArgument, "{err}");
+    }
+
+    #[test]
     fn layer_states_have_docker_texts() {
         for (state, text) in [
             (LayerProgress::Waiting, "Waiting"),
