@@ -12,4 +12,4 @@ pub mod reference;
 pub mod registries;
 pub mod service;
 pub mod unpack;
-mod upload;
+pub mod upload;

@@ -198,3 +198,49 @@ async fn push_authenticates_and_keeps_the_password_out_of_errors() {
     );
     assert!(!format!("{outcome:?}").contains("s3cret-pass"));
 }
+
+#[tokio::test]
+async fn a_layer_larger_than_a_chunk_goes_in_several_patches() {
+    let want = test_images().get("bench");
+    let reg = TestRegistry::start();
+    reg.push(&["bench"]);
+    let dir = tempfile::tempdir().unwrap();
+    let images = service(dir.path());
+    let creds = Credentials::Anonymous;
+    let (pulled, _) = images.pull(&reg.image("bench"), &creds, None).await.unwrap();
+    let big = pulled
+        .layers
+        .iter()
+        .find(|l| l.size > berth_image::upload::CHUNK_BYTES as u64)
+        .expect("the bench image has a layer over one chunk");
+
+    let copy = format!("{}/big/bench:1", reg.addr);
+    images.tag(&reg.image("bench"), &copy).await.unwrap();
+    // Deep enough that no count is dropped.
+    let (tx, rx) = mpsc::channel(4096);
+    let (_, outcome) = images.push(&copy, &creds, Some(tx)).await.unwrap();
+    assert_eq!(outcome.digest, want.manifest_digest);
+    let id = big.diff_id["sha256:".len()..][..12].to_string();
+    let counts: Vec<u64> = drain(rx)
+        .into_iter()
+        .filter_map(|p| match p {
+            PushProgress::Layer {
+                id: i,
+                state: PushLayerState::Pushing { current, .. },
+            } if i == id => Some(current),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [berth_image::upload::CHUNK_BYTES as u64, big.size],
+        "one count per chunk"
+    );
+
+    let other_dir = tempfile::tempdir().unwrap();
+    let (back, _) = service(other_dir.path())
+        .pull(&copy, &creds, None)
+        .await
+        .unwrap();
+    assert_eq!(back.id, want.config_digest);
+}
