@@ -207,7 +207,10 @@ async fn a_layer_larger_than_a_chunk_goes_in_several_patches() {
     let dir = tempfile::tempdir().unwrap();
     let images = service(dir.path());
     let creds = Credentials::Anonymous;
-    let (pulled, _) = images.pull(&reg.image("bench"), &creds, None).await.unwrap();
+    let (pulled, _) = images
+        .pull(&reg.image("bench"), &creds, None)
+        .await
+        .unwrap();
     let big = pulled
         .layers
         .iter()
@@ -243,4 +246,36 @@ async fn a_layer_larger_than_a_chunk_goes_in_several_patches() {
         .await
         .unwrap();
     assert_eq!(back.id, want.config_digest);
+}
+
+#[tokio::test]
+async fn push_asks_the_token_server_for_push_access() {
+    let tokens = berth_testkit::TokenServer::start("pusher", "tok3n-pass");
+    let reg = TestRegistry::start_with_token_server(&tokens);
+    reg.push_as(&["busybox"], Some(("pusher", "tok3n-pass")));
+    let dir = tempfile::tempdir().unwrap();
+    let images = service(dir.path());
+    let creds = Credentials::Basic {
+        username: "pusher".into(),
+        password: Secret::new("tok3n-pass"),
+    };
+    images
+        .pull(&reg.image("busybox"), &creds, None)
+        .await
+        .unwrap();
+    let copy = format!("{}/tokens/busybox:1", reg.addr);
+    images.tag(&reg.image("busybox"), &copy).await.unwrap();
+
+    let err = images
+        .push(&copy, &Credentials::Anonymous, None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind,
+        ErrorKind::Unauthenticated,
+        "an anonymous token grants nothing: {err}"
+    );
+    // A pull-only token would be refused at the first upload.
+    let (_, outcome) = images.push(&copy, &creds, None).await.unwrap();
+    assert_eq!(outcome.digest, test_images().get("busybox").manifest_digest);
 }
