@@ -154,6 +154,8 @@ pub struct ImageInfo {
     pub repo_digests: Vec<String>,
     /// Compressed size: config plus layers.
     pub size: u64,
+    /// What the layers take unpacked (as dockerd counts an image's size).
+    pub unpacked_size: u64,
     /// The config's `created`, as written (RFC 3339), if it has one.
     pub created: Option<String>,
     pub manifest_digest: String,
@@ -277,7 +279,7 @@ impl Images {
                     tracing::warn!(id = %image.id, error = %e, "image config unreadable");
                     Arc::default()
                 });
-                to_info(image, &summary)
+                to_info(image, &summary, self.unpacked_size(image))
             })
             .collect())
     }
@@ -462,7 +464,15 @@ impl Images {
     }
 
     fn info(&self, image: &LeafImage) -> Result<ImageInfo> {
-        Ok(to_info(image, &*self.summary(image)?))
+        Ok(to_info(
+            image,
+            &*self.summary(image)?,
+            self.unpacked_size(image),
+        ))
+    }
+
+    fn unpacked_size(&self, image: &LeafImage) -> u64 {
+        self.leaf.unpacked_sizes(image).iter().sum()
     }
 
     fn summary(&self, image: &LeafImage) -> Result<Arc<ConfigSummary>> {
@@ -535,7 +545,7 @@ fn history_entries(config: &[u8], sizes: &[u64]) -> Result<Vec<HistoryEntry>> {
         .collect())
 }
 
-fn to_info(image: &LeafImage, summary: &ConfigSummary) -> ImageInfo {
+fn to_info(image: &LeafImage, summary: &ConfigSummary, unpacked_size: u64) -> ImageInfo {
     let mut config = summary.config.clone();
     if config.user.is_empty() {
         config.user = image.user.clone();
@@ -545,6 +555,7 @@ fn to_info(image: &LeafImage, summary: &ConfigSummary) -> ImageInfo {
         repo_tags: image.repo_tags.clone(),
         repo_digests: image.repo_digests.clone(),
         size: image.size,
+        unpacked_size,
         created: summary.created.clone(),
         manifest_digest: image.manifest_digest.clone(),
         platform: image.platform.clone(),

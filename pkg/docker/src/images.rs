@@ -132,8 +132,8 @@ fn summary(info: &ImageInfo) -> Value {
         "RepoDigests": names(&info.repo_digests, "<none>@<none>"),
         "RepoTags": names(&info.repo_tags, "<none>:<none>"),
         "SharedSize": -1,
-        "Size": info.size,
-        "VirtualSize": info.size,
+        "Size": info.unpacked_size,
+        "VirtualSize": info.unpacked_size,
     })
 }
 
@@ -162,8 +162,8 @@ pub fn inspect(core: &Core, name: &str) -> ApiResult<Response<Body>> {
         "Architecture": raw["architecture"].as_str().unwrap_or(arch),
         "Variant": raw["variant"],
         "Os": raw["os"].as_str().unwrap_or(os),
-        "Size": info.size,
-        "VirtualSize": info.size,
+        "Size": info.unpacked_size,
+        "VirtualSize": info.unpacked_size,
         "GraphDriver": {"Data": null, "Name": "overlay"},
         "RootFS": {
             "Type": "layers",

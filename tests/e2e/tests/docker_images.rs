@@ -81,6 +81,9 @@ async fn pull_list_inspect_history_tag_and_rmi() {
         Some(want.layers)
     );
     assert_eq!(v["Os"], "linux");
+    // The unpacked size, as dockerd counts it.
+    assert!(v["Size"].as_u64().unwrap_or(0) > 0, "{v}");
+    assert_eq!(v["Size"], v["VirtualSize"]);
     assert!(v["Config"].get("Cmd").is_some(), "{v}");
     // By a short id too, as the CLI allows.
     assert_eq!(
