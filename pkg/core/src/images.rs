@@ -1066,6 +1066,65 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::InvalidArgument, "{err}");
     }
 
+    #[tokio::test]
+    async fn a_push_goes_through_the_facade_and_on_the_bus() {
+        let reg = berth_testkit::TestRegistry::start();
+        reg.push(&["busybox"]);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
+        let leaf = ImageService::open(
+            &dir.path().join("images"),
+            store,
+            RegistriesConfig::default(),
+        )
+        .unwrap();
+        let bus = Arc::new(EventBus::default());
+        let images = Images::new(
+            Arc::new(leaf),
+            Arc::new(Users(Mutex::default())),
+            bus.clone(),
+        );
+        let request = PullRequest {
+            reference: reg.image("busybox"),
+            ..Default::default()
+        };
+        let pulled = images.pull(request, None).await.unwrap();
+        let target = format!("{}/pushed/busybox:1", reg.addr);
+        images.tag(&pulled.image_id, &target).await.unwrap();
+
+        let (tx, mut rx) = mpsc::channel(256);
+        let pushed = images
+            .push(&target, Credentials::Anonymous, Some(tx))
+            .await
+            .unwrap();
+        assert_eq!(
+            (pushed.image_id.as_str(), pushed.digest.as_str()),
+            (pulled.image_id.as_str(), pulled.manifest_digest.as_str())
+        );
+        let mut last = None;
+        while let Ok(p) = rx.try_recv() {
+            last = Some(p);
+        }
+        assert!(
+            matches!(&last, Some(PushProgress::Finished { tag, .. }) if tag == "1"),
+            "{last:?}"
+        );
+        let event = bus.history(0).last().cloned().expect("an event");
+        assert_eq!(event.action, Action::Push);
+        assert_eq!(event.id, pulled.image_id);
+        assert_eq!(
+            event.attributes.get(crate::events::attr::NAME),
+            Some(&target)
+        );
+        let info = images.status(&target).unwrap().unwrap();
+        assert!(
+            info.repo_digests
+                .contains(&format!("{}/pushed/busybox@{}", reg.addr, pushed.digest)),
+            "{:?}",
+            info.repo_digests
+        );
+    }
+
     #[test]
     fn layer_states_have_docker_texts() {
         for (state, text) in [
