@@ -152,6 +152,17 @@ async fn pull_list_inspect_history_tag_and_rmi() {
         .docker(&["history", "nothere:1"])
         .stderr
         .contains("No such image: nothere:1"));
+    let tag = d.docker(&["tag", "nothere:1", "other:1"]);
+    assert!(tag.stderr.contains("No such image: nothere:1"), "{tag:?}");
+    let push = d.docker(&["push", &format!("{}/nothere:1", reg.addr)]);
+    assert_eq!(push.status, Some(1));
+    assert!(
+        push.stderr.contains(&format!(
+            "An image does not exist locally with the tag: {}/nothere",
+            reg.addr
+        )),
+        "{push:?}"
+    );
     d.assert_no_leaks();
 }
 
@@ -277,5 +288,52 @@ async fn an_image_a_container_uses_is_not_removed() {
 
     teardown(&mut rt, &pod).await;
     d.docker_ok(&["rmi", &image]);
+    d.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_that_fails_midway_ends_its_stream_with_the_error() {
+    let images = test_images();
+    let reg = TestRegistry::start();
+    reg.push(&["busybox"]);
+    // The layer, corrupted in the registry's storage: served under its
+    // old digest, so the failure comes after the layer's first reports.
+    let manifest = std::fs::read(
+        images.dir.join("busybox/blobs/sha256").join(
+            images
+                .get("busybox")
+                .manifest_digest
+                .trim_start_matches("sha256:"),
+        ),
+    )
+    .unwrap();
+    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let data = reg.blob_data_path(&layer);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+
+    let d = TestDaemon::start().await;
+    let run = d.docker(&["pull", &reg.image("busybox")]);
+    assert_eq!(run.status, Some(1), "{run:?}");
+    assert!(
+        run.stdout
+            .contains(&format!("{}: Pulling fs layer", short(&layer))),
+        "the stream had begun: {run:?}"
+    );
+    assert!(
+        run.stderr.contains(&layer),
+        "the error names the layer: {run:?}"
+    );
+    assert_eq!(
+        d.docker_ok(&["images", "-q"]).trim(),
+        "",
+        "nothing half-made"
+    );
     d.assert_no_leaks();
 }
