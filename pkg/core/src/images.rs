@@ -7,10 +7,10 @@
 //! [`ImageUsers`], so it needs nothing of the rest of the core), the image
 //! config read into [`ImageInfo`], and pull progress in the core's types.
 //!
-//! Room left on purpose, not built yet: `push` (upload to a registry),
-//! `history` (the config's history entries with their layers) and `prune`
-//! (remove the images no container uses and, for Docker, the dangling
-//! ones). Each would be a verb here over a leaf addition, in these types.
+//! Beyond the leaf's verbs: `push` (the stored blobs and manifest, as
+//! pulled, to the registry the name names), `history` (the config's
+//! history entries beside the layers they made) and `prune` (the images no
+//! container uses, or only the dangling ones: those with no tag left).
 
 use crate::events::{Action, Attrs, EventBus, ObjectKind};
 use std::collections::{BTreeMap, HashMap};
@@ -94,6 +94,57 @@ pub struct PullResult {
 /// ([`LayerProgress::docker_status`]).
 pub use berth_image::progress::{LayerState as LayerProgress, PullProgress};
 
+/// What a push reports as it goes, in Docker's vocabulary
+/// ([`PushLayerProgress::docker_status`]).
+pub use berth_image::progress::{PushLayerState as PushLayerProgress, PushProgress};
+
+/// What a push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushResult {
+    pub image_id: String,
+    /// `registry/repository:tag`, as pushed.
+    pub reference: String,
+    /// The manifest's digest at the registry (the one pulled, unchanged).
+    pub digest: String,
+    /// The manifest's size in bytes.
+    pub size: u64,
+    /// Blobs the registry had already.
+    pub existing_blobs: usize,
+    pub uploaded_bytes: u64,
+}
+
+/// One entry of an image's history, newest first, as `docker history`
+/// lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// The image id on the newest entry; `None` (Docker's `<missing>`) on
+    /// the others, which are no image of their own here.
+    pub id: Option<String>,
+    /// As written in the config (RFC 3339), if it says.
+    pub created: Option<String>,
+    pub created_by: String,
+    pub comment: String,
+    /// Unpacked bytes of the layer the step made; 0 for an empty layer.
+    pub size: u64,
+    /// The image's tags, on the newest entry.
+    pub tags: Vec<String>,
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub removed: Vec<PrunedImage>,
+    /// Bytes the image store takes less than before.
+    pub reclaimed_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrunedImage {
+    pub id: String,
+    /// The names it had (tags and digest references).
+    pub names: Vec<String>,
+}
+
 /// An image as front doors show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageInfo {
@@ -103,6 +154,8 @@ pub struct ImageInfo {
     pub repo_digests: Vec<String>,
     /// Compressed size: config plus layers.
     pub size: u64,
+    /// What the layers take unpacked (as dockerd counts an image's size).
+    pub unpacked_size: u64,
     /// The config's `created`, as written (RFC 3339), if it has one.
     pub created: Option<String>,
     pub manifest_digest: String,
@@ -226,7 +279,7 @@ impl Images {
                     tracing::warn!(id = %image.id, error = %e, "image config unreadable");
                     Arc::default()
                 });
-                to_info(image, &summary)
+                to_info(image, &summary, self.unpacked_size(image))
             })
             .collect())
     }
@@ -292,6 +345,98 @@ impl Images {
         self.info(&image)
     }
 
+    /// Pushes the image `name` (a tag reference) to the registry that
+    /// name is at, under its tag. With `progress`, reports as it goes, as
+    /// [`Images::pull`] does. The image gains the pushed
+    /// `repository@digest` name.
+    pub async fn push(
+        &self,
+        name: &str,
+        credentials: Credentials,
+        progress: Option<mpsc::Sender<PushProgress>>,
+    ) -> Result<PushResult> {
+        let (image, outcome) = self.leaf.push(name, &credentials, progress).await?;
+        self.image_event(&image.id, &outcome.reference, Action::Push);
+        Ok(PushResult {
+            image_id: image.id,
+            reference: outcome.reference,
+            digest: outcome.digest,
+            size: outcome.size,
+            existing_blobs: outcome.existing_blobs,
+            uploaded_bytes: outcome.uploaded_bytes,
+        })
+    }
+
+    /// The history of the image `name` names, newest first; `None` when
+    /// there is no such image. Entries are the config's `history`; the
+    /// ones that made a layer (not `empty_layer`) take the layers' sizes in
+    /// order. A config without history gets one entry per layer.
+    pub fn history(&self, name: &str) -> Result<Option<Vec<HistoryEntry>>> {
+        let Some(image) = self.leaf.status(name)? else {
+            return Ok(None);
+        };
+        let config = self.leaf.config(&image)?;
+        let sizes = self.leaf.unpacked_sizes(&image);
+        let mut entries = history_entries(&config, &sizes)
+            .map_err(|e| e.context(format!("image config {}", image.id)))?;
+        entries.reverse();
+        if let Some(top) = entries.first_mut() {
+            top.id = Some(image.id.clone());
+            top.tags = image.repo_tags.clone();
+        }
+        Ok(Some(entries))
+    }
+
+    /// Removes the images no container uses: with `dangling_only`, just
+    /// those without a tag. An image whose removal fails stays and the
+    /// prune goes on; the first failure is logged, not returned.
+    pub async fn prune(&self, dangling_only: bool) -> Result<PruneReport> {
+        let before = self.leaf.fs_info()?.used.bytes;
+        let mut report = PruneReport::default();
+        for image in self.leaf.list(None)? {
+            if dangling_only && !image.repo_tags.is_empty() {
+                continue;
+            }
+            if self.users.user_of(&image.id).is_some() {
+                continue;
+            }
+            match self.remove(&image.id).await {
+                Ok(()) => report.removed.push(PrunedImage {
+                    id: image.id.clone(),
+                    names: image
+                        .repo_tags
+                        .iter()
+                        .chain(&image.repo_digests)
+                        .cloned()
+                        .collect(),
+                }),
+                Err(e) => tracing::warn!(id = %image.id, error = %e, "prune: image not removed"),
+            }
+        }
+        let after = self.leaf.fs_info()?.used.bytes;
+        report.reclaimed_bytes = before.saturating_sub(after);
+        Ok(report)
+    }
+
+    /// The container that uses the image `image_id`, if one does: what
+    /// removal refuses on, for front doors that word it themselves.
+    pub fn user_of(&self, image_id: &str) -> Option<String> {
+        self.users.user_of(image_id)
+    }
+
+    /// `name` fully qualified as a pull would first try it
+    /// (`busybox` → `docker.io/library/busybox:latest`), split into its
+    /// repository and its tag or digest (`:tag`, `@digest`).
+    /// `InvalidArgument` for a malformed name.
+    pub fn qualify(&self, name: &str) -> Result<QualifiedName> {
+        let (repository, tag, digest) = self.leaf.qualify(name)?;
+        Ok(QualifiedName {
+            repository,
+            tag,
+            digest,
+        })
+    }
+
     pub fn fs_info(&self) -> Result<ImageFsInfo> {
         let i = self.leaf.fs_info()?;
         Ok(ImageFsInfo {
@@ -319,7 +464,15 @@ impl Images {
     }
 
     fn info(&self, image: &LeafImage) -> Result<ImageInfo> {
-        Ok(to_info(image, &*self.summary(image)?))
+        Ok(to_info(
+            image,
+            &*self.summary(image)?,
+            self.unpacked_size(image),
+        ))
+    }
+
+    fn unpacked_size(&self, image: &LeafImage) -> u64 {
+        self.leaf.unpacked_sizes(image).iter().sum()
     }
 
     fn summary(&self, image: &LeafImage) -> Result<Arc<ConfigSummary>> {
@@ -343,7 +496,56 @@ impl Images {
     }
 }
 
-fn to_info(image: &LeafImage, summary: &ConfigSummary) -> ImageInfo {
+/// A name as a pull would first resolve it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QualifiedName {
+    /// `registry/repository`, e.g. `docker.io/library/busybox`.
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+/// The config's history entries, oldest first, each that made a layer
+/// with that layer's size.
+fn history_entries(config: &[u8], sizes: &[u64]) -> Result<Vec<HistoryEntry>> {
+    let v: serde_json::Value = serde_json::from_slice(config)
+        .map_err(|e| Error::invalid(format!("malformed image config: {e}")))?;
+    let Some(history) = v["history"].as_array().filter(|h| !h.is_empty()) else {
+        return Ok(sizes
+            .iter()
+            .map(|&size| HistoryEntry {
+                id: None,
+                created: None,
+                created_by: String::new(),
+                comment: String::new(),
+                size,
+                tags: Vec::new(),
+            })
+            .collect());
+    };
+    let mut layers = sizes.iter();
+    Ok(history
+        .iter()
+        .map(|h| {
+            let text = |k: &str| h[k].as_str().unwrap_or_default().to_string();
+            let empty = h["empty_layer"].as_bool().unwrap_or(false);
+            HistoryEntry {
+                id: None,
+                created: h["created"].as_str().map(str::to_string),
+                created_by: text("created_by"),
+                comment: text("comment"),
+                size: if empty {
+                    0
+                } else {
+                    layers.next().copied().unwrap_or(0)
+                },
+                tags: Vec::new(),
+            }
+        })
+        .collect())
+}
+
+fn to_info(image: &LeafImage, summary: &ConfigSummary, unpacked_size: u64) -> ImageInfo {
     let mut config = summary.config.clone();
     if config.user.is_empty() {
         config.user = image.user.clone();
@@ -353,6 +555,7 @@ fn to_info(image: &LeafImage, summary: &ConfigSummary) -> ImageInfo {
         repo_tags: image.repo_tags.clone(),
         repo_digests: image.repo_digests.clone(),
         size: image.size,
+        unpacked_size,
         created: summary.created.clone(),
         manifest_digest: image.manifest_digest.clone(),
         platform: image.platform.clone(),
@@ -786,6 +989,139 @@ mod tests {
         assert_eq!(
             (again.updated, again.downloaded_bytes, again.reused_layers),
             (false, 0, 1)
+        );
+    }
+
+    #[test]
+    fn history_pairs_layer_making_steps_with_layer_sizes() {
+        let config = br#"{"history": [
+            {"created": "2026-01-01T00:00:00Z", "created_by": "ADD rootfs"},
+            {"created_by": "ENV A=b", "empty_layer": true},
+            {"created_by": "RUN make", "comment": "built"}
+        ]}"#;
+        let entries = history_entries(config, &[700, 50]).unwrap();
+        let shown: Vec<(&str, u64)> = entries
+            .iter()
+            .map(|e| (e.created_by.as_str(), e.size))
+            .collect();
+        assert_eq!(
+            shown,
+            [("ADD rootfs", 700), ("ENV A=b", 0), ("RUN make", 50)]
+        );
+        assert_eq!(entries[0].created.as_deref(), Some("2026-01-01T00:00:00Z"));
+        assert_eq!(entries[2].comment, "built");
+        // No history: one entry per layer.
+        let bare = history_entries(b"{}", &[1, 2]).unwrap();
+        assert_eq!(bare.iter().map(|e| e.size).collect::<Vec<_>>(), [1, 2]);
+        assert!(history_entries(b"{nope", &[]).is_err());
+    }
+
+    #[tokio::test]
+    async fn history_is_newest_first_with_the_id_and_tags_on_top() {
+        let dir = tempfile::tempdir().unwrap();
+        let (images, _, id) = images_with_one(dir.path(), CONFIG.as_bytes());
+        let entries = images.history("reg.example/app:v1").unwrap().unwrap();
+        assert_eq!(entries.len(), 1, "one layer, no history in the config");
+        assert_eq!(entries[0].id.as_deref(), Some(id.as_str()));
+        assert_eq!(entries[0].tags, ["reg.example/app:v1"]);
+        assert_eq!(images.history("reg.example/app:v2").unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn prune_takes_dangling_or_unused_images_and_never_used_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (images, users, id) = images_with_one(dir.path(), CONFIG.as_bytes());
+        let report = images.prune(true).await.unwrap();
+        assert!(report.removed.is_empty(), "a tagged image is not dangling");
+
+        users.0.lock().unwrap().insert(id.clone(), "c0ffee".into());
+        let report = images.prune(false).await.unwrap();
+        assert!(report.removed.is_empty(), "a used image stays");
+        images.untag("reg.example/app:v1").await.unwrap();
+        assert!(images.prune(true).await.unwrap().removed.is_empty());
+
+        users.0.lock().unwrap().clear();
+        let report = images.prune(true).await.unwrap();
+        assert_eq!(
+            report.removed,
+            [PrunedImage {
+                id: id.clone(),
+                names: vec![format!("reg.example/app@{}", digest('d'))],
+            }]
+        );
+        assert!(report.reclaimed_bytes > 0, "the config blob went");
+        assert_eq!(images.status(&id).unwrap(), None);
+    }
+
+    #[test]
+    fn names_qualify_as_a_pull_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let (images, _, _) = images_with_one(dir.path(), CONFIG.as_bytes());
+        let q = images.qualify("busybox").unwrap();
+        assert_eq!(
+            (q.repository.as_str(), q.tag.as_deref(), q.digest),
+            ("docker.io/library/busybox", Some("latest"), None)
+        );
+        let err = images.qualify("UPPER/case").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidArgument, "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_push_goes_through_the_facade_and_on_the_bus() {
+        let reg = berth_testkit::TestRegistry::start();
+        reg.push(&["busybox"]);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
+        let leaf = ImageService::open(
+            &dir.path().join("images"),
+            store,
+            RegistriesConfig::default(),
+        )
+        .unwrap();
+        let bus = Arc::new(EventBus::default());
+        let images = Images::new(
+            Arc::new(leaf),
+            Arc::new(Users(Mutex::default())),
+            bus.clone(),
+        );
+        let request = PullRequest {
+            reference: reg.image("busybox"),
+            ..Default::default()
+        };
+        let pulled = images.pull(request, None).await.unwrap();
+        let target = format!("{}/pushed/busybox:1", reg.addr);
+        images.tag(&pulled.image_id, &target).await.unwrap();
+
+        let (tx, mut rx) = mpsc::channel(256);
+        let pushed = images
+            .push(&target, Credentials::Anonymous, Some(tx))
+            .await
+            .unwrap();
+        assert_eq!(
+            (pushed.image_id.as_str(), pushed.digest.as_str()),
+            (pulled.image_id.as_str(), pulled.manifest_digest.as_str())
+        );
+        let mut last = None;
+        while let Ok(p) = rx.try_recv() {
+            last = Some(p);
+        }
+        assert!(
+            matches!(&last, Some(PushProgress::Finished { tag, .. }) if tag == "1"),
+            "{last:?}"
+        );
+        let event = bus.history(0).last().cloned().expect("an event");
+        assert_eq!(event.action, Action::Push);
+        assert_eq!(event.id, pulled.image_id);
+        assert_eq!(
+            event.attributes.get(crate::events::attr::NAME),
+            Some(&target)
+        );
+        let info = images.status(&target).unwrap().unwrap();
+        assert!(
+            info.repo_digests
+                .contains(&format!("{}/pushed/busybox@{}", reg.addr, pushed.digest)),
+            "{:?}",
+            info.repo_digests
         );
     }
 

@@ -97,8 +97,9 @@ pub use container::Containers;
 pub use events::{attr, Action, Attrs, EventBus, ObjectKind, Received, Subscription};
 pub use exec::{ExecOutput, ExecProcess, ExecSpec};
 pub use images::{
-    Credentials, ImageConfig, ImageFsInfo, ImageInfo, ImageLayer, ImageUsers, Images,
-    LayerProgress, Platform, PullProgress, PullRequest, PullResult, Secret,
+    Credentials, HistoryEntry, ImageConfig, ImageFsInfo, ImageInfo, ImageLayer, ImageUsers, Images,
+    LayerProgress, Platform, PruneReport, PrunedImage, PullProgress, PullRequest, PullResult,
+    PushLayerProgress, PushProgress, PushResult, QualifiedName, Secret,
 };
 pub use logs::{LogEntry, LogOptions, LogReader, LogStream};
 pub use model::*;

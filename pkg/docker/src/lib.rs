@@ -15,6 +15,9 @@
 //!   the core): create, start, stop, kill, restart, wait, rename, rm, prune.
 //! - `events`, `stats`, `observe` (top, diff), `archive` (cp), `df`:
 //!   watching and looking into containers.
+//! - `images`, `image_transfer`, `progress`, `registry_auth`, `names`:
+//!   images (list, inspect, history, tag, rmi, prune, pull, push), the
+//!   JSON progress streams, `X-Registry-Auth`, familiar names.
 
 #![recursion_limit = "256"]
 
@@ -40,6 +43,12 @@ mod lifecycle;
 mod listen;
 mod observe;
 mod logs;
+mod image_transfer;
+mod images;
+mod listen;
+mod names;
+mod progress;
+mod registry_auth;
 pub mod router;
 mod stats;
 mod system;

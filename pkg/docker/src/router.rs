@@ -12,6 +12,7 @@ use crate::version::{self, ApiVersion};
 use crate::{containers, create, lifecycle, system, Door};
 use crate::{archive, containers, df, events, observe, stats, system, Door};
 use crate::{attach, containers, exec, logs, system, Door};
+use crate::{containers, image_transfer, images, system, Door};
 use std::sync::Arc;
 
 /// One request as a handler sees it.
@@ -79,6 +80,25 @@ pub async fn route(door: Arc<Door>, req: Request<Incoming>) -> ApiResult<Respons
         (&M::POST, ["exec", id, "start"]) => exec::start(ctx, id).await,
         (&M::POST, ["exec", id, "resize"]) => exec::resize(&ctx, id),
         (&M::GET, ["exec", id, "json"]) => exec::inspect(&ctx, id),
+        (&M::GET, ["images", "json"]) => images::list(&ctx.core, &ctx.query),
+        (&M::POST, ["images", "create"]) => image_transfer::pull(ctx).await,
+        (&M::POST, ["images", "prune"]) => images::prune(&ctx.core, &ctx.query).await,
+        (&M::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
+            images::inspect(&ctx.core, &joined(name))
+        }
+        (&M::GET, ["images", name @ .., "history"]) if !name.is_empty() => {
+            images::history(&ctx.core, &joined(name))
+        }
+        (&M::POST, ["images", name @ .., "tag"]) if !name.is_empty() => {
+            images::tag(&ctx.core, &joined(name), &ctx.query).await
+        }
+        (&M::POST, ["images", name @ .., "push"]) if !name.is_empty() => {
+            let name = joined(name);
+            image_transfer::push(ctx, name).await
+        }
+        (&M::DELETE, ["images", name @ ..]) if !name.is_empty() => {
+            images::delete(&ctx.core, &joined(name), &ctx.query).await
+        }
         _ => Err(ApiError::not_found("page not found")),
     }
 }

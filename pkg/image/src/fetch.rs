@@ -22,8 +22,11 @@ use std::time::Duration;
 use base64::Engine as _;
 use berth_errdefs::{Error, ErrorKind, Result};
 use bytes::Bytes;
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, LOCATION, WWW_AUTHENTICATE};
-use reqwest::{Response, StatusCode, Url};
+use reqwest::header::{
+    HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION,
+    WWW_AUTHENTICATE,
+};
+use reqwest::{Method, Response, StatusCode, Url};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -123,9 +126,18 @@ impl Clients {
             creds: creds.clone(),
             insecure: endpoint.insecure,
             limits,
+            actions: "pull",
             authorization: Mutex::new(authorization),
         })
     }
+}
+
+/// A request body for a registry: bytes of a type, and for an upload's
+/// chunk the range they fill.
+pub(crate) struct Payload<'a> {
+    pub content_type: &'a str,
+    pub bytes: Bytes,
+    pub range: Option<String>,
 }
 
 /// One repository at one registry endpoint, with the credentials of one pull.
@@ -141,11 +153,23 @@ pub struct Source {
     limits: Limits,
     /// What to send the registry as `Authorization`, once known.
     authorization: Mutex<Option<HeaderValue>>,
+    /// The token scope's actions: `pull`, or `pull,push` for a push.
+    actions: &'static str,
 }
 
 impl Source {
     pub fn registry(&self) -> &str {
         &self.registry
+    }
+
+    /// The same source, asking token servers for push access too.
+    pub fn for_push(mut self) -> Source {
+        self.actions = "pull,push";
+        self
+    }
+
+    pub(crate) fn repository(&self) -> &str {
+        &self.repository
     }
 
     /// Fetches a manifest or index by tag (`None`) or by digest, and
@@ -245,20 +269,43 @@ impl Source {
         })
     }
 
-    fn url(&self, path: &str) -> Result<Url> {
+    pub(crate) fn url(&self, path: &str) -> Result<Url> {
         let s = format!("{}v2/{}/{path}", self.base, self.repository);
         Url::parse(&s).map_err(|e| Error::invalid(format!("bad registry URL {s:?}: {e}")))
     }
 
-    /// GETs `url`. Credentials go to the registry itself only (same scheme,
-    /// host and port); a 401 from it is answered once, through its challenge.
+    /// GETs `url`, as [`Source::send`] does.
     async fn get(&self, url: &Url, accept: Option<&str>, what: &str) -> Result<Response> {
+        self.send(Method::GET, url, accept, None, what).await
+    }
+
+    /// Sends one request, with `body` (its content type and bytes) if any.
+    /// Credentials go to the registry itself only (same scheme, host and
+    /// port); a 401 from it is answered once, through its challenge.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        accept: Option<&str>,
+        body: Option<Payload<'_>>,
+        what: &str,
+    ) -> Result<Response> {
         let to_registry = same_origin(url, &self.base);
         let mut challenged = false;
         loop {
-            let mut req = self.http.get(url.clone());
+            let mut req = self.http.request(method.clone(), url.clone());
             if let Some(accept) = accept {
                 req = req.header(ACCEPT, accept);
+            }
+            if let Some(payload) = &body {
+                req = req
+                    .header(CONTENT_TYPE, payload.content_type)
+                    .body(payload.bytes.clone());
+                if let Some(range) = &payload.range {
+                    req = req.header(CONTENT_RANGE, range.as_str());
+                }
+            } else if method != Method::GET && method != Method::HEAD {
+                req = req.header(CONTENT_LENGTH, 0);
             }
             let authorization = self
                 .authorization
@@ -337,8 +384,10 @@ impl Source {
                 redact(&url)
             )));
         }
-        url.query_pairs_mut()
-            .append_pair("scope", &format!("repository:{}:pull", self.repository));
+        url.query_pairs_mut().append_pair(
+            "scope",
+            &format!("repository:{}:{}", self.repository, self.actions),
+        );
         if let Some(service) = challenge.param("service") {
             url.query_pairs_mut().append_pair("service", service);
         }
@@ -461,7 +510,7 @@ impl Source {
     }
 
     /// Who answered at `url`: the registry, or where it redirected to.
-    fn who(&self, url: &Url) -> String {
+    pub(crate) fn who(&self, url: &Url) -> String {
         if same_origin(url, &self.base) {
             format!("registry {}", self.registry)
         } else {
@@ -494,7 +543,7 @@ impl Source {
     }
 
     /// An error answer, with a bounded, quoted excerpt of what it said.
-    async fn status_error(&self, mut resp: Response, who: &str, what: &str) -> Error {
+    pub(crate) async fn status_error(&self, mut resp: Response, who: &str, what: &str) -> Error {
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED {
             return Error::new(
@@ -534,7 +583,7 @@ impl Source {
     }
 }
 
-fn unreachable_error(e: reqwest::Error, who: &str, what: &str) -> Error {
+pub(crate) fn unreachable_error(e: reqwest::Error, who: &str, what: &str) -> Error {
     network_error(e, &format!("{who} is unreachable"), what)
 }
 
@@ -775,7 +824,7 @@ fn sensitive(value: &str) -> Result<HeaderValue> {
     Ok(v)
 }
 
-fn same_origin(a: &Url, b: &Url) -> bool {
+pub(crate) fn same_origin(a: &Url, b: &Url) -> bool {
     a.scheme() == b.scheme()
         && a.host_str() == b.host_str()
         && a.port_or_known_default() == b.port_or_known_default()

@@ -12,3 +12,4 @@ pub mod reference;
 pub mod registries;
 pub mod service;
 pub mod unpack;
+pub mod upload;

@@ -76,6 +76,50 @@ impl LayerState {
     }
 }
 
+/// One report of a push in progress, in Docker's vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushProgress {
+    /// "The push refers to repository [<repository>]".
+    Started { repository: String },
+    /// A layer (named by its diff id's short form, as Docker does) changed state.
+    Layer { id: String, state: PushLayerState },
+    /// The manifest is in place: "<tag>: digest: <digest> size: <size>".
+    Finished {
+        tag: String,
+        digest: String,
+        size: u64,
+    },
+}
+
+/// A layer's state during a push, in the order a push goes through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushLayerState {
+    Preparing,
+    /// Another layer of the push uploads the same blob first.
+    Waiting,
+    /// Bytes sent so far, of `total`.
+    Pushing {
+        current: u64,
+        total: u64,
+    },
+    Pushed,
+    /// The registry had the blob: nothing sent.
+    AlreadyExists,
+}
+
+impl PushLayerState {
+    /// The status text Docker shows for the state.
+    pub fn docker_status(&self) -> &'static str {
+        match self {
+            PushLayerState::Preparing => "Preparing",
+            PushLayerState::Waiting => "Waiting",
+            PushLayerState::Pushing { .. } => "Pushing",
+            PushLayerState::Pushed => "Pushed",
+            PushLayerState::AlreadyExists => "Layer already exists",
+        }
+    }
+}
+
 /// A layer's short id as Docker shows it: 12 hex digits of its digest.
 pub fn short_id(digest: &str) -> String {
     let hex = digest_hex(digest).unwrap_or(digest);

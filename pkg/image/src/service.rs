@@ -23,6 +23,9 @@ use crate::progress::{short_id, LayerState, PullProgress, Reporter};
 use crate::reference::{is_image_id, Reference};
 use crate::registries::{Endpoint, RegistriesConfig};
 
+mod push;
+pub use push::PushOutcome;
+
 const IMAGES: &str = "images";
 
 /// What berth keeps about one image (its id is the config digest).
@@ -532,6 +535,13 @@ impl ImageService {
         Ok(None)
     }
 
+    /// `name` as a pull would first try it: `registry/repository`, and its
+    /// tag (`latest` when it names neither tag nor digest) or digest.
+    pub fn qualify(&self, name: &str) -> Result<(String, Option<String>, Option<String>)> {
+        let r = self.registries.candidates(name)?.swap_remove(0);
+        Ok((r.name(), r.tag, r.digest))
+    }
+
     /// Points the tag `target` at the image `source` names, moving it off
     /// any image it named before. A short `target` is qualified with the
     /// first unqualified-search registry, the one a pull tries first.
@@ -593,6 +603,16 @@ impl ImageService {
     /// The raw image config JSON of a present image.
     pub fn config(&self, image: &Image) -> Result<Vec<u8>> {
         self.content.read_blob(&image.id)
+    }
+
+    /// What each layer of an image takes unpacked, bottom layer first:
+    /// the sizes `docker history` shows.
+    pub fn unpacked_sizes(&self, image: &Image) -> Vec<u64> {
+        image
+            .layers
+            .iter()
+            .map(|l| self.content.snapshot_usage(&l.diff_id).bytes)
+            .collect()
     }
 
     /// The overlayfs lowerdirs of an image, bottom layer first.
