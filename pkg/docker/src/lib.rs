@@ -19,14 +19,12 @@
 //!   images (list, inspect, history, tag, rmi, prune, pull, push), the
 //!   JSON progress streams, `X-Registry-Auth`, familiar names.
 
-#![recursion_limit = "256"]
-
-mod archive;
 //! - `logs`, `attach`, `exec`, `hijack`: container I/O, streamed or on a
 //!   hijacked connection, framed as dockerd frames it.
 
 #![recursion_limit = "256"]
 
+mod archive;
 mod attach;
 pub mod clock;
 mod containers;
@@ -39,14 +37,13 @@ pub mod filters;
 mod hijack;
 mod host;
 pub mod http;
-mod lifecycle;
-mod listen;
-mod observe;
-mod logs;
 mod image_transfer;
 mod images;
+mod lifecycle;
 mod listen;
+mod logs;
 mod names;
+mod observe;
 mod progress;
 mod registry_auth;
 pub mod router;

@@ -9,10 +9,10 @@ use hyper::{Method, Request, Response};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{percent_decode, Body, Query};
 use crate::version::{self, ApiVersion};
-use crate::{containers, create, lifecycle, system, Door};
-use crate::{archive, containers, df, events, observe, stats, system, Door};
-use crate::{attach, containers, exec, logs, system, Door};
-use crate::{containers, image_transfer, images, system, Door};
+use crate::{
+    archive, attach, containers, create, df, events, exec, image_transfer, images, lifecycle, logs,
+    observe, stats, system, Door,
+};
 use std::sync::Arc;
 
 /// One request as a handler sees it.
