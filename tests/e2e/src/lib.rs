@@ -366,6 +366,16 @@ pub mod bench {
         v[i]
     }
 
+    /// A process's resident memory in KiB (`VmRSS`), 0 if it is gone.
+    pub fn rss_kib(pid: u32) -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Seconds as milliseconds with one decimal.
     pub fn ms(v: f64) -> String {
         format!("{:.1} ms", v * 1000.0)

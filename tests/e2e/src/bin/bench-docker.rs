@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_e2e::bench::{ms, percentile};
+use berth_e2e::bench::{ms, percentile, rss_kib};
 use berth_testkit::{eventually, test_images, TestDaemon, TestRegistry};
 
 const RUNS: usize = 20;
@@ -236,15 +236,6 @@ impl Drop for Dockerd {
 fn ip(args: &[&str]) {
     let status = Command::new("ip").args(args).status().expect("run ip");
     assert!(status.success(), "ip {args:?}");
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// `crun run` of the busybox rootfs running `true`, timed: the floor

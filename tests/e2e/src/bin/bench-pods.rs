@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Instant;
 
-use berth_e2e::bench::{ms, percentile};
+use berth_e2e::bench::{ms, percentile, rss_kib};
 use berth_testkit::{cgroups_under, test_images, TestDaemon, TestRegistry};
 use k8s_cri::v1 as api;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -22,15 +22,6 @@ use tonic::transport::Channel;
 
 const RUNS: usize = 50;
 const CONCURRENT: usize = 20;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 fn pod_config(n: usize) -> api::PodSandboxConfig {
     api::PodSandboxConfig {
