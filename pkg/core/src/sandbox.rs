@@ -258,7 +258,7 @@ impl Sandboxes {
     /// nothing on the host.
     fn cgroup_parent_path(&self, id: &str, config: &PodConfig) -> Result<String> {
         let parent = if config.cgroup_parent.is_empty() {
-            format!("{}/{id}", self.config.cgroup_root.trim_end_matches('/'))
+            self.own_cgroup_parent(id)
         } else if self.config.cgroup_driver == CgroupDriver::Systemd
             && config.cgroup_parent.ends_with(".slice")
         {
@@ -440,8 +440,21 @@ impl Shared {
         self.config.state_dir.join("u")
     }
     /// Cleans up a sandbox found on disk with no record (a crash mid-setup).
+    /// The parent berth makes for a pod when kubelet names none.
+    pub(crate) fn own_cgroup_parent(&self, id: &str) -> String {
+        format!("{}/{id}", self.config.cgroup_root.trim_end_matches('/'))
+    }
+
     pub(crate) fn remove_leftover_sandbox(&self, id: &str) {
         self.remove_sandbox_files(id, None);
+        // Without its record only berth's own parent is known: the one a
+        // pod gets when kubelet names none. Nothing else lives under it.
+        let parent = self.own_cgroup_parent(id);
+        if self.cgroups.exists(&parent) {
+            if let Err(e) = self.cgroups.remove(&parent) {
+                tracing::warn!(sandbox = %id, "remove cgroup parent: {e}");
+            }
+        }
     }
     /// Undoes everything a sandbox made on the node; missing parts are fine.
     fn remove_sandbox_files(&self, id: &str, record: Option<&SandboxRecord>) {
