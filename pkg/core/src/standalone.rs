@@ -357,10 +357,14 @@ impl Containers {
                     format!("container {id} is running: stop it first or force its removal"),
                 ));
             }
-            self.remove_locked(&entry, id).await?;
+            self.remove_unannounced(&entry, id).await?;
             record.sandbox_id
         };
-        self.release_docker_sandbox(&sandbox_id).await
+        // `wait?condition=removed` (`docker run --rm`) returns once the
+        // sandbox went too: nothing of the container is left then.
+        let released = self.release_docker_sandbox(&sandbox_id).await;
+        entry.removed.send_replace(true);
+        released
     }
 
     /// Removes a Docker sandbox no container uses any more.

@@ -399,12 +399,6 @@ fn port_mappings(
             _ => return Err(bad()),
         };
         for b in list.unwrap_or_default() {
-            let host_port = match b.host_port.as_str() {
-                "" => None,
-                p => Some(p.parse::<u16>().map_err(|_| {
-                    ApiError::bad_request(format!("invalid port specification: \"{p}\""))
-                })?),
-            };
             let host_ip = match b.host_ip.as_str() {
                 "" => None,
                 ip => Some(
@@ -412,6 +406,14 @@ fn port_mappings(
                         .map_err(|_| ApiError::bad_request(format!("invalid IP address: {ip}")))?,
                 ),
             };
+            let host_port = match b.host_port.as_str() {
+                // `-p 80`: Docker picks a free host port.
+                "" | "0" => ephemeral_port(host_ip, protocol)?,
+                p => p.parse::<u16>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid port specification: \"{p}\""))
+                })?,
+            };
+            let host_port = Some(host_port);
             out.push(PortMapping {
                 protocol,
                 container_port,
@@ -421,6 +423,20 @@ fn port_mappings(
         }
     }
     Ok(out)
+}
+
+/// A host port free now on `ip` (all addresses if none), chosen by the
+/// kernel from its ephemeral range, as dockerd's allocator does from
+/// the same range.
+fn ephemeral_port(ip: Option<std::net::IpAddr>, protocol: Protocol) -> ApiResult<u16> {
+    let ip = ip.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let addr = std::net::SocketAddr::new(ip, 0);
+    let port = match protocol {
+        Protocol::Udp => std::net::UdpSocket::bind(addr).and_then(|s| s.local_addr()),
+        _ => std::net::TcpListener::bind(addr).and_then(|s| s.local_addr()),
+    };
+    port.map(|a| a.port())
+        .map_err(|e| ApiError::internal(format!("choose a free host port on {ip}: {e}")))
 }
 
 #[cfg(test)]

@@ -188,28 +188,6 @@ async fn docker_logs_follow_returns_when_the_container_exits() {
     d.assert_no_leaks();
 }
 
-/// A command under a pseudo-terminal (util-linux `script`), with the
-/// docker CLI's environment; returns what the terminal showed.
-fn under_pty(d: &TestDaemon, command: &str) -> (Option<i32>, String) {
-    let docker = d.docker_command();
-    let mut cmd = Command::new("script");
-    cmd.args(["-qec", command, "/dev/null"]);
-    for (k, v) in docker.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .expect("run script(1) from util-linux");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_exec_propagates_exit_codes_stdin_and_a_terminal() {
     let (d, reg, mut rt) = daemon_with(&["busybox"]).await;
@@ -249,10 +227,10 @@ async fn docker_exec_propagates_exit_codes_stdin_and_a_terminal() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\nthere\n");
 
     // -it under a pseudo-terminal: the command has a tty, output is raw.
-    let (code, screen) = under_pty(
-        &d,
-        &format!("docker exec -it {name} sh -c 'tty; echo hello-tty; exit 3'"),
-    );
+    let pty = d.docker_under_pty(&format!(
+        "docker exec -it {name} sh -c 'tty; echo hello-tty; exit 3'"
+    ));
+    let (code, screen) = (pty.status, pty.stdout);
     assert!(
         screen.contains("/dev/pts/"),
         "no terminal in the exec: {screen:?}"
