@@ -1,14 +1,13 @@
-//! `docker run` in the foreground, `docker attach` and `docker port`,
+//! `docker run` in the foreground and `docker attach`
 //! end to end with the real docker CLI (v28): the CLI attaches before it
 //! starts the container, copies its streams, and exits with the
 //! container's exit code.
 
 use std::io::Write;
 use std::process::Stdio;
-use std::time::Duration;
 
 use berth_e2e::*;
-use berth_testkit::{eventually, TestDaemon};
+use berth_testkit::TestDaemon;
 
 /// Every container `docker ps -a` lists, by full id.
 fn all_ids(d: &TestDaemon) -> String {
@@ -155,65 +154,5 @@ async fn attach_joins_a_running_container_and_ends_with_it() {
         late.stderr
     );
     d.docker_ok(&["rm", "talk"]);
-    d.assert_no_leaks();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn port_lists_fixed_and_chosen_host_ports() {
-    let (d, reg, _rt) = daemon_with(&["busybox"]).await;
-    let image = reg.image("busybox");
-    let fixed = free_port();
-    let script =
-        "mkdir -p /www && echo hello-port > /www/index.html && exec httpd -f -p 80 -h /www";
-    d.docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "-p",
-        &format!("127.0.0.1:{fixed}:80"),
-        "-p",
-        "127.0.0.1::8080/tcp",
-        &image,
-        "sh",
-        "-c",
-        script,
-    ]);
-    assert_eq!(
-        d.docker_ok(&["port", "web", "80"]).trim(),
-        format!("127.0.0.1:{fixed}")
-    );
-    // No host port asked: berth chose a free one, and it is reported.
-    let chosen = d.docker_ok(&["port", "web", "8080/tcp"]);
-    let chosen: u16 = chosen
-        .trim()
-        .strip_prefix("127.0.0.1:")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("a chosen host port: {chosen:?}"));
-    assert_ne!(chosen, 0);
-    let all = d.docker_ok(&["port", "web"]);
-    assert!(
-        all.contains(&format!("80/tcp -> 127.0.0.1:{fixed}"))
-            && all.contains(&format!("8080/tcp -> 127.0.0.1:{chosen}")),
-        "{all}"
-    );
-    assert_eq!(
-        http_get(&format!("http://127.0.0.1:{fixed}/")).await,
-        "hello-port"
-    );
-    let unpublished = d.docker(&["port", "web", "9999"]);
-    assert_eq!(unpublished.status, Some(1));
-    assert!(
-        unpublished
-            .stderr
-            .contains("No public port '9999' published for web"),
-        "{}",
-        unpublished.stderr
-    );
-    d.docker_ok(&["rm", "-f", "web"]);
-    eventually("web removed", Duration::from_secs(10), || {
-        all_ids(&d).is_empty().then_some(())
-    })
-    .await;
     d.assert_no_leaks();
 }
