@@ -104,7 +104,9 @@ pub async fn create(
         ));
     }
     if core.images().status(&body.image)?.is_none() {
-        return Err(ApiError::no_such_image(&normalised_reference(&body.image)));
+        let full = core.images().qualify(&body.image);
+        let full = full.map_or_else(|_| body.image.clone(), |q| crate::images::qualified(&q));
+        return Err(ApiError::no_such_image(&full));
     }
     if let Ok(holder) = view::find(core, &name) {
         if holder.name == name {
@@ -175,30 +177,6 @@ fn generated_name(core: &Core) -> String {
         }
     }
     unreachable!("an endless search ends with a free name")
-}
-
-/// An image reference as Docker spells it in full:
-/// `bb` → `docker.io/library/bb:latest`.
-pub fn normalised_reference(reference: &str) -> String {
-    let (name, suffix) = match reference.split_once('@') {
-        Some((n, d)) => (n.to_string(), format!("@{d}")),
-        None => {
-            let last = reference.rsplit('/').next().unwrap_or(reference);
-            match last.contains(':') {
-                true => (reference.to_string(), String::new()),
-                false => (reference.to_string(), ":latest".to_string()),
-            }
-        }
-    };
-    let first = name.split('/').next().unwrap_or_default();
-    let has_domain =
-        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    let name = match (has_domain, name.contains('/')) {
-        (true, _) => name,
-        (false, true) => format!("docker.io/{name}"),
-        (false, false) => format!("docker.io/library/{name}"),
-    };
-    format!("{name}{suffix}")
 }
 
 fn standalone_spec(core: &Core, name: String, body: CreateBody) -> ApiResult<StandaloneSpec> {
@@ -442,20 +420,6 @@ fn ephemeral_port(ip: Option<std::net::IpAddr>, protocol: Protocol) -> ApiResult
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn references_normalise_like_dockers() {
-        assert_eq!(normalised_reference("bb"), "docker.io/library/bb:latest");
-        assert_eq!(normalised_reference("me/bb:1"), "docker.io/me/bb:1");
-        assert_eq!(
-            normalised_reference("127.0.0.1:5001/library/bb"),
-            "127.0.0.1:5001/library/bb:latest"
-        );
-        assert_eq!(
-            normalised_reference("localhost/bb@sha256:ab"),
-            "localhost/bb@sha256:ab"
-        );
-    }
 
     #[test]
     fn names_follow_dockerds_rule() {
