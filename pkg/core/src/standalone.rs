@@ -55,6 +55,11 @@ const MONITOR_FILES: [&str; 5] = [
 /// Under `<root>/containers`: a Docker container's log file.
 const DOCKER_LOG: &str = "container.log";
 
+/// The name of signal `n` (`SIGTERM`), as `docker inspect` shows it.
+pub fn signal_name(n: i32) -> Option<String> {
+    berth_oci::spec::signal_name(n)
+}
+
 /// A signal by name (`TERM`, `SIGTERM`, `RTMIN+1`) or number; empty is
 /// SIGKILL (Docker's default for kill).
 pub fn parse_signal(signal: &str) -> Result<i32> {
