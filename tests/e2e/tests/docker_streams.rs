@@ -331,19 +331,13 @@ async fn exec_instances_inspect_detach_and_404_like_dockerd() {
     d.assert_no_leaks();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attach_hijacks_with_multiplexed_frames_and_stdin_once() {
-    let (d, reg, mut rt) = daemon_with(&["busybox"]).await;
-    let image = reg.image("busybox");
-    let mut config = sh("echo", &image, "cat; echo bye >&2");
-    config.stdin = true;
-    config.stdin_once = true;
-    let (pod, ctr, name) = cri_container(&d, &mut rt, "att", config).await;
-
+/// `POST /containers/{name}/attach?{query}` with the CLI's upgrade
+/// headers; returns the connection and the response head.
+fn hijack(d: &TestDaemon, name: &str, query: &str) -> (UnixStream, String) {
     let mut s = UnixStream::connect(d.docker_socket()).unwrap();
     write!(
         s,
-        "POST /v1.41/containers/{name}/attach?stderr=1&stdin=1&stdout=1&stream=1 HTTP/1.1\r\n\
+        "POST /v1.41/containers/{name}/attach?{query} HTTP/1.1\r\n\
          Host: api.moby.localhost\r\nContent-Length: 0\r\nContent-Type: text/plain\r\n\
          Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
     )
@@ -354,7 +348,19 @@ async fn attach_hijacks_with_multiplexed_frames_and_stdin_once() {
         s.read_exact(&mut byte).unwrap();
         head.push(byte[0]);
     }
-    let head = String::from_utf8(head).unwrap();
+    (s, String::from_utf8(head).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_hijacks_with_multiplexed_frames_and_stdin_once() {
+    let (d, reg, mut rt) = daemon_with(&["busybox"]).await;
+    let image = reg.image("busybox");
+    let mut config = sh("echo", &image, "cat; echo bye >&2");
+    config.stdin = true;
+    config.stdin_once = true;
+    let (pod, ctr, name) = cri_container(&d, &mut rt, "att", config).await;
+
+    let (mut s, head) = hijack(&d, &name, "stderr=1&stdin=1&stdout=1&stream=1");
     assert!(head.starts_with("HTTP/1.1 101 UPGRADED\r\n"), "{head}");
     let lower = head.to_ascii_lowercase();
     assert!(
@@ -375,6 +381,14 @@ async fn attach_hijacks_with_multiplexed_frames_and_stdin_once() {
     want.extend_from_slice(b"\x02\x00\x00\x00\x00\x00\x00\x04bye\n");
     assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&got));
     wait_state(&mut rt, &ctr, api::ContainerState::ContainerExited).await;
+
+    // logs=1 without stream: what it wrote, framed, from a stopped one.
+    let (mut s, head) = hijack(&d, &name, "logs=1&stdout=1&stderr=1");
+    assert!(head.starts_with("HTTP/1.1 101 UPGRADED\r\n"), "{head}");
+    let mut history = Vec::new();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.read_to_end(&mut history).unwrap();
+    assert_eq!(history, want, "{:?}", String::from_utf8_lossy(&history));
 
     // Resizing a container without a terminal is refused.
     let (status, _) = raw(
