@@ -534,6 +534,10 @@ pub struct ContainerStats {
     pub sandbox_id: String,
     pub timestamp_ns: i64,
     pub cpu_usage_ns: u64,
+    /// The parts of `cpu_usage_ns` in user mode and in the kernel (0 where
+    /// the kernel does not split it).
+    pub cpu_user_ns: u64,
+    pub cpu_system_ns: u64,
     /// Average over the time since the previous sample (0 on the first).
     pub cpu_nano_cores: u64,
     pub memory_working_set_bytes: u64,
