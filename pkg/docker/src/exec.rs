@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use berth_core::{ExecProcess, ExecSpec, Pty};
+use berth_core::{ExecPid, ExecProcess, ExecSpec, Pty};
 use hyper::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -41,6 +41,7 @@ struct State {
     running: bool,
     exit_code: Option<i32>,
     pty: Option<Pty>,
+    pid: Option<ExecPid>,
 }
 
 /// The create body (the fields berth acts on or shows; others ignored).
@@ -121,23 +122,11 @@ pub async fn create(ctx: Ctx, reference: &str) -> ApiResult<Response<Body>> {
 
 /// What the core's exec cannot do yet is refused rather than ignored.
 fn unsupported(body: &CreateBody) -> ApiResult<()> {
-    let refused = |what: &str| {
-        Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("berth does not support exec with {what} yet"),
-        ))
-    };
-    if !body.user.is_empty() {
-        return refused("--user");
-    }
-    if !body.working_dir.is_empty() {
-        return refused("--workdir");
-    }
-    if body.env.as_ref().is_some_and(|e| !e.is_empty()) {
-        return refused("--env");
-    }
     if body.privileged {
-        return refused("--privileged");
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "berth does not support exec with --privileged: an exec keeps its container's privileges",
+        ));
     }
     Ok(())
 }
@@ -170,6 +159,9 @@ pub async fn start(ctx: Ctx, exec_id: &str) -> ApiResult<Response<Body>> {
         stdin: c.attach_stdin && !start.detach,
         stdout: c.attach_stdout && !start.detach,
         stderr: c.attach_stderr && !start.detach,
+        env: c.env.clone().unwrap_or_default(),
+        cwd: Some(c.working_dir.clone()).filter(|w| !w.is_empty()),
+        user: Some(c.user.clone()).filter(|u| !u.is_empty()),
     };
     let process = match core
         .containers()
@@ -184,7 +176,11 @@ pub async fn start(ctx: Ctx, exec_id: &str) -> ApiResult<Response<Body>> {
             return Err(e.into());
         }
     };
-    instance.state().pty = process.pty.clone();
+    {
+        let mut state = instance.state();
+        state.pty = process.pty.clone();
+        state.pid = Some(process.pid());
+    }
     if start.detach {
         tokio::spawn(finish(instance, process));
         return no_content(StatusCode::OK);
@@ -252,6 +248,10 @@ async fn finish(instance: Arc<Instance>, mut process: ExecProcess) {
 
 fn finish_state(instance: &Instance, code: Option<i32>) {
     let mut state = instance.state();
+    // Read while the exec's pid file is still there: inspect keeps it.
+    if let Some(pid) = &state.pid {
+        pid.get();
+    }
     state.running = false;
     state.pty = None;
     state.exit_code = Some(code.unwrap_or(-1));
@@ -330,14 +330,17 @@ struct ProcessConfig<'a> {
     entrypoint: &'a str,
     arguments: &'a [String],
     privileged: bool,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    user: &'a str,
 }
 
 /// `GET /exec/{id}/json`.
 pub fn inspect(ctx: &Ctx, exec_id: &str) -> ApiResult<Response<Body>> {
     let instance = ctx.door.execs.get(exec_id)?;
-    let (running, exit_code) = {
+    let (running, exit_code, pid) = {
         let s = instance.state();
-        (s.running, s.exit_code)
+        let pid = s.pid.as_ref().and_then(ExecPid::get).unwrap_or(0);
+        (s.running, s.exit_code, pid)
     };
     let c = &instance.config;
     let cmd = c.cmd.as_deref().unwrap_or_default();
@@ -350,6 +353,7 @@ pub fn inspect(ctx: &Ctx, exec_id: &str) -> ApiResult<Response<Body>> {
             entrypoint: cmd.first().map(String::as_str).unwrap_or(""),
             arguments: cmd.get(1..).unwrap_or_default(),
             privileged: c.privileged,
+            user: &c.user,
         },
         open_stdin: c.attach_stdin,
         open_stderr: c.attach_stderr,
@@ -357,7 +361,7 @@ pub fn inspect(ctx: &Ctx, exec_id: &str) -> ApiResult<Response<Body>> {
         can_remove: false,
         container_id: &instance.container_id,
         detach_keys: "",
-        pid: 0,
+        pid,
     })
 }
 

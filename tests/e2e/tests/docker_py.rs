@@ -123,14 +123,20 @@ async fn docker_py_execs_stops_a_stubborn_process_and_removes_it() {
     assert_eq!(started["id"].as_str().map(str::len), Some(64), "{started}");
 
     let v = docker_py(&d, &["exec", "stubborn"]);
-    assert_eq!(v["plain"], serde_json::json!({"code": 0, "output": "hello\n"}));
+    assert_eq!(
+        v["plain"],
+        serde_json::json!({"code": 0, "output": "hello\n"})
+    );
     assert_eq!(v["failing"]["code"], 4, "{v}");
     assert_eq!(v["split"]["code"], 7, "{v}");
     assert_eq!(v["split"]["stdout"], "out\n", "{v}");
     assert_eq!(v["split"]["stderr"], "err\n", "{v}");
     // Env (added to the container's, overriding PATH), workdir and user.
     assert_eq!(v["options"]["code"], 0, "{v}");
-    assert_eq!(v["options"]["output"], "1 two words\n/tmp\n1000\n50\n", "{v}");
+    assert_eq!(
+        v["options"]["output"], "1 two words\n/tmp\n1000\n50\n",
+        "{v}"
+    );
     assert_eq!(v["by_name"]["output"], "app\n1000\n", "{v}");
     assert_eq!(v["env_list"]["output"], "/bin\n", "{v}");
 
@@ -140,9 +146,6 @@ async fn docker_py_execs_stops_a_stubborn_process_and_removes_it() {
     assert!(v["took"].as_f64().unwrap() >= 1.0, "{v}");
     let gone = docker_py(&d, &["inspect", "stubborn"]);
     assert_eq!(gone["error"], 404, "{gone}");
-    assert_eq!(
-        gone["explanation"], "No such container: stubborn",
-        "{gone}"
-    );
+    assert_eq!(gone["explanation"], "No such container: stubborn", "{gone}");
     d.assert_no_leaks();
 }
