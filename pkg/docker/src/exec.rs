@@ -170,10 +170,12 @@ pub async fn start(ctx: Ctx, exec_id: &str) -> ApiResult<Response<Body>> {
     {
         Ok(p) => p,
         Err(e) => {
-            let mut state = instance.state();
-            state.running = false;
-            state.exit_code = Some(126);
-            return Err(e.into());
+            finish_state(&instance, Some(126));
+            if start.detach {
+                return Err(e.into());
+            }
+            tokio::spawn(report_failure(on_upgrade, instance, e));
+            return Ok(hijack::upgraded_response());
         }
     };
     {
@@ -239,6 +241,27 @@ async fn stream(io: hyper::upgrade::Upgraded, instance: Arc<Instance>, mut proce
     if let Some(task) = stdin_task {
         task.abort();
     }
+}
+
+/// An attached exec that could not start: as dockerd, the stream is
+/// hijacked anyway and carries the reason on stdout; the exit code (126)
+/// is in inspect, which the CLI exits with.
+async fn report_failure(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    instance: Arc<Instance>,
+    e: berth_core::Error,
+) {
+    let Some(io) = upgraded(on_upgrade).await else {
+        return;
+    };
+    let (_, out) = hijack::split(io);
+    let mut output = Output {
+        out,
+        tty: instance.config.tty,
+    };
+    let reason = format!("{}\r\n", e.message);
+    let _ = output.send(STDOUT, reason.as_bytes()).await;
+    output.finish().await;
 }
 
 async fn finish(instance: Arc<Instance>, mut process: ExecProcess) {
