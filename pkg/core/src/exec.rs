@@ -688,6 +688,42 @@ mod tests {
         std::fs::remove_dir_all(&base).unwrap();
     }
 
+    #[test]
+    fn an_exec_pid_is_read_once_written_and_kept_after_its_file_goes() {
+        let file = std::env::temp_dir().join(format!("berth-exec-pid-{}", std::process::id()));
+        let _ = std::fs::remove_file(&file);
+        let pid = ExecPid {
+            file: file.clone(),
+            known: Arc::default(),
+        };
+        assert_eq!(pid.get(), None, "not written yet");
+        std::fs::write(&file, "0").unwrap();
+        assert_eq!(pid.get(), None, "0 is no process");
+        std::fs::write(&file, "4242").unwrap();
+        assert_eq!(pid.clone().get(), Some(4242));
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(pid.get(), Some(4242), "kept by every clone");
+    }
+
+    #[test]
+    fn an_exec_spec_passes_env_cwd_and_user_on() {
+        let spec = ExecSpec {
+            env: vec!["A=1".into()],
+            cwd: Some("/tmp".into()),
+            user: Some("app:50".into()),
+            ..ExecSpec::default()
+        };
+        assert_eq!(
+            spec.options(),
+            berth_oci::spec::ExecOptions {
+                env: vec!["A=1".into()],
+                cwd: Some("/tmp".into()),
+                user: Some("app:50".into()),
+            }
+        );
+        assert_eq!(ExecSpec::default().options(), Default::default());
+    }
+
     #[tokio::test]
     async fn output_at_the_cap_is_not_truncated() {
         let (data, truncated) = read_capped(&b"abcd"[..], 4).await.unwrap();
