@@ -104,7 +104,7 @@ pub async fn create(
         ));
     }
     if core.images().status(&body.image)?.is_none() {
-        return Err(ApiError::no_such_image(&normalised_reference(&body.image)));
+        return Err(ApiError::no_such_image(&familiar_reference(&body.image)));
     }
     if let Ok(holder) = view::find(core, &name) {
         if holder.name == name {
@@ -175,6 +175,16 @@ fn generated_name(core: &Core) -> String {
         }
     }
     unreachable!("an endless search ends with a free name")
+}
+
+/// An image reference as dockerd's messages spell it (`FamiliarString`
+/// of the name with its default tag): `docker.io/library/bb` → `bb:latest`.
+fn familiar_reference(reference: &str) -> String {
+    let full = normalised_reference(reference);
+    ["docker.io/library/", "docker.io/"]
+        .iter()
+        .find_map(|p| full.strip_prefix(p))
+        .map_or_else(|| full.clone(), str::to_string)
 }
 
 /// An image reference as Docker spells it in full:
@@ -438,6 +448,13 @@ mod tests {
         assert_eq!(
             normalised_reference("localhost/bb@sha256:ab"),
             "localhost/bb@sha256:ab"
+        );
+        assert_eq!(familiar_reference("bb"), "bb:latest");
+        assert_eq!(familiar_reference("docker.io/library/bb:1"), "bb:1");
+        assert_eq!(familiar_reference("docker.io/me/bb"), "me/bb:latest");
+        assert_eq!(
+            familiar_reference("127.0.0.1:5001/library/bb"),
+            "127.0.0.1:5001/library/bb:latest"
         );
     }
 

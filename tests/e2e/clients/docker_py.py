@@ -15,6 +15,7 @@ Flows:
   inspect NAME      the container NAME as listed and inspected
   pull IMAGE        pulls IMAGE; its id and tags
   image IMAGE       the local image IMAGE's id
+  create IMAGE      creates (never pulls) a container of IMAGE; removes it
   run IMAGE         runs a command writing to both streams and exiting 3,
                     detached; its wait status and each stream's logs; removes it
   start IMAGE NAME  runs NAME detached: a shell that ignores SIGTERM
@@ -65,6 +66,13 @@ def pull(client, image):
 
 def image(client, name):
     return {"id": client.images.get(name).id}
+
+
+def create(client, image):
+    c = client.containers.create(image, "true")
+    result = {"id": c.id, "status": c.status}
+    c.remove()
+    return result
 
 
 def run(client, image):
@@ -133,6 +141,7 @@ FLOWS = {
     "inspect": inspect,
     "pull": pull,
     "image": image,
+    "create": create,
     "run": run,
     "start": start,
     "exec": exec_,

@@ -90,6 +90,14 @@ async fn docker_py_pulls_the_image_the_cli_inspects() {
         missing["explanation"], "No such image: nothere:1",
         "{missing}"
     );
+    let missing = docker_py(&d, &["create", "nothere:1"]);
+    assert_eq!(missing["error"], 404, "{missing}");
+    assert_eq!(
+        missing["explanation"], "No such image: nothere:1",
+        "{missing}"
+    );
+    let made = docker_py(&d, &["create", &image]);
+    assert_eq!(made["status"], "created", "{made}");
     let unknown = format!("{}/nothere:1", reg.addr);
     let missing = docker_py(&d, &["pull", &unknown]);
     assert_eq!(missing["error"], 404, "{missing}");
