@@ -68,6 +68,8 @@ pub struct ExecSpec {
     /// `user`, `uid`, `user:group` or `uid:gid`, resolved in the
     /// container's `/etc/passwd` and `/etc/group` like a container's user.
     pub user: Option<String>,
+    /// Every capability the host can give (Docker's `exec --privileged`).
+    pub privileged: bool,
 }
 
 impl ExecSpec {
@@ -76,6 +78,7 @@ impl ExecSpec {
             env: self.env.clone(),
             cwd: self.cwd.clone(),
             user: self.user.clone(),
+            privileged: self.privileged,
         }
     }
 }
@@ -706,11 +709,12 @@ mod tests {
     }
 
     #[test]
-    fn an_exec_spec_passes_env_cwd_and_user_on() {
+    fn an_exec_spec_passes_env_cwd_user_and_privileged_on() {
         let spec = ExecSpec {
             env: vec!["A=1".into()],
             cwd: Some("/tmp".into()),
             user: Some("app:50".into()),
+            privileged: true,
             ..ExecSpec::default()
         };
         assert_eq!(
@@ -719,6 +723,7 @@ mod tests {
                 env: vec!["A=1".into()],
                 cwd: Some("/tmp".into()),
                 user: Some("app:50".into()),
+                privileged: true,
             }
         );
         assert_eq!(ExecSpec::default().options(), Default::default());

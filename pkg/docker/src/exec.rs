@@ -107,7 +107,6 @@ pub async fn create(ctx: Ctx, reference: &str) -> ApiResult<Response<Body>> {
             container.record.id
         )));
     }
-    unsupported(&body)?;
     door.execs.prune(&core);
     let id = random_id()?;
     let instance = Arc::new(Instance {
@@ -118,17 +117,6 @@ pub async fn create(ctx: Ctx, reference: &str) -> ApiResult<Response<Body>> {
     });
     door.execs.lock().insert(id.clone(), instance);
     Ok(json(StatusCode::CREATED, &serde_json::json!({ "Id": id })))
-}
-
-/// What the core's exec cannot do yet is refused rather than ignored.
-fn unsupported(body: &CreateBody) -> ApiResult<()> {
-    if body.privileged {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "berth does not support exec with --privileged: an exec keeps its container's privileges",
-        ));
-    }
-    Ok(())
 }
 
 /// `POST /exec/{id}/start`.
@@ -162,6 +150,7 @@ pub async fn start(ctx: Ctx, exec_id: &str) -> ApiResult<Response<Body>> {
         env: c.env.clone().unwrap_or_default(),
         cwd: Some(c.working_dir.clone()).filter(|w| !w.is_empty()),
         user: Some(c.user.clone()).filter(|u| !u.is_empty()),
+        privileged: c.privileged,
     };
     let process = match core
         .containers()

@@ -604,7 +604,8 @@ pub fn write_bundle_config(spec: &Spec, bundle: &Path) -> Result<()> {
 }
 
 /// What an exec asks for beyond its command and terminal (Docker's
-/// `exec --env/--workdir/--user`); each left empty keeps the container's.
+/// `exec --env/--workdir/--user/--privileged`); each left empty keeps the
+/// container's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecOptions {
     /// `KEY=value` set over the container's environment, replacing the
@@ -615,6 +616,10 @@ pub struct ExecOptions {
     /// `user`, `uid`, `user:group` or `uid:gid`, resolved in the container's
     /// `/etc/passwd` and `/etc/group` as a container's user is.
     pub user: Option<String>,
+    /// Every capability the host can give, as a privileged container has
+    /// (dockerd's privileged exec); the container's seccomp filter, masked
+    /// paths and devices stay.
+    pub privileged: bool,
 }
 
 /// The process for `runtime exec --process FILE`: the container's process
@@ -666,6 +671,9 @@ pub fn exec_process(
             .map(|r| r.path().clone())
             .ok_or_else(|| Error::internal("the container's spec has no root"))?;
         p.set_user(resolve_user(&rootfs, &UserRequest::default(), user)?);
+    }
+    if options.privileged {
+        p.set_capabilities(Some(oci_capabilities(caps::current())));
     }
     Ok(p)
 }
@@ -1396,6 +1404,7 @@ mod tests {
             env: s(&["A=2", "NEW=3", "GONE"]),
             cwd: Some("/tmp/../work".into()),
             user: Some("app".into()),
+            privileged: false,
         };
         let p = exec_process(&out, s(&["id"]), true, &options).unwrap();
         let env = p.env().as_ref().unwrap();
@@ -1418,6 +1427,18 @@ mod tests {
         };
         let p = exec_process(&out, s(&["id"]), false, &numeric).unwrap();
         assert_eq!((p.user().uid(), p.user().gid()), (1000, 50));
+        assert_eq!(
+            p.capabilities(),
+            out.process().as_ref().unwrap().capabilities()
+        );
+        let privileged = ExecOptions {
+            privileged: true,
+            ..ExecOptions::default()
+        };
+        let p = exec_process(&out, s(&["id"]), false, &privileged).unwrap();
+        let caps = p.capabilities().as_ref().unwrap();
+        assert_eq!(caps.bounding(), &Some(caps::current().to_oci()));
+        assert_eq!(caps.effective(), &Some(caps::current().to_oci()));
 
         let refused = |options: ExecOptions, says: &str| {
             let e = exec_process(&out, s(&["id"]), false, &options).unwrap_err();

@@ -354,7 +354,7 @@ async fn exec_instances_inspect_detach_and_404_like_dockerd() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn docker_exec_takes_env_workdir_and_user_and_shows_its_pid() {
+async fn docker_exec_takes_env_workdir_user_privileged_and_shows_its_pid() {
     let (d, reg, mut rt) = daemon_with(&["busybox"]).await;
     let image = reg.image("busybox");
     let mut config = container_config("box", &image, &["sleep", "3600"]);
@@ -390,14 +390,24 @@ async fn docker_exec_takes_env_workdir_and_user_and_shows_its_pid() {
         unknown.stdout.contains("user \"nobody-here\" not found"),
         "{unknown:?}"
     );
-    let privileged = d.docker(&["exec", "--privileged", &name, "true"]);
-    assert!(
-        privileged
-            .stderr
-            .contains("berth does not support exec with --privileged"),
-        "{}",
-        privileged.stderr
-    );
+    // --privileged: every capability the host gives (CAP_SYS_ADMIN is bit
+    // 21), which the container's own process does not have.
+    let cap_eff = |args: &[&str]| {
+        let out = d.docker_ok(
+            &[
+                args,
+                &[name.as_str(), "grep", "CapEff", "/proc/self/status"],
+            ]
+            .concat(),
+        );
+        let hex = out.trim().trim_start_matches("CapEff:").trim().to_string();
+        u64::from_str_radix(&hex, 16).unwrap_or_else(|_| panic!("CapEff in {out:?}"))
+    };
+    let plain = cap_eff(&["exec"]);
+    let privileged = cap_eff(&["exec", "--privileged"]);
+    assert_eq!(plain & (1 << 21), 0, "{plain:x}");
+    assert_ne!(privileged & (1 << 21), 0, "{privileged:x}");
+    assert_eq!(privileged & plain, plain, "{privileged:x} ⊇ {plain:x}");
 
     // A running exec's inspect shows its process's pid on the host.
     let sock = d.docker_socket();
