@@ -655,6 +655,15 @@ impl Containers {
 
     /// Removes a container whose lock the caller holds.
     pub(crate) async fn remove_locked(&self, entry: &Arc<Entry>, id: &str) -> Result<()> {
+        self.remove_unannounced(entry, id).await?;
+        entry.removed.send_replace(true);
+        Ok(())
+    }
+
+    /// Removes a container whose lock the caller holds, without telling
+    /// its `removed` waiters: the caller does, once all that went with it
+    /// (a Docker container's own sandbox) is gone too.
+    pub(crate) async fn remove_unannounced(&self, entry: &Arc<Entry>, id: &str) -> Result<()> {
         self.kill_and_wait(entry, 0).await?;
         let record = entry.record();
         {
@@ -674,7 +683,6 @@ impl Containers {
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
         self.container_event(&record, Action::Destroy);
-        entry.removed.send_replace(true);
         Ok(())
     }
 

@@ -893,22 +893,19 @@ mod tests {
         (host, manifest_digest, layer.len() as u64)
     }
 
+    /// A facade over an empty store under `dir`, publishing on `bus`.
+    fn empty_images(dir: &std::path::Path, bus: Arc<EventBus>) -> Images {
+        let store = Arc::new(Store::open(&dir.join("store")).unwrap());
+        let leaf =
+            ImageService::open(&dir.join("images"), store, RegistriesConfig::default()).unwrap();
+        Images::new(Arc::new(leaf), Arc::new(Users(Mutex::default())), bus)
+    }
+
     #[tokio::test]
     async fn a_pull_through_the_facade_reports_in_core_types() {
         let (host, manifest_digest, layer_size) = registry(PULLED_CONFIG.as_bytes()).await;
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
-        let leaf = ImageService::open(
-            &dir.path().join("images"),
-            store,
-            RegistriesConfig::default(),
-        )
-        .unwrap();
-        let images = Images::new(
-            Arc::new(leaf),
-            Arc::new(Users(Mutex::default())),
-            Default::default(),
-        );
+        let images = empty_images(dir.path(), Default::default());
         let name = format!("{host}/app:latest");
         let pull = || PullRequest {
             reference: name.clone(),
@@ -1071,19 +1068,8 @@ mod tests {
         let reg = berth_testkit::TestRegistry::start();
         reg.push(&["busybox"]);
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
-        let leaf = ImageService::open(
-            &dir.path().join("images"),
-            store,
-            RegistriesConfig::default(),
-        )
-        .unwrap();
         let bus = Arc::new(EventBus::default());
-        let images = Images::new(
-            Arc::new(leaf),
-            Arc::new(Users(Mutex::default())),
-            bus.clone(),
-        );
+        let images = empty_images(dir.path(), bus.clone());
         let request = PullRequest {
             reference: reg.image("busybox"),
             ..Default::default()

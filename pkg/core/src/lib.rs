@@ -109,7 +109,7 @@ pub use node::Node;
 pub use pty::Pty;
 pub use sandbox::Sandboxes;
 pub use seams::{BoxFuture, MetaStore, Monitors, Parts, RuntimeDriver};
-pub use standalone::parse_signal;
+pub use standalone::{parse_signal, signal_name};
 
 /// The cgroup driver kubelet must match (CRI `RuntimeConfig`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

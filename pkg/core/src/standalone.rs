@@ -55,6 +55,11 @@ const MONITOR_FILES: [&str; 5] = [
 /// Under `<root>/containers`: a Docker container's log file.
 const DOCKER_LOG: &str = "container.log";
 
+/// The name of signal `n` (`SIGTERM`), as `docker inspect` shows it.
+pub fn signal_name(n: i32) -> Option<String> {
+    berth_oci::spec::signal_name(n)
+}
+
 /// A signal by name (`TERM`, `SIGTERM`, `RTMIN+1`) or number; empty is
 /// SIGKILL (Docker's default for kill).
 pub fn parse_signal(signal: &str) -> Result<i32> {
@@ -357,10 +362,14 @@ impl Containers {
                     format!("container {id} is running: stop it first or force its removal"),
                 ));
             }
-            self.remove_locked(&entry, id).await?;
+            self.remove_unannounced(&entry, id).await?;
             record.sandbox_id
         };
-        self.release_docker_sandbox(&sandbox_id).await
+        // `wait?condition=removed` (`docker run --rm`) returns once the
+        // sandbox went too: nothing of the container is left then.
+        let released = self.release_docker_sandbox(&sandbox_id).await;
+        entry.removed.send_replace(true);
+        released
     }
 
     /// Removes a Docker sandbox no container uses any more.

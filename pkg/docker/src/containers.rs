@@ -134,9 +134,11 @@ fn port_mappings(v: &ContainerView) -> &[PortMapping] {
 /// The network a container is on, as `NetworkSettings.Networks` shows it.
 fn networks(v: &ContainerView) -> Map<String, Value> {
     let mut networks = Map::new();
-    let name = match v.network_mode() {
+    let name = match v.network_mode().as_str() {
         "host" => "host",
         "none" => "none",
+        // dockerd lists no network of its own for `container:<id>`.
+        m if m.starts_with("container:") => return networks,
         _ => "bridge",
     };
     let running = v.record.state == ContainerState::Running;
@@ -294,7 +296,7 @@ pub fn inspect_json(v: &ContainerView) -> Value {
             "NetworkMode": v.network_mode(),
             "PortBindings": port_bindings(ports),
             "RestartPolicy": { "Name": "no", "MaximumRetryCount": 0 },
-            "AutoRemove": false,
+            "AutoRemove": r.auto_remove,
             "CapAdd": nonempty(&c.security.capabilities_add),
             "CapDrop": nonempty(&c.security.capabilities_drop),
             "Privileged": c.security.privileged,
@@ -308,7 +310,7 @@ pub fn inspect_json(v: &ContainerView) -> Value {
             "CpusetCpus": c.resources.cpuset_cpus,
             "CpusetMems": c.resources.cpuset_mems,
             "NanoCpus": 0,
-            "PidsLimit": null,
+            "PidsLimit": (c.resources.pids_limit > 0).then_some(c.resources.pids_limit),
             "LogConfig": { "Type": "json-file", "Config": {} },
         },
         "GraphDriver": { "Name": "overlay", "Data": null },
@@ -331,6 +333,8 @@ pub fn inspect_json(v: &ContainerView) -> Value {
             "Entrypoint": if c.command.is_empty() { Value::Null } else { json!(c.command) },
             "OnBuild": null,
             "Labels": c.labels,
+            "StopSignal": berth_core::signal_name(r.stop_signal),
+            "StopTimeout": r.stop_timeout_s,
         },
         "NetworkSettings": {
             "Bridge": "",

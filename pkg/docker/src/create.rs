@@ -104,7 +104,9 @@ pub async fn create(
         ));
     }
     if core.images().status(&body.image)?.is_none() {
-        return Err(ApiError::no_such_image(&familiar_reference(&body.image)));
+        let full = core.images().qualify(&body.image);
+        let full = full.map_or_else(|_| body.image.clone(), |q| crate::images::qualified(&q));
+        return Err(ApiError::no_such_image(familiar(&full)));
     }
     if let Ok(holder) = view::find(core, &name) {
         if holder.name == name {
@@ -177,38 +179,13 @@ fn generated_name(core: &Core) -> String {
     unreachable!("an endless search ends with a free name")
 }
 
-/// An image reference as dockerd's messages spell it (`FamiliarString`
-/// of the name with its default tag): `docker.io/library/bb` → `bb:latest`.
-fn familiar_reference(reference: &str) -> String {
-    let full = normalised_reference(reference);
+/// A qualified image name as dockerd's messages spell it (its
+/// `FamiliarString`): `docker.io/library/bb:latest` → `bb:latest`.
+fn familiar(qualified: &str) -> &str {
     ["docker.io/library/", "docker.io/"]
         .iter()
-        .find_map(|p| full.strip_prefix(p))
-        .map_or_else(|| full.clone(), str::to_string)
-}
-
-/// An image reference as Docker spells it in full:
-/// `bb` → `docker.io/library/bb:latest`.
-pub fn normalised_reference(reference: &str) -> String {
-    let (name, suffix) = match reference.split_once('@') {
-        Some((n, d)) => (n.to_string(), format!("@{d}")),
-        None => {
-            let last = reference.rsplit('/').next().unwrap_or(reference);
-            match last.contains(':') {
-                true => (reference.to_string(), String::new()),
-                false => (reference.to_string(), ":latest".to_string()),
-            }
-        }
-    };
-    let first = name.split('/').next().unwrap_or_default();
-    let has_domain =
-        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    let name = match (has_domain, name.contains('/')) {
-        (true, _) => name,
-        (false, true) => format!("docker.io/{name}"),
-        (false, false) => format!("docker.io/library/{name}"),
-    };
-    format!("{name}{suffix}")
+        .find_map(|p| qualified.strip_prefix(p))
+        .unwrap_or(qualified)
 }
 
 fn standalone_spec(core: &Core, name: String, body: CreateBody) -> ApiResult<StandaloneSpec> {
@@ -409,12 +386,6 @@ fn port_mappings(
             _ => return Err(bad()),
         };
         for b in list.unwrap_or_default() {
-            let host_port = match b.host_port.as_str() {
-                "" => None,
-                p => Some(p.parse::<u16>().map_err(|_| {
-                    ApiError::bad_request(format!("invalid port specification: \"{p}\""))
-                })?),
-            };
             let host_ip = match b.host_ip.as_str() {
                 "" => None,
                 ip => Some(
@@ -422,6 +393,14 @@ fn port_mappings(
                         .map_err(|_| ApiError::bad_request(format!("invalid IP address: {ip}")))?,
                 ),
             };
+            let host_port = match b.host_port.as_str() {
+                // `-p 80`: Docker picks a free host port.
+                "" | "0" => ephemeral_port(host_ip, protocol)?,
+                p => p.parse::<u16>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid port specification: \"{p}\""))
+                })?,
+            };
+            let host_port = Some(host_port);
             out.push(PortMapping {
                 protocol,
                 container_port,
@@ -433,27 +412,30 @@ fn port_mappings(
     Ok(out)
 }
 
+/// A host port free now on `ip` (all addresses if none), chosen by the
+/// kernel from its ephemeral range, as dockerd's allocator does from
+/// the same range.
+fn ephemeral_port(ip: Option<std::net::IpAddr>, protocol: Protocol) -> ApiResult<u16> {
+    let ip = ip.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let addr = std::net::SocketAddr::new(ip, 0);
+    let port = match protocol {
+        Protocol::Udp => std::net::UdpSocket::bind(addr).and_then(|s| s.local_addr()),
+        _ => std::net::TcpListener::bind(addr).and_then(|s| s.local_addr()),
+    };
+    port.map(|a| a.port())
+        .map_err(|e| ApiError::internal(format!("choose a free host port on {ip}: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn references_normalise_like_dockers() {
-        assert_eq!(normalised_reference("bb"), "docker.io/library/bb:latest");
-        assert_eq!(normalised_reference("me/bb:1"), "docker.io/me/bb:1");
+    fn image_names_read_as_dockerd_words_them() {
+        assert_eq!(familiar("docker.io/library/bb:latest"), "bb:latest");
+        assert_eq!(familiar("docker.io/me/bb:1"), "me/bb:1");
         assert_eq!(
-            normalised_reference("127.0.0.1:5001/library/bb"),
-            "127.0.0.1:5001/library/bb:latest"
-        );
-        assert_eq!(
-            normalised_reference("localhost/bb@sha256:ab"),
-            "localhost/bb@sha256:ab"
-        );
-        assert_eq!(familiar_reference("bb"), "bb:latest");
-        assert_eq!(familiar_reference("docker.io/library/bb:1"), "bb:1");
-        assert_eq!(familiar_reference("docker.io/me/bb"), "me/bb:latest");
-        assert_eq!(
-            familiar_reference("127.0.0.1:5001/library/bb"),
+            familiar("127.0.0.1:5001/library/bb:latest"),
             "127.0.0.1:5001/library/bb:latest"
         );
     }

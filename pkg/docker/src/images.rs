@@ -325,7 +325,7 @@ pub async fn delete(core: &Core, name: &str, query: &Query) -> ApiResult<Respons
     ok_json(&report)
 }
 
-fn qualified(q: &berth_core::QualifiedName) -> String {
+pub(crate) fn qualified(q: &berth_core::QualifiedName) -> String {
     match (&q.digest, &q.tag) {
         (Some(d), _) => format!("{}@{d}", q.repository),
         (None, Some(t)) => format!("{}:{t}", q.repository),

@@ -25,22 +25,56 @@ use crate::router;
 use crate::version::MAX_VERSION;
 use crate::Door;
 
+/// A listener whose connections the door serves.
+trait Listener {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// The next connection and who it came from, for logs.
+    fn next(&self) -> impl Future<Output = std::io::Result<(Self::Stream, String)>> + Send;
+}
+
+impl Listener for UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn next(&self) -> std::io::Result<(Self::Stream, String)> {
+        self.accept().await.map(|(s, _)| (s, "unix".to_string()))
+    }
+}
+
+impl Listener for TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn next(&self) -> std::io::Result<(Self::Stream, String)> {
+        self.accept().await.map(|(s, peer)| (s, peer.to_string()))
+    }
+}
+
+/// Hands each connection of `listener` to `serve` until `shutdown`
+/// completes; a failed accept is logged and the loop goes on.
+async fn accept_until<L: Listener>(
+    listener: L,
+    shutdown: impl Future<Output = ()>,
+    mut serve: impl FnMut(L::Stream, String),
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.next() => match accepted {
+                Ok((stream, peer)) => serve(stream, peer),
+                Err(e) => tracing::warn!("docker API accept: {e}"),
+            },
+            () = &mut shutdown => return,
+        }
+    }
+}
+
 /// Serves `listener` until `shutdown` completes.
 pub async fn serve_unix(
     listener: UnixListener,
     door: Arc<Door>,
     shutdown: impl Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => spawn_connection(stream, door.clone()),
-                Err(e) => tracing::warn!("docker socket accept: {e}"),
-            },
-            () = &mut shutdown => return,
-        }
-    }
+    accept_until(listener, shutdown, |stream, _| {
+        spawn_connection(stream, door.clone())
+    })
+    .await
 }
 
 /// Serves TLS on `listener` until `shutdown` completes; a client without
@@ -52,24 +86,16 @@ pub async fn serve_tls(
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let (acceptor, door) = (acceptor.clone(), door.clone());
-                    tokio::spawn(async move {
-                        match acceptor.accept(stream).await {
-                            Ok(tls) => spawn_connection(tls, door),
-                            Err(e) => tracing::warn!(%peer, "docker TLS handshake refused: {e}"),
-                        }
-                    });
-                }
-                Err(e) => tracing::warn!("docker TCP accept: {e}"),
-            },
-            () = &mut shutdown => return,
-        }
-    }
+    accept_until(listener, shutdown, |stream, peer| {
+        let (acceptor, door) = (acceptor.clone(), door.clone());
+        tokio::spawn(async move {
+            match acceptor.accept(stream).await {
+                Ok(tls) => spawn_connection(tls, door),
+                Err(e) => tracing::warn!(%peer, "docker TLS handshake refused: {e}"),
+            }
+        });
+    })
+    .await
 }
 
 /// Serves plain TCP: only with the explicit insecure flag, which the
@@ -79,16 +105,10 @@ pub async fn serve_tcp_insecure(
     door: Arc<Door>,
     shutdown: impl Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => spawn_connection(stream, door.clone()),
-                Err(e) => tracing::warn!("docker TCP accept: {e}"),
-            },
-            () = &mut shutdown => return,
-        }
-    }
+    accept_until(listener, shutdown, |stream, _| {
+        spawn_connection(stream, door.clone())
+    })
+    .await
 }
 
 fn spawn_connection<S>(stream: S, door: Arc<Door>)

@@ -31,7 +31,7 @@ struct Sample {
 fn sample(core: &Core, v: &ContainerView) -> ApiResult<Sample> {
     let id = &v.record.id;
     let stats = core.containers().stats(id)?;
-    let networks = match v.network_mode() {
+    let networks = match v.network_mode().as_str() {
         "host" => None,
         _ => core.containers().network_stats(id).ok(),
     };

@@ -753,6 +753,18 @@ pub fn parse_signal(s: &str) -> Result<i32> {
     Err(bad())
 }
 
+/// The name of signal `n` as Docker shows it (`SIGTERM`, `SIGRTMIN+3`).
+pub fn signal_name(n: i32) -> Option<String> {
+    if let Some((name, _)) = SIGNALS.iter().find(|(_, k)| *k == n) {
+        return Some(format!("SIG{name}"));
+    }
+    match n - SIGRTMIN {
+        0 => Some("SIGRTMIN".into()),
+        k if (1..=SIGRTMAX - SIGRTMIN).contains(&k) => Some(format!("SIGRTMIN+{k}")),
+        _ => None,
+    }
+}
+
 /// The signal that stops a container: the image's `StopSignal`, else (or
 /// when it is not a signal) SIGTERM.
 pub fn stop_signal(image: &ImageDefaults) -> i32 {
@@ -1492,6 +1504,19 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::InvalidArgument);
         assert!(e.message.contains("SIGNOPE"));
         assert!(parse_signal("RTMIN+99").is_err());
+    }
+
+    #[test]
+    fn signal_names_round_trip() {
+        assert_eq!(signal_name(libc::SIGTERM).as_deref(), Some("SIGTERM"));
+        assert_eq!(signal_name(libc::SIGCHLD).as_deref(), Some("SIGCHLD"));
+        assert_eq!(signal_name(37).as_deref(), Some("SIGRTMIN+3"));
+        assert_eq!(signal_name(0), None);
+        // 32 and 33 are glibc's own: no application signal has them.
+        for n in (1..=31).chain(34..=64) {
+            let name = signal_name(n).unwrap();
+            assert_eq!(parse_signal(&name).unwrap(), n, "{name}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The real docker CLI aimed at a `TestDaemon`'s Docker API socket.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use crate::TestDaemon;
 
@@ -68,6 +68,26 @@ impl TestDaemon {
             self.log_tail()
         );
         run.stdout
+    }
+
+    /// A shell command line under a pseudo-terminal (util-linux
+    /// `script`), with the docker CLI's environment; returns how it ended
+    /// and what the terminal showed.
+    pub fn docker_under_pty(&self, command: &str) -> DockerRun {
+        let docker = self.docker_command();
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", command, "/dev/null"]);
+        for (k, v) in docker.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let output = cmd
+            .stdin(Stdio::null())
+            .output()
+            .expect("run script(1) from util-linux");
+        DockerRun::from(output)
     }
 
     /// The last lines of berthd's log, for failure messages.

@@ -103,6 +103,7 @@ async fn run_stop_start_kill_restart_rename_wait_and_rm() {
         "-c",
         "trap 'exit 7' USR1; while true; do sleep 0.2; done",
     ]);
+    assert_eq!(inspect(&d, "usr1", "{{.Config.StopSignal}}"), "SIGUSR1");
     d.docker_ok(&["stop", "-t", "30", "usr1"]);
     assert_eq!(inspect(&d, "usr1", "{{.State.ExitCode}}"), "7");
     d.docker_ok(&["rm", "usr1"]);
@@ -120,6 +121,14 @@ async fn run_stop_start_kill_restart_rename_wait_and_rm() {
         "-c",
         IGNORES_TERM,
     ]);
+    assert_eq!(
+        inspect(
+            &d,
+            "quick",
+            "{{.Config.StopTimeout}} {{.HostConfig.AutoRemove}}"
+        ),
+        "1 false"
+    );
     let started = Instant::now();
     d.docker_ok(&["stop", "quick"]);
     let took = started.elapsed();
@@ -152,10 +161,10 @@ async fn run_stop_start_kill_restart_rename_wait_and_rm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_published_port_serves_the_host() {
+async fn published_ports_serve_the_host_and_docker_port_lists_them() {
     let (d, reg, _rt) = daemon_with(&["busybox"]).await;
     let image = reg.image("busybox");
-    let port = free_port();
+    let fixed = free_port();
     let script =
         "mkdir -p /www && echo hello-docker > /www/index.html && exec httpd -f -p 80 -h /www";
     d.docker_ok(&[
@@ -164,18 +173,47 @@ async fn a_published_port_serves_the_host() {
         "--name",
         "web",
         "-p",
-        &format!("127.0.0.1:{port}:80"),
+        &format!("127.0.0.1:{fixed}:80"),
+        "-p",
+        "127.0.0.1::8080/tcp",
         &image,
         "sh",
         "-c",
         script,
     ]);
-    let body = http_get(&format!("http://127.0.0.1:{port}/")).await;
+    let body = http_get(&format!("http://127.0.0.1:{fixed}/")).await;
     assert_eq!(body, "hello-docker");
     let ports = inspect(&d, "web", "{{json .NetworkSettings.Ports}}");
     assert!(
-        ports.contains(&format!("\"HostPort\":\"{port}\"")),
+        ports.contains(&format!("\"HostPort\":\"{fixed}\"")),
         "{ports}"
+    );
+    assert_eq!(
+        d.docker_ok(&["port", "web", "80"]).trim(),
+        format!("127.0.0.1:{fixed}")
+    );
+    // No host port asked: berth chose a free one, and it is reported.
+    let chosen = d.docker_ok(&["port", "web", "8080/tcp"]);
+    let chosen: u16 = chosen
+        .trim()
+        .strip_prefix("127.0.0.1:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("a chosen host port: {chosen:?}"));
+    assert_ne!(chosen, 0);
+    let all = d.docker_ok(&["port", "web"]);
+    assert!(
+        all.contains(&format!("80/tcp -> 127.0.0.1:{fixed}"))
+            && all.contains(&format!("8080/tcp -> 127.0.0.1:{chosen}")),
+        "{all}"
+    );
+    let unpublished = d.docker(&["port", "web", "9999"]);
+    assert_eq!(unpublished.status, Some(1));
+    assert!(
+        unpublished
+            .stderr
+            .contains("No public port '9999' published for web"),
+        "{}",
+        unpublished.stderr
     );
     d.docker_ok(&["rm", "-f", "web"]);
     d.assert_no_leaks();
@@ -316,6 +354,10 @@ async fn containers_survive_a_berthd_restart_and_their_network_modes_hold() {
     ]);
     assert_eq!(inspect(&d, "alone", "{{.HostConfig.NetworkMode}}"), "none");
     assert_eq!(inspect(&d, "hosted", "{{.HostConfig.NetworkMode}}"), "host");
+    assert_eq!(
+        inspect(&d, "side", "{{.HostConfig.NetworkMode}}"),
+        format!("container:{web}")
+    );
     assert_eq!(
         http_get(&format!("http://127.0.0.1:{port}/")).await,
         "still-here"

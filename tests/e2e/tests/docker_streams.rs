@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use berth_e2e::*;
@@ -188,28 +188,6 @@ async fn docker_logs_follow_returns_when_the_container_exits() {
     d.assert_no_leaks();
 }
 
-/// A command under a pseudo-terminal (util-linux `script`), with the
-/// docker CLI's environment; returns what the terminal showed.
-fn under_pty(d: &TestDaemon, command: &str) -> (Option<i32>, String) {
-    let docker = d.docker_command();
-    let mut cmd = Command::new("script");
-    cmd.args(["-qec", command, "/dev/null"]);
-    for (k, v) in docker.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .expect("run script(1) from util-linux");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_exec_propagates_exit_codes_stdin_and_a_terminal() {
     let (d, reg, mut rt) = daemon_with(&["busybox"]).await;
@@ -249,10 +227,10 @@ async fn docker_exec_propagates_exit_codes_stdin_and_a_terminal() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\nthere\n");
 
     // -it under a pseudo-terminal: the command has a tty, output is raw.
-    let (code, screen) = under_pty(
-        &d,
-        &format!("docker exec -it {name} sh -c 'tty; echo hello-tty; exit 3'"),
-    );
+    let pty = d.docker_under_pty(&format!(
+        "docker exec -it {name} sh -c 'tty; echo hello-tty; exit 3'"
+    ));
+    let (code, screen) = (pty.status, pty.stdout);
     assert!(
         screen.contains("/dev/pts/"),
         "no terminal in the exec: {screen:?}"
@@ -267,88 +245,6 @@ async fn docker_exec_propagates_exit_codes_stdin_and_a_terminal() {
         "{}",
         missing.stderr
     );
-    teardown(&mut rt, &pod).await;
-    d.assert_no_leaks();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exec_instances_inspect_detach_and_404_like_dockerd() {
-    let (d, reg, mut rt) = daemon_with(&["busybox"]).await;
-    let image = reg.image("busybox");
-    let (pod, ctr, name) = cri_container(
-        &d,
-        &mut rt,
-        "insp",
-        container_config("box", &image, &["sleep", "3600"]),
-    )
-    .await;
-    let sock = d.docker_socket();
-
-    let (status, body) = raw(&sock, "GET", "/v1.41/exec/nope/json", "");
-    assert_eq!(status, "HTTP/1.1 404 Not Found");
-    assert_eq!(body, "{\"message\":\"No such exec instance: nope\"}\n");
-    let (status, _) = raw(&sock, "POST", "/v1.41/exec/nope/start", "{}");
-    assert_eq!(status, "HTTP/1.1 404 Not Found");
-    let (status, body) = raw(
-        &sock,
-        "POST",
-        &format!("/v1.41/containers/{name}/exec"),
-        "{}",
-    );
-    assert_eq!(status, "HTTP/1.1 400 Bad Request", "{body}");
-
-    let (status, body) = raw(
-        &sock,
-        "POST",
-        &format!("/v1.41/containers/{name}/exec"),
-        r#"{"AttachStdout":true,"Cmd":["sh","-c","touch /made; exit 4"]}"#,
-    );
-    assert_eq!(status, "HTTP/1.1 201 Created", "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let id = v["Id"].as_str().unwrap().to_string();
-    assert_eq!(id.len(), 64);
-
-    let (_, body) = raw(&sock, "GET", &format!("/v1.41/exec/{id}/json"), "");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["ID"], id.as_str());
-    assert_eq!(v["Running"], false);
-    assert_eq!(v["ExitCode"], serde_json::Value::Null);
-    assert_eq!(v["ContainerID"], ctr.as_str());
-    assert_eq!(v["OpenStdout"], true);
-    assert_eq!(v["ProcessConfig"]["entrypoint"], "sh");
-    assert_eq!(
-        v["ProcessConfig"]["arguments"],
-        serde_json::json!(["-c", "touch /made; exit 4"])
-    );
-
-    // Detached: 200 at once, the exit code shows in inspect later.
-    let (status, _) = raw(
-        &sock,
-        "POST",
-        &format!("/v1.41/exec/{id}/start"),
-        r#"{"Detach":true,"Tty":false}"#,
-    );
-    assert_eq!(status, "HTTP/1.1 200 OK");
-    let done = eventually(
-        "the detached exec to finish",
-        Duration::from_secs(20),
-        || {
-            let (_, body) = raw(&sock, "GET", &format!("/v1.41/exec/{id}/json"), "");
-            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-            (v["Running"] == false && !v["ExitCode"].is_null()).then_some(v)
-        },
-    )
-    .await;
-    assert_eq!(done["ExitCode"], 4);
-    assert_eq!(exec_out(&mut rt, &ctr, &["ls", "/made"]).await, "/made");
-    // An exec runs once.
-    let (status, _) = raw(
-        &sock,
-        "POST",
-        &format!("/v1.41/exec/{id}/start"),
-        r#"{"Detach":true}"#,
-    );
-    assert_eq!(status, "HTTP/1.1 409 Conflict");
     teardown(&mut rt, &pod).await;
     d.assert_no_leaks();
 }
@@ -454,18 +350,94 @@ async fn docker_exec_takes_env_workdir_user_privileged_and_shows_its_pid() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attach_hijacks_with_multiplexed_frames_and_stdin_once() {
+async fn exec_instances_inspect_detach_and_404_like_dockerd() {
     let (d, reg, mut rt) = daemon_with(&["busybox"]).await;
     let image = reg.image("busybox");
-    let mut config = sh("echo", &image, "cat; echo bye >&2");
-    config.stdin = true;
-    config.stdin_once = true;
-    let (pod, ctr, name) = cri_container(&d, &mut rt, "att", config).await;
+    let (pod, ctr, name) = cri_container(
+        &d,
+        &mut rt,
+        "insp",
+        container_config("box", &image, &["sleep", "3600"]),
+    )
+    .await;
+    let sock = d.docker_socket();
 
+    let (status, body) = raw(&sock, "GET", "/v1.41/exec/nope/json", "");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    assert_eq!(body, "{\"message\":\"No such exec instance: nope\"}\n");
+    let (status, _) = raw(&sock, "POST", "/v1.41/exec/nope/start", "{}");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    let (status, body) = raw(
+        &sock,
+        "POST",
+        &format!("/v1.41/containers/{name}/exec"),
+        "{}",
+    );
+    assert_eq!(status, "HTTP/1.1 400 Bad Request", "{body}");
+
+    let (status, body) = raw(
+        &sock,
+        "POST",
+        &format!("/v1.41/containers/{name}/exec"),
+        r#"{"AttachStdout":true,"Cmd":["sh","-c","touch /made; exit 4"]}"#,
+    );
+    assert_eq!(status, "HTTP/1.1 201 Created", "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = v["Id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 64);
+
+    let (_, body) = raw(&sock, "GET", &format!("/v1.41/exec/{id}/json"), "");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ID"], id.as_str());
+    assert_eq!(v["Running"], false);
+    assert_eq!(v["ExitCode"], serde_json::Value::Null);
+    assert_eq!(v["ContainerID"], ctr.as_str());
+    assert_eq!(v["OpenStdout"], true);
+    assert_eq!(v["ProcessConfig"]["entrypoint"], "sh");
+    assert_eq!(
+        v["ProcessConfig"]["arguments"],
+        serde_json::json!(["-c", "touch /made; exit 4"])
+    );
+
+    // Detached: 200 at once, the exit code shows in inspect later.
+    let (status, _) = raw(
+        &sock,
+        "POST",
+        &format!("/v1.41/exec/{id}/start"),
+        r#"{"Detach":true,"Tty":false}"#,
+    );
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let done = eventually(
+        "the detached exec to finish",
+        Duration::from_secs(20),
+        || {
+            let (_, body) = raw(&sock, "GET", &format!("/v1.41/exec/{id}/json"), "");
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (v["Running"] == false && !v["ExitCode"].is_null()).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(done["ExitCode"], 4);
+    assert_eq!(exec_out(&mut rt, &ctr, &["ls", "/made"]).await, "/made");
+    // An exec runs once.
+    let (status, _) = raw(
+        &sock,
+        "POST",
+        &format!("/v1.41/exec/{id}/start"),
+        r#"{"Detach":true}"#,
+    );
+    assert_eq!(status, "HTTP/1.1 409 Conflict");
+    teardown(&mut rt, &pod).await;
+    d.assert_no_leaks();
+}
+
+/// `POST /containers/{name}/attach?{query}` with the CLI's upgrade
+/// headers; returns the connection and the response head.
+fn hijack(d: &TestDaemon, name: &str, query: &str) -> (UnixStream, String) {
     let mut s = UnixStream::connect(d.docker_socket()).unwrap();
     write!(
         s,
-        "POST /v1.41/containers/{name}/attach?stderr=1&stdin=1&stdout=1&stream=1 HTTP/1.1\r\n\
+        "POST /v1.41/containers/{name}/attach?{query} HTTP/1.1\r\n\
          Host: api.moby.localhost\r\nContent-Length: 0\r\nContent-Type: text/plain\r\n\
          Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
     )
@@ -476,7 +448,19 @@ async fn attach_hijacks_with_multiplexed_frames_and_stdin_once() {
         s.read_exact(&mut byte).unwrap();
         head.push(byte[0]);
     }
-    let head = String::from_utf8(head).unwrap();
+    (s, String::from_utf8(head).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_hijacks_with_multiplexed_frames_and_stdin_once() {
+    let (d, reg, mut rt) = daemon_with(&["busybox"]).await;
+    let image = reg.image("busybox");
+    let mut config = sh("echo", &image, "cat; echo bye >&2");
+    config.stdin = true;
+    config.stdin_once = true;
+    let (pod, ctr, name) = cri_container(&d, &mut rt, "att", config).await;
+
+    let (mut s, head) = hijack(&d, &name, "stderr=1&stdin=1&stdout=1&stream=1");
     assert!(head.starts_with("HTTP/1.1 101 UPGRADED\r\n"), "{head}");
     let lower = head.to_ascii_lowercase();
     assert!(
@@ -497,6 +481,14 @@ async fn attach_hijacks_with_multiplexed_frames_and_stdin_once() {
     want.extend_from_slice(b"\x02\x00\x00\x00\x00\x00\x00\x04bye\n");
     assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&got));
     wait_state(&mut rt, &ctr, api::ContainerState::ContainerExited).await;
+
+    // logs=1 without stream: what it wrote, framed, from a stopped one.
+    let (mut s, head) = hijack(&d, &name, "logs=1&stdout=1&stderr=1");
+    assert!(head.starts_with("HTTP/1.1 101 UPGRADED\r\n"), "{head}");
+    let mut history = Vec::new();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.read_to_end(&mut history).unwrap();
+    assert_eq!(history, want, "{:?}", String::from_utf8_lossy(&history));
 
     // Resizing a container without a terminal is refused.
     let (status, _) = raw(

@@ -1,0 +1,158 @@
+//! `docker run` in the foreground and `docker attach`
+//! end to end with the real docker CLI (v28): the CLI attaches before it
+//! starts the container, copies its streams, and exits with the
+//! container's exit code.
+
+use std::io::Write;
+use std::process::Stdio;
+
+use berth_e2e::*;
+use berth_testkit::TestDaemon;
+
+/// Every container `docker ps -a` lists, by full id.
+fn all_ids(d: &TestDaemon) -> String {
+    d.docker_ok(&["ps", "-aq", "--no-trunc"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_in_the_foreground_returns_the_exit_code_and_both_streams() {
+    let (d, reg, _rt) = daemon_with(&["busybox"]).await;
+    let image = reg.image("busybox");
+
+    let run = d.docker(&[
+        "run",
+        "--rm",
+        &image,
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(run.status, Some(3), "{}\n{}", run.stderr, d.log_tail());
+    assert_eq!(run.stdout, "out\n");
+    assert_eq!(run.stderr, "err\n");
+    // --rm: the CLI waited for removal, so nothing is left to list.
+    assert_eq!(all_ids(&d), "", "the --rm container is gone");
+
+    // Kept (no --rm): it stays, exited with its code.
+    let run = d.docker(&["run", "--name", "kept", &image, "sh", "-c", "exit 0"]);
+    assert_eq!(run.status, Some(0), "{}", run.stderr);
+    assert_eq!(
+        d.docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            "kept"
+        ])
+        .trim(),
+        "exited 0"
+    );
+    d.docker_ok(&["rm", "kept"]);
+
+    // Piped stdin with -i reaches the command; its end ends the command.
+    let mut child = d
+        .docker_command()
+        .args(["run", "-i", "--rm", &image, "sh", "-c", "cat; exit 9"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"piped\n").unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped\n");
+
+    // A command the image does not have: refused when the container is
+    // made (berth runs the OCI create at `create`; dockerd at `start`,
+    // where the CLI turns it into 127), and nothing is left.
+    let run = d.docker(&["run", "--rm", &image, "no-such-command"]);
+    assert_eq!(run.status, Some(125), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no-such-command"),
+        "the error names the command: {}",
+        run.stderr
+    );
+    assert_eq!(all_ids(&d), "");
+    d.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_it_gives_the_command_a_terminal() {
+    let (d, reg, _rt) = daemon_with(&["busybox"]).await;
+    let image = reg.image("busybox");
+    let pty = d.docker_under_pty(&format!(
+        "docker run -it --rm {image} sh -c 'tty; echo hello-tty; exit 4'"
+    ));
+    assert!(
+        pty.stdout.contains("/dev/pts/"),
+        "no terminal in the container: {:?}\n{}",
+        pty.stdout,
+        d.log_tail()
+    );
+    // A terminal's output discipline: lines end in CR LF.
+    assert!(pty.stdout.contains("hello-tty\r\n"), "{:?}", pty.stdout);
+    assert_eq!(pty.status, Some(4), "{:?}", pty.stdout);
+    assert_eq!(all_ids(&d), "");
+    d.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_joins_a_running_container_and_ends_with_it() {
+    let (d, reg, _rt) = daemon_with(&["busybox"]).await;
+    let image = reg.image("busybox");
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "talk",
+        &image,
+        "sh",
+        "-c",
+        "read line; echo got:$line; echo bye >&2; exit 7",
+    ]);
+    let mut child = d
+        .docker_command()
+        .args(["attach", "talk"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"hello\n").unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let out = child.wait_with_output().unwrap();
+        drop(stdin);
+        out
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "attach ends with the container's code: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got:hello\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "bye\n");
+
+    // Attaching to a container that has ended is refused, as dockerd does.
+    let late = d.docker(&["attach", "talk"]);
+    assert_eq!(late.status, Some(1));
+    assert!(
+        late.stderr
+            .contains("You cannot attach to a stopped container, start it first"),
+        "{}",
+        late.stderr
+    );
+    d.docker_ok(&["rm", "talk"]);
+    d.assert_no_leaks();
+}
