@@ -95,7 +95,7 @@ pub use berth_errdefs::{Error, ErrorKind};
 pub use changes::{Change, ChangeKind};
 pub use container::Containers;
 pub use events::{attr, Action, Attrs, EventBus, ObjectKind, Received, Subscription};
-pub use exec::{ExecOutput, ExecProcess, ExecSpec};
+pub use exec::{ExecOutput, ExecPid, ExecProcess, ExecSpec};
 pub use images::{
     Credentials, HistoryEntry, ImageConfig, ImageFsInfo, ImageInfo, ImageLayer, ImageUsers, Images,
     LayerProgress, Platform, PruneReport, PrunedImage, PullProgress, PullRequest, PullResult,
