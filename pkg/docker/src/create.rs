@@ -104,9 +104,7 @@ pub async fn create(
         ));
     }
     if core.images().status(&body.image)?.is_none() {
-        let full = core.images().qualify(&body.image);
-        let full = full.map_or_else(|_| body.image.clone(), |q| crate::images::qualified(&q));
-        return Err(ApiError::no_such_image(familiar(&full)));
+        return Err(crate::images::missing_image(core, &body.image));
     }
     if let Ok(holder) = view::find(core, &name) {
         if holder.name == name {
@@ -177,15 +175,6 @@ fn generated_name(core: &Core) -> String {
         }
     }
     unreachable!("an endless search ends with a free name")
-}
-
-/// A qualified image name as dockerd's messages spell it (its
-/// `FamiliarString`): `docker.io/library/bb:latest` → `bb:latest`.
-fn familiar(qualified: &str) -> &str {
-    ["docker.io/library/", "docker.io/"]
-        .iter()
-        .find_map(|p| qualified.strip_prefix(p))
-        .unwrap_or(qualified)
 }
 
 fn standalone_spec(core: &Core, name: String, body: CreateBody) -> ApiResult<StandaloneSpec> {
@@ -429,16 +418,6 @@ fn ephemeral_port(ip: Option<std::net::IpAddr>, protocol: Protocol) -> ApiResult
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn image_names_read_as_dockerd_words_them() {
-        assert_eq!(familiar("docker.io/library/bb:latest"), "bb:latest");
-        assert_eq!(familiar("docker.io/me/bb:1"), "me/bb:1");
-        assert_eq!(
-            familiar("127.0.0.1:5001/library/bb:latest"),
-            "127.0.0.1:5001/library/bb:latest"
-        );
-    }
 
     #[test]
     fn names_follow_dockerds_rule() {

@@ -196,7 +196,9 @@ async fn stats_top_diff_and_df_look_into_a_kubernetes_container() {
     let raw = std::process::Command::new("curl")
         .args(["-sf", "--max-time", "10", "--unix-socket"])
         .arg(d.docker_socket())
-        .arg(format!("http://d/v1.41/containers/{name}/stats?stream=false"))
+        .arg(format!(
+            "http://d/v1.41/containers/{name}/stats?stream=false"
+        ))
         .output()
         .expect("curl");
     let stats: serde_json::Value = serde_json::from_slice(&raw.stdout).expect("stats JSON");
