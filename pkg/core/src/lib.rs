@@ -69,6 +69,7 @@ mod monitor;
 mod netstats;
 mod network;
 mod node;
+mod pause;
 mod podfiles;
 mod pty;
 mod recovery;

@@ -452,6 +452,9 @@ pub struct ContainerRecord {
     pub auto_remove: bool,
     /// Docker's `--stop-timeout`: seconds a stop waits by default.
     pub stop_timeout_s: Option<i64>,
+    /// Frozen by `docker pause` (the runtime's cgroup freezer); still
+    /// running as far as CRI and the state machine go.
+    pub paused: bool,
 }
 
 /// How a Docker container gets its network (`HostConfig.NetworkMode`).

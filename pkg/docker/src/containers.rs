@@ -90,12 +90,19 @@ fn command_line(args: &[String]) -> String {
         .join(" ")
 }
 
-/// `Up 2 seconds`, `Exited (0) 3 seconds ago`, `Created`.
+/// `Up 2 seconds`, `Up 1 minute (Paused)`, `Exited (0) 3 seconds ago`,
+/// `Created`.
 fn status_text(v: &ContainerView) -> String {
     let r = &v.record;
     match r.state {
         ContainerState::Created => "Created".to_string(),
-        ContainerState::Running => format!("Up {}", human_duration(now_ns() - r.started_at_ns)),
+        ContainerState::Running => {
+            let up = human_duration(now_ns() - r.started_at_ns);
+            match r.paused {
+                true => format!("Up {up} (Paused)"),
+                false => format!("Up {up}"),
+            }
+        }
         ContainerState::Exited | ContainerState::Unknown => format!(
             "Exited ({}) {} ago",
             r.exit_code,
@@ -268,7 +275,7 @@ pub fn inspect_json(v: &ContainerView) -> Value {
         "State": {
             "Status": v.state(),
             "Running": running,
-            "Paused": false,
+            "Paused": r.paused,
             "Restarting": false,
             "OOMKilled": r.reason == "OOMKilled",
             "Dead": false,

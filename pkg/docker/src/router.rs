@@ -61,6 +61,8 @@ pub async fn route(door: Arc<Door>, req: Request<Incoming>) -> ApiResult<Respons
         (&M::POST, ["containers", id, "restart"]) => {
             lifecycle::restart(&ctx.core, id, &ctx.query).await
         }
+        (&M::POST, ["containers", id, "pause"]) => lifecycle::pause(&ctx.core, id, true).await,
+        (&M::POST, ["containers", id, "unpause"]) => lifecycle::pause(&ctx.core, id, false).await,
         (&M::POST, ["containers", id, "wait"]) => lifecycle::wait(&ctx.core, id, &ctx.query).await,
         (&M::POST, ["containers", id, "rename"]) => {
             lifecycle::rename(&ctx.core, id, &ctx.query).await

@@ -36,6 +36,7 @@ impl ContainerView {
     pub fn state(&self) -> &'static str {
         match self.record.state {
             ContainerState::Created => "created",
+            ContainerState::Running if self.record.paused => "paused",
             ContainerState::Running => "running",
             ContainerState::Exited | ContainerState::Unknown => "exited",
         }
