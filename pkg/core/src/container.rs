@@ -544,6 +544,7 @@ impl Containers {
         if record.auto_remove {
             self.auto_remove(id);
         }
+        self.apply_restart_policy(&record);
     }
 
     pub async fn start(&self, id: &str) -> Result<()> {
@@ -557,6 +558,9 @@ impl Containers {
         let entry = self.require_container(id)?;
         let _guard = entry.lock.lock().await;
         let record = entry.record();
+        if record.owner == Owner::Docker {
+            entry.update(|r| self.reset_restart_policy(r));
+        }
         if record.owner == Owner::Docker && record.state.has_exited() {
             return self.start_again(&entry).await;
         }
@@ -590,6 +594,10 @@ impl Containers {
         let entry = self.require_container(id)?;
         let _guard = entry.lock.lock().await;
         let was_running = !*entry.exited.borrow();
+        if entry.record().owner == Owner::Docker {
+            // Before the exit, which consults the restart policy.
+            self.persist_container(&entry.update(|r| r.stopped_by_user = true))?;
+        }
         self.kill_and_wait(&entry, timeout_s).await?;
         let record = entry.record();
         if record.owner == Owner::Docker && was_running {

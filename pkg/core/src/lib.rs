@@ -73,6 +73,7 @@ mod pause;
 mod podfiles;
 mod pty;
 mod recovery;
+mod restart;
 mod rootfs;
 mod sandbox;
 mod seams;

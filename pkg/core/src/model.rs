@@ -455,6 +455,29 @@ pub struct ContainerRecord {
     /// Frozen by `docker pause` (the runtime's cgroup freezer); still
     /// running as far as CRI and the state machine go.
     pub paused: bool,
+    /// Docker's `--restart`.
+    pub restart_policy: RestartPolicy,
+    /// How many times the policy has started it again.
+    pub restart_count: u32,
+    /// Stopped by a stop or kill that asked for it (`docker stop`): no
+    /// policy starts it again until it is started by hand.
+    pub stopped_by_user: bool,
+    /// The wait before the policy's next start (doubling back-off).
+    pub restart_delay_ms: u64,
+}
+
+/// Docker's restart policies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    #[default]
+    No,
+    Always,
+    UnlessStopped,
+    /// Again after a non-zero exit, at most `max_retries` times (0: no
+    /// limit).
+    OnFailure {
+        max_retries: u32,
+    },
 }
 
 /// How a Docker container gets its network (`HostConfig.NetworkMode`).
@@ -486,6 +509,7 @@ pub struct StandaloneSpec {
     pub stop_signal: Option<String>,
     /// Docker's `StopTimeout`, kept for the front door's default.
     pub stop_timeout_s: Option<i64>,
+    pub restart_policy: RestartPolicy,
 }
 
 /// What [`crate::Containers::wait`] waits for (Docker's `condition`).

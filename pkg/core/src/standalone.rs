@@ -29,11 +29,13 @@ pub(crate) struct CreateExtras {
     /// Overrides the image's stop signal.
     pub stop_signal: Option<i32>,
     pub stop_timeout_s: Option<i64>,
+    pub restart_policy: RestartPolicy,
 }
 
 impl CreateExtras {
     pub fn apply(&self, mut record: ContainerRecord) -> ContainerRecord {
         record.auto_remove = self.auto_remove;
+        record.restart_policy = self.restart_policy;
         record.stop_timeout_s = self.stop_timeout_s;
         if let Some(signal) = self.stop_signal {
             record.stop_signal = signal;
@@ -87,6 +89,7 @@ impl Containers {
             auto_remove,
             stop_signal,
             stop_timeout_s,
+            restart_policy,
         } = spec;
         if container.name.is_empty() {
             return Err(Error::invalid("a Docker container needs a name"));
@@ -100,7 +103,14 @@ impl Containers {
             auto_remove,
             stop_signal: stop_signal.as_deref().map(parse_signal).transpose()?,
             stop_timeout_s,
+            restart_policy,
         };
+        if auto_remove && restart_policy != RestartPolicy::No {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "a container with auto-remove cannot have a restart policy",
+            ));
+        }
         self.check_docker_name(&container.name)?;
         let shared_sandbox = match &network {
             NetworkMode::Container(other) => Some(self.docker_container(other)?.sandbox_id),
@@ -254,6 +264,10 @@ impl Containers {
         }
         let runtime = self.runtime(&record.runtime_handler)?;
         let cid = id.to_string();
+        if record.owner == Owner::Docker {
+            // As dockerd: a container killed by hand stays down.
+            self.persist_container(&entry.update(|r| r.stopped_by_user = true))?;
+        }
         tokio::task::spawn_blocking(move || runtime.kill(&cid, &signal.to_string()))
             .await
             .map_err(|e| Error::internal(format!("container kill task: {e}")))??;
@@ -298,9 +312,11 @@ impl Containers {
             let entry = core.require_container(&id)?;
             let _guard = entry.lock.lock().await;
             if !*entry.exited.borrow() {
+                entry.update(|r| r.stopped_by_user = true);
                 core.kill_and_wait(&entry, timeout_s).await?;
                 core.container_event(&entry.record(), Action::Stop);
             }
+            entry.update(|r| core.reset_restart_policy(r));
             core.start_again(&entry).await?;
             core.container_event(&entry.record(), Action::Restart);
             Ok(())
@@ -439,9 +455,13 @@ impl crate::Shared {
             .values()
             .map(|c| c.record())
             .collect();
-        for r in records.iter().filter(|r| r.auto_remove) {
-            if r.state.has_exited() {
-                containers.auto_remove(&r.id);
+        for r in records.iter().filter(|r| r.state.has_exited()) {
+            match r.auto_remove {
+                true => containers.auto_remove(&r.id),
+                // An exit while berthd was down, or a restart it did not
+                // get to: the policy decides now, as dockerd's does at
+                // its start.
+                false => containers.apply_restart_policy(r),
             }
         }
         let empty: Vec<String> = self

@@ -2,7 +2,7 @@
 //! dockerd's JSON shapes (see ps-a.txt and inspect.txt in the reference
 //! traces).
 
-use berth_core::{ContainerState, Core, PortMapping};
+use berth_core::{ContainerState, Core, PortMapping, RestartPolicy};
 use hyper::Response;
 use serde_json::{json, Map, Value};
 
@@ -291,7 +291,7 @@ pub fn inspect_json(v: &ContainerView) -> Value {
         "HostsPath": "",
         "LogPath": r.log_path,
         "Name": format!("/{}", v.name),
-        "RestartCount": 0,
+        "RestartCount": r.restart_count,
         "Driver": "overlay",
         "Platform": "linux",
         "MountLabel": "",
@@ -302,7 +302,7 @@ pub fn inspect_json(v: &ContainerView) -> Value {
             "Binds": null,
             "NetworkMode": v.network_mode(),
             "PortBindings": port_bindings(ports),
-            "RestartPolicy": { "Name": "no", "MaximumRetryCount": 0 },
+            "RestartPolicy": restart_policy_json(r.restart_policy),
             "AutoRemove": r.auto_remove,
             "CapAdd": nonempty(&c.security.capabilities_add),
             "CapDrop": nonempty(&c.security.capabilities_drop),
@@ -367,6 +367,17 @@ fn nonempty(list: &[String]) -> Value {
         true => Value::Null,
         false => json!(list),
     }
+}
+
+/// `HostConfig.RestartPolicy` as dockerd shows it.
+fn restart_policy_json(policy: RestartPolicy) -> Value {
+    let (name, max) = match policy {
+        RestartPolicy::No => ("no", 0),
+        RestartPolicy::Always => ("always", 0),
+        RestartPolicy::UnlessStopped => ("unless-stopped", 0),
+        RestartPolicy::OnFailure { max_retries } => ("on-failure", max_retries),
+    };
+    json!({ "Name": name, "MaximumRetryCount": max })
 }
 
 #[cfg(test)]

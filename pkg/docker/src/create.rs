@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use berth_core::{
     ContainerConfig, Core, ErrorKind, MountConfig, NamespaceMode, NetworkMode, PodConfig,
-    PortMapping, Protocol, Resources, SeccompConfig, StandaloneSpec,
+    PortMapping, Protocol, Resources, RestartPolicy, SeccompConfig, StandaloneSpec,
 };
 use hyper::{Response, StatusCode};
 use serde::Deserialize;
@@ -73,6 +73,40 @@ pub struct HostConfig {
     pub dns: Option<Vec<String>>,
     pub dns_search: Option<Vec<String>>,
     pub dns_options: Option<Vec<String>>,
+    pub restart_policy: Option<RestartPolicyBody>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct RestartPolicyBody {
+    pub name: String,
+    pub maximum_retry_count: i64,
+}
+
+/// `HostConfig.RestartPolicy` as the core's policy, refused in dockerd's
+/// words.
+pub fn restart_policy(body: Option<&RestartPolicyBody>) -> ApiResult<RestartPolicy> {
+    let Some(b) = body else {
+        return Ok(RestartPolicy::No);
+    };
+    let invalid = |why: &str| ApiError::bad_request(format!("invalid restart policy: {why}"));
+    if b.maximum_retry_count != 0 && b.name != "on-failure" {
+        return Err(invalid(
+            "maximum retry count can only be used with 'on-failure'",
+        ));
+    }
+    match b.name.as_str() {
+        "" | "no" => Ok(RestartPolicy::No),
+        "always" => Ok(RestartPolicy::Always),
+        "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
+        "on-failure" => match u32::try_from(b.maximum_retry_count) {
+            Ok(max_retries) => Ok(RestartPolicy::OnFailure { max_retries }),
+            Err(_) => Err(invalid("maximum retry count cannot be negative")),
+        },
+        other => Err(invalid(&format!(
+            "unknown policy '{other}'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'"
+        ))),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -250,6 +284,7 @@ fn standalone_spec(core: &Core, name: String, body: CreateBody) -> ApiResult<Sta
         auto_remove: host.auto_remove,
         stop_signal: body.stop_signal.filter(|s| !s.is_empty()),
         stop_timeout_s: body.stop_timeout,
+        restart_policy: restart_policy(host.restart_policy.as_ref())?,
     })
 }
 
@@ -337,7 +372,7 @@ fn capabilities(caps: Option<Vec<String>>) -> Vec<String> {
         .collect()
 }
 
-fn resources(h: &HostConfig) -> ApiResult<Resources> {
+pub fn resources(h: &HostConfig) -> ApiResult<Resources> {
     if h.nano_cpus > 0 && (h.cpu_quota > 0 || h.cpu_period > 0) {
         return Err(ApiError::bad_request(
             "Conflicting options: Nano CPUs and CPU Period cannot both be set",

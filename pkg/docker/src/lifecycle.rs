@@ -238,3 +238,44 @@ pub async fn prune(core: &Core) -> ApiResult<Response<Body>> {
     let deleted = (!deleted.is_empty()).then_some(deleted);
     ok_json(&json!({ "ContainersDeleted": deleted, "SpaceReclaimed": reclaimed }))
 }
+
+/// `POST /containers/{id}/update`: the restart policy and the resource
+/// limits given (the others stay as they are).
+pub async fn update(
+    core: &Core,
+    reference: &str,
+    body: crate::create::HostConfig,
+) -> ApiResult<Response<Body>> {
+    let v = view::find(core, reference)?;
+    docker_owned(&v)?;
+    let id = &v.record.id;
+    if body.restart_policy.is_some() {
+        let policy = crate::create::restart_policy(body.restart_policy.as_ref())?;
+        core.containers()
+            .set_restart_policy(id, policy)
+            .await
+            .map_err(about(&v))?;
+    }
+    let given = crate::create::resources(&body)?;
+    let old = &v.record.config.resources;
+    let pick = |new: i64, old: i64| if new != 0 { new } else { old };
+    let merged = berth_core::Resources {
+        cpu_shares: pick(given.cpu_shares, old.cpu_shares),
+        cpu_quota: pick(given.cpu_quota, old.cpu_quota),
+        cpu_period: pick(given.cpu_period, old.cpu_period),
+        memory_limit_in_bytes: pick(given.memory_limit_in_bytes, old.memory_limit_in_bytes),
+        memory_swap_limit_in_bytes: pick(
+            given.memory_swap_limit_in_bytes,
+            old.memory_swap_limit_in_bytes,
+        ),
+        pids_limit: pick(given.pids_limit, old.pids_limit),
+        ..old.clone()
+    };
+    if merged != *old {
+        core.containers()
+            .update_resources(id, merged)
+            .await
+            .map_err(about(&v))?;
+    }
+    ok_json(&json!({ "Warnings": [] }))
+}

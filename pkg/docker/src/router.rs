@@ -61,6 +61,11 @@ pub async fn route(door: Arc<Door>, req: Request<Incoming>) -> ApiResult<Respons
         (&M::POST, ["containers", id, "restart"]) => {
             lifecycle::restart(&ctx.core, id, &ctx.query).await
         }
+        (&M::POST, ["containers", id, "update"]) => {
+            let id = id.to_string();
+            let body = crate::http::read_json(ctx.req).await?;
+            lifecycle::update(&ctx.core, &id, body).await
+        }
         (&M::POST, ["containers", id, "pause"]) => lifecycle::pause(&ctx.core, id, true).await,
         (&M::POST, ["containers", id, "unpause"]) => lifecycle::pause(&ctx.core, id, false).await,
         (&M::POST, ["containers", id, "wait"]) => lifecycle::wait(&ctx.core, id, &ctx.query).await,
