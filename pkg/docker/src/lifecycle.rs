@@ -250,7 +250,11 @@ pub async fn update(
     docker_owned(&v)?;
     let id = &v.record.id;
     // The CLI sends an empty policy when it changes only limits.
-    if body.restart_policy.as_ref().is_some_and(|p| !p.name.is_empty()) {
+    if body
+        .restart_policy
+        .as_ref()
+        .is_some_and(|p| !p.name.is_empty())
+    {
         let policy = crate::create::restart_policy(body.restart_policy.as_ref())?;
         core.containers()
             .set_restart_policy(id, policy)

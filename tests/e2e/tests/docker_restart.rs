@@ -116,9 +116,20 @@ async fn on_failure_restarts_exactly_n_times_and_stop_is_not_undone() {
     .await;
 
     // update changes the limits it is given and keeps the others.
-    d.docker_ok(&["update", "--memory", "64m", "--memory-swap", "64m", "steady"]);
+    d.docker_ok(&[
+        "update",
+        "--memory",
+        "64m",
+        "--memory-swap",
+        "64m",
+        "steady",
+    ]);
     assert_eq!(
-        inspect(&d, "steady", "{{.HostConfig.Memory}} {{.HostConfig.RestartPolicy.Name}}"),
+        inspect(
+            &d,
+            "steady",
+            "{{.HostConfig.Memory}} {{.HostConfig.RestartPolicy.Name}}"
+        ),
         "67108864 on-failure"
     );
 
