@@ -74,6 +74,7 @@ mod podfiles;
 mod pty;
 mod recovery;
 mod restart;
+mod volumes;
 mod rootfs;
 mod sandbox;
 mod seams;
@@ -112,6 +113,7 @@ pub use pty::Pty;
 pub use sandbox::Sandboxes;
 pub use seams::{BoxFuture, MetaStore, Monitors, Parts, RuntimeDriver};
 pub use standalone::{parse_signal, signal_name};
+pub use volumes::{Volume, VolumeRecord, VolumeSpec, Volumes};
 
 /// The cgroup driver kubelet must match (CRI `RuntimeConfig`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,6 +287,10 @@ impl Core {
 
     pub fn node(&self) -> Node {
         Node::new(self.shared.clone())
+    }
+
+    pub fn volumes(&self) -> Volumes {
+        Volumes::new(self.shared.clone())
     }
 
     /// The image service.

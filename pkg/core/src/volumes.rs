@@ -1,0 +1,239 @@
+//! Named and anonymous volumes with the `local` driver: a directory
+//! `<root>/volumes/<name>/_data` and a record in the store. A volume is in
+//! use while a container (of any state) mounts it; what uses it is read
+//! from the container records, so there is no second bookkeeping to go
+//! stale. Volumes outlive their containers and berthd restarts.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use berth_errdefs::{Error, ErrorKind, Result};
+use berth_store::Batch;
+use serde::{Deserialize, Serialize};
+
+use crate::events::{Action, Attrs, ObjectKind};
+use crate::model::ContainerRecord;
+use crate::model::now_ns;
+use crate::new_id;
+
+/// The store's table of volume records, by name.
+pub(crate) const VOLUMES: &str = "volumes";
+
+crate::service_handle! {
+    /// The volumes service. A cheap handle.
+    Volumes
+}
+
+/// A volume as it is recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VolumeRecord {
+    pub name: String,
+    pub created_at_ns: i64,
+    pub labels: BTreeMap<String, String>,
+    /// Made for one container (`-v /path`, an image's `VOLUME`), without a
+    /// name of its own; `docker rm -v` removes it with the container.
+    pub anonymous: bool,
+}
+
+/// A volume and where it lives now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub record: VolumeRecord,
+    /// The directory containers mount.
+    pub mountpoint: PathBuf,
+    /// The containers that mount it.
+    pub users: Vec<String>,
+}
+
+/// What to make.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeSpec {
+    /// Empty: an anonymous volume with a generated name.
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Driver options (`type`, `device`, `o`): none are supported yet.
+    pub options: BTreeMap<String, String>,
+}
+
+impl Volumes {
+    /// Makes a volume; one of that name already there is returned as it
+    /// is (as dockerd does).
+    pub fn create(&self, spec: VolumeSpec) -> Result<Volume> {
+        if !spec.options.is_empty() {
+            return Err(Error::invalid(
+                "volume driver options (type, device, o) are not supported yet",
+            ));
+        }
+        let anonymous = spec.name.is_empty();
+        let name = match anonymous {
+            true => new_id(),
+            false => spec.name,
+        };
+        check_name(&name)?;
+        if let Some(existing) = self.find(&name)? {
+            return Ok(existing);
+        }
+        let record = VolumeRecord {
+            name: name.clone(),
+            created_at_ns: now_ns(),
+            labels: spec.labels,
+            anonymous,
+        };
+        let dir = self.volume_data(&name);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::from(e).context(format!("make volume {name}")))?;
+        if let Err(e) = self
+            .store
+            .write(Batch::new().put(VOLUMES, &name, &record)?)
+        {
+            let _ = std::fs::remove_dir_all(self.volume_dir(&name));
+            return Err(e);
+        }
+        self.events
+            .publish(ObjectKind::Volume, &name, Action::Create, Attrs::new());
+        Ok(self.with_users(record))
+    }
+
+    /// Every volume.
+    pub fn list(&self) -> Result<Vec<Volume>> {
+        let records: Vec<VolumeRecord> = self
+            .store
+            .list_raw(VOLUMES)?
+            .into_iter()
+            .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
+            .collect();
+        Ok(records.into_iter().map(|r| self.with_users(r)).collect())
+    }
+
+    /// The volume `name`; NotFound in dockerd's words.
+    pub fn inspect(&self, name: &str) -> Result<Volume> {
+        self.find(name)?.ok_or_else(|| no_such_volume(name))
+    }
+
+    /// Removes an unused volume and its data. `force` makes a missing
+    /// one fine; a volume in use is never removed.
+    pub fn remove(&self, name: &str, force: bool) -> Result<()> {
+        let Some(volume) = self.find(name)? else {
+            return match force {
+                true => Ok(()),
+                false => Err(no_such_volume(name)),
+            };
+        };
+        if !volume.users.is_empty() {
+            return Err(Error::new(
+                ErrorKind::FailedPrecondition,
+                format!(
+                    "remove {name}: volume is in use - [{}]",
+                    volume.users.join(", ")
+                ),
+            ));
+        }
+        self.store.write(Batch::new().delete(VOLUMES, name))?;
+        std::fs::remove_dir_all(self.volume_dir(name))
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            })
+            .map_err(|e| Error::from(e).context(format!("remove volume {name}")))?;
+        self.events
+            .publish(ObjectKind::Volume, name, Action::Destroy, Attrs::new());
+        Ok(())
+    }
+
+    /// Removes every volume no container uses; returns their names and
+    /// the bytes freed.
+    pub fn prune(&self) -> Result<(Vec<String>, u64)> {
+        let mut removed = Vec::new();
+        let mut bytes = 0;
+        for v in self.list()?.into_iter().filter(|v| v.users.is_empty()) {
+            let size = self.usage(&v.record.name);
+            self.remove(&v.record.name, false)?;
+            removed.push(v.record.name);
+            bytes += size;
+        }
+        Ok((removed, bytes))
+    }
+
+    /// Bytes a volume's data takes (its files' sizes).
+    pub fn usage(&self, name: &str) -> u64 {
+        crate::rootfs::usage(&self.volume_data(name)).0
+    }
+
+    fn find(&self, name: &str) -> Result<Option<Volume>> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .find(|v| v.record.name == name))
+    }
+
+    fn with_users(&self, record: VolumeRecord) -> Volume {
+        let mountpoint = self.volume_data(&record.name);
+        let users = self
+            .objects()
+            .containers
+            .values()
+            .map(|c| c.record())
+            .filter(|c| mounts_dir(c, &mountpoint))
+            .map(|c| c.id)
+            .collect();
+        Volume {
+            record,
+            mountpoint,
+            users,
+        }
+    }
+}
+
+impl crate::Shared {
+    pub(crate) fn volume_dir(&self, name: &str) -> PathBuf {
+        self.config.root.join("volumes").join(name)
+    }
+
+    /// What containers mount: `<root>/volumes/<name>/_data`.
+    pub(crate) fn volume_data(&self, name: &str) -> PathBuf {
+        self.volume_dir(name).join("_data")
+    }
+}
+
+/// Whether `record` mounts `dir`.
+fn mounts_dir(record: &ContainerRecord, dir: &std::path::Path) -> bool {
+    record
+        .config
+        .mounts
+        .iter()
+        .any(|m| std::path::Path::new(&m.host_path) == dir)
+}
+
+/// dockerd's rule for volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+fn check_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = name.len() >= 2
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    match first_ok && rest_ok {
+        true => Ok(()),
+        false => Err(Error::invalid(format!(
+            "create {name}: \"{name}\" includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, use absolute path"
+        ))),
+    }
+}
+
+fn no_such_volume(name: &str) -> Error {
+    Error::not_found(format!("get {name}: no such volume"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_names_follow_dockerds_rule() {
+        assert!(check_name("data_1.x-y").is_ok());
+        for bad in ["a", "-x", "a/b", "a b", "../x", ""] {
+            let e = check_name(bad).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidArgument, "{bad}");
+            assert!(e.message.contains("invalid characters"), "{e}");
+        }
+    }
+}
