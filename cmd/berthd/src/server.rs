@@ -86,9 +86,14 @@ pub async fn run(config: Config) -> Result<()> {
         }));
     }
     let routes = tonic::service::Routes::new(runtime_service).add_service(image_service);
-    let mut server = tokio::spawn(berth_cri::serve(listener, routes, async {
-        let _ = stop_rx.await;
-    }));
+    let mut server = tokio::spawn(berth_cri::serve(
+        listener,
+        routes,
+        core.recorder().clone(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     let result = tokio::select! {
         r = &mut server => r,
         () = shutdown_signal() => {
