@@ -23,6 +23,7 @@ packages=(
   python3-grpcio      # grpcio (gRPC C core): the transport tests' non-tonic CRI client
   python3-docker      # docker-py: the Docker API tests' second, independent client
   openssl             # the Docker API TLS test's CA and certificates
+  prometheus          # promtool: the metrics test checks a live scrape with it
   ca-certificates
 )
 
