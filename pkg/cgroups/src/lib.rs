@@ -53,6 +53,10 @@ pub struct Resources {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     pub cpu_usage_ns: u64,
+    /// The part of `cpu_usage_ns` spent in user mode.
+    pub cpu_user_ns: u64,
+    /// The part of `cpu_usage_ns` spent in the kernel.
+    pub cpu_system_ns: u64,
     pub memory_usage_bytes: u64,
     /// Usage minus inactive file pages: what the kernel cannot reclaim easily.
     pub memory_working_set_bytes: u64,

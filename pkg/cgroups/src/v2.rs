@@ -108,6 +108,8 @@ impl Cgroups for CgroupV2 {
         let cpu = read(&dir, "cpu.stat")?;
         Ok(Stats {
             cpu_usage_ns: keyed(&cpu, "usage_usec").unwrap_or(0) * 1000,
+            cpu_user_ns: keyed(&cpu, "user_usec").unwrap_or(0) * 1000,
+            cpu_system_ns: keyed(&cpu, "system_usec").unwrap_or(0) * 1000,
             memory_usage_bytes: usage,
             memory_working_set_bytes: usage.saturating_sub(inactive_file),
             memory_rss_bytes: keyed(&stat, "anon").unwrap_or(0),
@@ -183,7 +185,11 @@ mod tests {
             "anon 600\nfile 400\ninactive_file 300\n",
         )
         .unwrap();
-        std::fs::write(dir.join("cpu.stat"), "usage_usec 7\nuser_usec 5\n").unwrap();
+        std::fs::write(
+            dir.join("cpu.stat"),
+            "usage_usec 7\nuser_usec 5\nsystem_usec 2\n",
+        )
+        .unwrap();
         std::fs::write(dir.join("pids.current"), "3\n").unwrap();
         std::fs::write(dir.join("memory.events"), "low 0\noom 2\noom_kill 1\n").unwrap();
         let s = cg.stats("/p").unwrap();
@@ -191,6 +197,8 @@ mod tests {
             s,
             Stats {
                 cpu_usage_ns: 7000,
+                cpu_user_ns: 5000,
+                cpu_system_ns: 2000,
                 memory_usage_bytes: 1000,
                 memory_working_set_bytes: 700,
                 memory_rss_bytes: 600,

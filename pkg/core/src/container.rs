@@ -619,6 +619,8 @@ impl Containers {
         }
         let runtime = self.runtime(&record.runtime_handler)?;
         let mut exited = entry.exited.subscribe();
+        // A frozen process would keep its signals pending until thawed.
+        self.thaw(entry).await?;
         // Docker shows each signal a stop sends; CRI's events have none.
         let told = |signal: i32| {
             if record.owner == Owner::Docker {
@@ -800,6 +802,7 @@ impl Shared {
                 return;
             }
             r.state = ContainerState::Exited;
+            r.paused = false;
             match exit {
                 Some(e) => {
                     r.exit_code = e.exit_code;

@@ -51,7 +51,8 @@ impl ExecOutput {
     }
 }
 
-/// A streaming exec (CRI `Exec`): which stdio the client wants.
+/// A streaming exec (CRI `Exec`, Docker's exec): which stdio the client
+/// wants, and what it changes from the container's process.
 #[derive(Debug, Clone, Default)]
 pub struct ExecSpec {
     pub cmd: Vec<String>,
@@ -59,6 +60,27 @@ pub struct ExecSpec {
     pub stdin: bool,
     pub stdout: bool,
     pub stderr: bool,
+    /// `KEY=value` set over the container's environment (same key
+    /// replaced; a bare `KEY` unsets it).
+    pub env: Vec<String>,
+    /// An absolute working directory instead of the container's.
+    pub cwd: Option<String>,
+    /// `user`, `uid`, `user:group` or `uid:gid`, resolved in the
+    /// container's `/etc/passwd` and `/etc/group` like a container's user.
+    pub user: Option<String>,
+    /// Every capability the host can give (Docker's `exec --privileged`).
+    pub privileged: bool,
+}
+
+impl ExecSpec {
+    fn options(&self) -> berth_oci::spec::ExecOptions {
+        berth_oci::spec::ExecOptions {
+            env: self.env.clone(),
+            cwd: self.cwd.clone(),
+            user: self.user.clone(),
+            privileged: self.privileged,
+        }
+    }
 }
 
 /// How long the runtime (or the tty reaper) of an exec that is being
@@ -74,20 +96,44 @@ struct ExecFiles {
     pid: PathBuf,
 }
 
+/// The pid the runtime wrote to `file`, once it has.
+fn read_pid(file: &std::path::Path) -> Option<i32> {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .filter(|&pid| pid > 0)
+}
+
 impl ExecFiles {
     /// The runtime only relays: the exec'd process itself must be killed.
     /// False while the runtime has not written the pid yet.
     fn kill_process(&self) -> bool {
-        let Some(pid) = std::fs::read_to_string(&self.pid)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-            .filter(|&pid| pid > 0)
-        else {
+        let Some(pid) = read_pid(&self.pid) else {
             return false;
         };
         // SAFETY: kill with a pid the runtime just wrote; no memory involved.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         true
+    }
+}
+
+/// The host pid of an exec'd process, from the pid file its runtime
+/// writes; kept once read, since the file goes with the exec.
+#[derive(Debug, Clone)]
+pub struct ExecPid {
+    file: PathBuf,
+    known: Arc<std::sync::OnceLock<u32>>,
+}
+
+impl ExecPid {
+    /// None while the runtime has not written it (or after the exec ended
+    /// without it ever being read).
+    pub fn get(&self) -> Option<u32> {
+        if let Some(&pid) = self.known.get() {
+            return Some(pid);
+        }
+        let pid = read_pid(&self.file)?.unsigned_abs();
+        Some(*self.known.get_or_init(|| pid))
     }
 }
 
@@ -205,9 +251,23 @@ pub struct ExecProcess {
     pub stderr: Option<Box<dyn AsyncRead + Send + Unpin>>,
     /// The terminal of a `tty` exec, for resizing.
     pub pty: Option<Pty>,
+    pid_known: Arc<std::sync::OnceLock<u32>>,
 }
 
 impl ExecProcess {
+    /// The exec'd process's host pid, readable while and after it runs.
+    pub fn pid(&self) -> ExecPid {
+        ExecPid {
+            file: self
+                .exec
+                .files
+                .as_ref()
+                .map(|f| f.pid.clone())
+                .unwrap_or_default(),
+            known: self.pid_known.clone(),
+        }
+    }
+
     /// Waits for the process; its exit code (128 + signal for a signal).
     pub async fn wait(&mut self) -> Result<i32> {
         Ok(exit_code(self.exec.wait().await?))
@@ -264,6 +324,7 @@ impl Containers {
         id: &str,
         cmd: Vec<String>,
         tty: bool,
+        options: &berth_oci::spec::ExecOptions,
     ) -> Result<(Arc<dyn crate::RuntimeDriver>, ExecFiles)> {
         if cmd.is_empty() {
             return Err(Error::invalid("exec needs a command"));
@@ -275,7 +336,8 @@ impl Containers {
         let spec: oci_spec::runtime::Spec =
             serde_json::from_slice(&std::fs::read(bundle.join("config.json"))?)
                 .map_err(|e| Error::internal(format!("bundle config of {id}: {e}")))?;
-        let process = berth_oci::spec::exec_process(&spec, cmd, tty);
+        let process = berth_oci::spec::exec_process(&spec, cmd, tty, options)
+            .map_err(|e| e.context(format!("exec in container {id}")))?;
         let exec_id = &new_id()[..16];
         let dir = self.container_state_dir(id);
         let files = ExecFiles {
@@ -295,7 +357,7 @@ impl Containers {
         cmd: Vec<String>,
         timeout: Duration,
     ) -> Result<ExecOutput> {
-        let (runtime, files) = self.prepare_exec(id, cmd, false)?;
+        let (runtime, files) = self.prepare_exec(id, cmd, false, &Default::default())?;
         run(
             runtime.exec_command(id, &files.process, &files.pid, None)?,
             files,
@@ -315,7 +377,8 @@ impl Containers {
     /// subreaper itself. Every handler takes this path (crun too), so a
     /// terminal exec behaves alike whatever the runtime.
     pub async fn exec_stream(&self, id: &str, spec: ExecSpec) -> Result<ExecProcess> {
-        let (runtime, files) = self.prepare_exec(id, spec.cmd.clone(), spec.tty)?;
+        let (runtime, files) =
+            self.prepare_exec(id, spec.cmd.clone(), spec.tty, &spec.options())?;
         let pipe = |wanted: bool| {
             if wanted {
                 Stdio::piped()
@@ -341,6 +404,7 @@ impl Containers {
                 stderr: child.stderr.take().map(|s| Box::new(s) as _),
                 exec,
                 pty: None,
+                pid_known: Arc::default(),
             });
         }
         // A short path: unix socket addresses hold 107 bytes.
@@ -406,6 +470,7 @@ impl Containers {
             stderr: None,
             pty: Some(pty),
             exec,
+            pid_known: Arc::default(),
         })
     }
 }
@@ -624,6 +689,44 @@ mod tests {
             "{e:?}"
         );
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn an_exec_pid_is_read_once_written_and_kept_after_its_file_goes() {
+        let file = std::env::temp_dir().join(format!("berth-exec-pid-{}", std::process::id()));
+        let _ = std::fs::remove_file(&file);
+        let pid = ExecPid {
+            file: file.clone(),
+            known: Arc::default(),
+        };
+        assert_eq!(pid.get(), None, "not written yet");
+        std::fs::write(&file, "0").unwrap();
+        assert_eq!(pid.get(), None, "0 is no process");
+        std::fs::write(&file, "4242").unwrap();
+        assert_eq!(pid.clone().get(), Some(4242));
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(pid.get(), Some(4242), "kept by every clone");
+    }
+
+    #[test]
+    fn an_exec_spec_passes_env_cwd_user_and_privileged_on() {
+        let spec = ExecSpec {
+            env: vec!["A=1".into()],
+            cwd: Some("/tmp".into()),
+            user: Some("app:50".into()),
+            privileged: true,
+            ..ExecSpec::default()
+        };
+        assert_eq!(
+            spec.options(),
+            berth_oci::spec::ExecOptions {
+                env: vec!["A=1".into()],
+                cwd: Some("/tmp".into()),
+                user: Some("app:50".into()),
+                privileged: true,
+            }
+        );
+        assert_eq!(ExecSpec::default().options(), Default::default());
     }
 
     #[tokio::test]

@@ -70,6 +70,7 @@ mod monitor;
 mod netstats;
 mod network;
 mod node;
+mod pause;
 mod podfiles;
 mod pty;
 mod recovery;
@@ -96,7 +97,7 @@ pub use berth_errdefs::{Error, ErrorKind};
 pub use changes::{Change, ChangeKind};
 pub use container::Containers;
 pub use events::{attr, Action, Attrs, EventBus, ObjectKind, Received, Subscription};
-pub use exec::{ExecOutput, ExecProcess, ExecSpec};
+pub use exec::{ExecOutput, ExecPid, ExecProcess, ExecSpec};
 pub use images::{
     Credentials, HistoryEntry, ImageConfig, ImageFsInfo, ImageInfo, ImageLayer, ImageUsers, Images,
     LayerProgress, Platform, PruneReport, PrunedImage, PullProgress, PullRequest, PullResult,
@@ -111,7 +112,7 @@ pub use node::Node;
 pub use pty::Pty;
 pub use sandbox::Sandboxes;
 pub use seams::{BoxFuture, MetaStore, Monitors, Parts, RuntimeDriver};
-pub use standalone::parse_signal;
+pub use standalone::{parse_signal, signal_name};
 
 /// The cgroup driver kubelet must match (CRI `RuntimeConfig`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

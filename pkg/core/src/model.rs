@@ -452,6 +452,9 @@ pub struct ContainerRecord {
     pub auto_remove: bool,
     /// Docker's `--stop-timeout`: seconds a stop waits by default.
     pub stop_timeout_s: Option<i64>,
+    /// Frozen by `docker pause` (the runtime's cgroup freezer); still
+    /// running as far as CRI and the state machine go.
+    pub paused: bool,
 }
 
 /// How a Docker container gets its network (`HostConfig.NetworkMode`).
@@ -534,6 +537,10 @@ pub struct ContainerStats {
     pub sandbox_id: String,
     pub timestamp_ns: i64,
     pub cpu_usage_ns: u64,
+    /// The parts of `cpu_usage_ns` in user mode and in the kernel (0 where
+    /// the kernel does not split it).
+    pub cpu_user_ns: u64,
+    pub cpu_system_ns: u64,
     /// Average over the time since the previous sample (0 on the first).
     pub cpu_nano_cores: u64,
     pub memory_working_set_bytes: u64,

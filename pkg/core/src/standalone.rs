@@ -55,6 +55,11 @@ const MONITOR_FILES: [&str; 5] = [
 /// Under `<root>/containers`: a Docker container's log file.
 const DOCKER_LOG: &str = "container.log";
 
+/// The name of signal `n` (`SIGTERM`), as `docker inspect` shows it.
+pub fn signal_name(n: i32) -> Option<String> {
+    berth_oci::spec::signal_name(n)
+}
+
 /// A signal by name (`TERM`, `SIGTERM`, `RTMIN+1`) or number; empty is
 /// SIGKILL (Docker's default for kill).
 pub fn parse_signal(signal: &str) -> Result<i32> {
@@ -177,7 +182,7 @@ impl Containers {
 
     /// A Docker container's record; a Kubernetes one is refused (kubelet
     /// owns its lifecycle).
-    fn docker_container(&self, id: &str) -> Result<ContainerRecord> {
+    pub(crate) fn docker_container(&self, id: &str) -> Result<ContainerRecord> {
         let record = self.require_container(id)?.record();
         match record.owner {
             Owner::Docker => Ok(record),
@@ -238,15 +243,24 @@ impl Containers {
     /// container's first process.
     pub async fn kill(&self, id: &str, signal: &str) -> Result<()> {
         let signal = parse_signal(signal)?;
-        let record = self.require_container(id)?.record();
+        let entry = self.require_container(id)?;
+        let record = entry.record();
         record.state.check_running(id)?;
+        if record.paused && signal != libc::SIGKILL {
+            return Err(Error::new(
+                ErrorKind::FailedPrecondition,
+                format!("container {id} is paused: unpause it before killing it"),
+            ));
+        }
         let runtime = self.runtime(&record.runtime_handler)?;
         let cid = id.to_string();
         tokio::task::spawn_blocking(move || runtime.kill(&cid, &signal.to_string()))
             .await
             .map_err(|e| Error::internal(format!("container kill task: {e}")))??;
         self.container_event(&record, Action::Kill { signal });
-        Ok(())
+        // SIGKILL lands once the cgroup thaws.
+        let _guard = entry.lock.lock().await;
+        self.thaw(&entry).await
     }
 
     /// Waits for `condition` and returns the container's exit code then.

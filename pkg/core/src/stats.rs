@@ -34,6 +34,8 @@ impl Containers {
         }
         if let Ok(cg) = self.cgroups.stats(&record.cgroups_path) {
             stats.cpu_usage_ns = cg.cpu_usage_ns;
+            stats.cpu_user_ns = cg.cpu_user_ns;
+            stats.cpu_system_ns = cg.cpu_system_ns;
             stats.memory_usage_bytes = cg.memory_usage_bytes;
             stats.memory_working_set_bytes = cg.memory_working_set_bytes;
             stats.memory_rss_bytes = cg.memory_rss_bytes;

@@ -1337,6 +1337,8 @@ mod tests {
             sandbox_id: "pod-1".into(),
             timestamp_ns: 1_000,
             cpu_usage_ns: cpu_ns,
+            cpu_user_ns: cpu_ns / 2,
+            cpu_system_ns: cpu_ns / 2,
             cpu_nano_cores: cores,
             memory_working_set_bytes: rss * 2,
             memory_usage_bytes: rss * 3,

@@ -3,7 +3,7 @@
 //! container. Works on created containers too, which is how `docker run`
 //! attaches before it starts one.
 
-use berth_core::{AttachOutput, AttachWriter};
+use berth_core::{AttachOutput, AttachWriter, LogOptions, LogStream};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -21,51 +21,96 @@ pub async fn attach(mut ctx: Ctx, reference: &str) -> ApiResult<Response<Body>> 
     let container = view::find(&ctx.core, reference)?;
     let q = &ctx.query;
     let (stdin, stdout, stderr) = (q.flag("stdin"), q.flag("stdout"), q.flag("stderr"));
-    if !q.flag("stream") && !q.flag("logs") {
+    let (logs, stream) = (q.flag("logs"), q.flag("stream"));
+    if !stream && !logs {
         return Err(ApiError::bad_request(
             "Bad parameters: you must choose at least one stream",
         ));
     }
-    let attached = ctx.core.containers().attach(&container.record.id).await?;
+    let id = &container.record.id;
+    // `logs=1`: what the container already wrote comes first; without
+    // `stream` that is all (a stopped container is fine then).
+    let history = match logs {
+        true => Some(ctx.core.containers().logs(
+            id,
+            LogOptions {
+                stdout,
+                stderr,
+                ..Default::default()
+            },
+        )?),
+        false => None,
+    };
+    let attached = match stream {
+        true => Some(ctx.core.containers().attach(id).await?),
+        false => None,
+    };
     let on_upgrade = hyper::upgrade::on(&mut ctx.req);
-    let tty = attached.tty;
+    let tty = container.record.config.tty;
     tokio::spawn(async move {
         let Some(io) = upgraded(on_upgrade).await else {
             return;
         };
         let (client_in, client_out) = hijack::split(io);
-        let (mut from_container, to_container) = attached.split();
-        // Without stdin the writer is kept (not dropped) so that this
-        // client does not close the container's stdin.
-        let (stdin_task, _kept) = if stdin {
-            (
-                Some(tokio::spawn(copy_stdin(client_in, to_container))),
-                None,
-            )
-        } else {
-            (None, Some(to_container))
-        };
         let mut output = Output {
             out: client_out,
             tty,
         };
-        while let Some(out) = from_container.next_output().await {
-            let sent = match out {
-                AttachOutput::Stdout(b) if stdout => output.send(STDOUT, &b).await,
-                AttachOutput::Stderr(b) if stderr => output.send(STDERR, &b).await,
-                AttachOutput::Exited(_) => break,
-                _ => Ok(()),
-            };
-            if sent.is_err() {
-                break;
+        if let Some(mut history) = history {
+            while let Some(entry) = history.next_entry().await {
+                let fd = match entry.stream {
+                    LogStream::Stdout => STDOUT,
+                    LogStream::Stderr => STDERR,
+                };
+                if output.send(fd, &entry.bytes).await.is_err() {
+                    return;
+                }
             }
         }
-        output.finish().await;
-        if let Some(task) = stdin_task {
-            task.abort();
+        if let Some(attached) = attached {
+            follow(attached, client_in, &mut output, stdin, stdout, stderr).await;
         }
+        output.finish().await;
     });
     Ok(hijack::upgraded_response())
+}
+
+/// The container's live output to the client (and the client's stdin to
+/// the container when asked) until the container exits or the client
+/// goes.
+async fn follow(
+    attached: berth_core::Attached,
+    client_in: impl AsyncRead + Unpin + Send + 'static,
+    output: &mut Output<impl tokio::io::AsyncWrite + Unpin>,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+) {
+    let (mut from_container, to_container) = attached.split();
+    // Without stdin the writer is kept (not dropped) so that this client
+    // does not close the container's stdin.
+    let (stdin_task, _kept) = if stdin {
+        (
+            Some(tokio::spawn(copy_stdin(client_in, to_container))),
+            None,
+        )
+    } else {
+        (None, Some(to_container))
+    };
+    while let Some(out) = from_container.next_output().await {
+        let sent = match out {
+            AttachOutput::Stdout(b) if stdout => output.send(STDOUT, &b).await,
+            AttachOutput::Stderr(b) if stderr => output.send(STDERR, &b).await,
+            AttachOutput::Exited(_) => break,
+            _ => Ok(()),
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    if let Some(task) = stdin_task {
+        task.abort();
+    }
 }
 
 pub async fn upgraded(on: OnUpgrade) -> Option<hyper::upgrade::Upgraded> {

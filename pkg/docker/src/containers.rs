@@ -90,12 +90,19 @@ fn command_line(args: &[String]) -> String {
         .join(" ")
 }
 
-/// `Up 2 seconds`, `Exited (0) 3 seconds ago`, `Created`.
+/// `Up 2 seconds`, `Up 1 minute (Paused)`, `Exited (0) 3 seconds ago`,
+/// `Created`.
 fn status_text(v: &ContainerView) -> String {
     let r = &v.record;
     match r.state {
         ContainerState::Created => "Created".to_string(),
-        ContainerState::Running => format!("Up {}", human_duration(now_ns() - r.started_at_ns)),
+        ContainerState::Running => {
+            let up = human_duration(now_ns() - r.started_at_ns);
+            match r.paused {
+                true => format!("Up {up} (Paused)"),
+                false => format!("Up {up}"),
+            }
+        }
         ContainerState::Exited | ContainerState::Unknown => format!(
             "Exited ({}) {} ago",
             r.exit_code,
@@ -134,9 +141,11 @@ fn port_mappings(v: &ContainerView) -> &[PortMapping] {
 /// The network a container is on, as `NetworkSettings.Networks` shows it.
 fn networks(v: &ContainerView) -> Map<String, Value> {
     let mut networks = Map::new();
-    let name = match v.network_mode() {
+    let name = match v.network_mode().as_str() {
         "host" => "host",
         "none" => "none",
+        // dockerd lists no network of its own for `container:<id>`.
+        m if m.starts_with("container:") => return networks,
         _ => "bridge",
     };
     let running = v.record.state == ContainerState::Running;
@@ -266,7 +275,7 @@ pub fn inspect_json(v: &ContainerView) -> Value {
         "State": {
             "Status": v.state(),
             "Running": running,
-            "Paused": false,
+            "Paused": r.paused,
             "Restarting": false,
             "OOMKilled": r.reason == "OOMKilled",
             "Dead": false,
@@ -294,7 +303,7 @@ pub fn inspect_json(v: &ContainerView) -> Value {
             "NetworkMode": v.network_mode(),
             "PortBindings": port_bindings(ports),
             "RestartPolicy": { "Name": "no", "MaximumRetryCount": 0 },
-            "AutoRemove": false,
+            "AutoRemove": r.auto_remove,
             "CapAdd": nonempty(&c.security.capabilities_add),
             "CapDrop": nonempty(&c.security.capabilities_drop),
             "Privileged": c.security.privileged,
@@ -308,7 +317,7 @@ pub fn inspect_json(v: &ContainerView) -> Value {
             "CpusetCpus": c.resources.cpuset_cpus,
             "CpusetMems": c.resources.cpuset_mems,
             "NanoCpus": 0,
-            "PidsLimit": null,
+            "PidsLimit": (c.resources.pids_limit > 0).then_some(c.resources.pids_limit),
             "LogConfig": { "Type": "json-file", "Config": {} },
         },
         "GraphDriver": { "Name": "overlay", "Data": null },
@@ -331,6 +340,8 @@ pub fn inspect_json(v: &ContainerView) -> Value {
             "Entrypoint": if c.command.is_empty() { Value::Null } else { json!(c.command) },
             "OnBuild": null,
             "Labels": c.labels,
+            "StopSignal": berth_core::signal_name(r.stop_signal),
+            "StopTimeout": r.stop_timeout_s,
         },
         "NetworkSettings": {
             "Bridge": "",

@@ -104,9 +104,7 @@ pub async fn create(
         ));
     }
     if core.images().status(&body.image)?.is_none() {
-        let full = core.images().qualify(&body.image);
-        let full = full.map_or_else(|_| body.image.clone(), |q| crate::images::qualified(&q));
-        return Err(ApiError::no_such_image(&full));
+        return Err(crate::images::missing_image(core, &body.image));
     }
     if let Ok(holder) = view::find(core, &name) {
         if holder.name == name {

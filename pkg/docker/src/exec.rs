@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use berth_core::{ExecProcess, ExecSpec, Pty};
+use berth_core::{ExecPid, ExecProcess, ExecSpec, Pty};
 use hyper::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -41,6 +41,7 @@ struct State {
     running: bool,
     exit_code: Option<i32>,
     pty: Option<Pty>,
+    pid: Option<ExecPid>,
 }
 
 /// The create body (the fields berth acts on or shows; others ignored).
@@ -106,7 +107,6 @@ pub async fn create(ctx: Ctx, reference: &str) -> ApiResult<Response<Body>> {
             container.record.id
         )));
     }
-    unsupported(&body)?;
     door.execs.prune(&core);
     let id = random_id()?;
     let instance = Arc::new(Instance {
@@ -117,29 +117,6 @@ pub async fn create(ctx: Ctx, reference: &str) -> ApiResult<Response<Body>> {
     });
     door.execs.lock().insert(id.clone(), instance);
     Ok(json(StatusCode::CREATED, &serde_json::json!({ "Id": id })))
-}
-
-/// What the core's exec cannot do yet is refused rather than ignored.
-fn unsupported(body: &CreateBody) -> ApiResult<()> {
-    let refused = |what: &str| {
-        Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("berth does not support exec with {what} yet"),
-        ))
-    };
-    if !body.user.is_empty() {
-        return refused("--user");
-    }
-    if !body.working_dir.is_empty() {
-        return refused("--workdir");
-    }
-    if body.env.as_ref().is_some_and(|e| !e.is_empty()) {
-        return refused("--env");
-    }
-    if body.privileged {
-        return refused("--privileged");
-    }
-    Ok(())
 }
 
 /// `POST /exec/{id}/start`.
@@ -170,6 +147,10 @@ pub async fn start(ctx: Ctx, exec_id: &str) -> ApiResult<Response<Body>> {
         stdin: c.attach_stdin && !start.detach,
         stdout: c.attach_stdout && !start.detach,
         stderr: c.attach_stderr && !start.detach,
+        env: c.env.clone().unwrap_or_default(),
+        cwd: Some(c.working_dir.clone()).filter(|w| !w.is_empty()),
+        user: Some(c.user.clone()).filter(|u| !u.is_empty()),
+        privileged: c.privileged,
     };
     let process = match core
         .containers()
@@ -178,13 +159,19 @@ pub async fn start(ctx: Ctx, exec_id: &str) -> ApiResult<Response<Body>> {
     {
         Ok(p) => p,
         Err(e) => {
-            let mut state = instance.state();
-            state.running = false;
-            state.exit_code = Some(126);
-            return Err(e.into());
+            finish_state(&instance, Some(126));
+            if start.detach {
+                return Err(e.into());
+            }
+            tokio::spawn(report_failure(on_upgrade, instance, e));
+            return Ok(hijack::upgraded_response());
         }
     };
-    instance.state().pty = process.pty.clone();
+    {
+        let mut state = instance.state();
+        state.pty = process.pty.clone();
+        state.pid = Some(process.pid());
+    }
     if start.detach {
         tokio::spawn(finish(instance, process));
         return no_content(StatusCode::OK);
@@ -245,6 +232,27 @@ async fn stream(io: hyper::upgrade::Upgraded, instance: Arc<Instance>, mut proce
     }
 }
 
+/// An attached exec that could not start: as dockerd, the stream is
+/// hijacked anyway and carries the reason on stdout; the exit code (126)
+/// is in inspect, which the CLI exits with.
+async fn report_failure(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    instance: Arc<Instance>,
+    e: berth_core::Error,
+) {
+    let Some(io) = upgraded(on_upgrade).await else {
+        return;
+    };
+    let (_, out) = hijack::split(io);
+    let mut output = Output {
+        out,
+        tty: instance.config.tty,
+    };
+    let reason = format!("{}\r\n", e.message);
+    let _ = output.send(STDOUT, reason.as_bytes()).await;
+    output.finish().await;
+}
+
 async fn finish(instance: Arc<Instance>, mut process: ExecProcess) {
     let code = process.wait().await.ok();
     finish_state(&instance, code);
@@ -252,6 +260,10 @@ async fn finish(instance: Arc<Instance>, mut process: ExecProcess) {
 
 fn finish_state(instance: &Instance, code: Option<i32>) {
     let mut state = instance.state();
+    // Read while the exec's pid file is still there: inspect keeps it.
+    if let Some(pid) = &state.pid {
+        pid.get();
+    }
     state.running = false;
     state.pty = None;
     state.exit_code = Some(code.unwrap_or(-1));
@@ -330,14 +342,17 @@ struct ProcessConfig<'a> {
     entrypoint: &'a str,
     arguments: &'a [String],
     privileged: bool,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    user: &'a str,
 }
 
 /// `GET /exec/{id}/json`.
 pub fn inspect(ctx: &Ctx, exec_id: &str) -> ApiResult<Response<Body>> {
     let instance = ctx.door.execs.get(exec_id)?;
-    let (running, exit_code) = {
+    let (running, exit_code, pid) = {
         let s = instance.state();
-        (s.running, s.exit_code)
+        let pid = s.pid.as_ref().and_then(ExecPid::get).unwrap_or(0);
+        (s.running, s.exit_code, pid)
     };
     let c = &instance.config;
     let cmd = c.cmd.as_deref().unwrap_or_default();
@@ -350,6 +365,7 @@ pub fn inspect(ctx: &Ctx, exec_id: &str) -> ApiResult<Response<Body>> {
             entrypoint: cmd.first().map(String::as_str).unwrap_or(""),
             arguments: cmd.get(1..).unwrap_or_default(),
             privileged: c.privileged,
+            user: &c.user,
         },
         open_stdin: c.attach_stdin,
         open_stderr: c.attach_stderr,
@@ -357,7 +373,7 @@ pub fn inspect(ctx: &Ctx, exec_id: &str) -> ApiResult<Response<Body>> {
         can_remove: false,
         container_id: &instance.container_id,
         detach_keys: "",
-        pid: 0,
+        pid,
     })
 }
 

@@ -47,7 +47,17 @@ pub fn resolve(core: &Core, name: &str) -> ApiResult<Option<ImageInfo>> {
 }
 
 fn must_resolve(core: &Core, name: &str) -> ApiResult<ImageInfo> {
-    resolve(core, name)?.ok_or_else(|| ApiError::no_such_image(name))
+    resolve(core, name)?.ok_or_else(|| missing_image(core, name))
+}
+
+/// dockerd's 404 for a name that matches no image: the name as it
+/// reads it, tagged `latest` if untagged (`bb` → `No such image:
+/// bb:latest`); an id or a malformed name as given.
+pub(crate) fn missing_image(core: &Core, name: &str) -> ApiError {
+    match core.images().qualify(name) {
+        Ok(q) => ApiError::no_such_image(&familiar(&qualified(&q))),
+        Err(_) => ApiError::no_such_image(name),
+    }
 }
 
 fn created_secs(info: &ImageInfo) -> i64 {
@@ -214,7 +224,7 @@ pub fn history(core: &Core, name: &str) -> ApiResult<Response<Body>> {
     let entries = core
         .images()
         .history(&info.id)?
-        .ok_or_else(|| ApiError::no_such_image(name))?;
+        .ok_or_else(|| missing_image(core, name))?;
     let out: Vec<Value> = entries
         .iter()
         .map(|e| {

@@ -88,11 +88,36 @@ pub async fn kill(core: &Core, reference: &str, query: &Query) -> ApiResult<Resp
         .kill(&v.record.id, signal)
         .await
         .map_err(|e| match e.kind {
+            ErrorKind::FailedPrecondition if v.record.paused => ApiError::conflict(format!(
+                "Container {} is paused. Unpause the container before stopping or killing",
+                v.record.id
+            )),
             ErrorKind::FailedPrecondition => {
                 ApiError::conflict(format!("Container {} is not running", v.record.id))
             }
             _ => about(&v)(e),
         })?;
+    no_content(StatusCode::NO_CONTENT)
+}
+
+/// `POST /containers/{id}/pause` (`freeze`) and `/unpause`.
+pub async fn pause(core: &Core, reference: &str, freeze: bool) -> ApiResult<Response<Body>> {
+    let v = view::find(core, reference)?;
+    docker_owned(&v)?;
+    let containers = core.containers();
+    let id = &v.record.id;
+    let done = match freeze {
+        true => containers.pause(id).await,
+        false => containers.unpause(id).await,
+    };
+    done.map_err(|e| match e.kind {
+        ErrorKind::FailedPrecondition => ApiError::conflict(match (v.record.state, freeze) {
+            (ContainerState::Running, true) => format!("Container {id} is already paused"),
+            (ContainerState::Running, false) => format!("Container {id} is not paused"),
+            _ => format!("Container {id} is not running"),
+        }),
+        _ => about(&v)(e),
+    })?;
     no_content(StatusCode::NO_CONTENT)
 }
 

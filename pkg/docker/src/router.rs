@@ -89,6 +89,14 @@ pub async fn route(
         (&M::POST, ["containers", id, "restart"]) => ("ContainerRestart", {
             lifecycle::restart(&ctx.core, id, &ctx.query).await
         }),
+        (&M::POST, ["containers", id, "pause"]) => (
+            "ContainerPause",
+            lifecycle::pause(&ctx.core, id, true).await,
+        ),
+        (&M::POST, ["containers", id, "unpause"]) => (
+            "ContainerUnpause",
+            lifecycle::pause(&ctx.core, id, false).await,
+        ),
         (&M::POST, ["containers", id, "wait"]) => (
             "ContainerWait",
             lifecycle::wait(&ctx.core, id, &ctx.query).await,

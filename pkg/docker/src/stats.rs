@@ -31,7 +31,7 @@ struct Sample {
 fn sample(core: &Core, v: &ContainerView) -> ApiResult<Sample> {
     let id = &v.record.id;
     let stats = core.containers().stats(id)?;
-    let networks = match v.network_mode() {
+    let networks = match v.network_mode().as_str() {
         "host" => None,
         _ => core.containers().network_stats(id).ok(),
     };
@@ -100,8 +100,13 @@ pub async fn stats(core: &Core, reference: &str, query: &Query) -> ApiResult<Res
 
 fn cpu_stats(s: Option<&Sample>) -> Value {
     let (total, system) = s.map_or((0, 0), |s| (s.stats.cpu_usage_ns, s.system_ns));
+    let (user, kernel) = s.map_or((0, 0), |s| (s.stats.cpu_user_ns, s.stats.cpu_system_ns));
     json!({
-        "cpu_usage": { "total_usage": total, "usage_in_kernelmode": 0, "usage_in_usermode": 0 },
+        "cpu_usage": {
+            "total_usage": total,
+            "usage_in_kernelmode": kernel,
+            "usage_in_usermode": user,
+        },
         "system_cpu_usage": system,
         "online_cpus": if s.is_some() { host::cpus() } else { 0 },
         "throttling_data": { "periods": 0, "throttled_periods": 0, "throttled_time": 0 },

@@ -36,19 +36,26 @@ impl ContainerView {
     pub fn state(&self) -> &'static str {
         match self.record.state {
             ContainerState::Created => "created",
+            ContainerState::Running if self.record.paused => "paused",
             ContainerState::Running => "running",
             ContainerState::Exited | ContainerState::Unknown => "exited",
         }
     }
 
     /// The network mode as `docker inspect` shows it.
-    pub fn network_mode(&self) -> &'static str {
-        match self.sandbox.as_ref().map(|s| s.config.namespaces.network) {
-            Some(NamespaceMode::Node) => "host",
-            _ if self.record.owner == Owner::Kubernetes => "bridge",
-            _ => match self.sandbox.as_ref().and_then(|s| s.network.as_ref()) {
-                Some(_) => "default",
-                None => "none",
+    pub fn network_mode(&self) -> String {
+        let sandbox = self.sandbox.as_ref();
+        match sandbox.map(|s| s.config.namespaces.network) {
+            Some(NamespaceMode::Node) => "host".into(),
+            _ if self.record.owner == Owner::Kubernetes => "bridge".into(),
+            // A Docker sandbox is named after the container it was made
+            // for: another one in it joined with `--network container:`.
+            _ if sandbox.is_some_and(|s| s.config.name != self.record.id) => {
+                format!("container:{}", sandbox.map_or("", |s| &s.config.name))
+            }
+            _ => match sandbox.and_then(|s| s.network.as_ref()) {
+                Some(_) => "default".into(),
+                None => "none".into(),
             },
         }
     }

@@ -603,22 +603,79 @@ pub fn write_bundle_config(spec: &Spec, bundle: &Path) -> Result<()> {
     })
 }
 
+/// What an exec asks for beyond its command and terminal (Docker's
+/// `exec --env/--workdir/--user/--privileged`); each left empty keeps the
+/// container's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOptions {
+    /// `KEY=value` set over the container's environment, replacing the
+    /// same key; a bare `KEY` unsets it (Docker's `ReplaceOrAppendEnvValues`).
+    pub env: Vec<String>,
+    /// An absolute working directory.
+    pub cwd: Option<String>,
+    /// `user`, `uid`, `user:group` or `uid:gid`, resolved in the container's
+    /// `/etc/passwd` and `/etc/group` as a container's user is.
+    pub user: Option<String>,
+    /// Every capability the host can give, as a privileged container has
+    /// (dockerd's privileged exec); the container's seccomp filter, masked
+    /// paths and devices stay.
+    pub privileged: bool,
+}
+
 /// The process for `runtime exec --process FILE`: the container's process
 /// (env, cwd, user, capabilities, no_new_privileges, apparmor, ...) with
-/// new args and terminal; a terminal sets `TERM=xterm`, as containerd's
-/// exec does.
-pub fn exec_process(base: &Spec, args: Vec<String>, tty: bool) -> Process {
+/// new args and terminal, and what `options` replaces; a terminal sets
+/// `TERM=xterm`, as containerd's exec does.
+pub fn exec_process(
+    base: &Spec,
+    args: Vec<String>,
+    tty: bool,
+    options: &ExecOptions,
+) -> Result<Process> {
     let mut p = base.process().clone().unwrap_or_default();
     p.set_args(Some(args));
     p.set_command_line(None);
     p.set_terminal(Some(tty));
     p.set_console_size(None);
+    let mut overrides = Vec::new();
     if tty {
+        overrides.push("TERM=xterm".to_string());
+    }
+    if let Some(bad) = options
+        .env
+        .iter()
+        .find(|e| e.is_empty() || e.starts_with('='))
+    {
+        return Err(Error::invalid(format!(
+            "invalid environment variable {bad:?}: the name is empty"
+        )));
+    }
+    overrides.extend(options.env.iter().cloned());
+    if !overrides.is_empty() {
         let mut env = p.env().clone().unwrap_or_default();
-        override_env(&mut env, &["TERM=xterm".to_string()]);
+        override_env(&mut env, &overrides);
         p.set_env(Some(env));
     }
-    p
+    if let Some(cwd) = options.cwd.as_deref().filter(|c| !c.is_empty()) {
+        if !cwd.starts_with('/') {
+            return Err(Error::invalid(format!(
+                "working directory {cwd:?} must be an absolute path"
+            )));
+        }
+        p.set_cwd(PathBuf::from(mounts::clean_path(cwd)));
+    }
+    if let Some(user) = options.user.as_deref().filter(|u| !u.is_empty()) {
+        let rootfs = base
+            .root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .ok_or_else(|| Error::internal("the container's spec has no root"))?;
+        p.set_user(resolve_user(&rootfs, &UserRequest::default(), user)?);
+    }
+    if options.privileged {
+        p.set_capabilities(Some(oci_capabilities(caps::current())));
+    }
+    Ok(p)
 }
 
 /// Signal names as Docker and containerd accept them (`moby/sys/signal`),
@@ -694,6 +751,18 @@ pub fn parse_signal(s: &str) -> Result<i32> {
         return offset(rest, '-').map(|n| SIGRTMAX - n).ok_or_else(bad);
     }
     Err(bad())
+}
+
+/// The name of signal `n` as Docker shows it (`SIGTERM`, `SIGRTMIN+3`).
+pub fn signal_name(n: i32) -> Option<String> {
+    if let Some((name, _)) = SIGNALS.iter().find(|(_, k)| *k == n) {
+        return Some(format!("SIG{name}"));
+    }
+    match n - SIGRTMIN {
+        0 => Some("SIGRTMIN".into()),
+        k if (1..=SIGRTMAX - SIGRTMIN).contains(&k) => Some(format!("SIGRTMIN+{k}")),
+        _ => None,
+    }
 }
 
 /// The signal that stops a container: the image's `StopSignal`, else (or
@@ -1320,7 +1389,7 @@ mod tests {
             ..base(root.path())
         };
         let out = build(&spec).unwrap();
-        let p = exec_process(&out, s(&["ls", "-l"]), true);
+        let p = exec_process(&out, s(&["ls", "-l"]), true, &ExecOptions::default()).unwrap();
         let c = out.process().as_ref().unwrap();
         assert_eq!(p.args().as_ref().unwrap(), &s(&["ls", "-l"]));
         assert_eq!(p.terminal(), Some(true));
@@ -1330,9 +1399,85 @@ mod tests {
         assert_eq!(p.no_new_privileges(), Some(true));
         let env = p.env().as_ref().unwrap();
         assert!(env.contains(&"A=1".to_string()) && env.contains(&"TERM=xterm".to_string()));
-        let p = exec_process(&out, s(&["true"]), false);
+        let p = exec_process(&out, s(&["true"]), false, &ExecOptions::default()).unwrap();
         assert_eq!(p.terminal(), Some(false));
         assert_eq!(p.env(), c.env());
+    }
+
+    #[test]
+    fn exec_options_replace_env_cwd_and_user() {
+        let root = rootfs();
+        let spec = ContainerSpec {
+            env: s(&["A=1", "KEEP=yes", "GONE=x"]),
+            ..base(root.path())
+        };
+        let out = build(&spec).unwrap();
+        let options = ExecOptions {
+            env: s(&["A=2", "NEW=3", "GONE"]),
+            cwd: Some("/tmp/../work".into()),
+            user: Some("app".into()),
+            privileged: false,
+        };
+        let p = exec_process(&out, s(&["id"]), true, &options).unwrap();
+        let env = p.env().as_ref().unwrap();
+        for want in ["A=2", "KEEP=yes", "NEW=3", "TERM=xterm"] {
+            assert!(env.contains(&want.to_string()), "{want} in {env:?}");
+        }
+        assert!(!env
+            .iter()
+            .any(|e| e.starts_with("A=1") || e.starts_with("GONE")));
+        assert_eq!(p.cwd(), Path::new("/work"));
+        // By name: uid and gid from passwd, memberships from group.
+        assert_eq!((p.user().uid(), p.user().gid()), (1000, 1000));
+        assert_eq!(
+            p.user().additional_gids().as_ref().unwrap(),
+            &vec![1000, 2000]
+        );
+        let numeric = ExecOptions {
+            user: Some("1000:50".into()),
+            ..ExecOptions::default()
+        };
+        let p = exec_process(&out, s(&["id"]), false, &numeric).unwrap();
+        assert_eq!((p.user().uid(), p.user().gid()), (1000, 50));
+        assert_eq!(
+            p.capabilities(),
+            out.process().as_ref().unwrap().capabilities()
+        );
+        let privileged = ExecOptions {
+            privileged: true,
+            ..ExecOptions::default()
+        };
+        let p = exec_process(&out, s(&["id"]), false, &privileged).unwrap();
+        let caps = p.capabilities().as_ref().unwrap();
+        assert_eq!(caps.bounding(), &Some(caps::current().to_oci()));
+        assert_eq!(caps.effective(), &Some(caps::current().to_oci()));
+
+        let refused = |options: ExecOptions, says: &str| {
+            let e = exec_process(&out, s(&["id"]), false, &options).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+            assert!(e.message.contains(says), "{says} in {e}");
+        };
+        refused(
+            ExecOptions {
+                user: Some("nobody-here".into()),
+                ..ExecOptions::default()
+            },
+            "user \"nobody-here\" not found",
+        );
+        refused(
+            ExecOptions {
+                cwd: Some("rel".into()),
+                ..ExecOptions::default()
+            },
+            "working directory \"rel\" must be an absolute path",
+        );
+        refused(
+            ExecOptions {
+                env: s(&["=x"]),
+                ..ExecOptions::default()
+            },
+            "the name is empty",
+        );
     }
 
     #[test]
@@ -1359,6 +1504,19 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::InvalidArgument);
         assert!(e.message.contains("SIGNOPE"));
         assert!(parse_signal("RTMIN+99").is_err());
+    }
+
+    #[test]
+    fn signal_names_round_trip() {
+        assert_eq!(signal_name(libc::SIGTERM).as_deref(), Some("SIGTERM"));
+        assert_eq!(signal_name(libc::SIGCHLD).as_deref(), Some("SIGCHLD"));
+        assert_eq!(signal_name(37).as_deref(), Some("SIGRTMIN+3"));
+        assert_eq!(signal_name(0), None);
+        // 32 and 33 are glibc's own: no application signal has them.
+        for n in (1..=31).chain(34..=64) {
+            let name = signal_name(n).unwrap();
+            assert_eq!(parse_signal(&name).unwrap(), n, "{name}");
+        }
     }
 
     #[test]

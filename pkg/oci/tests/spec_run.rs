@@ -365,7 +365,9 @@ fn built_specs_run_under_each_runtime() {
                 "echo uid=$(id -u) cwd=$(pwd) var=$FROM_CRI; grep ^CapBnd /proc/self/status".into(),
             ],
             false,
-        );
+            &spec::ExecOptions::default(),
+        )
+        .unwrap();
         let process_file = bundle.join("exec.json");
         std::fs::write(&process_file, serde_json::to_vec(&process).unwrap()).unwrap();
         let said = exec(&runtime, &id, &process_file);

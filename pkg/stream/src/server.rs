@@ -474,6 +474,7 @@ async fn start(backend: &dyn Backend, request: &Request) -> berth_errdefs::Resul
                         stdin: *stdin,
                         stdout: *stdout,
                         stderr: *stderr && !*tty,
+                        ..ExecSpec::default()
                     },
                 )
                 .await

@@ -13,12 +13,24 @@ assert on them; anything else fails loudly.
 Flows:
   system            ping, version, info
   inspect NAME      the container NAME as listed and inspected
+  pull IMAGE        pulls IMAGE; its id and tags
+  image IMAGE       the local image IMAGE's id
+  create IMAGE      creates (never pulls) a container of IMAGE; removes it
+  run IMAGE         runs a command writing to both streams and exiting 3,
+                    detached; its wait status and each stream's logs; removes it
+  start IMAGE NAME  runs NAME detached: a shell that ignores SIGTERM
+  exec NAME         exec_run in NAME: exit codes, output, env, workdir, user
+  stop NAME         stop(timeout=1) of NAME, then remove()
 """
 import json
 import sys
+import time
 
 import docker
 from docker.errors import APIError
+
+# Keeps running until SIGKILL: `docker stop` must escalate.
+IGNORES_TERM = "trap '' TERM; while true; do sleep 0.2; done"
 
 
 def system(client):
@@ -47,7 +59,94 @@ def inspect(client, name):
     }
 
 
-FLOWS = {"system": system, "inspect": inspect}
+def pull(client, image):
+    pulled = client.images.pull(image)
+    return {"id": pulled.id, "tags": pulled.tags}
+
+
+def image(client, name):
+    return {"id": client.images.get(name).id}
+
+
+def create(client, image):
+    c = client.containers.create(image, "true")
+    result = {"id": c.id, "status": c.status}
+    c.remove()
+    return result
+
+
+def run(client, image):
+    c = client.containers.run(image, "sh -c 'echo out; echo err >&2; exit 3'", detach=True)
+    waited = c.wait(timeout=60)
+    result = {
+        "wait": waited,
+        "stdout": c.logs(stdout=True, stderr=False).decode(),
+        "stderr": c.logs(stdout=False, stderr=True).decode(),
+        "both": c.logs().decode(),
+    }
+    c.remove()
+    return result
+
+
+def start(client, image, name):
+    c = client.containers.run(image, ["sh", "-c", IGNORES_TERM], detach=True, name=name)
+    c.reload()
+    return {"id": c.id, "status": c.status}
+
+
+def exec_(client, name):
+    c = client.containers.get(name)
+
+    def ran(*args, **kwargs):
+        code, out = c.exec_run(*args, **kwargs)
+        return {"code": code, "output": out.decode()}
+
+    split = c.exec_run(["sh", "-c", "echo out; echo err >&2; exit 7"], demux=True)
+    return {
+        "plain": ran("echo hello"),
+        "failing": ran(["sh", "-c", "exit 4"]),
+        "split": {
+            "code": split.exit_code,
+            "stdout": split.output[0].decode(),
+            "stderr": split.output[1].decode(),
+        },
+        "options": ran(
+            ["sh", "-c", 'echo "$A $B"; pwd; id -u; id -g'],
+            environment={"A": "1", "B": "two words"},
+            workdir="/tmp",
+            user="1000:50",
+        ),
+        "by_name": ran(["sh", "-c", "id -un; id -g"], user="app"),
+        "env_list": ran(["sh", "-c", "echo $PATH"], environment=["PATH=/bin"]),
+    }
+
+
+def stop(client, name):
+    c = client.containers.get(name)
+    began = time.monotonic()
+    c.stop(timeout=1)
+    took = time.monotonic() - began
+    c.reload()
+    result = {
+        "took": took,
+        "status": c.status,
+        "exit_code": c.attrs["State"]["ExitCode"],
+    }
+    c.remove()
+    return result
+
+
+FLOWS = {
+    "system": system,
+    "inspect": inspect,
+    "pull": pull,
+    "image": image,
+    "create": create,
+    "run": run,
+    "start": start,
+    "exec": exec_,
+    "stop": stop,
+}
 
 
 def main():

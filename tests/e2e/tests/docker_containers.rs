@@ -103,6 +103,7 @@ async fn run_stop_start_kill_restart_rename_wait_and_rm() {
         "-c",
         "trap 'exit 7' USR1; while true; do sleep 0.2; done",
     ]);
+    assert_eq!(inspect(&d, "usr1", "{{.Config.StopSignal}}"), "SIGUSR1");
     d.docker_ok(&["stop", "-t", "30", "usr1"]);
     assert_eq!(inspect(&d, "usr1", "{{.State.ExitCode}}"), "7");
     d.docker_ok(&["rm", "usr1"]);
@@ -120,6 +121,14 @@ async fn run_stop_start_kill_restart_rename_wait_and_rm() {
         "-c",
         IGNORES_TERM,
     ]);
+    assert_eq!(
+        inspect(
+            &d,
+            "quick",
+            "{{.Config.StopTimeout}} {{.HostConfig.AutoRemove}}"
+        ),
+        "1 false"
+    );
     let started = Instant::now();
     d.docker_ok(&["stop", "quick"]);
     let took = started.elapsed();
@@ -345,6 +354,10 @@ async fn containers_survive_a_berthd_restart_and_their_network_modes_hold() {
     ]);
     assert_eq!(inspect(&d, "alone", "{{.HostConfig.NetworkMode}}"), "none");
     assert_eq!(inspect(&d, "hosted", "{{.HostConfig.NetworkMode}}"), "host");
+    assert_eq!(
+        inspect(&d, "side", "{{.HostConfig.NetworkMode}}"),
+        format!("container:{web}")
+    );
     assert_eq!(
         http_get(&format!("http://127.0.0.1:{port}/")).await,
         "still-here"

@@ -154,6 +154,12 @@ async fn pull_list_inspect_history_tag_and_rmi() {
         .contains("No such image: nothere:1"));
     let tag = d.docker(&["tag", "nothere:1", "other:1"]);
     assert!(tag.stderr.contains("No such image: nothere:1"), "{tag:?}");
+    // An untagged name reads as `:latest`, as dockerd words it.
+    let untagged = d.docker(&["rmi", "nothere"]);
+    assert!(
+        untagged.stderr.contains("No such image: nothere:latest"),
+        "{untagged:?}"
+    );
     let push = d.docker(&["push", &format!("{}/nothere:1", reg.addr)]);
     assert_eq!(push.status, Some(1));
     assert!(

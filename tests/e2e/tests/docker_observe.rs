@@ -192,6 +192,25 @@ async fn stats_top_diff_and_df_look_into_a_kubernetes_container() {
         "{line}"
     );
 
+    // The busy loop spends its CPU in user mode, and the split adds up.
+    let raw = std::process::Command::new("curl")
+        .args(["-sf", "--max-time", "10", "--unix-socket"])
+        .arg(d.docker_socket())
+        .arg(format!(
+            "http://d/v1.41/containers/{name}/stats?stream=false"
+        ))
+        .output()
+        .expect("curl");
+    let stats: serde_json::Value = serde_json::from_slice(&raw.stdout).expect("stats JSON");
+    let usage = &stats["cpu_stats"]["cpu_usage"];
+    let (total, user, kernel) = (
+        usage["total_usage"].as_u64().unwrap(),
+        usage["usage_in_usermode"].as_u64().unwrap(),
+        usage["usage_in_kernelmode"].as_u64().unwrap(),
+    );
+    assert!(user > kernel, "{usage}");
+    assert_eq!(user + kernel, total, "{usage}");
+
     // Network counters from the pod's namespace: a ping is sent.
     let gateway = d.docker_ok(&["inspect", "--format", "{{.NetworkSettings.Gateway}}", &name]);
     exec(

@@ -69,3 +69,91 @@ async fn docker_py_sees_a_kubernetes_container() {
     teardown(&mut rt, &pod).await;
     d.assert_no_leaks();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_py_pulls_the_image_the_cli_inspects() {
+    let reg = berth_testkit::TestRegistry::start();
+    reg.push(&["busybox"]);
+    let d = TestDaemon::start().await;
+    let image = reg.image("busybox");
+    let v = docker_py(&d, &["pull", &image]);
+    let cli_id = d.docker_ok(&["image", "inspect", "--format", "{{.Id}}", &image]);
+    assert_eq!(v["id"], cli_id.trim(), "{v}");
+    assert!(v["id"].as_str().unwrap().starts_with("sha256:"), "{v}");
+    assert_eq!(v["tags"], serde_json::json!([image]), "{v}");
+    assert_eq!(docker_py(&d, &["image", &image])["id"], v["id"]);
+
+    // An image that is not there: locally, and in the registry.
+    let missing = docker_py(&d, &["image", "nothere:1"]);
+    assert_eq!(missing["error"], 404, "{missing}");
+    assert_eq!(
+        missing["explanation"], "No such image: nothere:1",
+        "{missing}"
+    );
+    let missing = docker_py(&d, &["create", "nothere:1"]);
+    assert_eq!(missing["error"], 404, "{missing}");
+    assert_eq!(
+        missing["explanation"], "No such image: nothere:1",
+        "{missing}"
+    );
+    let made = docker_py(&d, &["create", &image]);
+    assert_eq!(made["status"], "created", "{made}");
+    let unknown = format!("{}/nothere:1", reg.addr);
+    let missing = docker_py(&d, &["pull", &unknown]);
+    assert_eq!(missing["error"], 404, "{missing}");
+    assert!(
+        missing["explanation"]
+            .as_str()
+            .is_some_and(|e| e.contains("nothere")),
+        "{missing}"
+    );
+    d.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_py_runs_waits_and_reads_each_stream() {
+    let (d, reg, _rt) = daemon_with(&["busybox"]).await;
+    let v = docker_py(&d, &["run", &reg.image("busybox")]);
+    assert_eq!(v["wait"]["StatusCode"], 3, "{v}");
+    assert_eq!(v["stdout"], "out\n", "{v}");
+    assert_eq!(v["stderr"], "err\n", "{v}");
+    let both = v["both"].as_str().unwrap();
+    assert!(both.contains("out\n") && both.contains("err\n"), "{v}");
+    assert_eq!(d.docker_ok(&["ps", "-aq"]), "", "run removed its container");
+    d.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_py_execs_stops_a_stubborn_process_and_removes_it() {
+    let (d, reg, _rt) = daemon_with(&["busybox"]).await;
+    let started = docker_py(&d, &["start", &reg.image("busybox"), "stubborn"]);
+    assert_eq!(started["status"], "running", "{started}");
+    assert_eq!(started["id"].as_str().map(str::len), Some(64), "{started}");
+
+    let v = docker_py(&d, &["exec", "stubborn"]);
+    assert_eq!(
+        v["plain"],
+        serde_json::json!({"code": 0, "output": "hello\n"})
+    );
+    assert_eq!(v["failing"]["code"], 4, "{v}");
+    assert_eq!(v["split"]["code"], 7, "{v}");
+    assert_eq!(v["split"]["stdout"], "out\n", "{v}");
+    assert_eq!(v["split"]["stderr"], "err\n", "{v}");
+    // Env (added to the container's, overriding PATH), workdir and user.
+    assert_eq!(v["options"]["code"], 0, "{v}");
+    assert_eq!(
+        v["options"]["output"], "1 two words\n/tmp\n1000\n50\n",
+        "{v}"
+    );
+    assert_eq!(v["by_name"]["output"], "app\n1000\n", "{v}");
+    assert_eq!(v["env_list"]["output"], "/bin\n", "{v}");
+
+    let v = docker_py(&d, &["stop", "stubborn"]);
+    assert_eq!(v["status"], "exited", "{v}");
+    assert_eq!(v["exit_code"], 137, "SIGKILL after the timeout: {v}");
+    assert!(v["took"].as_f64().unwrap() >= 1.0, "{v}");
+    let gone = docker_py(&d, &["inspect", "stubborn"]);
+    assert_eq!(gone["error"], 404, "{gone}");
+    assert_eq!(gone["explanation"], "No such container: stubborn", "{gone}");
+    d.assert_no_leaks();
+}

@@ -1,13 +1,14 @@
-//! `docker run` in the foreground and `docker attach`
+//! `docker run` in the foreground, `docker attach` and `pause`
 //! end to end with the real docker CLI (v28): the CLI attaches before it
 //! starts the container, copies its streams, and exits with the
 //! container's exit code.
 
 use std::io::Write;
 use std::process::Stdio;
+use std::time::Duration;
 
 use berth_e2e::*;
-use berth_testkit::TestDaemon;
+use berth_testkit::{eventually, TestDaemon};
 
 /// Every container `docker ps -a` lists, by full id.
 fn all_ids(d: &TestDaemon) -> String {
@@ -154,5 +155,105 @@ async fn attach_joins_a_running_container_and_ends_with_it() {
         late.stderr
     );
     d.docker_ok(&["rm", "talk"]);
+    d.assert_no_leaks();
+}
+
+/// How many lines the container has written so far.
+fn lines_logged(d: &TestDaemon, name: &str) -> usize {
+    d.docker_ok(&["logs", name]).lines().count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_freezes_unpause_resumes_and_a_paused_container_stops() {
+    let (d, reg, _rt) = daemon_with(&["busybox"]).await;
+    let image = reg.image("busybox");
+    let ticker = "i=0; while :; do i=$((i+1)); echo $i; sleep 0.05; done";
+    d.docker_ok(&["run", "-d", "--name", "tick", &image, "sh", "-c", ticker]);
+    eventually("the ticker writes", Duration::from_secs(10), || {
+        (lines_logged(&d, "tick") > 2).then_some(())
+    })
+    .await;
+
+    d.docker_ok(&["pause", "tick"]);
+    let status = |d: &TestDaemon| {
+        d.docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.Paused}}",
+            "tick",
+        ])
+        .trim()
+        .to_string()
+    };
+    assert_eq!(status(&d), "paused true");
+    let ps = d.docker_ok(&[
+        "ps",
+        "--filter",
+        "status=paused",
+        "--format",
+        "{{.Names}} {{.Status}}",
+    ]);
+    assert!(
+        ps.starts_with("tick Up ") && ps.trim_end().ends_with("(Paused)"),
+        "{ps}"
+    );
+    // Frozen: over a window 10 ticks long, not one more line.
+    let frozen_at = lines_logged(&d, "tick");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        lines_logged(&d, "tick"),
+        frozen_at,
+        "a paused container went on"
+    );
+
+    // Pausing twice, killing with a catchable signal: dockerd's 409s.
+    let again = d.docker(&["pause", "tick"]);
+    assert!(
+        again.stderr.contains("is already paused"),
+        "{}",
+        again.stderr
+    );
+    let term = d.docker(&["kill", "-s", "TERM", "tick"]);
+    assert!(
+        term.stderr
+            .contains("is paused. Unpause the container before stopping or killing"),
+        "{}",
+        term.stderr
+    );
+
+    d.docker_ok(&["unpause", "tick"]);
+    assert_eq!(status(&d), "running false");
+    eventually("the ticker goes on", Duration::from_secs(10), || {
+        (lines_logged(&d, "tick") > frozen_at).then_some(())
+    })
+    .await;
+    let not_paused = d.docker(&["unpause", "tick"]);
+    assert!(
+        not_paused.stderr.contains("is not paused"),
+        "{}",
+        not_paused.stderr
+    );
+
+    // A paused container stops: it is thawed so the signals land (sh as
+    // pid 1 ignores SIGTERM: SIGKILL after the 1 s).
+    d.docker_ok(&["pause", "tick"]);
+    d.docker_ok(&["stop", "-t", "1", "tick"]);
+    assert_eq!(
+        d.docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.Paused}} {{.State.ExitCode}}",
+            "tick"
+        ])
+        .trim(),
+        "exited false 137"
+    );
+    let stopped = d.docker(&["pause", "tick"]);
+    assert!(
+        stopped.stderr.contains("is not running"),
+        "{}",
+        stopped.stderr
+    );
+    d.docker_ok(&["rm", "tick"]);
     d.assert_no_leaks();
 }

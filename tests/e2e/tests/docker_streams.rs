@@ -250,6 +250,106 @@ async fn docker_exec_propagates_exit_codes_stdin_and_a_terminal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_exec_takes_env_workdir_user_privileged_and_shows_its_pid() {
+    let (d, reg, mut rt) = daemon_with(&["busybox"]).await;
+    let image = reg.image("busybox");
+    let mut config = container_config("box", &image, &["sleep", "3600"]);
+    config.envs = vec![api::KeyValue {
+        key: "B".into(),
+        value: "from-cri".into(),
+    }];
+    let (pod, ctr, name) = cri_container(&d, &mut rt, "opts", config).await;
+
+    let script = "echo $A $B; pwd; id -u; id -g";
+    let out = d.docker_ok(&[
+        "exec", "-e", "A=1", "-w", "/tmp", "-u", "1000", &name, "sh", "-c", script,
+    ]);
+    assert_eq!(
+        out, "1 from-cri\n/tmp\n1000\n1000\n",
+        "uid 1000 takes app's gid"
+    );
+    // The exec's env overrides the container's; a name and a group resolve
+    // in the container's /etc/passwd and /etc/group.
+    let out = d.docker_ok(&[
+        "exec", "-e", "B=mine", "-u", "app:50", &name, "sh", "-c", script,
+    ]);
+    assert_eq!(out, "mine\n/\n1000\n50\n");
+    // Without options the exec is the container's process as it was.
+    let out = d.docker_ok(&["exec", &name, "sh", "-c", script]);
+    assert_eq!(out, "from-cri\n/\n0\n0\n");
+
+    // A user the container does not know: as dockerd, the reason comes on
+    // the stream and the exec's exit code is 126.
+    let unknown = d.docker(&["exec", "-u", "nobody-here", &name, "true"]);
+    assert_eq!(unknown.status, Some(126), "{unknown:?}");
+    assert!(
+        unknown.stdout.contains("user \"nobody-here\" not found"),
+        "{unknown:?}"
+    );
+    // --privileged: every capability the host gives (CAP_SYS_ADMIN is bit
+    // 21), which the container's own process does not have.
+    let cap_eff = |args: &[&str]| {
+        let out = d.docker_ok(
+            &[
+                args,
+                &[name.as_str(), "grep", "CapEff", "/proc/self/status"],
+            ]
+            .concat(),
+        );
+        let hex = out.trim().trim_start_matches("CapEff:").trim().to_string();
+        u64::from_str_radix(&hex, 16).unwrap_or_else(|_| panic!("CapEff in {out:?}"))
+    };
+    let plain = cap_eff(&["exec"]);
+    let privileged = cap_eff(&["exec", "--privileged"]);
+    assert_eq!(plain & (1 << 21), 0, "{plain:x}");
+    assert_ne!(privileged & (1 << 21), 0, "{privileged:x}");
+    assert_eq!(privileged & plain, plain, "{privileged:x} ⊇ {plain:x}");
+
+    // A running exec's inspect shows its process's pid on the host.
+    let sock = d.docker_socket();
+    let (_, body) = raw(
+        &sock,
+        "POST",
+        &format!("/v1.41/containers/{name}/exec"),
+        r#"{"Cmd":["sleep","300"],"User":"app"}"#,
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = v["Id"].as_str().expect("an exec id").to_string();
+    let (status, _) = raw(
+        &sock,
+        "POST",
+        &format!("/v1.41/exec/{id}/start"),
+        r#"{"Detach":true}"#,
+    );
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let v = eventually("the exec's pid", Duration::from_secs(20), || {
+        let (_, body) = raw(&sock, "GET", &format!("/v1.41/exec/{id}/json"), "");
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (v["Pid"].as_u64()? > 0).then_some(v)
+    })
+    .await;
+    assert_eq!(v["Running"], true, "{v}");
+    assert_eq!(v["ProcessConfig"]["user"], "app", "{v}");
+    let pid = v["Pid"].as_u64().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert_eq!(
+        cmdline, b"sleep\x00300\x00",
+        "pid {pid} is the exec's sleep"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:\t1000\t")),
+        "{status}"
+    );
+    assert_eq!(
+        exec_out(&mut rt, &ctr, &["echo", "cri-too"]).await,
+        "cri-too"
+    );
+    teardown(&mut rt, &pod).await;
+    d.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_instances_inspect_detach_and_404_like_dockerd() {
     let (d, reg, mut rt) = daemon_with(&["busybox"]).await;
     let image = reg.image("busybox");
@@ -331,19 +431,13 @@ async fn exec_instances_inspect_detach_and_404_like_dockerd() {
     d.assert_no_leaks();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attach_hijacks_with_multiplexed_frames_and_stdin_once() {
-    let (d, reg, mut rt) = daemon_with(&["busybox"]).await;
-    let image = reg.image("busybox");
-    let mut config = sh("echo", &image, "cat; echo bye >&2");
-    config.stdin = true;
-    config.stdin_once = true;
-    let (pod, ctr, name) = cri_container(&d, &mut rt, "att", config).await;
-
+/// `POST /containers/{name}/attach?{query}` with the CLI's upgrade
+/// headers; returns the connection and the response head.
+fn hijack(d: &TestDaemon, name: &str, query: &str) -> (UnixStream, String) {
     let mut s = UnixStream::connect(d.docker_socket()).unwrap();
     write!(
         s,
-        "POST /v1.41/containers/{name}/attach?stderr=1&stdin=1&stdout=1&stream=1 HTTP/1.1\r\n\
+        "POST /v1.41/containers/{name}/attach?{query} HTTP/1.1\r\n\
          Host: api.moby.localhost\r\nContent-Length: 0\r\nContent-Type: text/plain\r\n\
          Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
     )
@@ -354,7 +448,19 @@ async fn attach_hijacks_with_multiplexed_frames_and_stdin_once() {
         s.read_exact(&mut byte).unwrap();
         head.push(byte[0]);
     }
-    let head = String::from_utf8(head).unwrap();
+    (s, String::from_utf8(head).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_hijacks_with_multiplexed_frames_and_stdin_once() {
+    let (d, reg, mut rt) = daemon_with(&["busybox"]).await;
+    let image = reg.image("busybox");
+    let mut config = sh("echo", &image, "cat; echo bye >&2");
+    config.stdin = true;
+    config.stdin_once = true;
+    let (pod, ctr, name) = cri_container(&d, &mut rt, "att", config).await;
+
+    let (mut s, head) = hijack(&d, &name, "stderr=1&stdin=1&stdout=1&stream=1");
     assert!(head.starts_with("HTTP/1.1 101 UPGRADED\r\n"), "{head}");
     let lower = head.to_ascii_lowercase();
     assert!(
@@ -375,6 +481,14 @@ async fn attach_hijacks_with_multiplexed_frames_and_stdin_once() {
     want.extend_from_slice(b"\x02\x00\x00\x00\x00\x00\x00\x04bye\n");
     assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&got));
     wait_state(&mut rt, &ctr, api::ContainerState::ContainerExited).await;
+
+    // logs=1 without stream: what it wrote, framed, from a stopped one.
+    let (mut s, head) = hijack(&d, &name, "logs=1&stdout=1&stderr=1");
+    assert!(head.starts_with("HTTP/1.1 101 UPGRADED\r\n"), "{head}");
+    let mut history = Vec::new();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.read_to_end(&mut history).unwrap();
+    assert_eq!(history, want, "{:?}", String::from_utf8_lossy(&history));
 
     // Resizing a container without a terminal is refused.
     let (status, _) = raw(
