@@ -79,6 +79,17 @@ pub struct Flags {
     /// on the node. For tests on loopback only.
     #[arg(long)]
     pub docker_tcp_insecure: bool,
+    /// Serve Prometheus metrics at http://IP:PORT/metrics (default
+    /// 127.0.0.1:9838); empty turns it off.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_address: Option<String>,
+}
+
+/// The `[metrics]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsFile {
+    address: Option<String>,
 }
 
 /// The `[docker]` table.
@@ -171,6 +182,8 @@ struct File {
     image_limits: berth_image::limits::Limits,
     #[serde(default)]
     docker: DockerFile,
+    #[serde(default)]
+    metrics: MetricsFile,
 }
 
 #[derive(Debug, Clone)]
@@ -193,6 +206,8 @@ pub struct Config {
     pub image_limits: berth_image::limits::Limits,
     pub seccomp_default: bool,
     pub docker: DockerSettings,
+    /// Where `/metrics` is served; `None`: not at all.
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -267,6 +282,7 @@ impl Config {
             .stream_address
             .or(file.stream_address)
             .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let metrics_address = metrics_address(flags.metrics_address.or(file.metrics.address))?;
         for (name, dir) in [
             ("log_root", &file.log_root),
             ("seccomp_profile_root", &file.seccomp_profile_root),
@@ -284,6 +300,7 @@ impl Config {
         }
         Ok(Config {
             docker,
+            metrics_address,
             image_limits: file.image_limits,
             seccomp_default: file.seccomp_default,
             log_root: file.log_root,
@@ -333,6 +350,18 @@ fn flags_docker(flags: &Flags) -> DockerFile {
         tlskey: flags.docker_tlskey.clone(),
         tcp_insecure: flags.docker_tcp_insecure,
     }
+}
+
+/// `--metrics-address` or `[metrics] address`: IP:PORT, the default when
+/// unset, off when empty.
+fn metrics_address(given: Option<String>) -> Result<Option<std::net::SocketAddr>> {
+    let address = given.unwrap_or_else(|| berth_metrics::DEFAULT_ADDRESS.to_string());
+    if address.is_empty() {
+        return Ok(None);
+    }
+    address.parse().map(Some).with_context(|| {
+        format!("metrics address {address:?} is not IP:PORT (empty turns metrics off)")
+    })
 }
 
 /// The socket defaults to `<state-dir>/docker.sock`; TCP needs TLS with
@@ -495,10 +524,26 @@ mod tests {
     }
 
     #[test]
+    fn metrics_default_to_loopback_and_empty_turns_them_off() {
+        let c = Config::resolve(flags(&[])).unwrap();
+        assert_eq!(c.metrics_address, Some("127.0.0.1:9838".parse().unwrap()));
+        let off = Config::resolve(flags(&["--metrics-address", ""])).unwrap();
+        assert_eq!(off.metrics_address, None);
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(&cfg, "[metrics]\naddress = \"0.0.0.0:19838\"\n").unwrap();
+        let file = Config::resolve(flags(&["--config", cfg.to_str().unwrap()])).unwrap();
+        assert_eq!(file.metrics_address, Some("0.0.0.0:19838".parse().unwrap()));
+        let e = Config::resolve(flags(&["--metrics-address", "localhost"])).unwrap_err();
+        assert!(format!("{e:#}").contains("is not IP:PORT"), "{e:#}");
+    }
+
+    #[test]
     fn the_example_config_is_valid() {
         let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../manifests/config.toml");
         let c = Config::resolve(flags(&["--config", example])).unwrap();
         assert_eq!(c.cgroup_root, "/berth");
         assert!(c.runtimes.is_empty());
+        assert_eq!(c.metrics_address, Some("127.0.0.1:9838".parse().unwrap()));
     }
 }

@@ -36,22 +36,31 @@ pub async fn run(config: Config) -> Result<()> {
     if let Some(docker_socket) = &config.docker.socket {
         refuse_served_socket(docker_socket)?;
     }
+    // Bound first, like the sockets: a bad address stops berthd at once.
+    let metrics = bind_metrics(&config)?;
+    let recorder: Arc<dyn berth_core::Recorder> = match &metrics {
+        Some((_, _, agent)) => agent.clone(),
+        None => Arc::new(berth_core::NoRecorder),
+    };
     let core = Arc::new(
-        Core::open(CoreConfig {
-            root: config.root.clone(),
-            state_dir: config.state_dir.clone(),
-            registries,
-            cgroup_driver: config.cgroup_driver,
-            handlers: runtime_handlers(&config)?,
-            shim: config.shim.clone(),
-            cgroup_root: config.cgroup_root.clone(),
-            cgroup_fs: "/sys/fs/cgroup".into(),
-            network: config.network.clone(),
-            log_root: config.log_root.clone(),
-            seccomp_profile_root: config.seccomp_profile_root.clone(),
-            image_limits: config.image_limits,
-            seccomp_default: config.seccomp_default,
-        })
+        Core::open_recording(
+            CoreConfig {
+                root: config.root.clone(),
+                state_dir: config.state_dir.clone(),
+                registries,
+                cgroup_driver: config.cgroup_driver,
+                handlers: runtime_handlers(&config)?,
+                shim: config.shim.clone(),
+                cgroup_root: config.cgroup_root.clone(),
+                cgroup_fs: "/sys/fs/cgroup".into(),
+                network: config.network.clone(),
+                log_root: config.log_root.clone(),
+                seccomp_profile_root: config.seccomp_profile_root.clone(),
+                image_limits: config.image_limits,
+                seccomp_default: config.seccomp_default,
+            },
+            recorder,
+        )
         .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
 
@@ -68,10 +77,23 @@ pub async fn run(config: Config) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (docker_stop, _) = tokio::sync::watch::channel(false);
     docker_listeners.spawn(&core, &docker_stop);
+    if let Some((listener, registry, _)) = metrics {
+        berth_metrics::census::register(&registry, (*core).clone())
+            .context("register the object census")?;
+        let mut stop = docker_stop.subscribe();
+        tokio::spawn(berth_metrics::serve(listener, registry, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+    }
     let routes = tonic::service::Routes::new(runtime_service).add_service(image_service);
-    let mut server = tokio::spawn(berth_cri::serve(listener, routes, async {
-        let _ = stop_rx.await;
-    }));
+    let mut server = tokio::spawn(berth_cri::serve(
+        listener,
+        routes,
+        core.recorder().clone(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     let result = tokio::select! {
         r = &mut server => r,
         () = shutdown_signal() => {
@@ -170,6 +192,29 @@ impl DockerListeners {
             None => {}
         }
     }
+}
+
+/// The metrics listener and what it serves, when metrics are on.
+type Metrics = (
+    tokio::net::TcpListener,
+    berth_metrics::Registry,
+    Arc<berth_metrics::AgentMetrics>,
+);
+
+fn bind_metrics(config: &Config) -> Result<Option<Metrics>> {
+    let Some(address) = config.metrics_address else {
+        return Ok(None);
+    };
+    let (registry, agent) = berth_metrics::registry().context("metrics registry")?;
+    let listener = std::net::TcpListener::bind(address)
+        .with_context(|| format!("listen for metrics on {address}"))?;
+    listener.set_nonblocking(true)?;
+    tracing::info!(address = %listener.local_addr()?, "serving metrics at /metrics");
+    Ok(Some((
+        tokio::net::TcpListener::from_std(listener)?,
+        registry,
+        agent,
+    )))
 }
 
 /// The handlers found on this host (crun wrapped on hybrid cgroup hosts,

@@ -48,6 +48,12 @@ impl Entry {
         })
     }
 
+    /// The two fields a census needs, without copying the record.
+    pub fn state_and_owner(&self) -> (ContainerState, Owner) {
+        let record = self.record.lock().unwrap_or_else(|p| p.into_inner());
+        (record.state, record.owner)
+    }
+
     pub fn record(&self) -> ContainerRecord {
         self.record
             .lock()
@@ -551,10 +557,17 @@ impl Containers {
         // Runs to its end even if the caller stops waiting.
         let core = self.clone();
         let id = id.to_owned();
-        to_completion(async move { core.start_now(&id).await }).await
+        let started = std::time::Instant::now();
+        to_completion(async move {
+            let handler = core.start_now(&id).await?;
+            core.metrics.container_started(&handler, started.elapsed());
+            Ok(())
+        })
+        .await
     }
 
-    async fn start_now(&self, id: &str) -> Result<()> {
+    /// Starts it; returns its runtime handler (for the start figure).
+    async fn start_now(&self, id: &str) -> Result<String> {
         let entry = self.require_container(id)?;
         let _guard = entry.lock.lock().await;
         let record = entry.record();
@@ -562,7 +575,8 @@ impl Containers {
             entry.update(|r| self.reset_restart_policy(r));
         }
         if record.owner == Owner::Docker && record.state.has_exited() {
-            return self.start_again(&entry).await;
+            self.start_again(&entry).await?;
+            return Ok(record.runtime_handler);
         }
         record.state.check_start(id)?;
         let runtime = self.runtime(&record.runtime_handler)?;
@@ -578,7 +592,7 @@ impl Containers {
         });
         self.persist_container(&record)?;
         self.container_event(&record, Action::Start);
-        Ok(())
+        Ok(record.runtime_handler)
     }
 
     /// Stops a container: its stop signal, then SIGKILL after `timeout_s`.
@@ -813,6 +827,7 @@ impl Shared {
                     .to_string();
                 }
                 None => {
+                    self.metrics.monitor_exit_unexpected();
                     r.exit_code = 255;
                     r.finished_at_ns = now_ns();
                     r.reason = "Unknown".to_string();

@@ -13,14 +13,15 @@
 //! container uses, or only the dangling ones: those with no tag left).
 
 use crate::events::{Action, Attrs, EventBus, ObjectKind};
+use crate::metrics::{self, NoRecorder, Recorder};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use berth_errdefs::{Error, ErrorKind, Result};
 use berth_image::manifest::Platform as LeafPlatform;
-use berth_image::service::ImageService;
+use berth_image::service::{ImageService, PullOutcome as LeafPullOutcome};
 use tokio::sync::mpsc;
 
 /// The leaf's record of an image, for the core's own use (containers).
@@ -212,6 +213,7 @@ pub struct Images {
     users: Arc<dyn ImageUsers>,
     configs: Mutex<HashMap<String, Arc<ConfigSummary>>>,
     events: Arc<EventBus>,
+    metrics: Arc<dyn Recorder>,
 }
 
 impl Images {
@@ -225,7 +227,14 @@ impl Images {
             users,
             configs: Mutex::default(),
             events,
+            metrics: Arc::new(NoRecorder),
         }
+    }
+
+    /// Records pulls into `metrics` (the core's recorder).
+    pub fn recording(mut self, metrics: Arc<dyn Recorder>) -> Images {
+        self.metrics = metrics;
+        self
     }
 
     /// Publishes what happened to an image (Docker's image events: the
@@ -250,10 +259,12 @@ impl Images {
             os: p.os,
             variant: p.variant,
         });
+        let started = Instant::now();
         let pulled = self
             .leaf
             .pull_with_progress(&request.reference, &creds, platform, progress)
             .await;
+        self.record_pull(&pulled, started.elapsed());
         let (image, outcome) = pulled?;
         self.image_event(&image.id, &outcome.reference, Action::Pull);
         Ok(PullResult {
@@ -265,6 +276,26 @@ impl Images {
             downloaded_bytes: outcome.downloaded_bytes,
             reused_layers: outcome.reused_layers,
         })
+    }
+
+    /// A pull's figures: how it ended, how long it took, and the layer
+    /// bytes it fetched beside those the store had.
+    fn record_pull(&self, pulled: &Result<(LeafImage, LeafPullOutcome)>, took: Duration) {
+        match pulled {
+            Ok((image, outcome)) => {
+                self.metrics
+                    .image_pulled(metrics::PullOutcome::Success, took);
+                let layers: u64 = image.layers.iter().map(|l| l.size).sum();
+                self.metrics
+                    .image_pull_bytes(false, outcome.downloaded_bytes);
+                self.metrics
+                    .image_pull_bytes(true, layers.saturating_sub(outcome.downloaded_bytes));
+            }
+            Err(e) => self.metrics.image_pulled(
+                metrics::PullOutcome::Failure(metrics::PullFailure::of(e.kind)),
+                took,
+            ),
+        }
     }
 
     /// Every image, or those `filter` (a reference or an id) names. An

@@ -64,6 +64,7 @@ mod exec;
 mod idmap;
 mod images;
 mod logs;
+pub mod metrics;
 pub mod model;
 mod monitor;
 mod netstats;
@@ -74,13 +75,13 @@ mod podfiles;
 mod pty;
 mod recovery;
 mod restart;
-mod volumes;
 mod rootfs;
 mod sandbox;
 mod seams;
 mod standalone;
 mod stats;
 mod validate;
+mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -105,6 +106,7 @@ pub use images::{
     PushLayerProgress, PushProgress, PushResult, QualifiedName, Secret,
 };
 pub use logs::{LogEntry, LogOptions, LogReader, LogStream};
+pub use metrics::{Census, NoRecorder, PullFailure, PullOutcome, Recorder, Service};
 pub use model::*;
 pub use monitor::{Exit, SpawnRequest};
 pub use netstats::InterfaceStats;
@@ -226,6 +228,9 @@ pub struct Shared {
     pub(crate) unreadable_records: std::sync::atomic::AtomicU64,
     /// Seccomp profiles compiled once, for runtimes that take BPF.
     pub(crate) seccomp_bpf: berth_oci::seccomp_bpf::BpfCache,
+    /// Where figures go (`metrics.rs`); [`NoRecorder`] unless the daemon
+    /// gives an exporter.
+    pub(crate) metrics: Arc<dyn Recorder>,
 }
 
 impl Core {
@@ -234,14 +239,28 @@ impl Core {
     /// to live monitors and cleans up what no record owns. Must run inside
     /// a tokio runtime.
     pub fn open(config: CoreConfig) -> Result<Core> {
+        Core::open_recording(config, Arc::new(NoRecorder))
+    }
+
+    /// Like [`Core::open`], recording into `metrics`.
+    pub fn open_recording(config: CoreConfig, metrics: Arc<dyn Recorder>) -> Result<Core> {
         check_state_dir(&config)?;
         make_private_dirs(&config)?;
         let parts = Parts::real(&config)?;
-        Core::with_parts(config, parts)
+        Core::with_parts_recording(config, parts, metrics)
     }
 
     /// Like [`Core::open`], with the host's parts given (tests pass fakes).
     pub fn with_parts(config: CoreConfig, parts: Parts) -> Result<Core> {
+        Core::with_parts_recording(config, parts, Arc::new(NoRecorder))
+    }
+
+    /// Like [`Core::with_parts`], recording into `metrics`.
+    pub fn with_parts_recording(
+        config: CoreConfig,
+        parts: Parts,
+        metrics: Arc<dyn Recorder>,
+    ) -> Result<Core> {
         check_state_dir(&config)?;
         make_private_dirs(&config)?;
         let leaf_images = Arc::new(ImageService::open_with_limits(
@@ -260,7 +279,8 @@ impl Core {
                 leaf_images,
                 Arc::new(ContainerUsers(me.clone())),
                 events.clone(),
-            ),
+            )
+            .recording(metrics.clone()),
             config,
             store: parts.store,
             runtimes: parts.runtimes,
@@ -272,6 +292,7 @@ impl Core {
             seccomp_bpf,
             network,
             unreadable_records: Default::default(),
+            metrics,
         });
         shared.recover()?;
         Ok(Core { shared })
@@ -296,6 +317,35 @@ impl Core {
     /// The image service.
     pub fn images(&self) -> &Images {
         &self.shared.images
+    }
+
+    /// Where the core records its figures; front doors record theirs
+    /// (operations answered) through the same one.
+    pub fn recorder(&self) -> &Arc<dyn Recorder> {
+        &self.shared.metrics
+    }
+
+    /// How many sandboxes and containers are in each state, by owner: for
+    /// gauges read at scrape time. Holds the objects' lock only to copy
+    /// the handles, never across a record's own lock.
+    pub fn census(&self) -> Census {
+        let (sandboxes, containers) = {
+            let objects = self.shared.objects();
+            (
+                objects.sandboxes.values().cloned().collect::<Vec<_>>(),
+                objects.containers.values().cloned().collect::<Vec<_>>(),
+            )
+        };
+        Census {
+            sandboxes: metrics::census_rows(
+                &SandboxState::ALL,
+                sandboxes.iter().map(|e| e.state_and_owner()),
+            ),
+            containers: metrics::census_rows(
+                &ContainerState::ALL,
+                containers.iter().map(|e| e.state_and_owner()),
+            ),
+        }
     }
 
     /// The event bus: what happened to sandboxes, containers and images,

@@ -29,6 +29,12 @@ impl Entry {
         })
     }
 
+    /// The two fields a census needs, without copying the record.
+    pub fn state_and_owner(&self) -> (SandboxState, Owner) {
+        let record = self.record.lock().unwrap_or_else(|p| p.into_inner());
+        (record.state, record.owner)
+    }
+
     pub fn record(&self) -> SandboxRecord {
         self.record
             .lock()
@@ -79,7 +85,15 @@ impl Sandboxes {
     pub async fn run(&self, owner: Owner, config: PodConfig) -> Result<String> {
         let config = self.check_run(owner, config)?;
         let core = self.clone();
-        to_completion(async move { core.run_detached(owner, config, true).await }).await
+        let started = std::time::Instant::now();
+        to_completion(async move {
+            let handler = config.runtime_handler.clone();
+            let metrics = core.metrics.clone();
+            let id = core.run_detached(owner, config, true).await?;
+            metrics.pod_started(&handler, started.elapsed());
+            Ok(id)
+        })
+        .await
     }
 
     /// What `run` checks before anything is made; returns the config

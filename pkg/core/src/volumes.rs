@@ -12,8 +12,8 @@ use berth_store::Batch;
 use serde::{Deserialize, Serialize};
 
 use crate::events::{Action, Attrs, ObjectKind};
-use crate::model::ContainerRecord;
 use crate::model::now_ns;
+use crate::model::ContainerRecord;
 use crate::new_id;
 
 /// The store's table of volume records, by name.
@@ -83,10 +83,7 @@ impl Volumes {
         let dir = self.volume_data(&name);
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::from(e).context(format!("make volume {name}")))?;
-        if let Err(e) = self
-            .store
-            .write(Batch::new().put(VOLUMES, &name, &record)?)
-        {
+        if let Err(e) = self.store.write(Batch::new().put(VOLUMES, &name, &record)?) {
             let _ = std::fs::remove_dir_all(self.volume_dir(&name));
             return Err(e);
         }
@@ -161,10 +158,7 @@ impl Volumes {
     }
 
     fn find(&self, name: &str) -> Result<Option<Volume>> {
-        Ok(self
-            .list()?
-            .into_iter()
-            .find(|v| v.record.name == name))
+        Ok(self.list()?.into_iter().find(|v| v.record.name == name))
     }
 
     fn with_users(&self, record: VolumeRecord) -> Volume {
@@ -209,8 +203,8 @@ fn mounts_dir(record: &ContainerRecord, dir: &std::path::Path) -> bool {
 fn check_name(name: &str) -> Result<()> {
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-    let rest_ok = name.len() >= 2
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    let rest_ok =
+        name.len() >= 2 && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     match first_ok && rest_ok {
         true => Ok(()),
         false => Err(Error::invalid(format!(

@@ -8,6 +8,7 @@ mod convert;
 mod error;
 mod events;
 mod image;
+mod metrics;
 mod runtime;
 mod serve;
 

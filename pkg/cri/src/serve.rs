@@ -2,7 +2,8 @@
 //! `Routes`, and what berthd adds around every call: client authorities
 //! fixed (`authority.rs`), one span per call, the client's deadline
 //! answered with DEADLINE_EXCEEDED, oversized requests answered with
-//! RESOURCE_EXHAUSTED.
+//! RESOURCE_EXHAUSTED, and each call's code and time recorded
+//! (`metrics.rs`, through the core's `Recorder`).
 //!
 //! tonic's own `transport::Server` is not used: it always wraps services
 //! in a timeout that answers an expired `grpc-timeout` with CANCELLED
@@ -12,8 +13,11 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use berth_core::{metrics::Service as Door, Recorder};
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -34,6 +38,7 @@ use crate::authority::{LocalAuthority, HEADER_TABLE_SIZE};
 pub async fn serve(
     listener: UnixListener,
     routes: Routes,
+    recorder: Arc<dyn Recorder>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -44,7 +49,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_concurrent_streams(None)
         .header_table_size(HEADER_TABLE_SIZE);
-    let service = TowerToHyperService::new(Calls { routes });
+    let service = TowerToHyperService::new(Calls { routes, recorder });
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -73,10 +78,11 @@ pub async fn serve(
     Ok(())
 }
 
-/// Every call: its span, its deadline, its status mapping.
+/// Every call: its span, its deadline, its status mapping, its figures.
 #[derive(Clone)]
 struct Calls {
     routes: Routes,
+    recorder: Arc<dyn Recorder>,
 }
 
 impl Service<Request<Incoming>> for Calls {
@@ -93,6 +99,9 @@ impl Service<Request<Incoming>> for Calls {
         // One span per CRI call, named by its method, for every log line inside.
         let span = tracing::info_span!("cri", method = %req.uri().path());
         let deadline = grpc_timeout(req.headers());
+        let operation = crate::metrics::operation(req.uri().path());
+        let recorder = self.recorder.clone();
+        let started = Instant::now();
         let call = {
             let _entered = span.enter();
             self.routes.clone().call(req.map(Body::new))
@@ -112,7 +121,12 @@ impl Service<Request<Incoming>> for Calls {
                         }
                     },
                 };
-                Ok(crate::oversized_request_status(response))
+                let response = crate::oversized_request_status(response);
+                // Unary calls are answered whole by now; a streaming one
+                // (GetContainerEvents) counts until its headers.
+                let code = crate::metrics::code(response.headers());
+                recorder.operation(Door::Cri, operation, code, started.elapsed());
+                Ok(response)
             }
             .instrument(span),
         )

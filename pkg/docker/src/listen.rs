@@ -6,6 +6,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
+
+use berth_core::metrics::Service;
 
 use hyper::header::HeaderValue;
 use hyper::server::conn::http1;
@@ -132,13 +135,24 @@ where
 
 async fn handle(door: Arc<Door>, req: Request<hyper::body::Incoming>) -> Response<Body> {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    let mut resp = match router::route(door, req).await {
+    let recorder = door.core.recorder().clone();
+    let started = Instant::now();
+    let (operation, result) = router::route(door, req).await;
+    let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(%method, %path, status = %e.status, "docker API: {}", e.message);
             error_response(&e)
         }
     };
+    // Until the head of the answer: a streamed body (logs, events, a
+    // pull's progress) or a hijacked connection goes on after.
+    recorder.operation(
+        Service::Docker,
+        operation,
+        resp.status().as_str(),
+        started.elapsed(),
+    );
     if resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
         let h = resp.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&MAX_VERSION.to_string()) {

@@ -26,8 +26,18 @@ pub struct Ctx {
     pub req: Request<Incoming>,
 }
 
-pub async fn route(door: Arc<Door>, req: Request<Incoming>) -> ApiResult<Response<Body>> {
-    let (version, path) = version::split_version(req.uri().path())?;
+/// Answers `req`, with the name of the route that took it: Docker's
+/// operation id (`ContainerList`, `ImagePull`…), or `unknown` for a path
+/// no route matches. The name is the `operation` label of its figures, so
+/// it is a fixed string, never the path.
+pub async fn route(
+    door: Arc<Door>,
+    req: Request<Incoming>,
+) -> (&'static str, ApiResult<Response<Body>>) {
+    let (version, path) = match version::split_version(req.uri().path()) {
+        Ok(split) => split,
+        Err(e) => return ("unknown", Err(e)),
+    };
     let path = path.to_string();
     let segments: Vec<String> = path
         .split('/')
@@ -45,68 +55,119 @@ pub async fn route(door: Arc<Door>, req: Request<Incoming>) -> ApiResult<Respons
     };
     use Method as M;
     match (&method, segs.as_slice()) {
-        (&M::GET | &M::HEAD, ["_ping"]) => version::ping(&method),
-        (&M::GET, ["version"]) => version::version(),
-        (&M::GET, ["info"]) => system::info(&ctx.core),
-        (&M::GET, ["containers", "json"]) => containers::list(&ctx.core, &ctx.query),
-        (&M::GET, ["containers", id, "json"]) => containers::inspect(&ctx.core, id),
-        (&M::POST, ["containers", "create"]) => {
-            let body = crate::http::read_json(ctx.req).await?;
-            create::create(&ctx.core, ctx.query.get("name"), body).await
+        (&M::GET | &M::HEAD, ["_ping"]) => ("SystemPing", version::ping(&method)),
+        (&M::GET, ["version"]) => ("SystemVersion", version::version()),
+        (&M::GET, ["info"]) => ("SystemInfo", system::info(&ctx.core)),
+        (&M::GET, ["containers", "json"]) => {
+            ("ContainerList", containers::list(&ctx.core, &ctx.query))
         }
-        (&M::POST, ["containers", "prune"]) => lifecycle::prune(&ctx.core).await,
-        (&M::POST, ["containers", id, "start"]) => lifecycle::start(&ctx.core, id).await,
-        (&M::POST, ["containers", id, "stop"]) => lifecycle::stop(&ctx.core, id, &ctx.query).await,
-        (&M::POST, ["containers", id, "kill"]) => lifecycle::kill(&ctx.core, id, &ctx.query).await,
-        (&M::POST, ["containers", id, "restart"]) => {
+        (&M::GET, ["containers", id, "json"]) => {
+            ("ContainerInspect", containers::inspect(&ctx.core, id))
+        }
+        (&M::POST, ["containers", "create"]) => (
+            "ContainerCreate",
+            async {
+                let body = crate::http::read_json(ctx.req).await?;
+                create::create(&ctx.core, ctx.query.get("name"), body).await
+            }
+            .await,
+        ),
+        (&M::POST, ["containers", "prune"]) => {
+            ("ContainerPrune", lifecycle::prune(&ctx.core).await)
+        }
+        (&M::POST, ["containers", id, "start"]) => {
+            ("ContainerStart", lifecycle::start(&ctx.core, id).await)
+        }
+        (&M::POST, ["containers", id, "stop"]) => (
+            "ContainerStop",
+            lifecycle::stop(&ctx.core, id, &ctx.query).await,
+        ),
+        (&M::POST, ["containers", id, "kill"]) => (
+            "ContainerKill",
+            lifecycle::kill(&ctx.core, id, &ctx.query).await,
+        ),
+        (&M::POST, ["containers", id, "restart"]) => ("ContainerRestart", {
             lifecycle::restart(&ctx.core, id, &ctx.query).await
-        }
-        (&M::POST, ["containers", id, "update"]) => {
-            let id = id.to_string();
-            let body = crate::http::read_json(ctx.req).await?;
-            lifecycle::update(&ctx.core, &id, body).await
-        }
-        (&M::POST, ["containers", id, "pause"]) => lifecycle::pause(&ctx.core, id, true).await,
-        (&M::POST, ["containers", id, "unpause"]) => lifecycle::pause(&ctx.core, id, false).await,
-        (&M::POST, ["containers", id, "wait"]) => lifecycle::wait(&ctx.core, id, &ctx.query).await,
-        (&M::POST, ["containers", id, "rename"]) => {
+        }),
+        (&M::POST, ["containers", id, "update"]) => (
+            "ContainerUpdate",
+            async {
+                let id = id.to_string();
+                let body = crate::http::read_json(ctx.req).await?;
+                lifecycle::update(&ctx.core, &id, body).await
+            }
+            .await,
+        ),
+        (&M::POST, ["containers", id, "pause"]) => (
+            "ContainerPause",
+            lifecycle::pause(&ctx.core, id, true).await,
+        ),
+        (&M::POST, ["containers", id, "unpause"]) => (
+            "ContainerUnpause",
+            lifecycle::pause(&ctx.core, id, false).await,
+        ),
+        (&M::POST, ["containers", id, "wait"]) => (
+            "ContainerWait",
+            lifecycle::wait(&ctx.core, id, &ctx.query).await,
+        ),
+        (&M::POST, ["containers", id, "rename"]) => ("ContainerRename", {
             lifecycle::rename(&ctx.core, id, &ctx.query).await
+        }),
+        (&M::DELETE, ["containers", id]) => (
+            "ContainerDelete",
+            lifecycle::remove(&ctx.core, id, &ctx.query).await,
+        ),
+        (&M::GET, ["events"]) => ("SystemEvents", events::events(&ctx.core, &ctx.query)),
+        (&M::GET, ["system", "df"]) => ("SystemDataUsage", df::df(&ctx.core)),
+        (&M::GET, ["containers", id, "stats"]) => (
+            "ContainerStats",
+            stats::stats(&ctx.core, id, &ctx.query).await,
+        ),
+        (&M::GET, ["containers", id, "top"]) => {
+            ("ContainerTop", observe::top(&ctx.core, id, &ctx.query))
         }
-        (&M::DELETE, ["containers", id]) => lifecycle::remove(&ctx.core, id, &ctx.query).await,
-        (&M::GET, ["events"]) => events::events(&ctx.core, &ctx.query),
-        (&M::GET, ["system", "df"]) => df::df(&ctx.core),
-        (&M::GET, ["containers", id, "stats"]) => stats::stats(&ctx.core, id, &ctx.query).await,
-        (&M::GET, ["containers", id, "top"]) => observe::top(&ctx.core, id, &ctx.query),
-        (&M::GET, ["containers", id, "changes"]) => observe::changes(&ctx.core, id),
-        (&M::GET | &M::HEAD, ["containers", id, "archive"]) => archive::get(ctx, id).await,
-        (&M::PUT, ["containers", id, "archive"]) => archive::put(ctx, id).await,
-        (&M::GET, ["containers", id, "logs"]) => logs::logs(&ctx, id),
-        (&M::POST, ["containers", id, "attach"]) => attach::attach(ctx, id).await,
-        (&M::POST, ["containers", id, "resize"]) => attach::resize(&ctx, id).await,
-        (&M::POST, ["containers", id, "exec"]) => exec::create(ctx, id).await,
-        (&M::POST, ["exec", id, "start"]) => exec::start(ctx, id).await,
-        (&M::POST, ["exec", id, "resize"]) => exec::resize(&ctx, id),
-        (&M::GET, ["exec", id, "json"]) => exec::inspect(&ctx, id),
-        (&M::GET, ["images", "json"]) => images::list(&ctx.core, &ctx.query),
-        (&M::POST, ["images", "create"]) => image_transfer::pull(ctx).await,
-        (&M::POST, ["images", "prune"]) => images::prune(&ctx.core, &ctx.query).await,
-        (&M::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
+        (&M::GET, ["containers", id, "changes"]) => {
+            ("ContainerChanges", observe::changes(&ctx.core, id))
+        }
+        (&M::GET | &M::HEAD, ["containers", id, "archive"]) => {
+            ("ContainerArchive", archive::get(ctx, id).await)
+        }
+        (&M::PUT, ["containers", id, "archive"]) => {
+            ("PutContainerArchive", archive::put(ctx, id).await)
+        }
+        (&M::GET, ["containers", id, "logs"]) => ("ContainerLogs", logs::logs(&ctx, id)),
+        (&M::POST, ["containers", id, "attach"]) => {
+            ("ContainerAttach", attach::attach(ctx, id).await)
+        }
+        (&M::POST, ["containers", id, "resize"]) => {
+            ("ContainerResize", attach::resize(&ctx, id).await)
+        }
+        (&M::POST, ["containers", id, "exec"]) => ("ContainerExec", exec::create(ctx, id).await),
+        (&M::POST, ["exec", id, "start"]) => ("ExecStart", exec::start(ctx, id).await),
+        (&M::POST, ["exec", id, "resize"]) => ("ExecResize", exec::resize(&ctx, id)),
+        (&M::GET, ["exec", id, "json"]) => ("ExecInspect", exec::inspect(&ctx, id)),
+        (&M::GET, ["images", "json"]) => ("ImageList", images::list(&ctx.core, &ctx.query)),
+        (&M::POST, ["images", "create"]) => ("ImageCreate", image_transfer::pull(ctx).await),
+        (&M::POST, ["images", "prune"]) => {
+            ("ImagePrune", images::prune(&ctx.core, &ctx.query).await)
+        }
+        (&M::GET, ["images", name @ .., "json"]) if !name.is_empty() => ("ImageInspect", {
             images::inspect(&ctx.core, &joined(name))
-        }
-        (&M::GET, ["images", name @ .., "history"]) if !name.is_empty() => {
+        }),
+        (&M::GET, ["images", name @ .., "history"]) if !name.is_empty() => ("ImageHistory", {
             images::history(&ctx.core, &joined(name))
-        }
-        (&M::POST, ["images", name @ .., "tag"]) if !name.is_empty() => {
+        }),
+        (&M::POST, ["images", name @ .., "tag"]) if !name.is_empty() => ("ImageTag", {
             images::tag(&ctx.core, &joined(name), &ctx.query).await
-        }
-        (&M::POST, ["images", name @ .., "push"]) if !name.is_empty() => {
+        }),
+        (&M::POST, ["images", name @ .., "push"]) if !name.is_empty() => ("ImagePush", {
             let name = joined(name);
             image_transfer::push(ctx, name).await
-        }
-        (&M::DELETE, ["images", name @ ..]) if !name.is_empty() => {
+        }),
+        (&M::DELETE, ["images", name @ ..]) if !name.is_empty() => ("ImageDelete", {
             images::delete(&ctx.core, &joined(name), &ctx.query).await
-        }
-        _ => Err(ApiError::not_found("page not found")),
+        }),
+        _ => ("unknown", Err(ApiError::not_found("page not found"))),
     }
 }
 

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use berth_core::{Core, ExecSpec};
+use berth_core::{Core, ExecSpec, NoRecorder, Recorder};
 use berth_errdefs::Result;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -44,6 +44,10 @@ pub trait Backend: Send + Sync + 'static {
     fn attach(&self, container_id: &str, stdin: bool) -> BoxFuture<Result<Process>>;
     fn port_forward(&self, sandbox_id: &str, port: u16)
         -> BoxFuture<Result<tokio::net::TcpStream>>;
+    /// Where sessions are recorded (`service="stream"`); nowhere by default.
+    fn recorder(&self) -> Arc<dyn Recorder> {
+        Arc::new(NoRecorder)
+    }
 }
 
 /// Copies `reader` into a channel in chunks until EOF.
@@ -66,6 +70,10 @@ fn pump_out(mut reader: impl AsyncRead + Send + Unpin + 'static) -> mpsc::Receiv
 }
 
 impl Backend for Arc<Core> {
+    fn recorder(&self) -> Arc<dyn Recorder> {
+        Core::recorder(self).clone()
+    }
+
     fn exec(&self, container_id: &str, spec: ExecSpec) -> BoxFuture<Result<Process>> {
         let (core, id) = (self.clone(), container_id.to_string());
         Box::pin(async move {

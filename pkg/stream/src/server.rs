@@ -7,8 +7,9 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use berth_core::metrics::Service;
 use berth_core::ExecSpec;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -223,20 +224,27 @@ impl StreamServer {
                 return;
             }
         };
+        let kind = upgrade.request.kind();
+        let started = Instant::now();
         let session = self.serve(io, upgrade.websocket, &upgrade.protocol, upgrade.request);
-        tokio::select! {
-            () = session => {}
+        let code = tokio::select! {
+            () = session => "OK",
             () = activity.idle(config.idle_timeout) => {
                 tracing::debug!("closing a streaming session idle for {:?}", config.idle_timeout);
                 // Fails the transport under the session's own tasks too.
                 activity.cut();
+                "idle_timeout"
             }
-        }
+        };
+        // A session's time is how long it was open.
+        self.backend
+            .recorder()
+            .operation(Service::Stream, kind, code, started.elapsed());
     }
 
     fn handle(
         &self,
-        mut req: HttpRequest<hyper::body::Incoming>,
+        req: HttpRequest<hyper::body::Incoming>,
         slot: &UpgradeSlot,
     ) -> Response<Body> {
         let path = req.uri().path().trim_matches('/').to_string();
@@ -246,6 +254,29 @@ impl StreamServer {
         let Some(request) = self.tokens.take(token, kind) else {
             return text(StatusCode::NOT_FOUND, "unknown or expired streaming token");
         };
+        let kind = request.kind();
+        let response = self.upgrade(req, request, slot);
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            // A refused upgrade is a session that never began.
+            self.backend.recorder().operation(
+                Service::Stream,
+                kind,
+                response.status().as_str(),
+                Duration::ZERO,
+            );
+        }
+        response
+    }
+
+    /// Answers the upgrade of a request whose token was good: 101 with the
+    /// protocol chosen (the session then runs on the connection's task),
+    /// or why not.
+    fn upgrade(
+        &self,
+        mut req: HttpRequest<hyper::body::Incoming>,
+        request: Request,
+        slot: &UpgradeSlot,
+    ) -> Response<Body> {
         let upgrade = header(&req, UPGRADE.as_str()).to_ascii_lowercase();
         let websocket = upgrade == "websocket";
         if !websocket && upgrade != "spdy/3.1" {

@@ -121,6 +121,13 @@ pub fn pauses_of(ppid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// A loopback address with a port nothing listens on now.
+fn free_loopback_address() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+}
+
 static NEXT_CGROUP: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 #[derive(Default)]
@@ -206,6 +213,7 @@ impl TestDaemonBuilder {
             state_dir: dir.path().join("run"),
             socket: dir.path().join("run/berth.sock"),
             log_path: dir.path().join("berthd.log"),
+            metrics_address: free_loopback_address(),
             args: self.extra_args,
             config_toml: self.config_toml,
             registries,
@@ -226,6 +234,10 @@ pub struct TestDaemon {
     pub socket: PathBuf,
     log_path: PathBuf,
     registries: PathBuf,
+    /// Where this daemon serves `/metrics` (a port free when it was built,
+    /// so parallel daemons do not fight over berthd's default one), unless
+    /// the test passes `--metrics-address` itself.
+    pub metrics_address: std::net::SocketAddr,
     args: Vec<String>,
     /// The config file's text, written at every start.
     config_toml: String,
@@ -265,6 +277,10 @@ impl TestDaemon {
         }
         if !given("--pod-subnet") {
             cmd.arg("--pod-subnet").arg(self.network.subnet.to_string());
+        }
+        if !given("--metrics-address") {
+            cmd.arg("--metrics-address")
+                .arg(self.metrics_address.to_string());
         }
         cmd.args(&self.args).env("RUST_BACKTRACE", "1");
         cmd

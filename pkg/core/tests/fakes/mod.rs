@@ -556,6 +556,11 @@ impl World {
 
     /// Opens a core on the fakes: recovery runs over what the store holds.
     pub fn open(&self) -> Core {
+        self.open_recording(Arc::new(NoRecorder))
+    }
+
+    /// [`World::open`], recording into `metrics`.
+    pub fn open_recording(&self, metrics: Arc<dyn Recorder>) -> Core {
         let runtime: Arc<dyn RuntimeDriver> = self.node.clone();
         let parts = Parts {
             store: self.store.clone(),
@@ -564,7 +569,7 @@ impl World {
             monitors: self.node.clone(),
             cgroups: Box::new(self.cgroups.clone()),
         };
-        Core::with_parts(self.config(), parts).expect("a core on fakes opens")
+        Core::with_parts_recording(self.config(), parts, metrics).expect("a core on fakes opens")
     }
 
     pub fn root(&self) -> PathBuf {
