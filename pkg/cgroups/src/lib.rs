@@ -61,6 +61,12 @@ pub struct Stats {
     /// Usage minus inactive file pages: what the kernel cannot reclaim easily.
     pub memory_working_set_bytes: u64,
     pub memory_rss_bytes: u64,
+    /// Page cache charged to the cgroup (v1 `total_cache`, v2 `file`).
+    pub memory_cache_bytes: u64,
+    /// Time the CFS bandwidth limit held the cgroup's tasks back.
+    pub cpu_throttled_ns: u64,
+    /// Bytes written to block devices (v1 blkio, v2 io.stat), all devices.
+    pub io_write_bytes: u64,
     pub pids: u64,
     /// Processes the kernel's OOM killer killed in this cgroup.
     pub oom_kills: u64,
@@ -165,6 +171,27 @@ fn keyed(text: &str, key: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// The sum of `key=value` fields named `key` over io.stat's device lines
+/// (`8:0 rbytes=1 wbytes=2 ...`).
+fn io_stat_sum(text: &str, key: &str) -> u64 {
+    text.split_whitespace()
+        .filter_map(|field| field.strip_prefix(key)?.strip_prefix('='))
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum()
+}
+
+/// The sum of v1 blkio's per-device `MAJ:MIN Op value` lines for `op`
+/// (`8:0 Write 4096`); the `Total` line has no device and is skipped.
+fn blkio_sum(text: &str, op: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_device, o, v) = (f.next()?, f.next()?, f.next()?);
+            (o == op).then(|| v.parse::<u64>().ok()).flatten()
+        })
+        .sum()
+}
+
 fn pids_of(dir: &Path) -> Result<Vec<u32>> {
     Ok(read(dir, "cgroup.procs")?
         .lines()
@@ -221,5 +248,14 @@ mod tests {
         let t = "usage_usec 12\nuser_usec 3\n";
         assert_eq!(keyed(t, "usage_usec"), Some(12));
         assert_eq!(keyed(t, "usage"), None);
+    }
+
+    #[test]
+    fn io_and_blkio_sums_add_every_device() {
+        let io = "8:0 rbytes=10 wbytes=4096 rios=1 wios=2\n253:1 rbytes=0 wbytes=100 rios=0 wios=1\n";
+        assert_eq!(io_stat_sum(io, "wbytes"), 4196);
+        assert_eq!(io_stat_sum("", "wbytes"), 0);
+        let blkio = "8:0 Read 10\n8:0 Write 4096\n8:0 Total 4106\n253:1 Write 100\nTotal 4206\n";
+        assert_eq!(blkio_sum(blkio, "Write"), 4196);
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use berth_errdefs::{Error, Result};
 
 use crate::{
-    keyed, limit_value, pids_of, read, read_u64, relative, remove_dir, write, Cgroups, Mode,
+    blkio_sum, keyed, limit_value, pids_of, read, read_u64, relative, remove_dir, write, Cgroups, Mode,
     Resources, Stats,
 };
 
@@ -63,6 +63,25 @@ impl CgroupV1 {
             }
         }
         Ok(())
+    }
+}
+
+impl CgroupV1 {
+    /// Bytes written, from the throttle policy's counters, which count
+    /// every I/O scheduler's requests (`blkio.io_service_bytes` stays 0
+    /// under blk-mq); the recursive file where the kernel has it.
+    fn io_write_bytes(&self, path: &str) -> u64 {
+        let Ok(dir) = self.dir("blkio", path) else {
+            return 0;
+        };
+        [
+            "blkio.throttle.io_service_bytes_recursive",
+            "blkio.throttle.io_service_bytes",
+        ]
+        .iter()
+        .find_map(|file| read(&dir, file).ok())
+        .map(|t| blkio_sum(&t, "Write"))
+        .unwrap_or(0)
     }
 }
 
@@ -162,6 +181,12 @@ impl Cgroups for CgroupV1 {
             memory_usage_bytes: usage,
             memory_working_set_bytes: usage.saturating_sub(inactive_file),
             memory_rss_bytes: keyed(&stat, "total_rss").unwrap_or(0),
+            memory_cache_bytes: keyed(&stat, "total_cache").unwrap_or(0),
+            cpu_throttled_ns: read(&self.dir("cpu", path)?, "cpu.stat")
+                .ok()
+                .and_then(|t| keyed(&t, "throttled_time"))
+                .unwrap_or(0),
+            io_write_bytes: self.io_write_bytes(path),
             pids: read_u64(&self.dir("pids", path)?, "pids.current")?,
             oom_kills: read(&memory, "memory.oom_control")
                 .ok()
@@ -189,6 +214,68 @@ impl Cgroups for CgroupV1 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fake v1 tree: one directory per controller, plain files where the
+    /// kernel would have cgroupfs.
+    #[test]
+    fn stats_are_read_from_v1_files() {
+        let t = tempfile::tempdir().unwrap();
+        let file = |controller: &str, name: &str, text: &str| {
+            let dir = t.path().join(controller).join("p");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(name), text).unwrap();
+        };
+        file("memory", "memory.usage_in_bytes", "1000\n");
+        file(
+            "memory",
+            "memory.stat",
+            "cache 1\nrss 2\ntotal_cache 400\ntotal_rss 600\ntotal_inactive_file 300\n",
+        );
+        file(
+            "memory",
+            "memory.oom_control",
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        );
+        file("cpuacct", "cpuacct.usage", "7000\n");
+        file("cpuacct", "cpuacct.usage_user", "3\n");
+        file("cpuacct", "cpuacct.usage_sys", "1\n");
+        file(
+            "cpu",
+            "cpu.stat",
+            "nr_periods 10\nnr_throttled 2\nthrottled_time 5000\n",
+        );
+        file("pids", "pids.current", "3\n");
+        file(
+            "blkio",
+            "blkio.throttle.io_service_bytes",
+            "8:0 Read 10\n8:0 Write 4096\n8:0 Total 4106\nTotal 4106\n",
+        );
+        let s = CgroupV1::new(t.path(), Mode::Legacy).stats("/p").unwrap();
+        assert_eq!(
+            s,
+            Stats {
+                cpu_usage_ns: 7000,
+                cpu_user_ns: 5250,
+                cpu_system_ns: 1750,
+                memory_usage_bytes: 1000,
+                memory_working_set_bytes: 700,
+                memory_rss_bytes: 600,
+                memory_cache_bytes: 400,
+                cpu_throttled_ns: 5000,
+                io_write_bytes: 4096,
+                pids: 3,
+                oom_kills: 2,
+            }
+        );
+        // The recursive file wins where the kernel has it.
+        file(
+            "blkio",
+            "blkio.throttle.io_service_bytes_recursive",
+            "8:0 Write 8192\n",
+        );
+        let s = CgroupV1::new(t.path(), Mode::Legacy).stats("/p").unwrap();
+        assert_eq!(s.io_write_bytes, 8192);
+    }
 
     #[test]
     fn the_cpu_split_adds_up_to_the_total() {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use berth_errdefs::{Error, Result};
 
 use crate::{
-    keyed, limit_value, pids_of, read, read_u64, relative, remove_dir, write, Cgroups, Mode,
+    io_stat_sum, keyed, limit_value, pids_of, read, read_u64, relative, remove_dir, write, Cgroups, Mode,
     Resources, Stats,
 };
 
@@ -113,6 +113,12 @@ impl Cgroups for CgroupV2 {
             memory_usage_bytes: usage,
             memory_working_set_bytes: usage.saturating_sub(inactive_file),
             memory_rss_bytes: keyed(&stat, "anon").unwrap_or(0),
+            memory_cache_bytes: keyed(&stat, "file").unwrap_or(0),
+            cpu_throttled_ns: keyed(&cpu, "throttled_usec").unwrap_or(0) * 1000,
+            // No io controller delegated: no io.stat, and nothing counted.
+            io_write_bytes: read(&dir, "io.stat")
+                .map(|t| io_stat_sum(&t, "wbytes"))
+                .unwrap_or(0),
             pids: read_u64(&dir, "pids.current")?,
             oom_kills: read(&dir, "memory.events")
                 .ok()
@@ -187,7 +193,12 @@ mod tests {
         .unwrap();
         std::fs::write(
             dir.join("cpu.stat"),
-            "usage_usec 7\nuser_usec 5\nsystem_usec 2\n",
+            "usage_usec 7\nuser_usec 5\nsystem_usec 2\nnr_periods 4\nnr_throttled 1\nthrottled_usec 9\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("io.stat"),
+            "8:0 rbytes=1 wbytes=4096 rios=1 wios=1 dbytes=0 dios=0\n8:16 rbytes=0 wbytes=512 rios=0 wios=1 dbytes=0 dios=0\n",
         )
         .unwrap();
         std::fs::write(dir.join("pids.current"), "3\n").unwrap();
@@ -202,6 +213,9 @@ mod tests {
                 memory_usage_bytes: 1000,
                 memory_working_set_bytes: 700,
                 memory_rss_bytes: 600,
+                memory_cache_bytes: 400,
+                cpu_throttled_ns: 9000,
+                io_write_bytes: 4608,
                 pids: 3,
                 oom_kills: 1,
             }
