@@ -252,7 +252,8 @@ mod tests {
 
     #[test]
     fn io_and_blkio_sums_add_every_device() {
-        let io = "8:0 rbytes=10 wbytes=4096 rios=1 wios=2\n253:1 rbytes=0 wbytes=100 rios=0 wios=1\n";
+        let io =
+            "8:0 rbytes=10 wbytes=4096 rios=1 wios=2\n253:1 rbytes=0 wbytes=100 rios=0 wios=1\n";
         assert_eq!(io_stat_sum(io, "wbytes"), 4196);
         assert_eq!(io_stat_sum("", "wbytes"), 0);
         let blkio = "8:0 Read 10\n8:0 Write 4096\n8:0 Total 4106\n253:1 Write 100\nTotal 4206\n";

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use berth_errdefs::{Error, Result};
 
 use crate::{
-    blkio_sum, keyed, limit_value, pids_of, read, read_u64, relative, remove_dir, write, Cgroups, Mode,
-    Resources, Stats,
+    blkio_sum, keyed, limit_value, pids_of, read, read_u64, relative, remove_dir, write, Cgroups,
+    Mode, Resources, Stats,
 };
 
 /// The hierarchies berth creates cgroups in. `cpu` and `cpuacct` are often

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use berth_errdefs::{Error, Result};
 
 use crate::{
-    io_stat_sum, keyed, limit_value, pids_of, read, read_u64, relative, remove_dir, write, Cgroups, Mode,
-    Resources, Stats,
+    io_stat_sum, keyed, limit_value, pids_of, read, read_u64, relative, remove_dir, write, Cgroups,
+    Mode, Resources, Stats,
 };
 
 pub struct CgroupV2 {

@@ -80,6 +80,8 @@ mod sandbox;
 mod seams;
 mod standalone;
 mod stats;
+mod usage;
+mod usage_series;
 mod validate;
 mod volumes;
 
@@ -115,6 +117,8 @@ pub use pty::Pty;
 pub use sandbox::Sandboxes;
 pub use seams::{BoxFuture, MetaStore, Monitors, Parts, RuntimeDriver};
 pub use standalone::{parse_signal, signal_name};
+pub use usage::{CgroupStats, ContainerUsage, PodUsage, Usage, UsageLabels, USAGE_MAX_AGE};
+pub use usage_series::{usage_descriptors, SeriesDescriptor, SeriesKind, UsageFamily, UsageSeries};
 pub use volumes::{Volume, VolumeRecord, VolumeSpec, Volumes};
 
 /// The cgroup driver kubelet must match (CRI `RuntimeConfig`).
@@ -231,6 +235,8 @@ pub struct Shared {
     /// Where figures go (`metrics.rs`); [`NoRecorder`] unless the daemon
     /// gives an exporter.
     pub(crate) metrics: Arc<dyn Recorder>,
+    /// The last usage snapshot (`usage.rs`).
+    pub(crate) usage_cache: usage::UsageCache,
 }
 
 impl Core {
@@ -293,6 +299,7 @@ impl Core {
             network,
             unreadable_records: Default::default(),
             metrics,
+            usage_cache: Default::default(),
         });
         shared.recover()?;
         Ok(Core { shared })

@@ -30,9 +30,14 @@ impl Containers {
                 format!("container {id} is not running"),
             ));
         }
-        let text = std::fs::read_to_string(format!("/proc/{}/net/dev", record.pid))?;
-        Ok(parse_net_dev(&text))
+        net_dev_of(record.pid)
     }
+}
+
+/// The interfaces but loopback of the network namespace `pid` is in.
+pub(crate) fn net_dev_of(pid: u32) -> Result<Vec<InterfaceStats>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev"))?;
+    Ok(parse_net_dev(&text))
 }
 
 fn parse_net_dev(text: &str) -> Vec<InterfaceStats> {
