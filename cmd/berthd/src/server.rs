@@ -80,6 +80,8 @@ pub async fn run(config: Config) -> Result<()> {
     if let Some((listener, registry, _)) = metrics {
         berth_metrics::census::register(&registry, (*core).clone())
             .context("register the object census")?;
+        berth_metrics::containers::register(&registry, (*core).clone())
+            .context("register the container usage collector")?;
         let mut stop = docker_stop.subscribe();
         tokio::spawn(berth_metrics::serve(listener, registry, async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -10,12 +10,10 @@
 //!   pushed as they happen: [`AgentMetrics`] (`agent.rs`);
 //! - `berth_sandboxes`/`berth_containers`, counted from the core at
 //!   scrape time: [`census::register`];
+//! - `container_*` per container and pod under cAdvisor's names, from
+//!   the core's usage snapshot at scrape time: [`containers::register`];
 //! - `berth_build_info`: [`build::register`];
 //! - `process_*` for berthd itself: [`process::register`].
-//!
-//! More collectors (per-container resources under cAdvisor's names) go
-//! the census's way: a `prometheus::core::Collector` that asks the core
-//! when scraped.
 //!
 //! Why `prometheus` (tikv) and not `prometheus-client`: STYLE.md's one
 //! `prometheus::Registry` passed down, and the process collector
@@ -28,6 +26,7 @@
 mod agent;
 pub mod build;
 pub mod census;
+pub mod containers;
 mod openmetrics;
 pub mod process;
 mod serve;

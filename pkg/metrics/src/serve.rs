@@ -2,8 +2,9 @@
 //! through hyper like the Docker door. The text format 0.0.4 by default,
 //! OpenMetrics when the `Accept` header names it, gzip when
 //! `Accept-Encoding` allows it. Anything else is 404 (another path) or 405
-//! (another method). Each scrape gathers afresh: nothing is cached and no
-//! task runs between scrapes but the accept loop.
+//! (another method). Each scrape gathers afresh (on a blocking thread: it
+//! reads cgroup files), only the core's usage snapshot is kept, for a
+//! second; no task runs between scrapes but the accept loop.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -50,9 +51,19 @@ pub async fn serve(listener: TcpListener, registry: Registry, shutdown: impl Fut
         };
         let registry = registry.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let registry = registry.clone();
-                async move { Ok::<_, Infallible>(answer(&registry, &req)) }
+                // Gathering reads cgroup files and writable layers: off
+                // the async workers, which CRI calls share.
+                async move {
+                    let (parts, _body) = req.into_parts();
+                    let req = Request::from_parts(parts, ());
+                    let answered =
+                        tokio::task::spawn_blocking(move || answer(&registry, &req)).await;
+                    Ok::<_, Infallible>(answered.unwrap_or_else(|_| {
+                        plain(StatusCode::INTERNAL_SERVER_ERROR, "gathering failed\n")
+                    }))
+                }
             });
             if let Err(e) = http1::Builder::new()
                 .timer(TokioTimer::new())
