@@ -11,6 +11,7 @@ mod image;
 mod metrics;
 mod runtime;
 mod serve;
+mod usage_metrics;
 
 use std::sync::Arc;
 

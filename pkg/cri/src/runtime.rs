@@ -1,8 +1,9 @@
 //! CRI RuntimeService: each call is one core call, translated both ways
 //! (`convert.rs`). Exec, Attach and PortForward answer a one-time URL of the
-//! streaming server (berth-stream). Checkpointing and the pod metrics calls
-//! answer `Unimplemented`, which kubelet treats as an error for that call
-//! rather than a crash.
+//! streaming server (berth-stream). The pod metrics calls answer the
+//! core's usage snapshot (`usage_metrics.rs`). Checkpointing answers
+//! `Unimplemented`, which kubelet treats as an error for that call rather
+//! than a crash.
 //!
 //! CRI's own rules live here, not in the core: kubelet sees only
 //! `Owner::Kubernetes` objects (another owner's is NotFound, and listings
@@ -25,6 +26,7 @@ use tonic::{Request, Response, Status};
 
 use crate::convert;
 use crate::error::status;
+use crate::usage_metrics;
 use crate::CRI_API_VERSION;
 
 pub struct Runtime {
@@ -504,6 +506,29 @@ impl RuntimeService for Runtime {
         }))
     }
 
+    async fn list_metric_descriptors(
+        &self,
+        _req: Request<api::ListMetricDescriptorsRequest>,
+    ) -> Reply<api::ListMetricDescriptorsResponse> {
+        Ok(Response::new(api::ListMetricDescriptorsResponse {
+            descriptors: usage_metrics::descriptors(),
+        }))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _req: Request<api::ListPodSandboxMetricsRequest>,
+    ) -> Reply<api::ListPodSandboxMetricsResponse> {
+        // The snapshot reads cgroup files: off the async workers.
+        let core = self.core.clone();
+        let usage = tokio::task::spawn_blocking(move || core.usage())
+            .await
+            .map_err(|e| Status::internal(format!("usage collection: {e}")))?;
+        Ok(Response::new(api::ListPodSandboxMetricsResponse {
+            pod_metrics: usage_metrics::pod_metrics(&usage, OWNER),
+        }))
+    }
+
     async fn update_runtime_config(
         &self,
         req: Request<api::UpdateRuntimeConfigRequest>,
@@ -595,8 +620,6 @@ impl RuntimeService for Runtime {
 
     unimplemented_rpcs! {
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
-        list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;
-        list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse;
     }
 }
 
