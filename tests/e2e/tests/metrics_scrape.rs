@@ -2,97 +2,16 @@
 //! made through CRI and a Docker API call, scraped over HTTP as Prometheus
 //! scrapes it, and the live scrape checked by `promtool check metrics`.
 
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::io::Read;
 use std::time::Duration;
 
+use berth_e2e::scrape::{http_get, promtool_check, sample, Answer};
 use berth_e2e::*;
 use berth_testkit::TestDaemon;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// One answer of the metrics listener.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.body.clone()).expect("a UTF-8 exposition")
-    }
-}
-
-/// `GET path` with `headers`, HTTP/1.1 on a connection of its own.
+/// `GET path` of berthd's metrics listener.
 async fn get(d: &TestDaemon, path: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut tcp = tokio::net::TcpStream::connect(d.metrics_address)
-        .await
-        .expect("connect to the metrics listener");
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut raw))
-        .await
-        .expect("an answer within 10 s")
-        .unwrap();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a header block");
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    }
-}
-
-/// The value of the sample written exactly as `series` (name and labels
-/// in the exposition's order).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-fn promtool_check(exposition: &[u8]) -> (bool, String) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; hack/install-deps.sh installs it)");
-    child.stdin.take().unwrap().write_all(exposition).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    http_get(d.metrics_address, path, headers).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
