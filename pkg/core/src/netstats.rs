@@ -34,6 +34,28 @@ impl Containers {
     }
 }
 
+impl crate::Sandboxes {
+    /// The counters of each interface but loopback in the pod's network
+    /// namespace, read through a running container of the pod; none for
+    /// a host-network pod or one with nothing running.
+    pub fn network_stats(&self, id: &str) -> Result<Vec<InterfaceStats>> {
+        let pod = self.status(id)?;
+        if pod.network.is_none() {
+            return Ok(Vec::new());
+        }
+        let running = crate::Containers::new(self.shared()).list(&crate::model::ContainerFilter {
+            sandbox_id: id.to_string(),
+            owner: Some(pod.owner),
+            ..Default::default()
+        });
+        Ok(running
+            .iter()
+            .filter(|r| r.state == ContainerState::Running && r.pid != 0)
+            .find_map(|r| net_dev_of(r.pid).ok())
+            .unwrap_or_default())
+    }
+}
+
 /// The interfaces but loopback of the network namespace `pid` is in.
 pub(crate) fn net_dev_of(pid: u32) -> Result<Vec<InterfaceStats>> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev"))?;

@@ -503,6 +503,7 @@ pub fn container_stats(s: &m::ContainerStats, r: &m::ContainerRecord) -> api::Co
 pub fn pod_stats(
     pod: &m::SandboxRecord,
     containers: &[(m::ContainerStats, m::ContainerRecord)],
+    interfaces: &[berth_core::InterfaceStats],
 ) -> api::PodSandboxStats {
     let now = berth_core_now();
     let sum = |f: fn(&m::ContainerStats) -> u64| containers.iter().map(|(s, _)| f(s)).sum();
@@ -526,7 +527,7 @@ pub fn pod_stats(
                 rss_bytes: value(sum(|s| s.memory_rss_bytes)),
                 ..Default::default()
             }),
-            network: None,
+            network: network_usage(now, interfaces),
             process: Some(api::ProcessUsage {
                 timestamp: now,
                 process_count: value(sum(|s| s.pids)),
@@ -538,6 +539,26 @@ pub fn pod_stats(
         }),
         windows: None,
     }
+}
+
+/// The pod's interfaces, `eth0` (else the first) as the default one.
+fn network_usage(now: i64, interfaces: &[berth_core::InterfaceStats]) -> Option<api::NetworkUsage> {
+    let usage = |i: &berth_core::InterfaceStats| api::NetworkInterfaceUsage {
+        name: i.name.clone(),
+        rx_bytes: value(i.rx_bytes),
+        rx_errors: value(i.rx_errors),
+        tx_bytes: value(i.tx_bytes),
+        tx_errors: value(i.tx_errors),
+    };
+    let default = interfaces
+        .iter()
+        .find(|i| i.name == "eth0")
+        .or(interfaces.first())?;
+    Some(api::NetworkUsage {
+        timestamp: now,
+        default_interface: Some(usage(default)),
+        interfaces: interfaces.iter().map(usage).collect(),
+    })
 }
 
 fn berth_core_now() -> i64 {
@@ -1394,7 +1415,7 @@ mod tests {
             (stats(200, 20, 2_000, 1), other),
         ];
         let before = berth_core_now();
-        let s = pod_stats(&pod, &containers);
+        let s = pod_stats(&pod, &containers, &[]);
         let attrs = s.attributes.unwrap();
         assert_eq!(attrs.id, "pod-1");
         assert_eq!(attrs.metadata.unwrap().uid, "u-1");
@@ -1418,8 +1439,26 @@ mod tests {
         assert_eq!(linux.network, None);
         assert_eq!(s.windows, None);
 
-        let empty = pod_stats(&pod, &[]).linux.unwrap();
+        let empty = pod_stats(&pod, &[], &[]).linux.unwrap();
         assert_eq!(empty.process.unwrap().process_count.unwrap().value, 0);
         assert!(empty.containers.is_empty());
+    }
+
+    #[test]
+    fn pod_network_defaults_to_eth0() {
+        let pod = sandbox_record(serde_json::Value::Null);
+        let interface = |name: &str, rx_bytes| berth_core::InterfaceStats {
+            name: name.into(),
+            rx_bytes,
+            tx_errors: 2,
+            ..Default::default()
+        };
+        let s = pod_stats(&pod, &[], &[interface("net1", 5), interface("eth0", 7)]);
+        let network = s.linux.unwrap().network.unwrap();
+        let default = network.default_interface.unwrap();
+        assert_eq!(default.name, "eth0");
+        assert_eq!(default.rx_bytes.unwrap().value, 7);
+        assert_eq!(default.tx_errors.unwrap().value, 2);
+        assert_eq!(network.interfaces.len(), 2);
     }
 }

@@ -480,7 +480,7 @@ impl RuntimeService for Runtime {
         self.sandbox_record(&id).map_err(status)?;
         let (pod, stats) = self.core.sandboxes().stats(&id).map_err(status)?;
         Ok(Response::new(api::PodSandboxStatsResponse {
-            stats: Some(convert::pod_stats(&pod, &self.with_records(stats))),
+            stats: Some(self.pod_stats(&pod, stats)),
         }))
     }
 
@@ -498,7 +498,7 @@ impl RuntimeService for Runtime {
         let mut out = Vec::new();
         for pod in pods {
             if let Ok((pod, stats)) = self.core.sandboxes().stats(&pod.id) {
-                out.push(convert::pod_stats(&pod, &self.with_records(stats)));
+                out.push(self.pod_stats(&pod, stats));
             }
         }
         Ok(Response::new(api::ListPodSandboxStatsResponse {
@@ -624,6 +624,20 @@ impl RuntimeService for Runtime {
 }
 
 impl Runtime {
+    /// A pod's stats: its containers' and its network's.
+    fn pod_stats(
+        &self,
+        pod: &m::SandboxRecord,
+        stats: Vec<m::ContainerStats>,
+    ) -> api::PodSandboxStats {
+        let interfaces = self
+            .core
+            .sandboxes()
+            .network_stats(&pod.id)
+            .unwrap_or_default();
+        convert::pod_stats(pod, &self.with_records(stats), &interfaces)
+    }
+
     /// Pairs stats with their container records (dropping any removed meanwhile).
     fn with_records(
         &self,

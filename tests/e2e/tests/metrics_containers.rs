@@ -216,6 +216,36 @@ async fn a_busy_container_shows_under_cadvisor_names_and_goes_with_its_removal()
         "the pod's network series"
     );
 
+    // PodSandboxStats reads live, after the scrape's snapshot: counters
+    // at least the scrape's, the same interfaces.
+    let scraped_cpu = matching(&text, "container_cpu_usage_seconds_total", &mine)[0].1;
+    let scraped_rx = matching(
+        &text,
+        "container_network_receive_bytes_total",
+        &[("pod", "spin"), ("interface", "eth0")],
+    )[0]
+    .1;
+    let stats = rt
+        .pod_sandbox_stats(api::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .expect("PodSandboxStats")
+        .into_inner()
+        .stats
+        .and_then(|s| s.linux)
+        .expect("linux pod stats");
+    let network = stats.network.expect("the pod's network usage");
+    let eth0 = network.default_interface.expect("a default interface");
+    assert_eq!(eth0.name, "eth0");
+    assert!(eth0.rx_bytes.unwrap().value as f64 >= scraped_rx);
+    let cri_cpu = stats.containers[0].cpu.as_ref().unwrap();
+    let cri_cpu = cri_cpu.usage_core_nano_seconds.as_ref().unwrap().value as f64 / 1e9;
+    assert!(
+        cri_cpu >= scraped_cpu && cri_cpu < scraped_cpu + 10.0,
+        "CRI {cri_cpu} s after the scrape's {scraped_cpu} s"
+    );
+
     teardown(&mut rt, &pod).await;
     // Removed: gone from the very next scrape, cached snapshot or not.
     let after = scrape(&d).await;
