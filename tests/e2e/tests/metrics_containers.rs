@@ -376,3 +376,54 @@ async fn a_prometheus_server_sees_a_busy_container_and_operation_latencies() {
     teardown(&mut rt, &pod).await;
     d.assert_no_leaks();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrapes_during_pod_churn_answer_and_never_show_a_removed_container() {
+    const PODS: usize = 12;
+    let (d, reg, _) = daemon_with(&["busybox"]).await;
+    let removed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Instant)>::new()));
+    let churn = {
+        let mut rt = d.runtime().await;
+        let (image, logs) = (reg.image("busybox"), d.dir().join("logs"));
+        let removed = removed.clone();
+        tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
+            for n in 0..PODS {
+                let started = Instant::now();
+                let name = format!("churn-{n}");
+                let pod = run_pod(&mut rt, pod_config(&name, &logs.join(&name)), "").await;
+                let ctr = run_container(
+                    &mut rt,
+                    &pod,
+                    container_config("sleeper", &image, &["sleep", "3600"]),
+                )
+                .await;
+                slowest = slowest.max(started.elapsed());
+                teardown(&mut rt, &pod).await;
+                removed.lock().unwrap().push((ctr, Instant::now()));
+            }
+            slowest
+        })
+    };
+    let mut scrapes = 0;
+    while !churn.is_finished() {
+        let asked = Instant::now();
+        let answer = http_get(d.metrics_address, "/metrics", &[]).await;
+        assert_eq!(answer.status, 200, "a scrape during churn");
+        let text = answer.text();
+        for (ctr, at) in removed.lock().unwrap().iter() {
+            assert!(
+                *at > asked || !text.contains(ctr.as_str()),
+                "{ctr}, removed before the scrape, is in it"
+            );
+        }
+        scrapes += 1;
+    }
+    let slowest = churn.await.unwrap();
+    assert!(scrapes >= PODS, "only {scrapes} scrapes beside {PODS} pods");
+    assert!(
+        slowest < Duration::from_secs(10),
+        "a pod start took {slowest:?} beside the scrapes"
+    );
+    d.assert_no_leaks();
+}
