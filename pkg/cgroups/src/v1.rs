@@ -168,11 +168,13 @@ impl Cgroups for CgroupV1 {
         let inactive_file = keyed(&stat, "total_inactive_file").unwrap_or(0);
         let cpuacct = self.dir("cpuacct", path)?;
         let cpu_usage_ns = read_u64(&cpuacct, "cpuacct.usage")?;
-        // Kernels before 4.7 have no split: 0 then.
+        // cpuacct.stat's ticks, one read (usage_user and usage_sys cost
+        // twice as much, summing every cpu); only their ratio is used.
+        let ticks = read(&cpuacct, "cpuacct.stat").unwrap_or_default();
         let (cpu_user_ns, cpu_system_ns) = split_usage(
             cpu_usage_ns,
-            read_u64(&cpuacct, "cpuacct.usage_user").unwrap_or(0),
-            read_u64(&cpuacct, "cpuacct.usage_sys").unwrap_or(0),
+            keyed(&ticks, "user").unwrap_or(0),
+            keyed(&ticks, "system").unwrap_or(0),
         );
         Ok(Stats {
             cpu_usage_ns,
@@ -237,8 +239,7 @@ mod tests {
             "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
         );
         file("cpuacct", "cpuacct.usage", "7000\n");
-        file("cpuacct", "cpuacct.usage_user", "3\n");
-        file("cpuacct", "cpuacct.usage_sys", "1\n");
+        file("cpuacct", "cpuacct.stat", "user 3\nsystem 1\n");
         file(
             "cpu",
             "cpu.stat",

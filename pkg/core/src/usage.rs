@@ -49,7 +49,7 @@ pub struct UsageLabels {
     /// The pod's name and namespace (empty outside Kubernetes).
     pub pod: String,
     pub namespace: String,
-    /// The container's name in its pod; empty for a pod's own cgroup.
+    /// The container's name in its pod; empty for a pod's series.
     pub container: String,
 }
 
@@ -72,8 +72,6 @@ pub struct PodUsage {
     pub id: String,
     pub owner: Owner,
     pub labels: UsageLabels,
-    /// The pod's cgroup parent's figures; `None` when it has none of its own.
-    pub cgroup: Option<CgroupStats>,
     /// The pod network namespace's interfaces (none for host network).
     pub interfaces: Vec<InterfaceStats>,
 }
@@ -173,21 +171,17 @@ impl Shared {
             });
         }
         for pod in pods.values() {
-            let cgroup = (!pod.cgroup_parent.is_empty() && pod.owns_cgroup_parent)
-                .then(|| self.cgroups.stats(&pod.cgroup_parent).ok())
-                .flatten();
             let interfaces = pod_pids
                 .get(&pod.id)
                 .and_then(|pid| net_dev_of(*pid).ok())
                 .unwrap_or_default();
-            if cgroup.is_none() && interfaces.is_empty() {
+            if interfaces.is_empty() {
                 continue;
             }
             out.pods.push(PodUsage {
                 id: pod.id.clone(),
                 owner: pod.owner,
                 labels: pod_labels(pod),
-                cgroup,
                 interfaces,
             });
         }

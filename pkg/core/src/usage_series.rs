@@ -5,8 +5,11 @@
 //! (berth-cri), so the two always show the same series.
 //!
 //! Labels: `container`, `id` (the cgroup), `image`, `name`, `namespace`,
-//! `pod`; a pod's own cgroup and network series have `container=""`,
-//! `image=""` and `name=""`, as kubelet's have for the pod cgroup.
+//! `pod`; a pod's network series have `container=""`, `image=""` and
+//! `name=""`, and its cgroup parent as `id`, as kubelet's have for the pod
+//! cgroup. The pod cgroup's own CPU and memory series are left out: they
+//! would double a collection's cgroup reads (v1 `memory.stat` is the
+//! dearest file), and `sum by (pod)` of the containers' gives them.
 
 use crate::usage::{CgroupStats, ContainerUsage, PodUsage, Usage, UsageLabels};
 
@@ -84,7 +87,7 @@ const fn gauge(name: &'static str, help: &'static str) -> SeriesDescriptor {
 
 const NS: f64 = 1e9;
 
-/// The families read from a cgroup, containers' and pods' alike.
+/// The families read from a container's cgroup.
 #[allow(clippy::type_complexity)]
 const CGROUP_FAMILIES: &[(SeriesDescriptor, fn(&CgroupStats) -> f64)] = &[
     (
@@ -248,18 +251,7 @@ impl Usage {
                     value(&c.cgroup),
                 )
             });
-            let pods = self.pods.iter().filter_map(|p| {
-                let cgroup = p.cgroup.as_ref()?;
-                Some(series(
-                    descriptor,
-                    &p.id,
-                    "",
-                    &p.labels,
-                    None,
-                    value(cgroup),
-                ))
-            });
-            out.push(family(descriptor, containers.chain(pods)));
+            out.push(family(descriptor, containers));
         }
         for (descriptor, value) in CONTAINER_FAMILIES {
             let containers = self
@@ -272,12 +264,7 @@ impl Usage {
             .containers
             .iter()
             .map(|c| series(&LAST_SEEN, &c.sandbox_id, &c.id, &c.labels, None, last_seen));
-        let pods = self
-            .pods
-            .iter()
-            .filter(|p| p.cgroup.is_some())
-            .map(|p| series(&LAST_SEEN, &p.id, "", &p.labels, None, last_seen));
-        out.push(family(&LAST_SEEN, containers.chain(pods)));
+        out.push(family(&LAST_SEEN, containers));
         for (descriptor, value) in NETWORK_FAMILIES {
             let interfaces = self.pods.iter().flat_map(|p: &PodUsage| {
                 p.interfaces
@@ -368,10 +355,6 @@ mod tests {
             pods: vec![PodUsage {
                 id: "p1".into(),
                 labels: pod_labels,
-                cgroup: Some(CgroupStats {
-                    cpu_usage_ns: 2_000_000_000,
-                    ..Default::default()
-                }),
                 interfaces: vec![InterfaceStats {
                     name: "eth0".into(),
                     rx_bytes: 10,
@@ -412,7 +395,7 @@ mod tests {
             }
         }
         let cpu = find(&families, "container_cpu_usage_seconds_total");
-        assert_eq!(cpu.series.len(), 2, "the container's and the pod's");
+        assert_eq!(cpu.series.len(), 1, "the container's only");
         assert_eq!(
             cpu.series[0].label_values,
             [
@@ -426,14 +409,6 @@ mod tests {
             ]
         );
         assert_eq!(cpu.series[0].value, 1.5);
-        assert_eq!(
-            (cpu.series[1].container_id.as_str(), cpu.series[1].value),
-            ("", 2.0)
-        );
-        assert_eq!(
-            cpu.series[1].label_values[0], "",
-            "the pod's has container=\"\""
-        );
         let rx = find(&families, "container_network_receive_bytes_total");
         assert_eq!(
             rx.series[0].label_values,
