@@ -195,6 +195,9 @@ impl Containers {
                 rootfs_dir
             }
         };
+        if userns.is_none() {
+            self.copy_up_volumes(&config.mounts, &rootfs_dir)?;
+        }
         let mounted = started.elapsed();
         let defaults = image_defaults(self.images.config(image)?);
         let stop_signal = oci::stop_signal(&defaults);

@@ -51,6 +51,7 @@ mod stats;
 mod system;
 mod version;
 mod view;
+mod volumes;
 
 pub use error::{ApiError, ApiResult};
 

@@ -11,7 +11,7 @@ use crate::http::{percent_decode, Body, Query};
 use crate::version::{self, ApiVersion};
 use crate::{
     archive, attach, containers, create, df, events, exec, image_transfer, images, lifecycle, logs,
-    observe, stats, system, Door,
+    observe, stats, system, volumes, Door,
 };
 use std::sync::Arc;
 
@@ -119,6 +119,20 @@ pub async fn route(
         ),
         (&M::GET, ["events"]) => ("SystemEvents", events::events(&ctx.core, &ctx.query)),
         (&M::GET, ["system", "df"]) => ("SystemDataUsage", df::df(&ctx.core)),
+        (&M::GET, ["volumes"]) => ("VolumeList", volumes::list(&ctx.core, &ctx.query)),
+        (&M::POST, ["volumes", "create"]) => (
+            "VolumeCreate",
+            async {
+                let body = crate::http::read_json(ctx.req).await?;
+                volumes::create(&ctx.core, body)
+            }
+            .await,
+        ),
+        (&M::POST, ["volumes", "prune"]) => ("VolumePrune", volumes::prune(&ctx.core, &ctx.query)),
+        (&M::GET, ["volumes", name]) => ("VolumeInspect", volumes::inspect(&ctx.core, name)),
+        (&M::DELETE, ["volumes", name]) => {
+            ("VolumeDelete", volumes::remove(&ctx.core, name, &ctx.query))
+        }
         (&M::GET, ["containers", id, "stats"]) => (
             "ContainerStats",
             stats::stats(&ctx.core, id, &ctx.query).await,
