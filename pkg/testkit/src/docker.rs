@@ -70,6 +70,28 @@ impl TestDaemon {
         run.stdout
     }
 
+    /// Runs `docker args…` with `input` on its standard input, closed
+    /// once written.
+    pub fn docker_piped(&self, args: &[&str], input: &[u8]) -> DockerRun {
+        let mut child = self
+            .docker_command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run the docker CLI (is it on PATH?)");
+        let mut stdin = child.stdin.take().expect("the CLI's stdin");
+        let input = input.to_vec();
+        // A writer of its own: the CLI may answer before reading it all.
+        let writer = std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, &input);
+        });
+        let output = child.wait_with_output().expect("wait for the docker CLI");
+        let _ = writer.join();
+        DockerRun::from(output)
+    }
+
     /// A shell command line under a pseudo-terminal (util-linux
     /// `script`), with the docker CLI's environment; returns how it ended
     /// and what the terminal showed.

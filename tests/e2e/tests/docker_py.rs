@@ -166,7 +166,10 @@ async fn docker_py_shares_a_volume_and_cannot_remove_it_in_use() {
     assert_eq!(v["in_use"]["status"], 409, "{v}");
     let why = v["in_use"]["explanation"].as_str().unwrap_or_default();
     let holder = v["holder"].as_str().unwrap();
-    assert!(why.contains("volume is in use") && why.contains(holder), "{v}");
+    assert!(
+        why.contains("volume is in use") && why.contains(holder),
+        "{v}"
+    );
     assert_eq!(v["labelled"], serde_json::json!(["pyvol"]), "{v}");
     assert_eq!(v["driver"], "local", "{v}");
     assert_eq!(
