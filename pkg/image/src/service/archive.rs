@@ -413,3 +413,226 @@ fn append(tar: &mut tar::Builder<impl Write>, name: &str, size: u64, data: impl 
     tar.append_data(&mut header, name, data)
         .map_err(|e| Error::from(e).context(format!("write {name} to the archive")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config_edit::NewLayerInfo;
+    use crate::registries::RegistriesConfig;
+    use berth_errdefs::ErrorKind;
+    use berth_store::Store;
+
+    fn service(dir: &Path) -> ImageService {
+        let store = Arc::new(Store::open(&dir.join("meta.redb")).unwrap());
+        ImageService::open(&dir.join("images"), store, RegistriesConfig::default()).unwrap()
+    }
+
+    /// A tar entry written byte for byte (the tar crate refuses `..`).
+    fn raw_entry(out: &mut Vec<u8>, name: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
+        let mut h = tar::Header::new_old();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_entry_type(kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+
+    fn tar_of(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, kind, link, data) in entries {
+            raw_entry(&mut out, name, *kind, link, data);
+        }
+        out.resize(out.len() + 1024, 0);
+        out
+    }
+
+    const FILE: tar::EntryType = tar::EntryType::Regular;
+
+    fn assert_nothing_stored(dir: &Path, svc: &ImageService) {
+        assert!(svc.list(None).unwrap().is_empty(), "an image was recorded");
+        for sub in ["snapshots", "blobs/sha256", "tmp"] {
+            let left: Vec<_> = std::fs::read_dir(dir.join("images").join(sub))
+                .unwrap()
+                .collect();
+            assert!(left.is_empty(), "left in {sub}: {left:?}");
+        }
+    }
+
+    #[test]
+    fn an_imported_image_saves_and_loads_with_its_id_and_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path());
+        let layer = tar_of(&[("hello.txt", FILE, "", b"hi\n")]);
+        let info = NewLayerInfo {
+            comment: "imported".into(),
+            ..Default::default()
+        };
+        let image = svc
+            .import(&mut &layer[..], &info, Some("reg.example/tiny:1"))
+            .unwrap();
+        assert_eq!(image.repo_tags, ["reg.example/tiny:1"]);
+        let items = svc.resolve_for_save(&["reg.example/tiny:1".into()]).unwrap();
+        let mut archive = Vec::new();
+        svc.save(&items, &mut archive).unwrap();
+
+        let other = tempfile::tempdir().unwrap();
+        let fresh = service(other.path());
+        let loaded = fresh.load(&mut &archive[..]).unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].image.id, image.id);
+        assert_eq!(loaded[0].tags, ["reg.example/tiny:1"]);
+        let fs = fresh.layer_dirs(&loaded[0].image).unwrap();
+        assert_eq!(std::fs::read(fs[0].join("hello.txt")).unwrap(), b"hi\n");
+        // Without manifest.json the OCI layout is read: the same image.
+        let third = tempfile::tempdir().unwrap();
+        let oci = service(third.path());
+        let only_oci = strip_entry(&archive, "manifest.json");
+        let loaded = oci.load(&mut &only_oci[..]).unwrap();
+        assert_eq!(loaded[0].image.id, image.id);
+        assert_eq!(loaded[0].tags, ["reg.example/tiny:1"]);
+    }
+
+    /// The archive without one of its entries.
+    fn strip_entry(archive: &[u8], name: &str) -> Vec<u8> {
+        let mut out = tar::Builder::new(Vec::new());
+        let mut a = tar::Archive::new(archive);
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path().unwrap().to_str() == Some(name) {
+                continue;
+            }
+            let mut h = e.header().clone();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            out.append_data(&mut h, e.path().unwrap().into_owned(), &data[..])
+                .unwrap();
+        }
+        out.into_inner().unwrap()
+    }
+
+    fn docker_archive(config_name: &str, config: &[u8], layer: &[u8]) -> Vec<u8> {
+        let manifest = serde_json::to_vec(&json!([{
+            "Config": config_name, "RepoTags": ["reg.example/bad:1"], "Layers": ["l/layer.tar"],
+        }]))
+        .unwrap();
+        tar_of(&[
+            ("manifest.json", FILE, "", &manifest),
+            (config_name, FILE, "", config),
+            ("l/layer.tar", FILE, "", layer),
+        ])
+    }
+
+    fn config_for(layer: &[u8]) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "architecture": "amd64", "os": "linux", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer)]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn refused_tarballs_leave_nothing() {
+        let evil_layer = tar_of(&[
+            ("ok.txt", FILE, "", b"fine"),
+            ("../escape", FILE, "", b"x"),
+        ]);
+        let symlink_layer = tar_of(&[
+            ("link", tar::EntryType::Symlink, "/", b""),
+            ("link/etc/x", FILE, "", b"x"),
+        ]);
+        let good_layer = tar_of(&[("ok.txt", FILE, "", b"fine")]);
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            (
+                "outer ..",
+                tar_of(&[("../x", FILE, "", b"x")]),
+                "\"../x\"",
+            ),
+            (
+                "outer absolute",
+                tar_of(&[("/etc/x", FILE, "", b"x")]),
+                "\"/etc/x\"",
+            ),
+            (
+                "layer ..",
+                docker_archive("c.json", &config_for(&evil_layer), &evil_layer),
+                "../escape",
+            ),
+            (
+                "layer symlink escape",
+                docker_archive("c.json", &config_for(&symlink_layer), &symlink_layer),
+                "link/etc/x",
+            ),
+            (
+                "config outside",
+                docker_archive("../c.json", &config_for(&good_layer), &good_layer),
+                "../c.json",
+            ),
+            (
+                "wrong diff id",
+                docker_archive("c.json", &config_for(b"other"), &good_layer),
+                "diff id",
+            ),
+            ("not a tarball", b"garbage that is no tar".repeat(40), "archive"),
+        ];
+        for (what, archive, says) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let svc = service(dir.path());
+            let e = svc.load(&mut &archive[..]).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidArgument, "{what}: {e}");
+            assert!(e.message.contains(says), "{what}: {e}");
+            assert_nothing_stored(dir.path(), &svc);
+        }
+        // Import goes through the same unpacker.
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path());
+        let e = svc
+            .import(&mut &evil_layer[..], &NewLayerInfo::default(), None)
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+        assert_nothing_stored(dir.path(), &svc);
+    }
+
+    #[test]
+    fn a_commit_adds_one_layer_with_whiteouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path());
+        let base_layer = tar_of(&[("a", FILE, "", b"a"), ("b", FILE, "", b"b")]);
+        let base = svc
+            .import(&mut &base_layer[..], &NewLayerInfo::default(), Some("base:1"))
+            .unwrap();
+        let upper = tempfile::tempdir().unwrap();
+        std::fs::write(upper.path().join("c"), b"c").unwrap();
+        let changes = [
+            crate::diff_tar::DiffEntry {
+                path: "/b".into(),
+                deleted: true,
+            },
+            crate::diff_tar::DiffEntry {
+                path: "/c".into(),
+                deleted: false,
+            },
+        ];
+        let info = NewLayerInfo {
+            comment: "msg".into(),
+            ..Default::default()
+        };
+        let image = svc
+            .commit_diff(&base, upper.path(), &changes, &info, Some("new:1"))
+            .unwrap();
+        assert_eq!(image.layers.len(), 2);
+        assert_eq!(image.layers[0], base.layers[0]);
+        let dirs = svc.layer_dirs(&image).unwrap();
+        assert_eq!(std::fs::read(dirs[1].join("c")).unwrap(), b"c");
+        let whiteout = std::fs::symlink_metadata(dirs[1].join("b")).unwrap();
+        use std::os::unix::fs::FileTypeExt;
+        assert!(whiteout.file_type().is_char_device(), "{whiteout:?}");
+        let tmp: Vec<_> = std::fs::read_dir(dir.path().join("images/tmp"))
+            .unwrap()
+            .collect();
+        assert!(tmp.is_empty(), "{tmp:?}");
+    }
+}
