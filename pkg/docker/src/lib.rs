@@ -36,6 +36,8 @@ mod exec;
 pub mod filters;
 mod hijack;
 mod host;
+mod image_changes;
+mod image_io;
 pub mod http;
 mod image_transfer;
 mod images;

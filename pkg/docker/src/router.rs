@@ -10,7 +10,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::{percent_decode, Body, Query};
 use crate::version::{self, ApiVersion};
 use crate::{
-    archive, attach, containers, create, df, events, exec, image_transfer, images, lifecycle, logs,
+    archive, attach, containers, create, df, events, exec, image_io, image_transfer, images, lifecycle, logs,
     observe, stats, system, Door,
 };
 use std::sync::Arc;
@@ -88,7 +88,17 @@ pub async fn route(door: Arc<Door>, req: Request<Incoming>) -> ApiResult<Respons
         (&M::POST, ["exec", id, "resize"]) => exec::resize(&ctx, id),
         (&M::GET, ["exec", id, "json"]) => exec::inspect(&ctx, id),
         (&M::GET, ["images", "json"]) => images::list(&ctx.core, &ctx.query),
+        (&M::POST, ["images", "create"]) if ctx.query.get("fromSrc").is_some_and(|s| !s.is_empty()) => {
+            image_io::import(ctx).await
+        }
         (&M::POST, ["images", "create"]) => image_transfer::pull(ctx).await,
+        (&M::POST, ["images", "load"]) => image_io::load(ctx).await,
+        (&M::GET, ["images", "get"]) => image_io::save(&ctx, None),
+        (&M::GET, ["images", name @ .., "get"]) if !name.is_empty() => {
+            image_io::save(&ctx, Some(joined(name)))
+        }
+        (&M::POST, ["commit"]) => image_io::commit(ctx).await,
+        (&M::GET, ["containers", id, "export"]) => image_io::export(&ctx, id),
         (&M::POST, ["images", "prune"]) => images::prune(&ctx.core, &ctx.query).await,
         (&M::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
             images::inspect(&ctx.core, &joined(name))
