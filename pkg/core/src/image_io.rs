@@ -85,7 +85,11 @@ impl Images {
         Ok(loaded
             .into_iter()
             .map(|l| {
-                let name = l.tags.first().cloned().unwrap_or_else(|| l.image.id.clone());
+                let name = l
+                    .tags
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| l.image.id.clone());
                 self.image_event(&l.image.id, &name, Action::Load);
                 LoadedImage {
                     id: l.image.id,
@@ -146,10 +150,9 @@ impl Containers {
         };
         let leaf = self.images.leaf.clone();
         let tag = new.tag;
-        let image = blocking(move || {
-            leaf.commit_diff(&parent, &upper, &entries, &info, tag.as_deref())
-        })
-        .await?;
+        let image =
+            blocking(move || leaf.commit_diff(&parent, &upper, &entries, &info, tag.as_deref()))
+                .await?;
         self.container_event_with(
             &record,
             Action::Commit,

@@ -100,7 +100,10 @@ fn named(e: berth_core::Error, reference: &str, id: &str) -> ApiError {
 /// never held whole in memory). If `work` stops reading early (it refused
 /// the input), the rest of the body is still read, so that the client
 /// gets the answer rather than a broken pipe.
-pub(crate) async fn with_body_reader<T, F, Fut>(req: hyper::Request<hyper::body::Incoming>, work: F) -> T
+pub(crate) async fn with_body_reader<T, F, Fut>(
+    req: hyper::Request<hyper::body::Incoming>,
+    work: F,
+) -> T
 where
     F: FnOnce(ChannelReader) -> Fut,
     Fut: std::future::Future<Output = T>,
@@ -129,7 +132,9 @@ where
 /// A tar written by the core on a blocking thread, streamed as the
 /// response body as it is written (a failure mid-way ends it, logged).
 pub(crate) fn tar_response(
-    write: impl FnOnce(std::io::BufWriter<ChannelWriter>) -> Result<(), berth_core::Error> + Send + 'static,
+    write: impl FnOnce(std::io::BufWriter<ChannelWriter>) -> Result<(), berth_core::Error>
+        + Send
+        + 'static,
     what: String,
 ) -> Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);

@@ -8,7 +8,15 @@ use crate::error::{ApiError, ApiResult};
 
 /// Instructions a Dockerfile has but `--change` refuses.
 const NOT_CHANGES: &[&str] = &[
-    "ADD", "ARG", "COPY", "FROM", "HEALTHCHECK", "MAINTAINER", "ONBUILD", "RUN", "SHELL",
+    "ADD",
+    "ARG",
+    "COPY",
+    "FROM",
+    "HEALTHCHECK",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
 ];
 
 /// Reads every `changes` value (each may hold several lines).
@@ -24,9 +32,11 @@ pub fn parse_changes(values: &[&str]) -> ApiResult<ImageChanges> {
         match word.to_ascii_uppercase().as_str() {
             "CMD" => out.cmd = Some(command(rest)),
             "ENTRYPOINT" => out.entrypoint = Some(command(rest)),
-            "ENV" => out
-                .env
-                .extend(pairs(rest, word)?.into_iter().map(|(k, v)| format!("{k}={v}"))),
+            "ENV" => out.env.extend(
+                pairs(rest, word)?
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}={v}")),
+            ),
             "LABEL" => out.labels.extend(pairs(rest, word)?),
             "WORKDIR" => out.working_dir = Some(required(rest, word)?),
             "USER" => out.user = Some(required(rest, word)?),
@@ -176,7 +186,11 @@ mod tests {
         let e = parse_changes(&["RUN rm -rf /"]).unwrap_err();
         assert_eq!(e.message, "RUN is not a valid change command");
         let e = parse_changes(&["BOGUS x"]).unwrap_err();
-        assert!(e.message.contains("unknown instruction: BOGUS"), "{}", e.message);
+        assert!(
+            e.message.contains("unknown instruction: BOGUS"),
+            "{}",
+            e.message
+        );
         assert!(parse_changes(&["WORKDIR"]).is_err());
     }
 }

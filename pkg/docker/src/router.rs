@@ -10,8 +10,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::{percent_decode, Body, Query};
 use crate::version::{self, ApiVersion};
 use crate::{
-    archive, attach, containers, create, df, events, exec, image_io, image_transfer, images, lifecycle, logs,
-    observe, stats, system, Door,
+    archive, attach, containers, create, df, events, exec, image_io, image_transfer, images,
+    lifecycle, logs, observe, stats, system, Door,
 };
 use std::sync::Arc;
 
@@ -88,7 +88,9 @@ pub async fn route(door: Arc<Door>, req: Request<Incoming>) -> ApiResult<Respons
         (&M::POST, ["exec", id, "resize"]) => exec::resize(&ctx, id),
         (&M::GET, ["exec", id, "json"]) => exec::inspect(&ctx, id),
         (&M::GET, ["images", "json"]) => images::list(&ctx.core, &ctx.query),
-        (&M::POST, ["images", "create"]) if ctx.query.get("fromSrc").is_some_and(|s| !s.is_empty()) => {
+        (&M::POST, ["images", "create"])
+            if ctx.query.get("fromSrc").is_some_and(|s| !s.is_empty()) =>
+        {
             image_io::import(ctx).await
         }
         (&M::POST, ["images", "create"]) => image_transfer::pull(ctx).await,

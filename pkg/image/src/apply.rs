@@ -181,8 +181,13 @@ impl Job {
             received: 0,
             ended: false,
         };
-        let (stats, diff_id) =
-            unpack_snapshot(&self.content, self.compression, &mut raw, snapshot_tmp, &self.budget)?;
+        let (stats, diff_id) = unpack_snapshot(
+            &self.content,
+            self.compression,
+            &mut raw,
+            snapshot_tmp,
+            &self.budget,
+        )?;
         io::copy(&mut raw, &mut io::sink())?;
         if !raw.ended {
             return Err(Error::new(

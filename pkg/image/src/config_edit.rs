@@ -55,10 +55,13 @@ pub fn derive_config(parent: Option<&[u8]>, diff_id: &str, info: &NewLayerInfo) 
     };
     let created = rfc3339_now();
     top.insert("created".into(), json!(created));
-    if info.author.is_empty() {
-        top.remove("author");
-    } else {
-        top.insert("author".into(), json!(info.author));
+    // Docker's image JSON keeps the step's author and comment on top too.
+    for (key, value) in [("author", &info.author), ("comment", &info.comment)] {
+        if value.is_empty() {
+            top.remove(key);
+        } else {
+            top.insert(key.into(), json!(value));
+        }
     }
     // Fields of the build that made the parent do not describe this image.
     for stale in ["container", "container_config", "parent", "id"] {
@@ -215,6 +218,7 @@ mod tests {
         assert_eq!(out["history"][1]["comment"], "msg");
         assert_eq!(out["history"][1]["author"], "me");
         assert_eq!(out["author"], "me");
+        assert_eq!(out["comment"], "msg");
         assert!(out.get("container").is_none());
     }
 

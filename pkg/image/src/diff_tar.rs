@@ -48,8 +48,7 @@ pub fn write_diff_tar(upper: &Path, changes: &[DiffEntry], out: impl Write) -> R
 /// `/a/b` as `a/b`; anything but plain names is refused.
 fn relative(path: &str) -> Result<PathBuf> {
     let rel = Path::new(path.trim_start_matches('/'));
-    if rel.as_os_str().is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_)))
-    {
+    if rel.as_os_str().is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
         return Err(Error::invalid(format!(
             "changed path {path:?} is not a plain path"
         )));

@@ -179,7 +179,11 @@ impl ImageService {
 
     fn load_from(&self, input: &mut dyn Read, dir: &Path) -> Result<Vec<Loaded>> {
         let mut input = BufReader::with_capacity(1 << 17, input);
-        let compression = sniff(input.fill_buf().map_err(|e| Error::invalid(e.to_string()))?);
+        let compression = sniff(
+            input
+                .fill_buf()
+                .map_err(|e| Error::invalid(e.to_string()))?,
+        );
         let budget = Budget {
             layer: self.limits.max_image_bytes,
             image: self.limits.max_image_bytes,
@@ -204,7 +208,11 @@ impl ImageService {
         for plan in &planned {
             let mut layers = Vec::new();
             for ((path, digest), diff_id) in plan.layers.iter().zip(&plan.diff_ids) {
-                let shown = path.strip_prefix(&root).unwrap_or(path).display().to_string();
+                let shown = path
+                    .strip_prefix(&root)
+                    .unwrap_or(path)
+                    .display()
+                    .to_string();
                 let layer = self
                     .ingest_layer(&mut File::open(path)?, Some(diff_id))
                     .map_err(|e| e.context(format!("layer {shown:?}")))?;
@@ -305,7 +313,12 @@ impl ImageService {
             let layers = manifest
                 .layers
                 .iter()
-                .map(|l| Ok((archive_file(root, &blob_name(&l.digest)?)?, Some(l.digest.clone()))))
+                .map(|l| {
+                    Ok((
+                        archive_file(root, &blob_name(&l.digest)?)?,
+                        Some(l.digest.clone()),
+                    ))
+                })
                 .collect::<Result<_>>()?;
             planned.push(Planned {
                 config,
@@ -322,9 +335,7 @@ impl ImageService {
         let path = archive_file(root, name)?;
         let limit = self.limits.max_metadata_bytes;
         let mut bytes = Vec::new();
-        File::open(&path)?
-            .take(limit + 1)
-            .read_to_end(&mut bytes)?;
+        File::open(&path)?.take(limit + 1).read_to_end(&mut bytes)?;
         if bytes.len() as u64 > limit {
             return Err(Error::invalid(format!(
                 "archive entry {name:?} is larger than {limit} bytes"
@@ -404,7 +415,12 @@ fn archive_file(root: &Path, name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn append(tar: &mut tar::Builder<impl Write>, name: &str, size: u64, data: impl Read) -> Result<()> {
+fn append(
+    tar: &mut tar::Builder<impl Write>,
+    name: &str,
+    size: u64,
+    data: impl Read,
+) -> Result<()> {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(tar::EntryType::Regular);
     header.set_size(size);
@@ -475,7 +491,9 @@ mod tests {
             .import(&mut &layer[..], &info, Some("reg.example/tiny:1"))
             .unwrap();
         assert_eq!(image.repo_tags, ["reg.example/tiny:1"]);
-        let items = svc.resolve_for_save(&["reg.example/tiny:1".into()]).unwrap();
+        let items = svc
+            .resolve_for_save(&["reg.example/tiny:1".into()])
+            .unwrap();
         let mut archive = Vec::new();
         svc.save(&items, &mut archive).unwrap();
 
@@ -536,21 +554,14 @@ mod tests {
 
     #[test]
     fn refused_tarballs_leave_nothing() {
-        let evil_layer = tar_of(&[
-            ("ok.txt", FILE, "", b"fine"),
-            ("../escape", FILE, "", b"x"),
-        ]);
+        let evil_layer = tar_of(&[("ok.txt", FILE, "", b"fine"), ("../escape", FILE, "", b"x")]);
         let symlink_layer = tar_of(&[
             ("link", tar::EntryType::Symlink, "/", b""),
             ("link/etc/x", FILE, "", b"x"),
         ]);
         let good_layer = tar_of(&[("ok.txt", FILE, "", b"fine")]);
         let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-            (
-                "outer ..",
-                tar_of(&[("../x", FILE, "", b"x")]),
-                "\"../x\"",
-            ),
+            ("outer ..", tar_of(&[("../x", FILE, "", b"x")]), "\"../x\""),
             (
                 "outer absolute",
                 tar_of(&[("/etc/x", FILE, "", b"x")]),
@@ -576,7 +587,11 @@ mod tests {
                 docker_archive("c.json", &config_for(b"other"), &good_layer),
                 "diff id",
             ),
-            ("not a tarball", b"garbage that is no tar".repeat(40), "archive"),
+            (
+                "not a tarball",
+                b"garbage that is no tar".repeat(40),
+                "archive",
+            ),
         ];
         for (what, archive, says) in cases {
             let dir = tempfile::tempdir().unwrap();
@@ -602,7 +617,11 @@ mod tests {
         let svc = service(dir.path());
         let base_layer = tar_of(&[("a", FILE, "", b"a"), ("b", FILE, "", b"b")]);
         let base = svc
-            .import(&mut &base_layer[..], &NewLayerInfo::default(), Some("base:1"))
+            .import(
+                &mut &base_layer[..],
+                &NewLayerInfo::default(),
+                Some("base:1"),
+            )
             .unwrap();
         let upper = tempfile::tempdir().unwrap();
         std::fs::write(upper.path().join("c"), b"c").unwrap();

@@ -257,7 +257,10 @@ fn spool(input: &mut dyn Read, path: &Path, limit: u64) -> Result<(String, u64)>
         if size > limit {
             return Err(Error::new(
                 ErrorKind::ResourceExhausted,
-                format!("layer is larger than the {} per-layer limit", show_bytes(limit)),
+                format!(
+                    "layer is larger than the {} per-layer limit",
+                    show_bytes(limit)
+                ),
             ));
         }
         hasher.update(&buf[..n]);
