@@ -526,7 +526,7 @@ mod tests {
             let mut h = e.header().clone();
             let mut data = Vec::new();
             e.read_to_end(&mut data).unwrap();
-            out.append_data(&mut h, e.path().unwrap().into_owned(), &data[..])
+            out.append_data(&mut h, &*e.path().unwrap(), &data[..])
                 .unwrap();
         }
         out.into_inner().unwrap()
