@@ -62,6 +62,7 @@ mod container;
 pub mod events;
 mod exec;
 mod idmap;
+mod image_io;
 mod images;
 mod logs;
 pub mod metrics;
@@ -100,6 +101,7 @@ pub use changes::{Change, ChangeKind};
 pub use container::Containers;
 pub use events::{attr, Action, Attrs, EventBus, ObjectKind, Received, Subscription};
 pub use exec::{ExecOutput, ExecPid, ExecProcess, ExecSpec};
+pub use image_io::{ImageChanges, LoadedImage, NewImage, SaveSet};
 pub use images::{
     Credentials, HistoryEntry, ImageConfig, ImageFsInfo, ImageInfo, ImageLayer, ImageUsers, Images,
     LayerProgress, Platform, PruneReport, PrunedImage, PullProgress, PullRequest, PullResult,

@@ -10,8 +10,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::{percent_decode, Body, Query};
 use crate::version::{self, ApiVersion};
 use crate::{
-    archive, attach, containers, create, df, events, exec, image_transfer, images, lifecycle, logs,
-    observe, stats, system, volumes, Door,
+    archive, attach, containers, create, df, events, exec, image_io, image_transfer, images,
+    lifecycle, logs, observe, stats, system, volumes, Door,
 };
 use std::sync::Arc;
 
@@ -161,7 +161,19 @@ pub async fn route(
         (&M::POST, ["exec", id, "resize"]) => ("ExecResize", exec::resize(&ctx, id)),
         (&M::GET, ["exec", id, "json"]) => ("ExecInspect", exec::inspect(&ctx, id)),
         (&M::GET, ["images", "json"]) => ("ImageList", images::list(&ctx.core, &ctx.query)),
+        (&M::POST, ["images", "create"])
+            if ctx.query.get("fromSrc").is_some_and(|s| !s.is_empty()) =>
+        {
+            ("ImageCreate", image_io::import(ctx).await)
+        }
         (&M::POST, ["images", "create"]) => ("ImageCreate", image_transfer::pull(ctx).await),
+        (&M::POST, ["images", "load"]) => ("ImageLoad", image_io::load(ctx).await),
+        (&M::GET, ["images", "get"]) => ("ImageGetAll", image_io::save(&ctx, None)),
+        (&M::GET, ["images", name @ .., "get"]) if !name.is_empty() => {
+            ("ImageGet", image_io::save(&ctx, Some(joined(name))))
+        }
+        (&M::POST, ["commit"]) => ("ImageCommit", image_io::commit(ctx).await),
+        (&M::GET, ["containers", id, "export"]) => ("ContainerExport", image_io::export(&ctx, id)),
         (&M::POST, ["images", "prune"]) => {
             ("ImagePrune", images::prune(&ctx.core, &ctx.query).await)
         }
