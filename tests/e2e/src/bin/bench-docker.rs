@@ -128,7 +128,8 @@ fn measure(cli: &Cli, image: &str) -> Figures {
         cli.ok(&["rm", id]);
     }
 
-    let logger = cli.ok(&["run", "-d", image, "seq", "1", "10000"]);
+    // The image links only some applets into /bin; busybox has them all.
+    let logger = cli.ok(&["run", "-d", image, "busybox", "seq", "1", "10000"]);
     cli.ok(&["wait", &logger]);
     let lines = cli.ok(&["logs", &logger]).lines().count();
     assert_eq!(lines, 10000, "docker logs returned {lines} lines");
@@ -147,7 +148,8 @@ struct Dockerd {
 }
 
 impl Dockerd {
-    fn start() -> Dockerd {
+    /// `registry`: the local registry's `127.0.0.1:PORT`, plain HTTP.
+    fn start(registry: &str) -> Dockerd {
         let dir = tempfile::Builder::new()
             .prefix("bench-dockerd-")
             .tempdir()
@@ -181,6 +183,8 @@ impl Dockerd {
                 "--iptables=false",
                 "--ip-forward=false",
                 "--ip-masq=false",
+                "--insecure-registry",
+                registry,
             ])
             .args(["--storage-driver", "overlay2"])
             .stdout(log.try_clone().unwrap())
@@ -314,7 +318,7 @@ async fn main() {
     let idle_rss = rss_kib(d.pid());
     let berth = measure(&berth_cli, &image);
 
-    let dockerd = Dockerd::start();
+    let dockerd = Dockerd::start(&reg.addr);
     let socket = dockerd.socket();
     eventually("dockerd to answer", Duration::from_secs(60), || {
         std::os::unix::net::UnixStream::connect(&socket).ok()
