@@ -242,9 +242,16 @@ fn ip(args: &[&str]) {
     assert!(status.success(), "ip {args:?}");
 }
 
-/// `crun run` of the busybox rootfs running `true`, timed: the floor
-/// under any daemon.
-fn crun_floor(work: &Path) -> f64 {
+/// The runtime's own figures on the same busybox rootfs, p50 seconds:
+/// the floor under any daemon.
+struct CrunFloor {
+    /// `crun run` of `true`.
+    run: f64,
+    /// `crun exec` of `true` in a running container.
+    exec: f64,
+}
+
+fn crun_floor(work: &Path) -> CrunFloor {
     let bundle = work.join("bundle");
     let rootfs = bundle.join("rootfs");
     test_images().unpack("busybox", &rootfs);
@@ -258,33 +265,41 @@ fn crun_floor(work: &Path) -> f64 {
     let mut spec: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     spec["process"]["terminal"] = false.into();
-    spec["process"]["args"] = serde_json::json!(["true"]);
-    std::fs::write(&path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let set_args = |spec: &mut serde_json::Value, args: &[&str]| {
+        spec["process"]["args"] = serde_json::json!(args);
+        std::fs::write(&path, serde_json::to_vec(spec).unwrap()).unwrap();
+    };
     let mode = berth_cgroups::detect(Path::new("/sys/fs/cgroup")).unwrap();
     let handler = berth_oci::default_handlers(mode, &work.join("state"))
         .into_iter()
         .find(|h| h.name == "crun")
         .expect("crun");
-    let times: Vec<f64> = (0..RUNS)
-        .map(|n| {
-            let mut cmd = berth_oci::OciRuntime::new(handler.clone()).command();
-            let t = Instant::now();
-            let status = cmd
-                .args([
-                    "run",
-                    "--bundle",
-                    &bundle.display().to_string(),
-                    &format!("floor-{n}"),
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .status()
-                .unwrap();
-            assert!(status.success(), "crun run");
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    p50(&times)
+    let crun = |args: &[&str]| -> f64 {
+        let mut cmd = berth_oci::OciRuntime::new(handler.clone()).command();
+        let t = Instant::now();
+        let status = cmd
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "crun {args:?}");
+        t.elapsed().as_secs_f64()
+    };
+    let bundle = bundle.display().to_string();
+
+    set_args(&mut spec, &["true"]);
+    let run = p50(&(0..RUNS)
+        .map(|n| crun(&["run", "--bundle", &bundle, &format!("floor-{n}")]))
+        .collect::<Vec<_>>());
+
+    set_args(&mut spec, &["sleep", "3600"]);
+    crun(&["run", "--detach", "--bundle", &bundle, "floor-exec"]);
+    let exec = p50(&(0..RUNS)
+        .map(|_| crun(&["exec", "floor-exec", "true"]))
+        .collect::<Vec<_>>());
+    crun(&["delete", "--force", "floor-exec"]);
+    CrunFloor { run, exec }
 }
 
 #[tokio::main]
@@ -317,6 +332,7 @@ async fn main() {
     };
     let idle_rss = rss_kib(d.pid());
     let berth = measure(&berth_cli, &image);
+    eprintln!("berthd measured; now dockerd");
 
     let dockerd = Dockerd::start(&reg.addr);
     let socket = dockerd.socket();
@@ -344,27 +360,58 @@ async fn main() {
         "docker CLI start-up (socket nobody serves): {}",
         ms(cli_floor)
     );
-    println!("crun run of the same rootfs (true): {}", ms(crun));
+    println!(
+        "crun of the same rootfs: run true {}, exec true {}",
+        ms(crun.run),
+        ms(crun.exec)
+    );
     println!();
-    println!("| figure (p50 of {RUNS}) | berthd | dockerd | CLI floor | berth beyond CLI / dockerd beyond CLI |");
-    println!("|---|---|---|---|---|");
-    let rows: [(&str, f64, f64, f64); 6] = [
-        ("run --rm true", berth.run_rm, peer.run_rm, cli_floor),
+    println!("| figure (p50 of {RUNS}) | berthd | dockerd | CLI floor | crun floor | berth beyond CLI / dockerd beyond CLI |");
+    println!("|---|---|---|---|---|---|");
+    // The runtime's floor where one runtime call does the figure's work.
+    let rows: [(&str, f64, f64, f64, Option<f64>); 6] = [
+        (
+            "run --rm true",
+            berth.run_rm,
+            peer.run_rm,
+            cli_floor,
+            Some(crun.run),
+        ),
         (
             "create + start",
             berth.create_start,
             peer.create_start,
             2.0 * cli_floor,
+            Some(crun.run),
         ),
-        ("exec true", berth.exec, peer.exec, cli_floor),
-        ("ps -a (50 containers)", berth.ps_50, peer.ps_50, cli_floor),
-        ("logs (10k lines)", berth.logs_10k, peer.logs_10k, cli_floor),
-        ("stop -t 0", berth.stop_t0, peer.stop_t0, cli_floor),
+        (
+            "exec true",
+            berth.exec,
+            peer.exec,
+            cli_floor,
+            Some(crun.exec),
+        ),
+        (
+            "ps -a (50 containers)",
+            berth.ps_50,
+            peer.ps_50,
+            cli_floor,
+            None,
+        ),
+        (
+            "logs (10k lines)",
+            berth.logs_10k,
+            peer.logs_10k,
+            cli_floor,
+            None,
+        ),
+        ("stop -t 0", berth.stop_t0, peer.stop_t0, cli_floor, None),
     ];
-    for (name, b, p, floor) in rows {
+    for (name, b, p, floor, runtime) in rows {
         let ratio = (b - floor).max(0.0) / (p - floor).max(1e-6);
+        let runtime = runtime.map_or("-".to_string(), ms);
         println!(
-            "| {name} | {} | {} | {} | {ratio:.2}x |",
+            "| {name} | {} | {} | {} | {runtime} | {ratio:.2}x |",
             ms(b),
             ms(p),
             ms(floor)
