@@ -69,7 +69,6 @@ impl Cli {
 }
 
 /// The figures of one daemon, p50 seconds each.
-#[derive(Default)]
 struct Figures {
     run_rm: f64,
     create_start: f64,
@@ -83,61 +82,111 @@ fn p50(v: &[f64]) -> f64 {
     percentile(v, 0.5)
 }
 
-fn measure(cli: &Cli, image: &str) -> Figures {
-    let mut f = Figures::default();
-    cli.ok(&["pull", "-q", image]);
-    // Warm-up: the first container of a daemon pays one-off costs.
-    cli.ok(&["run", "--rm", image, "true"]);
+/// `RUNS` rounds of `sample`, each round taking one sample from every
+/// daemon in turn (so that the machine's load at any moment hits them
+/// alike); the p50 of each daemon's samples.
+fn interleaved(daemons: usize, mut sample: impl FnMut(usize) -> f64) -> Vec<f64> {
+    let mut samples = vec![Vec::with_capacity(RUNS); daemons];
+    for _ in 0..RUNS {
+        for (d, s) in samples.iter_mut().enumerate() {
+            s.push(sample(d));
+        }
+    }
+    samples.iter().map(|s| p50(s)).collect()
+}
 
-    f.run_rm = p50(&(0..RUNS)
-        .map(|_| cli.time(&["run", "--rm", image, "true"]))
-        .collect::<Vec<_>>());
-
-    let mut running = Vec::new();
-    let create_start: Vec<f64> = (0..RUNS)
-        .map(|_| {
-            let t = Instant::now();
-            let id = cli.ok(&["create", image, "sleep", "3600"]);
-            cli.ok(&["start", &id]);
-            running.push(id);
-            t.elapsed().as_secs_f64()
+/// Every figure, of every daemon in `clis`, interleaved. `floor` is the
+/// CLI against a socket nobody serves: sampled in every round too, its
+/// samples go to `floor_samples`.
+fn measure(clis: &[&Cli], floor: &Cli, floor_samples: &mut Vec<f64>, image: &str) -> Vec<Figures> {
+    let n = clis.len();
+    for cli in clis {
+        cli.ok(&["pull", "-q", image]);
+        // Warm-up: the first container of a daemon pays one-off costs.
+        cli.ok(&["run", "--rm", image, "true"]);
+    }
+    // One more participant in each round: the CLI's own start-up.
+    let mut with_floor = |mut sample: Box<dyn FnMut(usize) -> f64 + '_>| -> Vec<f64> {
+        interleaved(n + 1, |d| match d < n {
+            true => sample(d),
+            false => {
+                let t = Instant::now();
+                let _ = floor.command(&["ps", "-a"]).output();
+                let took = t.elapsed().as_secs_f64();
+                floor_samples.push(took);
+                took
+            }
         })
-        .collect();
-    f.create_start = p50(&create_start);
+    };
 
-    f.exec = p50(&(0..RUNS)
-        .map(|_| cli.time(&["exec", &running[0], "true"]))
-        .collect::<Vec<_>>());
+    let run_rm = with_floor(Box::new(|d| clis[d].time(&["run", "--rm", image, "true"])));
 
-    let stops: Vec<f64> = running
-        .iter()
-        .map(|id| cli.time(&["stop", "-t", "0", id]))
-        .collect();
-    f.stop_t0 = p50(&stops);
-    for id in &running {
-        cli.ok(&["rm", id]);
+    let mut running: Vec<Vec<String>> = vec![Vec::new(); n];
+    let create_start = with_floor(Box::new(|d| {
+        let t = Instant::now();
+        let id = clis[d].ok(&["create", image, "sleep", "3600"]);
+        clis[d].ok(&["start", &id]);
+        running[d].push(id);
+        t.elapsed().as_secs_f64()
+    }));
+
+    let exec = with_floor(Box::new(|d| {
+        clis[d].time(&["exec", &running[d][0], "true"])
+    }));
+
+    let mut stopped = vec![0; n];
+    let stop_t0 = with_floor(Box::new(|d| {
+        let id = &running[d][stopped[d]];
+        stopped[d] += 1;
+        clis[d].time(&["stop", "-t", "0", id])
+    }));
+    for (d, ids) in running.iter().enumerate() {
+        for id in ids {
+            clis[d].ok(&["rm", id]);
+        }
     }
 
-    let created: Vec<String> = (0..50)
-        .map(|_| cli.ok(&["create", image, "true"]))
+    let created: Vec<Vec<String>> = clis
+        .iter()
+        .map(|cli| {
+            (0..50)
+                .map(|_| cli.ok(&["create", image, "true"]))
+                .collect()
+        })
         .collect();
-    f.ps_50 = p50(&(0..RUNS)
-        .map(|_| cli.time(&["ps", "-a"]))
-        .collect::<Vec<_>>());
-    for id in &created {
-        cli.ok(&["rm", id]);
+    let ps_50 = with_floor(Box::new(|d| clis[d].time(&["ps", "-a"])));
+    for (d, ids) in created.iter().enumerate() {
+        for id in ids {
+            clis[d].ok(&["rm", id]);
+        }
     }
 
     // The image links only some applets into /bin; busybox has them all.
-    let logger = cli.ok(&["run", "-d", image, "busybox", "seq", "1", "10000"]);
-    cli.ok(&["wait", &logger]);
-    let lines = cli.ok(&["logs", &logger]).lines().count();
-    assert_eq!(lines, 10000, "docker logs returned {lines} lines");
-    f.logs_10k = p50(&(0..RUNS)
-        .map(|_| cli.time(&["logs", &logger]))
-        .collect::<Vec<_>>());
-    cli.ok(&["rm", &logger]);
-    f
+    let loggers: Vec<String> = clis
+        .iter()
+        .map(|cli| {
+            let logger = cli.ok(&["run", "-d", image, "busybox", "seq", "1", "10000"]);
+            cli.ok(&["wait", &logger]);
+            let lines = cli.ok(&["logs", &logger]).lines().count();
+            assert_eq!(lines, 10000, "docker logs returned {lines} lines");
+            logger
+        })
+        .collect();
+    let logs_10k = with_floor(Box::new(|d| clis[d].time(&["logs", &loggers[d]])));
+    for (d, logger) in loggers.iter().enumerate() {
+        clis[d].ok(&["rm", logger]);
+    }
+
+    (0..n)
+        .map(|d| Figures {
+            run_rm: run_rm[d],
+            create_start: create_start[d],
+            exec: exec[d],
+            ps_50: ps_50[d],
+            logs_10k: logs_10k[d],
+            stop_t0: stop_t0[d],
+        })
+        .collect()
 }
 
 /// dockerd from Debian's docker.io, on its own everything.
@@ -265,6 +314,9 @@ fn crun_floor(work: &Path) -> CrunFloor {
     let mut spec: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     spec["process"]["terminal"] = false.into();
+    // A cgroup of its own, as every daemon gives a container (crun removes
+    // it with the container): joining it is part of an exec's cost.
+    spec["linux"]["cgroupsPath"] = format!("/berth-bench-floor-{}", std::process::id()).into();
     let set_args = |spec: &mut serde_json::Value, args: &[&str]| {
         spec["process"]["args"] = serde_json::json!(args);
         std::fs::write(&path, serde_json::to_vec(spec).unwrap()).unwrap();
@@ -316,13 +368,6 @@ async fn main() {
         host: format!("unix://{}", work.path().join("nobody.sock").display()),
         config: config.clone(),
     };
-    let cli_floor = p50(&(0..RUNS)
-        .map(|_| {
-            let t = Instant::now();
-            let _ = nobody.command(&["ps", "-a"]).output();
-            t.elapsed().as_secs_f64()
-        })
-        .collect::<Vec<_>>());
     let crun = crun_floor(work.path());
 
     let d = TestDaemon::start().await;
@@ -331,8 +376,6 @@ async fn main() {
         config: config.clone(),
     };
     let idle_rss = rss_kib(d.pid());
-    let berth = measure(&berth_cli, &image);
-    eprintln!("berthd measured; now dockerd");
 
     let dockerd = Dockerd::start(&reg.addr);
     let socket = dockerd.socket();
@@ -353,11 +396,21 @@ async fn main() {
     })
     .await;
     let dockerd_idle = dockerd.rss_kib();
-    let peer = measure(&docker_cli, &image);
+    let mut floor_samples = Vec::new();
+    let [berth, peer]: [Figures; 2] = measure(
+        &[&berth_cli, &docker_cli],
+        &nobody,
+        &mut floor_samples,
+        &image,
+    )
+    .try_into()
+    .unwrap_or_else(|_| unreachable!("two daemons measured"));
     drop(dockerd);
+    let cli_floor = p50(&floor_samples);
 
     println!(
-        "docker CLI start-up (socket nobody serves): {}",
+        "docker CLI start-up (socket nobody serves, p50 of {}): {}",
+        floor_samples.len(),
         ms(cli_floor)
     );
     println!(
@@ -366,7 +419,7 @@ async fn main() {
         ms(crun.exec)
     );
     println!();
-    println!("| figure (p50 of {RUNS}) | berthd | dockerd | CLI floor | crun floor | berth beyond CLI / dockerd beyond CLI |");
+    println!("| figure (p50 of {RUNS}, daemons interleaved) | berthd | dockerd | CLI floor | crun floor | berth beyond CLI / dockerd beyond CLI |");
     println!("|---|---|---|---|---|---|");
     // The runtime's floor where one runtime call does the figure's work.
     let rows: [(&str, f64, f64, f64, Option<f64>); 6] = [
