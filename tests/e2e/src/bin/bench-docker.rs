@@ -2,9 +2,13 @@
 //! measured in the same run:
 //! - the CLI's own start-up (`docker ps` against a socket nobody serves),
 //!   subtracted from every figure, since neither daemon can do better;
-//! - raw `crun run` of the same busybox rootfs (`true`);
+//! - raw `crun run` and `crun exec` of the same busybox rootfs (`true`),
+//!   in a cgroup of its own as every daemon's container;
 //! - dockerd (Debian's `docker.io`, its own data root, exec root, socket
 //!   and bridge, started here and stopped after).
+//!
+//! berthd and dockerd run at once and each round samples both and the
+//! CLI floor, so the machine's load at any moment hits all alike.
 //!
 //! Figures: `run --rm true`, `create`+`start`, `exec true`, `ps -a` with
 //! 50 containers, `logs` of 10k lines, `stop -t 0`; berthd's idle RSS.
