@@ -927,8 +927,9 @@ fn stage_recursive_readonly(spec: &mut oci::ContainerSpec, dir: &Path) -> Result
     Ok(())
 }
 
-/// Writes a new file readable by root only.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes a file readable by root only, without fsync: for files the
+/// runtime reads at once and that recovery never trusts.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
