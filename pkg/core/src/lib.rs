@@ -117,7 +117,7 @@ pub use pty::Pty;
 pub use sandbox::Sandboxes;
 pub use seams::{BoxFuture, MetaStore, Monitors, Parts, RuntimeDriver};
 pub use standalone::{parse_signal, signal_name};
-pub use volumes::{Volume, VolumeRecord, VolumeSpec, Volumes};
+pub use volumes::{is_docker_name, Volume, VolumeRecord, VolumeSpec, Volumes};
 
 /// The cgroup driver kubelet must match (CRI `RuntimeConfig`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

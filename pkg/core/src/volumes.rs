@@ -283,18 +283,24 @@ fn mounts_dir(record: &ContainerRecord, dir: &std::path::Path) -> bool {
         .any(|m| std::path::Path::new(&m.host_path) == dir)
 }
 
-/// dockerd's rule for volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+/// A volume's name must follow dockerd's rule.
 fn check_name(name: &str) -> Result<()> {
-    let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-    let rest_ok =
-        name.len() >= 2 && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    match first_ok && rest_ok {
+    match is_docker_name(name) {
         true => Ok(()),
         false => Err(Error::invalid(format!(
             "create {name}: \"{name}\" includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, use absolute path"
         ))),
     }
+}
+
+/// dockerd's rule for container and volume names:
+/// `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+pub fn is_docker_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    first_ok
+        && name.len() >= 2
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 fn no_such_volume(name: &str) -> Error {

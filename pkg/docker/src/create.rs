@@ -201,13 +201,9 @@ pub fn name_in_use(name: &str, holder: &str) -> ApiError {
     ))
 }
 
-/// dockerd's rule for names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+/// A container's name must follow dockerd's rule.
 pub fn check_name(name: &str) -> ApiResult<()> {
-    let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-    let rest_ok =
-        name.len() >= 2 && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    match first_ok && rest_ok {
+    match berth_core::is_docker_name(name) {
         true => Ok(()),
         false => Err(ApiError::bad_request(format!(
             "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
