@@ -105,10 +105,17 @@ impl TestDaemon {
                 None => cmd.env_remove(k),
             };
         }
-        let output = cmd
-            .stdin(Stdio::null())
-            .output()
+        // Stdin stays open (a user who types nothing) until the command
+        // ends: at EOF script(1) would end the session on its own.
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("run script(1) from util-linux");
+        let held = child.stdin.take();
+        let output = child.wait_with_output().expect("wait for script(1)");
+        drop(held);
         DockerRun::from(output)
     }
 

@@ -220,7 +220,7 @@ async fn docker_exec_propagates_exit_codes_stdin_and_a_terminal() {
         "no terminal in the exec: {screen:?}"
     );
     assert!(screen.contains("hello-tty\r\n"), "{screen:?}");
-    assert_eq!(code, Some(3), "{screen:?}");
+    assert_eq!(code, Some(3), "{screen:?}\n{}", d.log_tail());
 
     // An exec in a container that is not there, and one with no command.
     let missing = d.docker(&["exec", "nope", "true"]);
