@@ -12,6 +12,23 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::{eventually, mounts_under, workspace_root, TestNetwork};
 
+/// A gRPC channel over a CRI unix socket (berthd's, or another runtime's).
+pub async fn unix_channel(socket: &Path) -> Channel {
+    let socket = socket.to_path_buf();
+    Endpoint::try_from("http://[::]:50051")
+        .expect("endpoint")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .expect("connect to the CRI socket")
+}
+
 /// The berthd binary `cargo build` made; tests never build it themselves.
 pub fn berthd_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("BERTHD_BIN") {
@@ -314,19 +331,7 @@ impl TestDaemon {
     }
 
     async fn channel(&self) -> Channel {
-        let socket = self.socket.clone();
-        Endpoint::try_from("http://[::]:50051")
-            .expect("endpoint")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let socket = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(socket).await?,
-                    ))
-                }
-            }))
-            .await
-            .expect("connect to the CRI socket")
+        unix_channel(&self.socket).await
     }
 
     pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
