@@ -75,6 +75,7 @@ mod recovery;
 mod rootfs;
 mod sandbox;
 mod seams;
+mod spawn;
 mod standalone;
 mod stats;
 mod validate;

@@ -145,6 +145,7 @@ pub struct TestDaemonBuilder {
     registries_conf: Option<String>,
     network: Option<TestNetwork>,
     extra_args: Vec<String>,
+    berthd: Option<PathBuf>,
     config_toml: String,
 }
 
@@ -164,6 +165,13 @@ impl TestDaemonBuilder {
     /// berthd's config file text (empty by default).
     pub fn config_toml(mut self, text: &str) -> Self {
         self.config_toml = text.to_string();
+        self
+    }
+
+    /// Another berthd binary (its berth-shim beside it), e.g. an older
+    /// build for a benchmark to compare with; default [`berthd_bin`].
+    pub fn berthd(mut self, bin: &Path) -> Self {
+        self.berthd = Some(bin.to_path_buf());
         self
     }
 
@@ -227,6 +235,7 @@ impl TestDaemonBuilder {
             config_toml: self.config_toml,
             registries,
             child: None,
+            berthd: self.berthd.unwrap_or_else(berthd_bin),
             dir,
         }
     }
@@ -247,6 +256,8 @@ pub struct TestDaemon {
     /// The config file's text, written at every start.
     config_toml: String,
     child: Option<Child>,
+    /// The binary it runs; the monitor is the berth-shim beside it.
+    berthd: PathBuf,
 }
 
 impl TestDaemon {
@@ -260,7 +271,7 @@ impl TestDaemon {
 
     /// The command line this daemon runs with.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(berthd_bin());
+        let mut cmd = Command::new(&self.berthd);
         cmd.arg("--root")
             .arg(&self.root)
             .arg("--state-dir")
@@ -274,7 +285,7 @@ impl TestDaemon {
             .arg("--cgroup-root")
             .arg(&self.cgroup_root)
             .arg("--shim")
-            .arg(shim_bin());
+            .arg(self.berthd.with_file_name("berth-shim"));
         // The daemon's own network unless the test names another.
         let given = |flag: &str| self.args.iter().any(|a| a == flag);
         if !given("--bridge") {

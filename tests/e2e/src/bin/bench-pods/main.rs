@@ -274,9 +274,12 @@ async fn stop_remove(rt: &mut Runtime, pod: &str) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-async fn berthd(precompile: bool) -> TestDaemon {
-    TestDaemon::builder()
-        .arg("--log-level")
+async fn berthd(precompile: bool, bin: Option<&std::path::Path>) -> TestDaemon {
+    let mut b = TestDaemon::builder();
+    if let Some(bin) = bin {
+        b = b.berthd(bin);
+    }
+    b.arg("--log-level")
         .arg("info,berth_core=debug")
         .arg("--seccomp-precompile")
         .arg(if precompile { "true" } else { "false" })
@@ -309,8 +312,14 @@ async fn main() {
     let reg = TestRegistry::start();
     reg.push(&["busybox", "pause"]);
     let images = || [reg.image("busybox"), reg.image("pause")];
-    let before_d = berthd(false).await;
-    let after_d = berthd(true).await;
+    let before_d = berthd(false, None).await;
+    let after_d = berthd(true, None).await;
+    // An older build to compare with in the same run (precompiling too).
+    let baseline = std::env::var_os("BENCH_BASELINE_BERTHD").map(PathBuf::from);
+    let baseline_d = match &baseline {
+        Some(bin) => Some(berthd(true, Some(bin)).await),
+        None => None,
+    };
     let ctd = Containerd::start(&reg.addr, &reg.image("pause")).await;
     let mut subjects = vec![
         berth_subject("berth before", &before_d, images()).await,
@@ -325,13 +334,19 @@ async fn main() {
         )
         .await,
     ];
+    if let Some(d) = &baseline_d {
+        subjects.insert(0, berth_subject("berth baseline", d, images()).await);
+    }
     for s in &mut subjects {
         s.warm_up().await;
     }
     // The floors run berth's own spec as "after" wrote it.
     let spec_copy = after_d.dir().join("bench-spec.json");
     {
-        let after = &mut subjects[1];
+        let after = subjects
+            .iter_mut()
+            .find(|s| s.label == "berth after")
+            .unwrap();
         let (pod, _) = start_pod(&mut after.rt, 9998, &after.image, "").await;
         let bundle_config = std::fs::read_dir(after_d.root.join("containers"))
             .unwrap()
@@ -378,6 +393,9 @@ async fn main() {
         deletes: floor.cleanup(),
     };
     report(&subjects, &floors, &after_d, &ctd);
+    if let Some(bin) = baseline {
+        println!("  berth baseline: {}", bin.display());
+    }
 }
 
 /// `v` as a ratio of `to`.
