@@ -58,6 +58,7 @@ pub async fn run(config: Config) -> Result<()> {
                 seccomp_profile_root: config.seccomp_profile_root.clone(),
                 image_limits: config.image_limits,
                 seccomp_default: config.seccomp_default,
+                precompile_seccomp: config.precompile_seccomp,
             },
             recorder,
         )

@@ -210,7 +210,7 @@ impl Containers {
             idmap_bind_mounts(&mut spec, u, &dir.join("views"), pod.shm.as_deref())?;
             check_ids_mapped(&spec, u)?;
         }
-        if runtime.handler().takes_seccomp_bpf() {
+        if self.config.precompile_seccomp && runtime.handler().takes_seccomp_bpf() {
             if let Err(e) = self.seccomp_bpf.precompile(&mut spec) {
                 tracing::debug!(container = %id, "seccomp left to the runtime to compile: {e}");
             }

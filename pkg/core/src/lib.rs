@@ -79,6 +79,7 @@ mod restart;
 mod rootfs;
 mod sandbox;
 mod seams;
+mod spawn;
 mod standalone;
 mod stats;
 mod validate;
@@ -156,6 +157,9 @@ pub struct CoreConfig {
     /// Apply RuntimeDefault to containers that ask for no seccomp profile
     /// (kubelet's SeccompDefault, node-wide). Off: nil means unconfined.
     pub seccomp_default: bool,
+    /// Hand runtimes that take it (crun) the seccomp filter compiled once
+    /// as BPF; off, the runtime compiles the spec's profile on every create.
+    pub precompile_seccomp: bool,
     /// Caps on what a registry may make berthd read and unpack.
     pub image_limits: berth_image::limits::Limits,
 }
