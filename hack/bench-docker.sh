@@ -13,6 +13,9 @@ if ! dpkg-query -W -f='${db:Status-Status}' docker.io 2>/dev/null | grep -q inst
   # (/usr/local/bin comes first).
   apt-get install -y --no-install-recommends docker.io
 fi
+# Honour CARGO_TARGET_DIR (helpers and CI keep their own target dirs).
+target="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo build --release --bin berthd --bin berth-shim --bin bench-docker
-python3 hack/build-test-images.py target/test-images
-BERTHD_BIN="$PWD/target/release/berthd" exec target/release/bench-docker
+export BERTH_TEST_IMAGES="${BERTH_TEST_IMAGES:-$target/test-images}"
+python3 hack/build-test-images.py "$BERTH_TEST_IMAGES"
+BERTHD_BIN="$target/release/berthd" exec "$target/release/bench-docker"

@@ -331,6 +331,9 @@ def build(outdir):
         lambda t: t.dir("etc"),
         lambda t: t.file("etc/group", GROUP + "group-defined-in-image:x:50000:app\n")))])
     single("stopsignal", [bb_gz], {"StopSignal": "SIGUSR1"})
+    # pause: a sandbox image for containerd's CRI in the pod benchmark (no
+    # real pause image offline); PID 1 sleeps until killed, as pause does.
+    single("pause", [bb_gz], {"Cmd": ["/bin/sleep", "2147483647"]})
     single("zstd", [Layer(bb_tar, "zstd")])
     single("uncompressed", [Layer(bb_tar, "none")])
 

@@ -83,6 +83,10 @@ pub struct Flags {
     /// 127.0.0.1:9838); empty turns it off.
     #[arg(long, value_name = "ADDR")]
     pub metrics_address: Option<String>,
+    /// Hand crun the seccomp filter compiled once (default true); false
+    /// leaves the runtime to compile the profile on every create.
+    #[arg(long, value_name = "BOOL")]
+    pub seccomp_precompile: Option<bool>,
 }
 
 /// The `[metrics]` table.
@@ -177,6 +181,8 @@ struct File {
     /// RuntimeDefault seccomp for containers that ask for none.
     #[serde(default)]
     seccomp_default: bool,
+    /// Seccomp filters compiled once and handed to crun (default true).
+    precompile_seccomp: Option<bool>,
     /// `[image_limits]`: caps on registry answers and unpacked sizes.
     #[serde(default)]
     image_limits: berth_image::limits::Limits,
@@ -205,6 +211,7 @@ pub struct Config {
     pub seccomp_profile_root: Option<PathBuf>,
     pub image_limits: berth_image::limits::Limits,
     pub seccomp_default: bool,
+    pub precompile_seccomp: bool,
     pub docker: DockerSettings,
     /// Where `/metrics` is served; `None`: not at all.
     pub metrics_address: Option<std::net::SocketAddr>,
@@ -303,6 +310,10 @@ impl Config {
             metrics_address,
             image_limits: file.image_limits,
             seccomp_default: file.seccomp_default,
+            precompile_seccomp: flags
+                .seccomp_precompile
+                .or(file.precompile_seccomp)
+                .unwrap_or(true),
             log_root: file.log_root,
             seccomp_profile_root: file.seccomp_profile_root,
             stream_address,
@@ -536,6 +547,24 @@ mod tests {
         assert_eq!(file.metrics_address, Some("0.0.0.0:19838".parse().unwrap()));
         let e = Config::resolve(flags(&["--metrics-address", "localhost"])).unwrap_err();
         assert!(format!("{e:#}").contains("is not IP:PORT"), "{e:#}");
+    }
+
+    #[test]
+    fn seccomp_precompile_is_on_unless_file_or_flag_says_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(&cfg, "precompile_seccomp = false\n").unwrap();
+        let cfg = cfg.to_str().unwrap();
+        assert!(Config::resolve(flags(&[])).unwrap().precompile_seccomp);
+        assert!(
+            !Config::resolve(flags(&["--config", cfg]))
+                .unwrap()
+                .precompile_seccomp
+        );
+        let on = Config::resolve(flags(&["--config", cfg, "--seccomp-precompile", "true"]));
+        assert!(on.unwrap().precompile_seccomp);
+        let off = Config::resolve(flags(&["--seccomp-precompile", "false"]));
+        assert!(!off.unwrap().precompile_seccomp);
     }
 
     #[test]

@@ -58,18 +58,21 @@ pub async fn run(config: Config) -> Result<()> {
                 seccomp_profile_root: config.seccomp_profile_root.clone(),
                 image_limits: config.image_limits,
                 seccomp_default: config.seccomp_default,
+                precompile_seccomp: config.precompile_seccomp,
             },
             recorder,
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
 
-    let listener = bind_socket(&config.cri_socket)?;
+    // The CRI socket last: once it is there (kubelet's and the tests'
+    // sign that berthd is up), every other door is bound too.
+    let docker_listeners = bind_docker(&config)?;
     let backend: Arc<dyn berth_stream::Backend> = Arc::new(core.clone());
     let stream = berth_stream::StreamServer::start(config.stream_address, backend)
         .await
         .with_context(|| format!("start the streaming server on {}", config.stream_address))?;
-    let docker_listeners = bind_docker(&config)?;
+    let listener = bind_socket(&config.cri_socket)?;
     let (runtime_service, image_service) = berth_cri::services(core.clone(), stream);
     tracing::info!(socket = %config.cri_socket.display(), root = %config.root.display(),
         version = env!("CARGO_PKG_VERSION"), "berthd serving CRI v1");

@@ -195,6 +195,9 @@ impl Containers {
                 rootfs_dir
             }
         };
+        if userns.is_none() {
+            self.copy_up_volumes(&config.mounts, &rootfs_dir)?;
+        }
         let mounted = started.elapsed();
         let defaults = image_defaults(self.images.config(image)?);
         let stop_signal = oci::stop_signal(&defaults);
@@ -207,7 +210,7 @@ impl Containers {
             idmap_bind_mounts(&mut spec, u, &dir.join("views"), pod.shm.as_deref())?;
             check_ids_mapped(&spec, u)?;
         }
-        if runtime.handler().takes_seccomp_bpf() {
+        if self.config.precompile_seccomp && runtime.handler().takes_seccomp_bpf() {
             if let Err(e) = self.seccomp_bpf.precompile(&mut spec) {
                 tracing::debug!(container = %id, "seccomp left to the runtime to compile: {e}");
             }
@@ -924,8 +927,9 @@ fn stage_recursive_readonly(spec: &mut oci::ContainerSpec, dir: &Path) -> Result
     Ok(())
 }
 
-/// Writes a new file readable by root only.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes a file readable by root only, without fsync: for files the
+/// runtime reads at once and that recovery never trusts.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()

@@ -209,7 +209,7 @@ struct ConfigSummary {
 
 /// The core's image service.
 pub struct Images {
-    leaf: Arc<ImageService>,
+    pub(crate) leaf: Arc<ImageService>,
     users: Arc<dyn ImageUsers>,
     configs: Mutex<HashMap<String, Arc<ConfigSummary>>>,
     events: Arc<EventBus>,
@@ -239,7 +239,7 @@ impl Images {
 
     /// Publishes what happened to an image (Docker's image events: the
     /// id is the image's, `name` the reference concerned).
-    fn image_event(&self, id: &str, name: &str, action: Action) {
+    pub(crate) fn image_event(&self, id: &str, name: &str, action: Action) {
         self.events
             .publish(ObjectKind::Image, id, action, Attrs::new().name(name));
     }
@@ -494,7 +494,7 @@ impl Images {
         Ok(self.summary(image)?.config.clone())
     }
 
-    fn info(&self, image: &LeafImage) -> Result<ImageInfo> {
+    pub(crate) fn info(&self, image: &LeafImage) -> Result<ImageInfo> {
         Ok(to_info(
             image,
             &*self.summary(image)?,

@@ -62,6 +62,7 @@ mod container;
 pub mod events;
 mod exec;
 mod idmap;
+mod image_io;
 mod images;
 mod logs;
 pub mod metrics;
@@ -78,6 +79,7 @@ mod restart;
 mod rootfs;
 mod sandbox;
 mod seams;
+mod spawn;
 mod standalone;
 mod stats;
 mod usage;
@@ -102,6 +104,7 @@ pub use changes::{Change, ChangeKind};
 pub use container::Containers;
 pub use events::{attr, Action, Attrs, EventBus, ObjectKind, Received, Subscription};
 pub use exec::{ExecOutput, ExecPid, ExecProcess, ExecSpec};
+pub use image_io::{ImageChanges, LoadedImage, NewImage, SaveSet};
 pub use images::{
     Credentials, HistoryEntry, ImageConfig, ImageFsInfo, ImageInfo, ImageLayer, ImageUsers, Images,
     LayerProgress, Platform, PruneReport, PrunedImage, PullProgress, PullRequest, PullResult,
@@ -119,7 +122,7 @@ pub use seams::{BoxFuture, MetaStore, Monitors, Parts, RuntimeDriver};
 pub use standalone::{parse_signal, signal_name};
 pub use usage::{CgroupStats, ContainerUsage, PodUsage, Usage, UsageLabels, USAGE_MAX_AGE};
 pub use usage_series::{usage_descriptors, SeriesDescriptor, SeriesKind, UsageFamily, UsageSeries};
-pub use volumes::{Volume, VolumeRecord, VolumeSpec, Volumes};
+pub use volumes::{is_docker_name, Volume, VolumeRecord, VolumeSpec, Volumes};
 
 /// The cgroup driver kubelet must match (CRI `RuntimeConfig`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +161,9 @@ pub struct CoreConfig {
     /// Apply RuntimeDefault to containers that ask for no seccomp profile
     /// (kubelet's SeccompDefault, node-wide). Off: nil means unconfined.
     pub seccomp_default: bool,
+    /// Hand runtimes that take it (crun) the seccomp filter compiled once
+    /// as BPF; off, the runtime compiles the spec's profile on every create.
+    pub precompile_seccomp: bool,
     /// Caps on what a registry may make berthd read and unpack.
     pub image_limits: berth_image::limits::Limits,
 }

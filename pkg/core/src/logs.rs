@@ -119,6 +119,12 @@ impl LogReader {
         }
     }
 
+    /// The next line already read, if any: no I/O, never waits. Lets a
+    /// caller batch what one read of the file gave.
+    pub fn next_ready(&mut self) -> Option<LogEntry> {
+        self.ready.pop_front()
+    }
+
     /// The end: a last line the container never ended is shown as it is.
     fn finish(&mut self) {
         self.finished = true;

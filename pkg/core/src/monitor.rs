@@ -2,11 +2,10 @@
 //! is documented in `cmd/berth-shim/src/main.rs`): spawning one, reading its
 //! report, waiting for it to exit, and talking to its control socket.
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use berth_errdefs::{Error, ErrorKind, Result};
 use berth_oci::RuntimeHandler;
@@ -61,64 +60,17 @@ pub struct Exit {
 pub(crate) fn spawn(req: &SpawnRequest) -> Result<(u32, u32)> {
     std::fs::create_dir_all(req.dir)?;
     let (read_end, write_end) = pipe()?;
-    let mut cmd = Command::new(req.shim);
-    cmd.arg("--id")
-        .arg(req.id)
-        .arg("--bundle")
-        .arg(req.bundle)
-        .arg("--dir")
-        .arg(req.dir)
-        .arg("--log")
-        .arg(req.log)
-        .arg("--runtime")
-        .arg(&req.handler.program);
-    for a in &req.handler.argv_prefix {
-        cmd.arg("--runtime-arg").arg(a);
-    }
-    if req.handler.hide_cgroup2 {
-        cmd.arg("--hide-cgroup2");
-        if req.mount_propagation {
-            cmd.arg("--mount-propagation");
-        }
-    }
-    cmd.arg("--runtime-root").arg(&req.handler.root);
-    for (flag, on) in [
-        ("--tty", req.tty),
-        ("--stdin", req.stdin),
-        ("--stdin-once", req.stdin_once),
-    ] {
-        if on {
-            cmd.arg(flag);
-        }
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let fd = write_end.as_raw_fd();
-    // SAFETY: dup2 and fcntl are async-signal-safe. dup2 clears CLOEXEC on
-    // the new fd 3, except when the pipe already is fd 3 (a no-op).
-    unsafe {
-        cmd.pre_exec(move || {
-            let rc = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
-            if rc < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(|e| {
-        Error::unavailable(format!(
-            "cannot start the container monitor {}: {e}",
-            req.shim.display()
-        ))
-    })?;
+    let pid = crate::spawn::spawn_with_fd3(req.shim, &shim_args(req), write_end.as_fd()).map_err(
+        |e| {
+            Error::unavailable(format!(
+                "cannot start the container monitor {}: {e}",
+                req.shim.display()
+            ))
+        },
+    )?;
     drop(write_end);
     // The first process forks the monitor and exits at once.
-    let _ = child.wait();
+    let _ = crate::spawn::wait(pid);
     let mut line = String::new();
     let mut reader = BufReader::new(std::fs::File::from(read_end));
     reader.read_line(&mut line)?;
@@ -143,6 +95,42 @@ pub(crate) fn spawn(req: &SpawnRequest) -> Result<(u32, u32)> {
         .parse::<u32>()
         .map_err(|e| Error::internal(format!("monitor pid file of {}: {e}", req.id)))?;
     Ok((shim_pid, report.pid))
+}
+
+/// The monitor's command line (after the program) for `req`.
+fn shim_args(req: &SpawnRequest) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "--id".into(),
+        req.id.into(),
+        "--bundle".into(),
+        req.bundle.into(),
+        "--dir".into(),
+        req.dir.into(),
+        "--log".into(),
+        req.log.into(),
+        "--runtime".into(),
+        req.handler.program.clone().into(),
+    ];
+    for a in &req.handler.argv_prefix {
+        args.extend(["--runtime-arg".into(), a.into()]);
+    }
+    if req.handler.hide_cgroup2 {
+        args.push("--hide-cgroup2".into());
+        if req.mount_propagation {
+            args.push("--mount-propagation".into());
+        }
+    }
+    args.extend(["--runtime-root".into(), req.handler.root.clone().into()]);
+    for (flag, on) in [
+        ("--tty", req.tty),
+        ("--stdin", req.stdin),
+        ("--stdin-once", req.stdin_once),
+    ] {
+        if on {
+            args.push(flag.into());
+        }
+    }
+    args
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {

@@ -5,15 +5,14 @@
 //! stale. Volumes outlive their containers and berthd restarts.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use berth_errdefs::{Error, ErrorKind, Result};
 use berth_store::Batch;
 use serde::{Deserialize, Serialize};
 
 use crate::events::{Action, Attrs, ObjectKind};
-use crate::model::now_ns;
-use crate::model::ContainerRecord;
+use crate::model::{now_ns, ContainerRecord, MountConfig};
 use crate::new_id;
 
 /// The store's table of volume records, by name.
@@ -157,6 +156,16 @@ impl Volumes {
         crate::rootfs::usage(&self.volume_data(name)).0
     }
 
+    /// The volume a container's mount source is, if it is one.
+    pub fn name_of(&self, host_path: &str) -> Option<String> {
+        let rest = Path::new(host_path)
+            .strip_prefix(self.config.root.join("volumes"))
+            .ok()?;
+        let mut parts = rest.components();
+        let name = parts.next()?.as_os_str().to_str()?.to_string();
+        (parts.as_path() == Path::new("_data")).then_some(name)
+    }
+
     fn find(&self, name: &str) -> Result<Option<Volume>> {
         Ok(self.list()?.into_iter().find(|v| v.record.name == name))
     }
@@ -190,6 +199,81 @@ impl crate::Shared {
     }
 }
 
+impl crate::Shared {
+    /// Docker's copy-up: an empty volume mounted where the image has a
+    /// directory gets a copy of what is there first (files, links and
+    /// directories with their owners and modes). The image path is
+    /// resolved inside the rootfs, never out of it.
+    pub(crate) fn copy_up_volumes(&self, mounts: &[MountConfig], rootfs: &Path) -> Result<()> {
+        let volumes = self.config.root.join("volumes");
+        for m in mounts {
+            let volume = Path::new(&m.host_path);
+            if !volume.starts_with(&volumes) || !is_empty_dir(volume) {
+                continue;
+            }
+            let Ok(source) = crate::archive::resolve(rootfs, &m.container_path, true) else {
+                continue;
+            };
+            if !source.is_dir() {
+                continue;
+            }
+            if let Err(e) = copy_tree(&source, volume) {
+                // Empty again, as it was: the next mount tries again.
+                clear_dir(volume);
+                return Err(Error::from(e).context(format!(
+                    "copy the image's {} into its volume",
+                    m.container_path
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_empty_dir(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
+}
+
+fn clear_dir(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let _ = match entry.file_type().is_ok_and(|t| t.is_dir()) {
+            true => std::fs::remove_dir_all(&path),
+            false => std::fs::remove_file(&path),
+        };
+    }
+}
+
+/// Copies what `from` holds into the existing directory `to`; symlinks
+/// are copied as links (never followed), other special files skipped.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let meta = std::fs::symlink_metadata(&src)?;
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            std::fs::create_dir(&dst)?;
+            copy_tree(&src, &dst)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+        } else if kind.is_file() {
+            std::fs::copy(&src, &dst)?;
+        } else {
+            continue;
+        }
+        std::os::unix::fs::lchown(&dst, Some(meta.uid()), Some(meta.gid()))?;
+        if !kind.is_symlink() {
+            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(meta.mode()))?;
+        }
+    }
+    // The directory itself takes the image directory's owner and mode.
+    let meta = std::fs::metadata(from)?;
+    std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(meta.mode()))
+}
+
 /// Whether `record` mounts `dir`.
 fn mounts_dir(record: &ContainerRecord, dir: &std::path::Path) -> bool {
     record
@@ -199,18 +283,24 @@ fn mounts_dir(record: &ContainerRecord, dir: &std::path::Path) -> bool {
         .any(|m| std::path::Path::new(&m.host_path) == dir)
 }
 
-/// dockerd's rule for volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+/// A volume's name must follow dockerd's rule.
 fn check_name(name: &str) -> Result<()> {
-    let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-    let rest_ok =
-        name.len() >= 2 && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    match first_ok && rest_ok {
+    match is_docker_name(name) {
         true => Ok(()),
         false => Err(Error::invalid(format!(
             "create {name}: \"{name}\" includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, use absolute path"
         ))),
     }
+}
+
+/// dockerd's rule for container and volume names:
+/// `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+pub fn is_docker_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    first_ok
+        && name.len() >= 2
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 fn no_such_volume(name: &str) -> Error {

@@ -43,21 +43,11 @@ pub async fn get(ctx: Ctx, reference: &str) -> ApiResult<Response<Body>> {
     let mut resp = if head {
         Response::new(empty())
     } else {
-        // The tar streams as it is written; a failure mid-way ends it.
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
-        tokio::task::spawn_blocking(move || {
-            let out = std::io::BufWriter::with_capacity(64 << 10, ChannelWriter(tx));
-            if let Err(e) = core.containers().archive_path(&id, &path, out) {
-                tracing::warn!(container = %id, "archive of {path}: {e}");
-            }
-        });
-        let chunks = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|chunk| (chunk, rx))
-        });
-        let mut resp = Response::new(streamed(chunks));
-        resp.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
-        resp
+        let container = id.clone();
+        tar_response(
+            move |out| core.containers().archive_path(&id, &path, out).map(|_| ()),
+            format!("archive of container {container}"),
+        )
     };
     let header = base64::engine::general_purpose::STANDARD.encode(
         serde_json::to_vec(&json!({
@@ -81,34 +71,18 @@ pub async fn put(ctx: Ctx, reference: &str) -> ApiResult<Response<Body>> {
     let v = view::find(&ctx.core, reference)?;
     let path = path_of(&ctx)?;
     let no_overwrite = ctx.query.flag("noOverwriteDirNonDir");
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let core = ctx.core.clone();
     let id = v.record.id.clone();
-    let extraction = tokio::task::spawn_blocking(move || {
-        let reader = ChannelReader {
-            rx,
-            chunk: Bytes::new(),
-        };
-        core.containers()
-            .extract_archive(&id, &path, reader, no_overwrite)
-    });
-    let mut body = ctx.req.into_body();
-    let mut tx = Some(tx);
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else { break };
-        if let (Ok(data), Some(sender)) = (frame.into_data(), &tx) {
-            if sender.send(data).await.is_err() {
-                // The extraction stopped early (refused or failed): read
-                // the rest so the client gets the answer, not a broken pipe.
-                tx = None;
-            }
-        }
-    }
-    drop(tx);
-    extraction
+    with_body_reader(ctx.req, move |reader| async move {
+        tokio::task::spawn_blocking(move || {
+            core.containers()
+                .extract_archive(&id, &path, reader, no_overwrite)
+        })
         .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| named(e, reference, &v.record.id))?;
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| named(e, reference, &v.record.id))?;
     no_content(StatusCode::OK)
 }
 
@@ -122,8 +96,65 @@ fn named(e: berth_core::Error, reference: &str, id: &str) -> ApiError {
     e
 }
 
+/// Runs `work` with the request body as a blocking `Read` (streamed,
+/// never held whole in memory). If `work` stops reading early (it refused
+/// the input), the rest of the body is still read, so that the client
+/// gets the answer rather than a broken pipe.
+pub(crate) async fn with_body_reader<T, F, Fut>(
+    req: hyper::Request<hyper::body::Incoming>,
+    work: F,
+) -> T
+where
+    F: FnOnce(ChannelReader) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let reader = ChannelReader {
+        rx,
+        chunk: Bytes::new(),
+    };
+    let feed = async move {
+        let mut body = req.into_body();
+        let mut tx = Some(tx);
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            if let (Ok(data), Some(sender)) = (frame.into_data(), &tx) {
+                if sender.send(data).await.is_err() {
+                    tx = None;
+                }
+            }
+        }
+    };
+    let (out, ()) = tokio::join!(work(reader), feed);
+    out
+}
+
+/// A tar written by the core on a blocking thread, streamed as the
+/// response body as it is written (a failure mid-way ends it, logged).
+pub(crate) fn tar_response(
+    write: impl FnOnce(std::io::BufWriter<ChannelWriter>) -> Result<(), berth_core::Error>
+        + Send
+        + 'static,
+    what: String,
+) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    tokio::task::spawn_blocking(move || {
+        let out = std::io::BufWriter::with_capacity(64 << 10, ChannelWriter(tx));
+        if let Err(e) = write(out) {
+            tracing::warn!("{what}: {e}");
+        }
+    });
+    let chunks = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let mut resp = Response::new(streamed(chunks));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+    resp
+}
+
 /// The request body as a blocking `Read` for the core's extraction.
-struct ChannelReader {
+pub(crate) struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<Bytes>,
     chunk: Bytes,
 }
@@ -143,7 +174,7 @@ impl std::io::Read for ChannelReader {
 }
 
 /// The response body as a blocking `Write` for the core's tar writer.
-struct ChannelWriter(tokio::sync::mpsc::Sender<Bytes>);
+pub(crate) struct ChannelWriter(tokio::sync::mpsc::Sender<Bytes>);
 
 impl std::io::Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

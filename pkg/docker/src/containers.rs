@@ -53,7 +53,7 @@ pub fn list(core: &Core, query: &Query) -> ApiResult<Response<Body>> {
         .take(limit.map_or(usize::MAX, |n| n as usize))
         .map(|v| {
             let size = query.flag("size").then(|| size_of(core, &v)).flatten();
-            summary(&v, size)
+            summary(core, &v, size)
         })
         .collect();
     ok_json(&views)
@@ -186,7 +186,7 @@ pub(crate) fn size_of(core: &Core, v: &ContainerView) -> Option<(u64, u64)> {
     Some((rw, rw + image))
 }
 
-pub(crate) fn summary(v: &ContainerView, size: Option<(u64, u64)>) -> Value {
+pub(crate) fn summary(core: &Core, v: &ContainerView, size: Option<(u64, u64)>) -> Value {
     let r = &v.record;
     let mut s = json!({
         "Id": r.id,
@@ -201,7 +201,7 @@ pub(crate) fn summary(v: &ContainerView, size: Option<(u64, u64)>) -> Value {
         "Status": status_text(v),
         "HostConfig": { "NetworkMode": v.network_mode() },
         "NetworkSettings": { "Networks": networks(v) },
-        "Mounts": mounts(v),
+        "Mounts": mounts(core, v),
     });
     if let Some((rw, root)) = size {
         s["SizeRw"] = json!(rw);
@@ -210,20 +210,31 @@ pub(crate) fn summary(v: &ContainerView, size: Option<(u64, u64)>) -> Value {
     s
 }
 
-fn mounts(v: &ContainerView) -> Vec<Value> {
+fn mounts(core: &Core, v: &ContainerView) -> Vec<Value> {
+    let volumes = core.volumes();
     v.record
         .config
         .mounts
         .iter()
-        .map(|m| {
-            json!({
+        .map(|m| match volumes.name_of(&m.host_path) {
+            Some(name) => json!({
+                "Type": "volume",
+                "Name": name,
+                "Source": m.host_path,
+                "Destination": m.container_path,
+                "Driver": "local",
+                "Mode": if m.readonly { "ro" } else { "z" },
+                "RW": !m.readonly,
+                "Propagation": "",
+            }),
+            None => json!({
                 "Type": "bind",
                 "Source": m.host_path,
                 "Destination": m.container_path,
                 "Mode": if m.readonly { "ro" } else { "" },
                 "RW": !m.readonly,
                 "Propagation": "rprivate",
-            })
+            }),
         })
         .collect()
 }
@@ -247,10 +258,10 @@ fn port_bindings(ports: &[PortMapping]) -> Map<String, Value> {
 /// `GET /containers/{id}/json`.
 pub fn inspect(core: &Core, reference: &str) -> ApiResult<Response<Body>> {
     let v = view::find(core, reference)?;
-    ok_json(&inspect_json(&v))
+    ok_json(&inspect_json(core, &v))
 }
 
-pub fn inspect_json(v: &ContainerView) -> Value {
+pub fn inspect_json(core: &Core, v: &ContainerView) -> Value {
     let r = &v.record;
     let c = &r.config;
     let running = r.state == ContainerState::Running;
@@ -321,7 +332,7 @@ pub fn inspect_json(v: &ContainerView) -> Value {
             "LogConfig": { "Type": "json-file", "Config": {} },
         },
         "GraphDriver": { "Name": "overlay", "Data": null },
-        "Mounts": mounts(v),
+        "Mounts": mounts(core, v),
         "Config": {
             "Hostname": hostname,
             "Domainname": "",

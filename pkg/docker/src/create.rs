@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{json, Body};
 use crate::view;
+use crate::volumes::VolumeMounts;
 
 /// A string or a list of strings (Docker's `StrSlice`).
 #[derive(Debug, Clone, Deserialize)]
@@ -49,6 +50,8 @@ pub struct CreateBody {
     pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
     pub stop_signal: Option<String>,
     pub stop_timeout: Option<i64>,
+    /// `-v /path`: anonymous volumes, by target.
+    pub volumes: Option<BTreeMap<String, serde_json::Value>>,
     pub host_config: Option<HostConfig>,
 }
 
@@ -74,6 +77,19 @@ pub struct HostConfig {
     pub dns_search: Option<Vec<String>>,
     pub dns_options: Option<Vec<String>>,
     pub restart_policy: Option<RestartPolicyBody>,
+    pub volumes_from: Option<Vec<String>>,
+    pub mounts: Option<Vec<MountBody>>,
+}
+
+/// One `--mount` (`HostConfig.Mounts`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MountBody {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,18 +161,33 @@ pub async fn create(
             return Err(name_in_use(&name, &holder.record.id));
         }
     }
-    let spec = standalone_spec(core, name.clone(), body)?;
-    let id = core
-        .containers()
-        .create_standalone(spec)
-        .await
-        .map_err(|e| match e.kind {
-            ErrorKind::AlreadyExists => {
-                let holder = e.message.rsplit(' ').next().unwrap_or_default();
-                name_in_use(&name, holder)
-            }
-            _ => e.into(),
-        })?;
+    let image_volumes = core
+        .images()
+        .status(&body.image)?
+        .map(|i| i.config.volumes)
+        .unwrap_or_default();
+    let mut volumes = VolumeMounts {
+        mounts: Vec::new(),
+        made: Vec::new(),
+    };
+    let spec = standalone_spec(core, name.clone(), body, &image_volumes, &mut volumes);
+    let made = match spec {
+        Ok(spec) => core.containers().create_standalone(spec).await,
+        Err(e) => {
+            volumes.undo(core);
+            return Err(e);
+        }
+    };
+    if made.is_err() {
+        volumes.undo(core);
+    }
+    let id = made.map_err(|e| match e.kind {
+        ErrorKind::AlreadyExists => {
+            let holder = e.message.rsplit(' ').next().unwrap_or_default();
+            name_in_use(&name, holder)
+        }
+        _ => e.into(),
+    })?;
     Ok(json(
         StatusCode::CREATED,
         &json!({ "Id": id, "Warnings": [] }),
@@ -170,13 +201,9 @@ pub fn name_in_use(name: &str, holder: &str) -> ApiError {
     ))
 }
 
-/// dockerd's rule for names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+/// A container's name must follow dockerd's rule.
 pub fn check_name(name: &str) -> ApiResult<()> {
-    let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-    let rest_ok =
-        name.len() >= 2 && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    match first_ok && rest_ok {
+    match berth_core::is_docker_name(name) {
         true => Ok(()),
         false => Err(ApiError::bad_request(format!(
             "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
@@ -211,7 +238,13 @@ fn generated_name(core: &Core) -> String {
     unreachable!("an endless search ends with a free name")
 }
 
-fn standalone_spec(core: &Core, name: String, body: CreateBody) -> ApiResult<StandaloneSpec> {
+fn standalone_spec(
+    core: &Core,
+    name: String,
+    body: CreateBody,
+    image_volumes: &[String],
+    volumes: &mut VolumeMounts,
+) -> ApiResult<StandaloneSpec> {
     let host = body.host_config.unwrap_or_default();
     let network = network_mode(core, &host.network_mode)?;
     let env = body
@@ -223,13 +256,44 @@ fn standalone_spec(core: &Core, name: String, body: CreateBody) -> ApiResult<Sta
             None => (kv, String::new()),
         })
         .collect();
-    let mounts = host
-        .binds
-        .as_deref()
-        .unwrap_or_default()
+    let mut mounts = Vec::new();
+    for b in host.binds.as_deref().unwrap_or_default() {
+        let (source, mount) = bind(b)?;
+        match source.starts_with('/') {
+            true => mounts.push(mount),
+            false => volumes.named(core, &source, &mount.container_path, mount.readonly)?,
+        }
+    }
+    for m in host.mounts.as_deref().unwrap_or_default() {
+        match (m.kind.as_str(), m.source.as_str()) {
+            ("bind", src) if src.starts_with('/') => mounts.push(MountConfig {
+                host_path: src.to_string(),
+                container_path: m.target.clone(),
+                readonly: m.read_only,
+                ..Default::default()
+            }),
+            ("volume", "") => volumes.anonymous(core, &m.target, &mounts)?,
+            ("volume", src) => volumes.named(core, src, &m.target, m.read_only)?,
+            (kind, _) => {
+                return Err(ApiError::bad_request(format!(
+                    "mount type {kind:?} with source {:?} is not supported",
+                    m.source
+                )))
+            }
+        }
+    }
+    for from in host.volumes_from.as_deref().unwrap_or_default() {
+        mounts.extend(volumes_from(core, from)?);
+    }
+    let anonymous = body
+        .volumes
         .iter()
-        .map(|b| bind(b))
-        .collect::<ApiResult<Vec<_>>>()?;
+        .flat_map(|v| v.keys())
+        .map(String::as_str);
+    for target in anonymous.chain(image_volumes.iter().map(String::as_str)) {
+        volumes.anonymous(core, target, &mounts)?;
+    }
+    mounts.append(&mut volumes.mounts);
     let (run_as_user, run_as_group, run_as_username) = user(&body.user)?;
     let mut container = ContainerConfig {
         name,
@@ -303,7 +367,9 @@ fn network_mode(core: &Core, mode: &str) -> ApiResult<NetworkMode> {
 }
 
 /// `src:dst[:ro|rw]`: a host path bound into the container.
-fn bind(spec: &str) -> ApiResult<MountConfig> {
+/// A `Binds` entry: its source (a host path, or a volume's name) and
+/// the mount (a host bind; the caller swaps in a volume's directory).
+fn bind(spec: &str) -> ApiResult<(String, MountConfig)> {
     let parts: Vec<&str> = spec.split(':').collect();
     let (src, dst, mode) = match parts.as_slice() {
         [s, d] => (*s, *d, ""),
@@ -314,11 +380,6 @@ fn bind(spec: &str) -> ApiResult<MountConfig> {
             )))
         }
     };
-    if !src.starts_with('/') {
-        return Err(ApiError::bad_request(format!(
-            "invalid volume specification: '{spec}': named volumes are not supported, bind a host path"
-        )));
-    }
     let mut readonly = false;
     for m in mode.split(',').filter(|m| !m.is_empty()) {
         match m {
@@ -327,12 +388,38 @@ fn bind(spec: &str) -> ApiResult<MountConfig> {
             _ => return Err(ApiError::bad_request(format!("invalid mode: {m}"))),
         }
     }
-    Ok(MountConfig {
-        host_path: src.to_string(),
-        container_path: dst.to_string(),
-        readonly,
-        ..Default::default()
-    })
+    Ok((
+        src.to_string(),
+        MountConfig {
+            host_path: src.to_string(),
+            container_path: dst.to_string(),
+            readonly,
+            ..Default::default()
+        },
+    ))
+}
+
+/// `--volumes-from name[:ro|rw]`: the other container's mounts, read-only
+/// if asked (else as they are).
+fn volumes_from(core: &Core, spec: &str) -> ApiResult<Vec<MountConfig>> {
+    let (name, mode) = spec.split_once(':').unwrap_or((spec, ""));
+    let readonly = match mode {
+        "" => None,
+        "ro" => Some(true),
+        "rw" => Some(false),
+        _ => return Err(ApiError::bad_request(format!("invalid mode: {mode}"))),
+    };
+    let from = view::find(core, name)?;
+    Ok(from
+        .record
+        .config
+        .mounts
+        .iter()
+        .map(|m| MountConfig {
+            readonly: readonly.unwrap_or(m.readonly),
+            ..m.clone()
+        })
+        .collect())
 }
 
 /// `uid[:gid]` or `name[:gid]`.
@@ -466,12 +553,14 @@ mod tests {
 
     #[test]
     fn binds_ports_users_and_cpus_convert() {
-        let m = bind("/srv:/data:ro").unwrap();
-        assert!(m.readonly && m.host_path == "/srv" && m.container_path == "/data");
-        assert!(bind("vol:/data")
-            .unwrap_err()
-            .message
-            .contains("named volumes"));
+        let (src, m) = bind("/srv:/data:ro").unwrap();
+        assert!(m.readonly && src == "/srv" && m.container_path == "/data");
+        let (src, m) = bind("vol:/data").unwrap();
+        assert!(
+            !m.readonly && src == "vol",
+            "a named volume's name comes back"
+        );
+        assert!(bind("a:b:c:d").is_err());
         let ports = port_mappings(BTreeMap::from([(
             "80/tcp".to_string(),
             Some(vec![PortBinding {

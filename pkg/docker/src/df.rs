@@ -50,14 +50,33 @@ pub fn df(core: &Core) -> ApiResult<Response<Body>> {
         .collect();
     let containers: Vec<Value> = containers
         .iter()
-        .map(|c| summary(c, size_of(core, c)))
+        .map(|c| summary(core, c, size_of(core, c)))
         .collect();
     ok_json(&json!({
         "LayersSize": layers_size,
         "Images": images,
         "Containers": containers,
-        "Volumes": [],
+        "Volumes": volumes(core),
         "BuildCache": [],
         "BuilderSize": 0,
     }))
+}
+
+/// Each volume with its usage (`UsageData`: bytes, and how many
+/// containers mount it).
+fn volumes(core: &Core) -> Vec<Value> {
+    let volumes = core.volumes();
+    volumes
+        .list()
+        .unwrap_or_default()
+        .iter()
+        .map(|v| {
+            let mut out = crate::volumes::volume_json(v);
+            out["UsageData"] = json!({
+                "Size": volumes.usage(&v.record.name),
+                "RefCount": v.users.len(),
+            });
+            out
+        })
+        .collect()
 }

@@ -42,11 +42,17 @@ pub fn split(upgraded: Upgraded) -> (ReadHalf<Io>, WriteHalf<Io>) {
 /// One multiplexed frame: header and payload.
 pub fn frame(stream: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + payload.len());
-    out.extend_from_slice(&[stream, 0, 0, 0]);
-    // Payloads are single reads, far below 4 GiB.
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&frame_header(stream, payload.len()));
     out.extend_from_slice(payload);
     out
+}
+
+/// The 8 bytes before a payload of `len` bytes: the stream, three zero
+/// bytes, the length big-endian.
+pub fn frame_header(stream: u8, len: usize) -> [u8; 8] {
+    // Payloads are single reads or log lines, far below 4 GiB.
+    let len = (len as u32).to_be_bytes();
+    [stream, 0, 0, 0, len[0], len[1], len[2], len[3]]
 }
 
 /// Where a container's output goes: framed, or raw for a tty.

@@ -118,16 +118,30 @@ pub async fn read_json<T: DeserializeOwned + Default>(req: Request<Incoming>) ->
 #[derive(Debug, Clone, Default)]
 pub struct Query {
     pairs: HashMap<String, String>,
+    /// Every pair in order, for keys given more than once (`changes`, `names`).
+    all: Vec<(String, String)>,
 }
 
 impl Query {
     pub fn parse(query: Option<&str>) -> Query {
         let mut pairs = HashMap::new();
+        let mut all = Vec::new();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            pairs.insert(percent_decode(k), percent_decode(v));
+            let (k, v) = (percent_decode(k), percent_decode(v));
+            all.push((k.clone(), v.clone()));
+            pairs.insert(k, v);
         }
-        Query { pairs }
+        Query { pairs, all }
+    }
+
+    /// Every value of a key given more than once, in order.
+    pub fn get_all(&self, key: &str) -> Vec<&str> {
+        self.all
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {

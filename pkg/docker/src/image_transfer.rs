@@ -15,12 +15,6 @@ use crate::router::Ctx;
 
 /// `POST /images/create?fromImage=&tag=`.
 pub async fn pull(ctx: Ctx) -> ApiResult<Response<Body>> {
-    if ctx.query.get("fromSrc").is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::new(
-            hyper::StatusCode::NOT_IMPLEMENTED,
-            "image import (fromSrc) is not supported by berth",
-        ));
-    }
     let reference = pull_reference(&ctx.query)?;
     let credentials = registry_auth::credentials(ctx.req.headers())?;
     let platform = platform(&ctx.query)?;

@@ -37,6 +37,8 @@ pub mod filters;
 mod hijack;
 mod host;
 pub mod http;
+mod image_changes;
+mod image_io;
 mod image_transfer;
 mod images;
 mod lifecycle;
@@ -51,6 +53,7 @@ mod stats;
 mod system;
 mod version;
 mod view;
+mod volumes;
 
 pub use error::{ApiError, ApiResult};
 

@@ -203,6 +203,21 @@ pub async fn remove(core: &Core, reference: &str, query: &Query) -> ApiResult<Re
             ErrorKind::FailedPrecondition => running(&v.record.id),
             _ => about(&v)(e),
         })?;
+    // `-v`: its anonymous volumes go too, unless another container
+    // mounts one (then it stays, as with dockerd).
+    if query.flag("v") {
+        let volumes = core.volumes();
+        for m in &v.record.config.mounts {
+            let Some(name) = volumes.name_of(&m.host_path) else {
+                continue;
+            };
+            if volumes.inspect(&name).is_ok_and(|vol| vol.record.anonymous) {
+                if let Err(e) = volumes.remove(&name, true) {
+                    tracing::info!(volume = %name, "rm -v keeps a volume: {e}");
+                }
+            }
+        }
+    }
     no_content(StatusCode::NO_CONTENT)
 }
 

@@ -3,19 +3,22 @@
 //! prefixed with their RFC3339Nano time, in a chunked body without a
 //! content type.
 
-use berth_core::{LogOptions, LogStream};
+use berth_core::{LogEntry, LogOptions, LogStream};
 use bytes::Bytes;
 use hyper::Response;
 
 use crate::clock::{parse_timestamp_ns, rfc3339_nano};
 use crate::error::{ApiError, ApiResult};
-use crate::hijack::{frame, STDERR, STDOUT};
+use crate::hijack::{frame_header, STDERR, STDOUT};
 use crate::http::{streamed, Body, Query};
 use crate::router::Ctx;
 use crate::view;
 
-/// Lines queued between the reader and a slow client.
-const QUEUE: usize = 64;
+/// Chunks queued between the reader and a slow client.
+const QUEUE: usize = 16;
+/// A chunk is cut once it holds this much: the lines one read of the file
+/// gave go out together, not one write (and one client read) per line.
+const CHUNK: usize = 64 * 1024;
 
 pub fn logs(ctx: &Ctx, reference: &str) -> ApiResult<Response<Body>> {
     let container = view::find(&ctx.core, reference)?;
@@ -26,17 +29,15 @@ pub fn logs(ctx: &Ctx, reference: &str) -> ApiResult<Response<Body>> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(QUEUE);
     tokio::spawn(async move {
         while let Some(entry) = reader.next_entry().await {
-            let mut payload = Vec::with_capacity(entry.bytes.len() + 32);
-            if timestamps {
-                payload.extend_from_slice(rfc3339_nano(entry.timestamp_ns).as_bytes());
-                payload.push(b' ');
+            let mut chunk = Vec::with_capacity(CHUNK);
+            let mut next = Some(entry);
+            while let Some(entry) = next {
+                append(&mut chunk, &entry, tty, timestamps);
+                next = match chunk.len() < CHUNK {
+                    true => reader.next_ready(),
+                    false => None,
+                };
             }
-            payload.extend_from_slice(&entry.bytes);
-            let chunk = match (tty, entry.stream) {
-                (true, _) => payload,
-                (false, LogStream::Stdout) => frame(STDOUT, &payload),
-                (false, LogStream::Stderr) => frame(STDERR, &payload),
-            };
             // The client went away: stop reading.
             if tx.send(Bytes::from(chunk)).await.is_err() {
                 return;
@@ -45,6 +46,22 @@ pub fn logs(ctx: &Ctx, reference: &str) -> ApiResult<Response<Body>> {
     });
     let chunks = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     Ok(Response::new(streamed(chunks)))
+}
+
+/// One line as dockerd sends it: optionally after its time, framed
+/// unless the container has a tty.
+fn append(chunk: &mut Vec<u8>, entry: &LogEntry, tty: bool, timestamps: bool) {
+    let time = timestamps.then(|| rfc3339_nano(entry.timestamp_ns) + " ");
+    let time = time.as_deref().unwrap_or("").as_bytes();
+    if !tty {
+        let stream = match entry.stream {
+            LogStream::Stdout => STDOUT,
+            LogStream::Stderr => STDERR,
+        };
+        chunk.extend_from_slice(&frame_header(stream, time.len() + entry.bytes.len()));
+    }
+    chunk.extend_from_slice(time);
+    chunk.extend_from_slice(&entry.bytes);
 }
 
 fn options(query: &Query) -> ApiResult<LogOptions> {
@@ -87,6 +104,24 @@ fn options(query: &Query) -> ApiResult<LogOptions> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_framed_one_after_another_in_a_chunk() {
+        let line = |stream, bytes: &[u8]| LogEntry {
+            stream,
+            timestamp_ns: 1_796_393_304_500_000_000,
+            bytes: bytes.to_vec(),
+        };
+        let mut chunk = Vec::new();
+        append(&mut chunk, &line(LogStream::Stdout, b"a\n"), false, false);
+        append(&mut chunk, &line(LogStream::Stderr, b"bc\n"), false, false);
+        assert_eq!(chunk, b"\x01\0\0\0\0\0\0\x02a\n\x02\0\0\0\0\0\0\x03bc\n");
+
+        let mut chunk = Vec::new();
+        append(&mut chunk, &line(LogStream::Stdout, b"a\n"), true, true);
+        let time = rfc3339_nano(1_796_393_304_500_000_000);
+        assert_eq!(chunk, format!("{time} a\n").into_bytes());
+    }
 
     #[test]
     fn options_read_like_dockerd() {

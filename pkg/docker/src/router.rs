@@ -10,8 +10,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::{percent_decode, Body, Query};
 use crate::version::{self, ApiVersion};
 use crate::{
-    archive, attach, containers, create, df, events, exec, image_transfer, images, lifecycle, logs,
-    observe, stats, system, Door,
+    archive, attach, containers, create, df, events, exec, image_io, image_transfer, images,
+    lifecycle, logs, observe, stats, system, volumes, Door,
 };
 use std::sync::Arc;
 
@@ -119,6 +119,20 @@ pub async fn route(
         ),
         (&M::GET, ["events"]) => ("SystemEvents", events::events(&ctx.core, &ctx.query)),
         (&M::GET, ["system", "df"]) => ("SystemDataUsage", df::df(&ctx.core)),
+        (&M::GET, ["volumes"]) => ("VolumeList", volumes::list(&ctx.core, &ctx.query)),
+        (&M::POST, ["volumes", "create"]) => (
+            "VolumeCreate",
+            async {
+                let body = crate::http::read_json(ctx.req).await?;
+                volumes::create(&ctx.core, body)
+            }
+            .await,
+        ),
+        (&M::POST, ["volumes", "prune"]) => ("VolumePrune", volumes::prune(&ctx.core, &ctx.query)),
+        (&M::GET, ["volumes", name]) => ("VolumeInspect", volumes::inspect(&ctx.core, name)),
+        (&M::DELETE, ["volumes", name]) => {
+            ("VolumeDelete", volumes::remove(&ctx.core, name, &ctx.query))
+        }
         (&M::GET, ["containers", id, "stats"]) => (
             "ContainerStats",
             stats::stats(&ctx.core, id, &ctx.query).await,
@@ -147,7 +161,19 @@ pub async fn route(
         (&M::POST, ["exec", id, "resize"]) => ("ExecResize", exec::resize(&ctx, id)),
         (&M::GET, ["exec", id, "json"]) => ("ExecInspect", exec::inspect(&ctx, id)),
         (&M::GET, ["images", "json"]) => ("ImageList", images::list(&ctx.core, &ctx.query)),
+        (&M::POST, ["images", "create"])
+            if ctx.query.get("fromSrc").is_some_and(|s| !s.is_empty()) =>
+        {
+            ("ImageCreate", image_io::import(ctx).await)
+        }
         (&M::POST, ["images", "create"]) => ("ImageCreate", image_transfer::pull(ctx).await),
+        (&M::POST, ["images", "load"]) => ("ImageLoad", image_io::load(ctx).await),
+        (&M::GET, ["images", "get"]) => ("ImageGetAll", image_io::save(&ctx, None)),
+        (&M::GET, ["images", name @ .., "get"]) if !name.is_empty() => {
+            ("ImageGet", image_io::save(&ctx, Some(joined(name))))
+        }
+        (&M::POST, ["commit"]) => ("ImageCommit", image_io::commit(ctx).await),
+        (&M::GET, ["containers", id, "export"]) => ("ContainerExport", image_io::export(&ctx, id)),
         (&M::POST, ["images", "prune"]) => {
             ("ImagePrune", images::prune(&ctx.core, &ctx.query).await)
         }

@@ -30,7 +30,7 @@ use crate::fetch::Source;
 use crate::limits::show_bytes;
 use crate::manifest::{Compression, Descriptor};
 use crate::progress::{LayerState, Reporter};
-use crate::unpack::unpack_layer;
+use crate::unpack::{unpack_layer, UnpackStats};
 
 /// Chunks in flight between the network and the unpacker: enough to keep
 /// both busy, bounded so a slow disk applies back-pressure.
@@ -181,47 +181,13 @@ impl Job {
             received: 0,
             ended: false,
         };
-        self.content.create_private_dir(snapshot_tmp)?;
-        // The layer's root: what a container sees as `/` if no layer sets it.
-        let fs_dir: PathBuf = snapshot_tmp.join("fs");
-        std::fs::create_dir(&fs_dir)?;
-        std::fs::set_permissions(&fs_dir, std::fs::Permissions::from_mode(0o755))?;
-
-        let (stats, diff_id) = {
-            let decoder: Box<dyn Read + '_> = match self.compression {
-                Compression::None => Box::new(&mut raw),
-                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
-                    io::BufReader::with_capacity(1 << 17, &mut raw),
-                )),
-                Compression::Zstd => Box::new(
-                    zstd::stream::read::Decoder::new(&mut raw)
-                        .map_err(|e| Error::invalid(format!("zstd layer: {e}")))?,
-                ),
-            };
-            let mut tar = Measured {
-                inner: decoder,
-                hasher: Sha256::new(),
-                read: 0,
-                budget: &self.budget,
-                over: None,
-            };
-            let unpacked = unpack_layer(&mut tar, &fs_dir).and_then(|stats| {
-                // The tar ends before its padding and the compressed stream
-                // before its trailer: read both to the end so every byte is
-                // verified.
-                io::copy(&mut tar, &mut io::sink())
-                    .map_err(|e| Error::invalid(format!("layer stream: {e}")))?;
-                Ok(stats)
-            });
-            // Whatever the tar reader made of it, the limit is the cause.
-            if let Some(over) = tar.over {
-                return Err(over);
-            }
-            (
-                unpacked?,
-                format!("sha256:{}", hex::encode(tar.hasher.finalize())),
-            )
-        };
+        let (stats, diff_id) = unpack_snapshot(
+            &self.content,
+            self.compression,
+            &mut raw,
+            snapshot_tmp,
+            &self.budget,
+        )?;
         io::copy(&mut raw, &mut io::sink())?;
         if !raw.ended {
             return Err(Error::new(
@@ -249,18 +215,76 @@ impl Job {
                 self.diff_id
             )));
         }
-        let usage = Usage {
-            bytes: stats.bytes,
-            inodes: stats.inodes,
-        };
-        let usage_json = serde_json::to_vec(&usage).map_err(|e| Error::internal(e.to_string()))?;
-        std::fs::write(snapshot_tmp.join("usage.json"), usage_json)?;
+        write_usage(snapshot_tmp, &stats)?;
         self.content
             .commit(blob_tmp, &self.content.blob_path(&self.digest)?)?;
         self.content
             .commit(snapshot_tmp, &self.content.snapshot_dir(&self.diff_id)?)?;
         Ok(raw.received)
     }
+}
+
+/// Decompresses `raw` and unpacks it into a new snapshot directory
+/// `snapshot_tmp` (its `fs/` the layer's root), measured against `budget`.
+/// Returns what the layer takes and its diff id (the digest of the
+/// uncompressed stream, read to its end so every byte is verified).
+/// The caller removes `snapshot_tmp` on failure.
+pub(crate) fn unpack_snapshot(
+    content: &Content,
+    compression: Compression,
+    raw: &mut dyn Read,
+    snapshot_tmp: &Path,
+    budget: &Budget,
+) -> Result<(UnpackStats, String)> {
+    content.create_private_dir(snapshot_tmp)?;
+    // The layer's root: what a container sees as `/` if no layer sets it.
+    let fs_dir: PathBuf = snapshot_tmp.join("fs");
+    std::fs::create_dir(&fs_dir)?;
+    std::fs::set_permissions(&fs_dir, std::fs::Permissions::from_mode(0o755))?;
+    let decoder: Box<dyn Read + '_> = match compression {
+        Compression::None => Box::new(raw),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
+            io::BufReader::with_capacity(1 << 17, raw),
+        )),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::new(raw)
+                .map_err(|e| Error::invalid(format!("zstd layer: {e}")))?,
+        ),
+    };
+    let mut tar = Measured {
+        inner: decoder,
+        hasher: Sha256::new(),
+        read: 0,
+        budget,
+        over: None,
+    };
+    let unpacked = unpack_layer(&mut tar, &fs_dir).and_then(|stats| {
+        // The tar ends before its padding and the compressed stream
+        // before its trailer: read both to the end so every byte is
+        // verified.
+        io::copy(&mut tar, &mut io::sink())
+            .map_err(|e| Error::invalid(format!("layer stream: {e}")))?;
+        Ok(stats)
+    });
+    // Whatever the tar reader made of it, the limit is the cause.
+    if let Some(over) = tar.over {
+        return Err(over);
+    }
+    Ok((
+        unpacked?,
+        format!("sha256:{}", hex::encode(tar.hasher.finalize())),
+    ))
+}
+
+/// Records what an unpacked snapshot takes, beside its `fs/`.
+pub(crate) fn write_usage(snapshot_tmp: &Path, stats: &UnpackStats) -> Result<()> {
+    let usage = Usage {
+        bytes: stats.bytes,
+        inodes: stats.inodes,
+    };
+    let usage_json = serde_json::to_vec(&usage).map_err(|e| Error::internal(e.to_string()))?;
+    std::fs::write(snapshot_tmp.join("usage.json"), usage_json)?;
+    Ok(())
 }
 
 /// Reads chunks from the channel, writing each to the blob file and

@@ -3,7 +3,9 @@
 //! image service the core exposes. See docs/dev/architecture.md.
 
 mod apply;
+pub mod config_edit;
 pub mod content;
+pub mod diff_tar;
 pub mod fetch;
 pub mod limits;
 pub mod manifest;

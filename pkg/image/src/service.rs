@@ -23,7 +23,10 @@ use crate::progress::{short_id, LayerState, PullProgress, Reporter};
 use crate::reference::{is_image_id, Reference};
 use crate::registries::{Endpoint, RegistriesConfig};
 
+mod archive;
+mod local;
 mod push;
+pub use archive::{Loaded, SaveItem};
 pub use push::PushOutcome;
 
 const IMAGES: &str = "images";

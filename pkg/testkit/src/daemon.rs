@@ -12,6 +12,23 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::{eventually, mounts_under, workspace_root, TestNetwork};
 
+/// A gRPC channel over a CRI unix socket (berthd's, or another runtime's).
+pub async fn unix_channel(socket: &Path) -> Channel {
+    let socket = socket.to_path_buf();
+    Endpoint::try_from("http://[::]:50051")
+        .expect("endpoint")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .expect("connect to the CRI socket")
+}
+
 /// The berthd binary `cargo build` made; tests never build it themselves.
 pub fn berthd_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("BERTHD_BIN") {
@@ -135,6 +152,7 @@ pub struct TestDaemonBuilder {
     registries_conf: Option<String>,
     network: Option<TestNetwork>,
     extra_args: Vec<String>,
+    berthd: Option<PathBuf>,
     config_toml: String,
 }
 
@@ -154,6 +172,13 @@ impl TestDaemonBuilder {
     /// berthd's config file text (empty by default).
     pub fn config_toml(mut self, text: &str) -> Self {
         self.config_toml = text.to_string();
+        self
+    }
+
+    /// Another berthd binary (its berth-shim beside it), e.g. an older
+    /// build for a benchmark to compare with; default [`berthd_bin`].
+    pub fn berthd(mut self, bin: &Path) -> Self {
+        self.berthd = Some(bin.to_path_buf());
         self
     }
 
@@ -218,6 +243,7 @@ impl TestDaemonBuilder {
             config_toml: self.config_toml,
             registries,
             child: None,
+            berthd: self.berthd.unwrap_or_else(berthd_bin),
             dir,
         }
     }
@@ -242,6 +268,8 @@ pub struct TestDaemon {
     /// The config file's text, written at every start.
     config_toml: String,
     child: Option<Child>,
+    /// The binary it runs; the monitor is the berth-shim beside it.
+    berthd: PathBuf,
 }
 
 impl TestDaemon {
@@ -255,7 +283,7 @@ impl TestDaemon {
 
     /// The command line this daemon runs with.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(berthd_bin());
+        let mut cmd = Command::new(&self.berthd);
         cmd.arg("--root")
             .arg(&self.root)
             .arg("--state-dir")
@@ -269,7 +297,7 @@ impl TestDaemon {
             .arg("--cgroup-root")
             .arg(&self.cgroup_root)
             .arg("--shim")
-            .arg(shim_bin());
+            .arg(self.berthd.with_file_name("berth-shim"));
         // The daemon's own network unless the test names another.
         let given = |flag: &str| self.args.iter().any(|a| a == flag);
         if !given("--bridge") {
@@ -330,19 +358,7 @@ impl TestDaemon {
     }
 
     async fn channel(&self) -> Channel {
-        let socket = self.socket.clone();
-        Endpoint::try_from("http://[::]:50051")
-            .expect("endpoint")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let socket = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(socket).await?,
-                    ))
-                }
-            }))
-            .await
-            .expect("connect to the CRI socket")
+        unix_channel(&self.socket).await
     }
 
     pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {

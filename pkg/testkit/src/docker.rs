@@ -70,6 +70,28 @@ impl TestDaemon {
         run.stdout
     }
 
+    /// Runs `docker args…` with `input` on its standard input, closed
+    /// once written.
+    pub fn docker_piped(&self, args: &[&str], input: &[u8]) -> DockerRun {
+        let mut child = self
+            .docker_command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run the docker CLI (is it on PATH?)");
+        let mut stdin = child.stdin.take().expect("the CLI's stdin");
+        let input = input.to_vec();
+        // A writer of its own: the CLI may answer before reading it all.
+        let writer = std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, &input);
+        });
+        let output = child.wait_with_output().expect("wait for the docker CLI");
+        let _ = writer.join();
+        DockerRun::from(output)
+    }
+
     /// A shell command line under a pseudo-terminal (util-linux
     /// `script`), with the docker CLI's environment; returns how it ended
     /// and what the terminal showed.
@@ -83,10 +105,17 @@ impl TestDaemon {
                 None => cmd.env_remove(k),
             };
         }
-        let output = cmd
-            .stdin(Stdio::null())
-            .output()
+        // Stdin stays open (a user who types nothing) until the command
+        // ends: at EOF script(1) would end the session on its own.
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("run script(1) from util-linux");
+        let held = child.stdin.take();
+        let output = child.wait_with_output().expect("wait for script(1)");
+        drop(held);
         DockerRun::from(output)
     }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use daemon::{
-    berthd_bin, cgroups_under, pauses_of, processes_mentioning, shim_bin, TestDaemon,
+    berthd_bin, cgroups_under, pauses_of, processes_mentioning, shim_bin, unix_channel, TestDaemon,
     TestDaemonBuilder,
 };
 pub use docker::DockerRun;

@@ -21,6 +21,8 @@ Flows:
   start IMAGE NAME  runs NAME detached: a shell that ignores SIGTERM
   exec NAME         exec_run in NAME: exit codes, output, env, workdir, user
   stop NAME         stop(timeout=1) of NAME, then remove()
+  volume IMAGE      a labelled volume shared by two containers, listed by
+                    label, refused while in use, then removed
 """
 import json
 import sys
@@ -136,7 +138,37 @@ def stop(client, name):
     return result
 
 
+def volume(client, image):
+    vol = client.volumes.create("pyvol", labels={"flow": "volume"})
+    mount = {"pyvol": {"bind": "/v", "mode": "rw"}}
+    client.containers.run(image, "sh -c 'echo shared > /v/f'", volumes=mount, remove=True)
+    read = client.containers.run(
+        image, "cat /v/f", volumes={"pyvol": {"bind": "/v", "mode": "ro"}}, remove=True
+    )
+    holder = client.containers.run(image, "sleep 600", volumes=mount, detach=True)
+    try:
+        vol.remove()
+        in_use = None
+    except APIError as e:
+        in_use = {"status": e.status_code, "explanation": e.explanation}
+    holder.remove(force=True)
+    labelled = [v.name for v in client.volumes.list(filters={"label": "flow=volume"})]
+    vol.reload()
+    attrs = vol.attrs
+    vol.remove()
+    return {
+        "read": read.decode(),
+        "in_use": in_use,
+        "holder": holder.id,
+        "labelled": labelled,
+        "driver": attrs["Driver"],
+        "mountpoint": attrs["Mountpoint"],
+        "left": [v.name for v in client.volumes.list()],
+    }
+
+
 FLOWS = {
+    "volume": volume,
     "system": system,
     "inspect": inspect,
     "pull": pull,

@@ -78,6 +78,21 @@ async fn probe(
     (results, init_mode)
 }
 
+/// `cc` asking for the runtime's default seccomp profile.
+fn runtime_default(mut cc: api::ContainerConfig) -> api::ContainerConfig {
+    cc.linux = Some(api::LinuxContainerConfig {
+        security_context: Some(api::LinuxContainerSecurityContext {
+            seccomp: Some(api::SecurityProfile {
+                profile_type: api::security_profile::ProfileType::RuntimeDefault as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    cc
+}
+
 /// The spec crun was given for the one container under `root`.
 fn specs_under(root: &Path) -> Vec<serde_json::Value> {
     let mut specs = Vec::new();
@@ -101,18 +116,8 @@ async fn the_precompiled_default_profile_is_as_strict_as_the_runtimes_own() {
 
     // crun is handed the filter precompiled, not the profile.
     let pod = run_pod(&mut rt, pod_config("spec", &d.dir().join("logs")), "").await;
-    let mut cc = container_config("spec", &image, &["sleep", "3600"]);
-    cc.linux = Some(api::LinuxContainerConfig {
-        security_context: Some(api::LinuxContainerSecurityContext {
-            seccomp: Some(api::SecurityProfile {
-                profile_type: ProfileType::RuntimeDefault as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let ctr = run_container(&mut rt, &pod, cc).await;
+    let cc = container_config("spec", &image, &["sleep", "3600"]);
+    let ctr = run_container(&mut rt, &pod, runtime_default(cc)).await;
     let specs = specs_under(&d.root);
     assert_eq!(specs.len(), 1);
     let bpf = specs[0]["annotations"][berth_oci::seccomp_bpf::BPF_ANNOTATION]
@@ -159,5 +164,50 @@ async fn the_precompiled_default_profile_is_as_strict_as_the_runtimes_own() {
     for name in ["personality_no_randomize", "keyctl", "add_key", "clone3"] {
         assert_ne!(open[name], crun[name], "{name} unconfined: {open:?}");
     }
+    d.assert_no_leaks();
+}
+
+/// `--seccomp-precompile false` (the benchmark's "before"): crun gets the
+/// profile to compile itself, and the container is just as confined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_precompilation_crun_compiles_the_profile_itself() {
+    let reg = berth_testkit::TestRegistry::start();
+    reg.push(&["busybox"]);
+    let d = TestDaemon::builder()
+        .arg("--seccomp-precompile")
+        .arg("false")
+        .start()
+        .await;
+    pull(&d, &reg, &["busybox"]).await;
+    let mut rt = d.runtime().await;
+    let image = reg.image("busybox");
+    let pod = run_pod(&mut rt, pod_config("own", &d.dir().join("logs")), "").await;
+    let cc = container_config("own", &image, &["sleep", "3600"]);
+    let ctr = run_container(&mut rt, &pod, runtime_default(cc)).await;
+    let specs = specs_under(&d.root);
+    assert_eq!(specs.len(), 1);
+    assert!(
+        specs[0]["annotations"][berth_oci::seccomp_bpf::BPF_ANNOTATION].is_null(),
+        "no precompiled filter when precompilation is off"
+    );
+    let syscalls = specs[0]["linux"]["seccomp"]["syscalls"].as_array();
+    assert!(
+        syscalls.is_some_and(|s| !s.is_empty()),
+        "the profile is left in the spec for crun: {}",
+        specs[0]["linux"]["seccomp"]
+    );
+    let status = exec_out(&mut rt, &ctr, &["cat", "/proc/1/status"]).await;
+    assert!(status.lines().any(|l| l == "Seccomp:\t2"), "{status}");
+    let denied = exec_out(
+        &mut rt,
+        &ctr,
+        &["sh", "-c", "/bin/busybox unshare -U true; echo rc=$?"],
+    )
+    .await;
+    assert!(
+        denied.contains("rc=1"),
+        "unshare -U under the default profile: {denied}"
+    );
+    teardown(&mut rt, &pod).await;
     d.assert_no_leaks();
 }

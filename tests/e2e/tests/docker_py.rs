@@ -157,3 +157,26 @@ async fn docker_py_execs_stops_a_stubborn_process_and_removes_it() {
     assert_eq!(gone["explanation"], "No such container: stubborn", "{gone}");
     d.assert_no_leaks();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_py_shares_a_volume_and_cannot_remove_it_in_use() {
+    let (d, reg, _rt) = daemon_with(&["busybox"]).await;
+    let v = docker_py(&d, &["volume", &reg.image("busybox")]);
+    assert_eq!(v["read"], "shared\n", "{v}");
+    assert_eq!(v["in_use"]["status"], 409, "{v}");
+    let why = v["in_use"]["explanation"].as_str().unwrap_or_default();
+    let holder = v["holder"].as_str().unwrap();
+    assert!(
+        why.contains("volume is in use") && why.contains(holder),
+        "{v}"
+    );
+    assert_eq!(v["labelled"], serde_json::json!(["pyvol"]), "{v}");
+    assert_eq!(v["driver"], "local", "{v}");
+    assert_eq!(
+        v["mountpoint"],
+        d.root.join("volumes/pyvol/_data").display().to_string(),
+        "{v}"
+    );
+    assert_eq!(v["left"], serde_json::json!([]), "{v}");
+    d.assert_no_leaks();
+}

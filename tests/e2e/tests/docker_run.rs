@@ -3,8 +3,6 @@
 //! starts the container, copies its streams, and exits with the
 //! container's exit code.
 
-use std::io::Write;
-use std::process::Stdio;
 use std::time::Duration;
 
 use berth_e2e::*;
@@ -50,25 +48,12 @@ async fn run_in_the_foreground_returns_the_exit_code_and_both_streams() {
     d.docker_ok(&["rm", "kept"]);
 
     // Piped stdin with -i reaches the command; its end ends the command.
-    let mut child = d
-        .docker_command()
-        .args(["run", "-i", "--rm", &image, "sh", "-c", "cat; exit 9"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"piped\n").unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(9),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = d.docker_piped(
+        &["run", "-i", "--rm", &image, "sh", "-c", "cat; exit 9"],
+        b"piped\n",
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped\n");
+    assert_eq!(out.status, Some(9), "{}", out.stderr);
+    assert_eq!(out.stdout, "piped\n");
 
     // A command the image does not have: refused when the container is
     // made (berth runs the OCI create at `create`; dockerd at `start`,
@@ -119,31 +104,15 @@ async fn attach_joins_a_running_container_and_ends_with_it() {
         "-c",
         "read line; echo got:$line; echo bye >&2; exit 7",
     ]);
-    let mut child = d
-        .docker_command()
-        .args(["attach", "talk"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"hello\n").unwrap();
-    let out = tokio::task::spawn_blocking(move || {
-        let out = child.wait_with_output().unwrap();
-        drop(stdin);
-        out
-    })
-    .await
-    .unwrap();
+    let out = d.docker_piped(&["attach", "talk"], b"hello\n");
     assert_eq!(
-        out.status.code(),
+        out.status,
         Some(7),
         "attach ends with the container's code: {}",
-        String::from_utf8_lossy(&out.stderr)
+        out.stderr
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "got:hello\n");
-    assert_eq!(String::from_utf8_lossy(&out.stderr), "bye\n");
+    assert_eq!(out.stdout, "got:hello\n");
+    assert_eq!(out.stderr, "bye\n");
 
     // Attaching to a container that has ended is refused, as dockerd does.
     let late = d.docker(&["attach", "talk"]);

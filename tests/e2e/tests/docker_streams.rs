@@ -6,7 +6,6 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use berth_e2e::*;
@@ -207,24 +206,9 @@ async fn docker_exec_propagates_exit_codes_stdin_and_a_terminal() {
     assert_eq!(d.docker_ok(&["exec", &name, "true"]), "");
 
     // Piped stdin reaches the command, and its end ends the command.
-    let mut piped = d.docker_command();
-    let mut child = piped
-        .args(["exec", "-i", &name, "cat"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"hi\nthere\n")
-        .unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\nthere\n");
+    let out = d.docker_piped(&["exec", "-i", &name, "cat"], b"hi\nthere\n");
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "hi\nthere\n");
 
     // -it under a pseudo-terminal: the command has a tty, output is raw.
     let pty = d.docker_under_pty(&format!(
@@ -236,7 +220,7 @@ async fn docker_exec_propagates_exit_codes_stdin_and_a_terminal() {
         "no terminal in the exec: {screen:?}"
     );
     assert!(screen.contains("hello-tty\r\n"), "{screen:?}");
-    assert_eq!(code, Some(3), "{screen:?}");
+    assert_eq!(code, Some(3), "{screen:?}\n{}", d.log_tail());
 
     // An exec in a container that is not there, and one with no command.
     let missing = d.docker(&["exec", "nope", "true"]);

@@ -550,6 +550,7 @@ impl World {
             log_root: None,
             seccomp_profile_root: None,
             seccomp_default: false,
+            precompile_seccomp: true,
             image_limits: Default::default(),
         }
     }

@@ -2,9 +2,13 @@
 //! measured in the same run:
 //! - the CLI's own start-up (`docker ps` against a socket nobody serves),
 //!   subtracted from every figure, since neither daemon can do better;
-//! - raw `crun run` of the same busybox rootfs (`true`);
+//! - raw `crun run` and `crun exec` of the same busybox rootfs (`true`),
+//!   in a cgroup of its own as every daemon's container;
 //! - dockerd (Debian's `docker.io`, its own data root, exec root, socket
 //!   and bridge, started here and stopped after).
+//!
+//! berthd and dockerd run at once and each round samples both and the
+//! CLI floor, so the machine's load at any moment hits all alike.
 //!
 //! Figures: `run --rm true`, `create`+`start`, `exec true`, `ps -a` with
 //! 50 containers, `logs` of 10k lines, `stop -t 0`; berthd's idle RSS.
@@ -69,7 +73,6 @@ impl Cli {
 }
 
 /// The figures of one daemon, p50 seconds each.
-#[derive(Default)]
 struct Figures {
     run_rm: f64,
     create_start: f64,
@@ -83,60 +86,111 @@ fn p50(v: &[f64]) -> f64 {
     percentile(v, 0.5)
 }
 
-fn measure(cli: &Cli, image: &str) -> Figures {
-    let mut f = Figures::default();
-    cli.ok(&["pull", "-q", image]);
-    // Warm-up: the first container of a daemon pays one-off costs.
-    cli.ok(&["run", "--rm", image, "true"]);
+/// `RUNS` rounds of `sample`, each round taking one sample from every
+/// daemon in turn (so that the machine's load at any moment hits them
+/// alike); the p50 of each daemon's samples.
+fn interleaved(daemons: usize, mut sample: impl FnMut(usize) -> f64) -> Vec<f64> {
+    let mut samples = vec![Vec::with_capacity(RUNS); daemons];
+    for _ in 0..RUNS {
+        for (d, s) in samples.iter_mut().enumerate() {
+            s.push(sample(d));
+        }
+    }
+    samples.iter().map(|s| p50(s)).collect()
+}
 
-    f.run_rm = p50(&(0..RUNS)
-        .map(|_| cli.time(&["run", "--rm", image, "true"]))
-        .collect::<Vec<_>>());
+/// Every figure, of every daemon in `clis`, interleaved. `floor` is the
+/// CLI against a socket nobody serves: sampled in every round too, its
+/// samples go to `floor_samples`.
+fn measure(clis: &[&Cli], floor: &Cli, floor_samples: &mut Vec<f64>, image: &str) -> Vec<Figures> {
+    let n = clis.len();
+    for cli in clis {
+        cli.ok(&["pull", "-q", image]);
+        // Warm-up: the first container of a daemon pays one-off costs.
+        cli.ok(&["run", "--rm", image, "true"]);
+    }
+    // One more participant in each round: the CLI's own start-up.
+    let mut with_floor = |mut sample: Box<dyn FnMut(usize) -> f64 + '_>| -> Vec<f64> {
+        interleaved(n + 1, |d| match d < n {
+            true => sample(d),
+            false => {
+                let t = Instant::now();
+                let _ = floor.command(&["ps", "-a"]).output();
+                let took = t.elapsed().as_secs_f64();
+                floor_samples.push(took);
+                took
+            }
+        })
+    };
 
-    let mut running = Vec::new();
-    let create_start: Vec<f64> = (0..RUNS)
-        .map(|_| {
-            let t = Instant::now();
-            let id = cli.ok(&["create", image, "sleep", "3600"]);
-            cli.ok(&["start", &id]);
-            running.push(id);
-            t.elapsed().as_secs_f64()
+    let run_rm = with_floor(Box::new(|d| clis[d].time(&["run", "--rm", image, "true"])));
+
+    let mut running: Vec<Vec<String>> = vec![Vec::new(); n];
+    let create_start = with_floor(Box::new(|d| {
+        let t = Instant::now();
+        let id = clis[d].ok(&["create", image, "sleep", "3600"]);
+        clis[d].ok(&["start", &id]);
+        running[d].push(id);
+        t.elapsed().as_secs_f64()
+    }));
+
+    let exec = with_floor(Box::new(|d| {
+        clis[d].time(&["exec", &running[d][0], "true"])
+    }));
+
+    let mut stopped = vec![0; n];
+    let stop_t0 = with_floor(Box::new(|d| {
+        let id = &running[d][stopped[d]];
+        stopped[d] += 1;
+        clis[d].time(&["stop", "-t", "0", id])
+    }));
+    for (d, ids) in running.iter().enumerate() {
+        for id in ids {
+            clis[d].ok(&["rm", id]);
+        }
+    }
+
+    let created: Vec<Vec<String>> = clis
+        .iter()
+        .map(|cli| {
+            (0..50)
+                .map(|_| cli.ok(&["create", image, "true"]))
+                .collect()
         })
         .collect();
-    f.create_start = p50(&create_start);
+    let ps_50 = with_floor(Box::new(|d| clis[d].time(&["ps", "-a"])));
+    for (d, ids) in created.iter().enumerate() {
+        for id in ids {
+            clis[d].ok(&["rm", id]);
+        }
+    }
 
-    f.exec = p50(&(0..RUNS)
-        .map(|_| cli.time(&["exec", &running[0], "true"]))
-        .collect::<Vec<_>>());
-
-    let stops: Vec<f64> = running
+    // The image links only some applets into /bin; busybox has them all.
+    let loggers: Vec<String> = clis
         .iter()
-        .map(|id| cli.time(&["stop", "-t", "0", id]))
+        .map(|cli| {
+            let logger = cli.ok(&["run", "-d", image, "busybox", "seq", "1", "10000"]);
+            cli.ok(&["wait", &logger]);
+            let lines = cli.ok(&["logs", &logger]).lines().count();
+            assert_eq!(lines, 10000, "docker logs returned {lines} lines");
+            logger
+        })
         .collect();
-    f.stop_t0 = p50(&stops);
-    for id in &running {
-        cli.ok(&["rm", id]);
+    let logs_10k = with_floor(Box::new(|d| clis[d].time(&["logs", &loggers[d]])));
+    for (d, logger) in loggers.iter().enumerate() {
+        clis[d].ok(&["rm", logger]);
     }
 
-    let created: Vec<String> = (0..50)
-        .map(|_| cli.ok(&["create", image, "true"]))
-        .collect();
-    f.ps_50 = p50(&(0..RUNS)
-        .map(|_| cli.time(&["ps", "-a"]))
-        .collect::<Vec<_>>());
-    for id in &created {
-        cli.ok(&["rm", id]);
-    }
-
-    let logger = cli.ok(&["run", "-d", image, "seq", "1", "10000"]);
-    cli.ok(&["wait", &logger]);
-    let lines = cli.ok(&["logs", &logger]).lines().count();
-    assert_eq!(lines, 10000, "docker logs returned {lines} lines");
-    f.logs_10k = p50(&(0..RUNS)
-        .map(|_| cli.time(&["logs", &logger]))
-        .collect::<Vec<_>>());
-    cli.ok(&["rm", &logger]);
-    f
+    (0..n)
+        .map(|d| Figures {
+            run_rm: run_rm[d],
+            create_start: create_start[d],
+            exec: exec[d],
+            ps_50: ps_50[d],
+            logs_10k: logs_10k[d],
+            stop_t0: stop_t0[d],
+        })
+        .collect()
 }
 
 /// dockerd from Debian's docker.io, on its own everything.
@@ -147,7 +201,8 @@ struct Dockerd {
 }
 
 impl Dockerd {
-    fn start() -> Dockerd {
+    /// `registry`: the local registry's `127.0.0.1:PORT`, plain HTTP.
+    fn start(registry: &str) -> Dockerd {
         let dir = tempfile::Builder::new()
             .prefix("bench-dockerd-")
             .tempdir()
@@ -181,6 +236,8 @@ impl Dockerd {
                 "--iptables=false",
                 "--ip-forward=false",
                 "--ip-masq=false",
+                "--insecure-registry",
+                registry,
             ])
             .args(["--storage-driver", "overlay2"])
             .stdout(log.try_clone().unwrap())
@@ -238,9 +295,16 @@ fn ip(args: &[&str]) {
     assert!(status.success(), "ip {args:?}");
 }
 
-/// `crun run` of the busybox rootfs running `true`, timed: the floor
-/// under any daemon.
-fn crun_floor(work: &Path) -> f64 {
+/// The runtime's own figures on the same busybox rootfs, p50 seconds:
+/// the floor under any daemon.
+struct CrunFloor {
+    /// `crun run` of `true`.
+    run: f64,
+    /// `crun exec` of `true` in a running container.
+    exec: f64,
+}
+
+fn crun_floor(work: &Path) -> CrunFloor {
     let bundle = work.join("bundle");
     let rootfs = bundle.join("rootfs");
     test_images().unpack("busybox", &rootfs);
@@ -254,33 +318,44 @@ fn crun_floor(work: &Path) -> f64 {
     let mut spec: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     spec["process"]["terminal"] = false.into();
-    spec["process"]["args"] = serde_json::json!(["true"]);
-    std::fs::write(&path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    // A cgroup of its own, as every daemon gives a container (crun removes
+    // it with the container): joining it is part of an exec's cost.
+    spec["linux"]["cgroupsPath"] = format!("/berth-bench-floor-{}", std::process::id()).into();
+    let set_args = |spec: &mut serde_json::Value, args: &[&str]| {
+        spec["process"]["args"] = serde_json::json!(args);
+        std::fs::write(&path, serde_json::to_vec(spec).unwrap()).unwrap();
+    };
     let mode = berth_cgroups::detect(Path::new("/sys/fs/cgroup")).unwrap();
     let handler = berth_oci::default_handlers(mode, &work.join("state"))
         .into_iter()
         .find(|h| h.name == "crun")
         .expect("crun");
-    let times: Vec<f64> = (0..RUNS)
-        .map(|n| {
-            let mut cmd = berth_oci::OciRuntime::new(handler.clone()).command();
-            let t = Instant::now();
-            let status = cmd
-                .args([
-                    "run",
-                    "--bundle",
-                    &bundle.display().to_string(),
-                    &format!("floor-{n}"),
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .status()
-                .unwrap();
-            assert!(status.success(), "crun run");
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    p50(&times)
+    let crun = |args: &[&str]| -> f64 {
+        let mut cmd = berth_oci::OciRuntime::new(handler.clone()).command();
+        let t = Instant::now();
+        let status = cmd
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "crun {args:?}");
+        t.elapsed().as_secs_f64()
+    };
+    let bundle = bundle.display().to_string();
+
+    set_args(&mut spec, &["true"]);
+    let run = p50(&(0..RUNS)
+        .map(|n| crun(&["run", "--bundle", &bundle, &format!("floor-{n}")]))
+        .collect::<Vec<_>>());
+
+    set_args(&mut spec, &["sleep", "3600"]);
+    crun(&["run", "--detach", "--bundle", &bundle, "floor-exec"]);
+    let exec = p50(&(0..RUNS)
+        .map(|_| crun(&["exec", "floor-exec", "true"]))
+        .collect::<Vec<_>>());
+    crun(&["delete", "--force", "floor-exec"]);
+    CrunFloor { run, exec }
 }
 
 #[tokio::main]
@@ -297,13 +372,6 @@ async fn main() {
         host: format!("unix://{}", work.path().join("nobody.sock").display()),
         config: config.clone(),
     };
-    let cli_floor = p50(&(0..RUNS)
-        .map(|_| {
-            let t = Instant::now();
-            let _ = nobody.command(&["ps", "-a"]).output();
-            t.elapsed().as_secs_f64()
-        })
-        .collect::<Vec<_>>());
     let crun = crun_floor(work.path());
 
     let d = TestDaemon::start().await;
@@ -312,9 +380,8 @@ async fn main() {
         config: config.clone(),
     };
     let idle_rss = rss_kib(d.pid());
-    let berth = measure(&berth_cli, &image);
 
-    let dockerd = Dockerd::start();
+    let dockerd = Dockerd::start(&reg.addr);
     let socket = dockerd.socket();
     eventually("dockerd to answer", Duration::from_secs(60), || {
         std::os::unix::net::UnixStream::connect(&socket).ok()
@@ -333,34 +400,75 @@ async fn main() {
     })
     .await;
     let dockerd_idle = dockerd.rss_kib();
-    let peer = measure(&docker_cli, &image);
+    let mut floor_samples = Vec::new();
+    let [berth, peer]: [Figures; 2] = measure(
+        &[&berth_cli, &docker_cli],
+        &nobody,
+        &mut floor_samples,
+        &image,
+    )
+    .try_into()
+    .unwrap_or_else(|_| unreachable!("two daemons measured"));
     drop(dockerd);
+    let cli_floor = p50(&floor_samples);
 
     println!(
-        "docker CLI start-up (socket nobody serves): {}",
+        "docker CLI start-up (socket nobody serves, p50 of {}): {}",
+        floor_samples.len(),
         ms(cli_floor)
     );
-    println!("crun run of the same rootfs (true): {}", ms(crun));
+    println!(
+        "crun of the same rootfs: run true {}, exec true {}",
+        ms(crun.run),
+        ms(crun.exec)
+    );
     println!();
-    println!("| figure (p50 of {RUNS}) | berthd | dockerd | CLI floor | berth beyond CLI / dockerd beyond CLI |");
-    println!("|---|---|---|---|---|");
-    let rows: [(&str, f64, f64, f64); 6] = [
-        ("run --rm true", berth.run_rm, peer.run_rm, cli_floor),
+    println!("| figure (p50 of {RUNS}, daemons interleaved) | berthd | dockerd | CLI floor | crun floor | berth beyond CLI / dockerd beyond CLI |");
+    println!("|---|---|---|---|---|---|");
+    // The runtime's floor where one runtime call does the figure's work.
+    let rows: [(&str, f64, f64, f64, Option<f64>); 6] = [
+        (
+            "run --rm true",
+            berth.run_rm,
+            peer.run_rm,
+            cli_floor,
+            Some(crun.run),
+        ),
         (
             "create + start",
             berth.create_start,
             peer.create_start,
             2.0 * cli_floor,
+            Some(crun.run),
         ),
-        ("exec true", berth.exec, peer.exec, cli_floor),
-        ("ps -a (50 containers)", berth.ps_50, peer.ps_50, cli_floor),
-        ("logs (10k lines)", berth.logs_10k, peer.logs_10k, cli_floor),
-        ("stop -t 0", berth.stop_t0, peer.stop_t0, cli_floor),
+        (
+            "exec true",
+            berth.exec,
+            peer.exec,
+            cli_floor,
+            Some(crun.exec),
+        ),
+        (
+            "ps -a (50 containers)",
+            berth.ps_50,
+            peer.ps_50,
+            cli_floor,
+            None,
+        ),
+        (
+            "logs (10k lines)",
+            berth.logs_10k,
+            peer.logs_10k,
+            cli_floor,
+            None,
+        ),
+        ("stop -t 0", berth.stop_t0, peer.stop_t0, cli_floor, None),
     ];
-    for (name, b, p, floor) in rows {
+    for (name, b, p, floor, runtime) in rows {
         let ratio = (b - floor).max(0.0) / (p - floor).max(1e-6);
+        let runtime = runtime.map_or("-".to_string(), ms);
         println!(
-            "| {name} | {} | {} | {} | {ratio:.2}x |",
+            "| {name} | {} | {} | {} | {runtime} | {ratio:.2}x |",
             ms(b),
             ms(p),
             ms(floor)
