@@ -78,19 +78,6 @@ async fn start_pod(rt: &mut RuntimeServiceClient<Channel>, n: usize, image: &str
     (pod, t.elapsed().as_secs_f64())
 }
 
-async fn remove_pod(rt: &mut RuntimeServiceClient<Channel>, pod: &str) {
-    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
-        pod_sandbox_id: pod.into(),
-    })
-    .await
-    .expect("stop pod");
-    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.into(),
-    })
-    .await
-    .expect("remove pod");
-}
-
 /// One scrape: (seconds, bytes, container_cpu_usage_seconds_total series).
 async fn scrape(d: &TestDaemon) -> (f64, usize, usize) {
     let t = Instant::now();
@@ -111,7 +98,7 @@ async fn round(rt: &mut RuntimeServiceClient<Channel>, first: usize, image: &str
     for n in first..first + PER_ROUND {
         let (pod, t) = start_pod(rt, n, image).await;
         times.push(t);
-        remove_pod(rt, &pod).await;
+        berth_e2e::teardown(rt, &pod).await;
     }
     times
 }
@@ -135,7 +122,7 @@ async fn main() {
         .expect("pull");
     let mut rt = d.runtime().await;
     let (pod, _) = start_pod(&mut rt, 9999, &image).await;
-    remove_pod(&mut rt, &pod).await;
+    berth_e2e::teardown(&mut rt, &pod).await;
     scrape(&d).await;
     let idle_rss = rss_kib(d.pid());
 
@@ -189,7 +176,7 @@ async fn main() {
     }
     scraper.abort();
     for pod in &pods {
-        remove_pod(&mut rt, pod).await;
+        berth_e2e::teardown(&mut rt, pod).await;
     }
 
     let (p_with, p_without) = (percentile(&with, 0.5), percentile(&without, 0.5));

@@ -261,16 +261,7 @@ async fn start_pod(
 
 async fn stop_remove(rt: &mut Runtime, pod: &str) -> f64 {
     let t = Instant::now();
-    rt.stop_pod_sandbox(api::StopPodSandboxRequest {
-        pod_sandbox_id: pod.into(),
-    })
-    .await
-    .expect("stop pod");
-    rt.remove_pod_sandbox(api::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.into(),
-    })
-    .await
-    .expect("remove pod");
+    berth_e2e::teardown(rt, pod).await;
     t.elapsed().as_secs_f64()
 }
 
