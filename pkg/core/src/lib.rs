@@ -546,3 +546,14 @@ fn new_id() -> String {
     unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Hands back to the kernel the heap pages the allocator holds free:
+/// after a burst (a pull, a scrape) glibc keeps them, and idle RSS with
+/// them.
+pub fn release_freed_memory() {
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it
+    // touches no memory the program holds.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
