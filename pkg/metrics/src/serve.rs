@@ -58,14 +58,13 @@ pub async fn serve(listener: TcpListener, registry: Registry, shutdown: impl Fut
                 async move {
                     let (parts, _body) = req.into_parts();
                     let req = Request::from_parts(parts, ());
-                    let answered =
-                        tokio::task::spawn_blocking(move || {
-                            let answer = answer(&registry, &req);
-                            // What the scrape (and a pull before it) freed.
-                            berth_core::release_freed_memory();
-                            answer
-                        })
-                        .await;
+                    let answered = tokio::task::spawn_blocking(move || {
+                        let answer = answer(&registry, &req);
+                        // What the scrape (and a pull before it) freed.
+                        berth_core::release_freed_memory();
+                        answer
+                    })
+                    .await;
                     Ok::<_, Infallible>(answered.unwrap_or_else(|_| {
                         plain(StatusCode::INTERNAL_SERVER_ERROR, "gathering failed\n")
                     }))
@@ -267,4 +266,3 @@ mod tests {
         assert_eq!(response.headers()["allow"], "GET, HEAD");
     }
 }
-
