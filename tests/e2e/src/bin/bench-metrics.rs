@@ -50,17 +50,11 @@ async fn start_pod(rt: &mut RuntimeServiceClient<Channel>, n: usize, image: &str
         .expect("run pod")
         .into_inner()
         .pod_sandbox_id;
+    // No log file and no labels: the bench times the start, not logging.
     let config = api::ContainerConfig {
-        metadata: Some(api::ContainerMetadata {
-            name: "sleep".into(),
-            attempt: 0,
-        }),
-        image: Some(api::ImageSpec {
-            image: image.into(),
-            ..Default::default()
-        }),
-        command: vec!["sleep".into(), "3600".into()],
-        ..Default::default()
+        log_path: String::new(),
+        labels: Default::default(),
+        ..berth_e2e::container_config("sleep", image, &["sleep", "3600"])
     };
     let ctr = rt
         .create_container(api::CreateContainerRequest {

@@ -51,15 +51,9 @@ fn pod_config(n: usize, cgroup_parent: &str) -> api::PodSandboxConfig {
 
 fn container_config(image: &str) -> api::ContainerConfig {
     api::ContainerConfig {
-        metadata: Some(api::ContainerMetadata {
-            name: "sleep".into(),
-            attempt: 0,
-        }),
-        image: Some(api::ImageSpec {
-            image: image.into(),
-            ..Default::default()
-        }),
-        command: vec!["sleep".into(), "3600".into()],
+        // No log file and no labels: the bench times the start, not logging.
+        log_path: String::new(),
+        labels: Default::default(),
         // The runtime's default profile, asked for explicitly (as kubelet's
         // SeccompDefault does): a nil profile is unconfined.
         linux: Some(api::LinuxContainerConfig {
@@ -72,7 +66,7 @@ fn container_config(image: &str) -> api::ContainerConfig {
             }),
             ..Default::default()
         }),
-        ..Default::default()
+        ..berth_e2e::container_config("sleep", image, &["sleep", "3600"])
     }
 }
 
