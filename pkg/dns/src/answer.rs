@@ -188,4 +188,30 @@ mod tests {
         let (h, _) = answers(&reply(decide(&notify, &records)));
         assert_eq!(h.rcode(), RCODE_NOTIMP);
     }
+
+    #[test]
+    fn mangled_queries_never_panic() {
+        let records = Records::default();
+        records.set("web", vec!["10.0.0.2".parse().unwrap()]);
+        let base = query(1, "web.example", TYPE_A);
+        // A fixed xorshift, so a failure replays.
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let mut message = base.clone();
+            for _ in 0..1 + next() % 4 {
+                let i = (next() as usize) % message.len();
+                message[i] = next() as u8;
+            }
+            message.truncate((next() as usize) % (message.len() + 8));
+            let _ = decide(&message, &records);
+            let _ = servfail(&message);
+            let _ = wire::fit_udp(message, wire::HEADER_LEN + 5);
+        }
+    }
 }
