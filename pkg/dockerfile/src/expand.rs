@@ -1,30 +1,407 @@
 //! Docker's shell-like word processing: `$VAR`, `${VAR}`, `${VAR:-x}`,
-//! `${VAR:+x}`, `${VAR-x}`, `${VAR+x}`, quotes and escapes.
+//! `${VAR:+x}`, `${VAR-x}`, `${VAR+x}`, `${VAR:?x}`, `${VAR?x}`, quotes and
+//! escapes. No commands, globbing or arithmetic: only what dockerd's
+//! builder does to the words of ADD, COPY, ENV, FROM and the like.
 
-use berth_errdefs::{Error, ErrorKind, Result};
+use berth_errdefs::{Error, Result};
 
 /// Expands one word: variables substituted through `lookup` (None = unset),
 /// quotes and escapes (`escape` is the Dockerfile's escape character)
 /// removed. The result is one string even when it contains spaces.
+///
+/// Single quotes keep everything literal; in double quotes `$` still
+/// expands and the escape character only escapes `"`, `$` and itself.
 pub fn expand(word: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String> {
-    let _ = (word, escape, lookup);
-    Err(Error::new(
-        ErrorKind::NotImplemented,
-        "expand not implemented yet",
-    ))
+    Ok(Lexer::new(word, escape, lookup).run()?.0)
 }
 
 /// Expands like [`expand`], then splits into words at unquoted whitespace,
 /// including whitespace that came from an unquoted variable's value (as
-/// `EXPOSE $PORTS` needs).
+/// `EXPOSE $PORTS` needs). Empty words are dropped.
 pub fn expand_words(
     word: &str,
     escape: char,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<String>> {
-    let _ = (word, escape, lookup);
-    Err(Error::new(
-        ErrorKind::NotImplemented,
-        "expand not implemented yet",
-    ))
+    Ok(Lexer::new(word, escape, lookup).run()?.1.finish())
+}
+
+struct Lexer<'a> {
+    chars: Vec<char>,
+    pos: usize,
+    escape: char,
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// Words being collected: whitespace ends a word unless it was quoted or
+/// escaped ("raw").
+#[derive(Default)]
+struct Words {
+    done: Vec<String>,
+    current: String,
+}
+
+impl Words {
+    /// Unquoted text (literal characters or a variable's value): split.
+    fn add_split(&mut self, s: &str) {
+        for c in s.chars() {
+            if c.is_whitespace() {
+                self.end_word();
+            } else {
+                self.current.push(c);
+            }
+        }
+    }
+
+    /// Quoted or escaped text: part of the current word as is.
+    fn add_raw(&mut self, s: &str) {
+        self.current.push_str(s);
+    }
+
+    fn end_word(&mut self) {
+        if !self.current.is_empty() {
+            self.done.push(std::mem::take(&mut self.current));
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        self.end_word();
+        self.done
+    }
+}
+
+fn syntax(message: impl Into<String>) -> Error {
+    Error::invalid(message)
+}
+
+impl<'a> Lexer<'a> {
+    fn new(word: &str, escape: char, lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Lexer {
+            chars: word.chars().collect(),
+            pos: 0,
+            escape,
+            lookup,
+        }
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
+
+    fn next(&mut self) -> Option<char> {
+        let c = self.peek();
+        if c.is_some() {
+            self.pos += 1;
+        }
+        c
+    }
+
+    fn run(&mut self) -> Result<(String, Words)> {
+        self.process(None)
+    }
+
+    /// Processes up to `stop` (consumed) or the end; an unterminated `stop`
+    /// is an error.
+    fn process(&mut self, stop: Option<char>) -> Result<(String, Words)> {
+        let mut result = String::new();
+        let mut words = Words::default();
+        loop {
+            let Some(c) = self.peek() else {
+                if stop.is_some() {
+                    return Err(syntax("syntax error: missing '}'"));
+                }
+                return Ok((result, words));
+            };
+            if Some(c) == stop {
+                self.pos += 1;
+                return Ok((result, words));
+            }
+            match c {
+                '\'' => {
+                    let s = self.single_quoted()?;
+                    words.add_raw(&s);
+                    result.push_str(&s);
+                }
+                '"' => {
+                    let s = self.double_quoted()?;
+                    words.add_raw(&s);
+                    result.push_str(&s);
+                }
+                '$' => {
+                    let s = self.dollar()?;
+                    words.add_split(&s);
+                    result.push_str(&s);
+                }
+                c if c == self.escape => {
+                    self.pos += 1;
+                    // A trailing escape character is dropped.
+                    if let Some(e) = self.next() {
+                        words.add_raw(&e.to_string());
+                        result.push(e);
+                    }
+                }
+                c => {
+                    self.pos += 1;
+                    words.add_split(&c.to_string());
+                    result.push(c);
+                }
+            }
+        }
+    }
+
+    /// `'...'`: everything literal up to the next `'`.
+    fn single_quoted(&mut self) -> Result<String> {
+        self.pos += 1;
+        let mut s = String::new();
+        loop {
+            match self.next() {
+                Some('\'') => return Ok(s),
+                Some(c) => s.push(c),
+                None => {
+                    return Err(syntax(
+                        "unexpected end of statement while looking for matching single-quote",
+                    ))
+                }
+            }
+        }
+    }
+
+    /// `"..."`: `$` expands; the escape character escapes `"`, `$` and itself
+    /// only (otherwise it stays).
+    fn double_quoted(&mut self) -> Result<String> {
+        self.pos += 1;
+        let mut s = String::new();
+        loop {
+            match self.peek() {
+                None => {
+                    return Err(syntax(
+                        "unexpected end of statement while looking for matching double-quote",
+                    ))
+                }
+                Some('"') => {
+                    self.pos += 1;
+                    return Ok(s);
+                }
+                Some('$') => s.push_str(&self.dollar()?),
+                Some(c) => {
+                    self.pos += 1;
+                    if c == self.escape {
+                        match self.peek() {
+                            Some(n) if n == '"' || n == '$' || n == self.escape => {
+                                self.pos += 1;
+                                s.push(n);
+                            }
+                            _ => s.push(c),
+                        }
+                    } else {
+                        s.push(c);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `$NAME`, `${NAME}` or `${NAME<modifier>word}`; a `$` not followed by
+    /// a name is literal.
+    fn dollar(&mut self) -> Result<String> {
+        self.pos += 1;
+        if self.peek() != Some('{') {
+            let name = self.name();
+            if name.is_empty() {
+                return Ok("$".to_string());
+            }
+            return Ok(self.value(&name).unwrap_or_default());
+        }
+        self.pos += 1;
+        let name = self.name();
+        if name.is_empty() {
+            return Err(syntax("bad substitution: missing variable name in ${}"));
+        }
+        let Some(c) = self.next() else {
+            return Err(syntax("syntax error: missing '}'"));
+        };
+        match c {
+            '}' => Ok(self.value(&name).unwrap_or_default()),
+            ':' => {
+                let Some(m) = self.next() else {
+                    return Err(syntax("syntax error: missing '}'"));
+                };
+                if !matches!(m, '-' | '+' | '?') {
+                    return Err(unsupported(m));
+                }
+                let value = self.value(&name).filter(|v| !v.is_empty());
+                self.modifier(&name, m, value)
+            }
+            '-' | '+' | '?' => {
+                let value = self.value(&name);
+                self.modifier(&name, c, value)
+            }
+            other => Err(unsupported(other)),
+        }
+    }
+
+    /// Applies `-` (default), `+` (alternative) or `?` (error) given the
+    /// variable's value (`None` = unset, or empty for the `:` forms).
+    fn modifier(&mut self, name: &str, m: char, value: Option<String>) -> Result<String> {
+        let (word, _) = self.process(Some('}'))?;
+        match (m, value) {
+            ('-', Some(v)) => Ok(v),
+            ('-', None) => Ok(word),
+            ('+', Some(_)) => Ok(word),
+            ('+', None) => Ok(String::new()),
+            ('?', Some(v)) => Ok(v),
+            (_, None) if word.is_empty() => {
+                Err(Error::invalid(format!("{name}: parameter null or not set")))
+            }
+            _ => Err(Error::invalid(format!("{name}: {word}"))),
+        }
+    }
+
+    /// A variable name: letters, digits and `_`; or a run of digits; or one
+    /// special parameter character. Empty if none.
+    fn name(&mut self) -> String {
+        let mut name = String::new();
+        let Some(first) = self.peek() else {
+            return name;
+        };
+        if first.is_ascii_digit() {
+            while let Some(c) = self.peek().filter(char::is_ascii_digit) {
+                name.push(c);
+                self.pos += 1;
+            }
+            return name;
+        }
+        if "@*#?-$!".contains(first) {
+            self.pos += 1;
+            return first.to_string();
+        }
+        while let Some(c) = self.peek().filter(|c| c.is_alphanumeric() || *c == '_') {
+            name.push(c);
+            self.pos += 1;
+        }
+        name
+    }
+
+    fn value(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
+    }
+}
+
+fn unsupported(m: char) -> Error {
+    Error::invalid(format!("unsupported modifier ({m}) in substitution"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "NAME" => Some("world".to_string()),
+            "EMPTY" => Some(String::new()),
+            "SPACED" => Some("a b  c".to_string()),
+            "PORTS" => Some("80 443/udp".to_string()),
+            "X1" => Some("one".to_string()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn expand_substitutes_like_docker() {
+        // (word, escape, expanded)
+        let cases = [
+            ("plain", '\\', "plain"),
+            ("$NAME", '\\', "world"),
+            ("${NAME}", '\\', "world"),
+            ("hello-$NAME!", '\\', "hello-world!"),
+            ("${NAME}s", '\\', "worlds"),
+            ("$NAMEs", '\\', ""),
+            ("$X1", '\\', "one"),
+            ("$UNSET", '\\', ""),
+            ("a${UNSET}b", '\\', "ab"),
+            ("${UNSET:-dflt}", '\\', "dflt"),
+            ("${EMPTY:-dflt}", '\\', "dflt"),
+            ("${NAME:-dflt}", '\\', "world"),
+            ("${UNSET-dflt}", '\\', "dflt"),
+            ("${EMPTY-dflt}", '\\', ""),
+            ("${UNSET:+alt}", '\\', ""),
+            ("${EMPTY:+alt}", '\\', ""),
+            ("${NAME:+alt}", '\\', "alt"),
+            ("${EMPTY+alt}", '\\', "alt"),
+            ("${UNSET+alt}", '\\', ""),
+            ("${UNSET:-$NAME}", '\\', "world"),
+            ("${UNSET:-${NAME:+x}y}", '\\', "xy"),
+            ("${UNSET:-a b}", '\\', "a b"),
+            ("${NAME:?must be set}", '\\', "world"),
+            // Escapes and quotes.
+            ("\\$NAME", '\\', "$NAME"),
+            ("`$NAME", '`', "$NAME"),
+            ("\\$NAME", '`', "\\world"),
+            ("a\\ b", '\\', "a b"),
+            ("trailing\\", '\\', "trailing"),
+            ("'$NAME'", '\\', "$NAME"),
+            ("\"$NAME\"", '\\', "world"),
+            ("\"a \\\"q\\\" \\$NAME \\n\"", '\\', "a \"q\" $NAME \\n"),
+            ("'a\\b'", '\\', "a\\b"),
+            ("\"it's\"", '\\', "it's"),
+            ("x\"\"y", '\\', "xy"),
+            // A `$` without a name stays.
+            ("$", '\\', "$"),
+            ("a$ b", '\\', "a$ b"),
+            ("$/x", '\\', "$/x"),
+            ("${NAME}$", '\\', "world$"),
+        ];
+        for (word, escape, want) in cases {
+            assert_eq!(
+                expand(word, escape, &env).unwrap(),
+                want,
+                "expand({word:?})"
+            );
+        }
+    }
+
+    #[test]
+    fn expand_words_splits_unquoted_whitespace() {
+        let cases: [(&str, &[&str]); 8] = [
+            ("$PORTS", &["80", "443/udp"]),
+            ("8080 $PORTS", &["8080", "80", "443/udp"]),
+            ("\"$SPACED\"", &["a b  c"]),
+            ("$SPACED", &["a", "b", "c"]),
+            ("'a b' c", &["a b", "c"]),
+            ("a\\ b c", &["a b", "c"]),
+            ("  lead  trail  ", &["lead", "trail"]),
+            ("$UNSET \"\"", &[]),
+        ];
+        for (word, want) in cases {
+            assert_eq!(
+                expand_words(word, '\\', &env).unwrap(),
+                want,
+                "expand_words({word:?})"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_substitutions_are_errors() {
+        let cases = [
+            ("${NAME", "syntax error: missing '}'"),
+            ("${UNSET:-x", "syntax error: missing '}'"),
+            ("${NAME:=x}", "unsupported modifier (=) in substitution"),
+            ("${NAME#x}", "unsupported modifier (#) in substitution"),
+            ("${NAME/a/b}", "unsupported modifier (/) in substitution"),
+            ("${}", "bad substitution"),
+            ("'open", "matching single-quote"),
+            ("\"open", "matching double-quote"),
+            ("${UNSET:?must be set}", "UNSET: must be set"),
+            ("${EMPTY:?}", "EMPTY: parameter null or not set"),
+            ("${UNSET?}", "UNSET: parameter null or not set"),
+        ];
+        for (word, want) in cases {
+            let err = expand(word, '\\', &env).expect_err(word);
+            assert_eq!(err.kind, berth_errdefs::ErrorKind::InvalidArgument);
+            assert!(err.message.contains(want), "{word:?}: {}", err.message);
+        }
+        // `${EMPTY?}` only fails when unset.
+        assert_eq!(expand("${EMPTY?}", '\\', &env).unwrap(), "");
+    }
 }
