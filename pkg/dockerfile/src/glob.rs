@@ -109,12 +109,8 @@ fn scan_chunk(mut pattern: &[char]) -> (bool, &[char], &[char]) {
     let mut i = 0;
     while i < pattern.len() {
         match pattern[i] {
-            '\\' => {
-                // Skip the escaped character (if any).
-                if i + 1 < pattern.len() {
-                    i += 1;
-                }
-            }
+            // Skip the escaped character (if any).
+            '\\' if i + 1 < pattern.len() => i += 1,
             '[' => in_class = true,
             ']' => in_class = false,
             '*' if !in_class => break,

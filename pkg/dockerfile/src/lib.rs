@@ -19,9 +19,11 @@
 //! copy them.
 
 mod ast;
+mod duration;
 mod expand;
 mod glob;
 mod ignore;
+mod lines;
 mod parser;
 
 pub use ast::{
