@@ -3,7 +3,12 @@
 //! Words are kept as written (quotes, escapes and `$VAR` intact): a builder
 //! expands the words of the instructions for which
 //! [`Command::expands_variables`] is true with [`crate::expand`] (which also
-//! removes quotes), at the point of the build where the variables are known.
+//! removes quotes and escapes), at the point of the build where the
+//! variables are known: each COPY/ADD source and the destination, each
+//! ENV/LABEL key and value, each ARG default, the FROM image and platform,
+//! WORKDIR, USER, STOPSIGNAL, each EXPOSE and VOLUME word. Heredoc bodies
+//! with `expand` set go through [`crate::expand_heredoc`] (COPY/ADD; a RUN's
+//! heredocs are left to the shell, see [`Run::shell_script`]).
 
 use std::time::Duration;
 
@@ -136,7 +141,8 @@ pub struct Heredoc {
     pub strip_tabs: bool,
 }
 
-/// `key=value` of ENV and LABEL; the value as written (quotes kept).
+/// `key=value` of ENV and LABEL, both as written (quotes kept: `"a b"`);
+/// expand both.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyValue {
     pub key: String,

@@ -26,11 +26,28 @@ pub fn expand_words(
     Ok(Lexer::new(word, escape, lookup).run()?.1.finish())
 }
 
+/// Expands the body of an unquoted heredoc (`COPY <<EOF`) as a shell does
+/// a here-document: variables are substituted, quotes are ordinary
+/// characters, and the escape character only escapes `$`, itself and a
+/// newline (removing both); elsewhere it stays.
+pub fn expand_heredoc(
+    content: &str,
+    escape: char,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String> {
+    let mut lexer = Lexer::new(content, escape, lookup);
+    lexer.heredoc = true;
+    Ok(lexer.run()?.0)
+}
+
 struct Lexer<'a> {
     chars: Vec<char>,
     pos: usize,
     escape: char,
     lookup: &'a dyn Fn(&str) -> Option<String>,
+    /// Here-document rules: quotes literal, escapes only before `$`,
+    /// the escape character and newline.
+    heredoc: bool,
 }
 
 /// Words being collected: whitespace ends a word unless it was quoted or
@@ -81,6 +98,7 @@ impl<'a> Lexer<'a> {
             pos: 0,
             escape,
             lookup,
+            heredoc: false,
         }
     }
 
@@ -117,6 +135,21 @@ impl<'a> Lexer<'a> {
                 return Ok((result, words));
             }
             match c {
+                c if self.heredoc && c == self.escape => {
+                    self.pos += 1;
+                    match self.peek() {
+                        Some('\n') => self.pos += 1,
+                        Some(n) if n == '$' || n == self.escape => {
+                            self.pos += 1;
+                            result.push(n);
+                        }
+                        _ => result.push(c),
+                    }
+                }
+                '\'' | '"' if self.heredoc => {
+                    self.pos += 1;
+                    result.push(c);
+                }
                 '\'' => {
                     let s = self.single_quoted()?;
                     words.add_raw(&s);
@@ -379,6 +412,25 @@ mod tests {
                 "expand_words({word:?})"
             );
         }
+    }
+
+    #[test]
+    fn expand_heredoc_keeps_quotes_and_most_escapes() {
+        let cases = [
+            ("echo \"$NAME\" '$NAME'\n", "echo \"world\" 'world'\n"),
+            ("cost: \\$5 \\\\ \\n\n", "cost: $5 \\ \\n\n"),
+            ("joined \\\nline\n", "joined line\n"),
+            ("${UNSET:-it's}\n", "it's\n"),
+            ("$EMPTY$NAME", "world"),
+        ];
+        for (content, want) in cases {
+            assert_eq!(
+                expand_heredoc(content, '\\', &env).unwrap(),
+                want,
+                "{content:?}"
+            );
+        }
+        assert!(expand_heredoc("${NAME", '\\', &env).is_err());
     }
 
     #[test]

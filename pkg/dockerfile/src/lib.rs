@@ -5,8 +5,9 @@
 //!   continuations, comments, heredocs, every instruction typed, errors
 //!   naming the line as dockerd does: `dockerfile parse error line 3: unknown
 //!   instruction: FOO`).
-//! - [`expand`] / [`expand_words`]: Docker's shell-like variable substitution
-//!   for the instructions that [`expands_variables`].
+//! - [`parse_trigger`]: a base image's ONBUILD trigger text to its instruction.
+//! - [`expand`] / [`expand_words`] / [`expand_heredoc`]: Docker's shell-like
+//!   variable substitution for the instructions that [`expands_variables`].
 //! - [`Ignore`]: `.dockerignore` patterns (Go `filepath.Match` plus `**`, `!`
 //!   exceptions, last match wins, a match on a parent directory excludes
 //!   what is under it).
@@ -30,7 +31,7 @@ pub use ast::{
     expands_variables, ArgDef, CmdLine, Command, Copy, Dockerfile, From, HealthCheckCmd,
     Healthcheck, Heredoc, Instruction, KeyValue, Run, Stage,
 };
-pub use expand::{expand, expand_words};
+pub use expand::{expand, expand_heredoc, expand_words};
 pub use glob::{clean_path, glob_match, has_glob_chars};
 pub use ignore::Ignore;
 pub use parser::{parse, parse_trigger};
