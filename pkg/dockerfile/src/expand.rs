@@ -1,9 +1,12 @@
 //! Docker's shell-like word processing: `$VAR`, `${VAR}`, `${VAR:-x}`,
-//! `${VAR:+x}`, `${VAR-x}`, `${VAR+x}`, `${VAR:?x}`, `${VAR?x}`, quotes and
-//! escapes. No commands, globbing or arithmetic: only what dockerd's
+//! `${VAR:+x}`, `${VAR-x}`, `${VAR+x}`, `${VAR:?x}`, `${VAR?x}`,
+//! `${VAR#p}`, `${VAR##p}`, `${VAR%p}`, `${VAR%%p}`, `${VAR/p/r}`,
+//! `${VAR//p/r}`, quotes and escapes. No commands, globbing or arithmetic: only what dockerd's
 //! builder does to the words of ADD, COPY, ENV, FROM and the like.
 
 use berth_errdefs::{Error, Result};
+
+use crate::shell_pattern::ShellPattern;
 
 /// Expands one word: variables substituted through `lookup` (None = unset),
 /// quotes and escapes (`escape` is the Dockerfile's escape character)
@@ -48,6 +51,8 @@ struct Lexer<'a> {
     /// Here-document rules: quotes literal, escapes only before `$`,
     /// the escape character and newline.
     heredoc: bool,
+    /// Keep escape characters in the result (inside `${NAME#...}` patterns).
+    raw_escapes: bool,
 }
 
 /// Words being collected: whitespace ends a word unless it was quoted or
@@ -99,6 +104,7 @@ impl<'a> Lexer<'a> {
             escape,
             lookup,
             heredoc: false,
+            raw_escapes: false,
         }
     }
 
@@ -125,10 +131,11 @@ impl<'a> Lexer<'a> {
         let mut words = Words::default();
         loop {
             let Some(c) = self.peek() else {
-                if stop.is_some() {
-                    return Err(syntax("syntax error: missing '}'"));
-                }
-                return Ok((result, words));
+                return match stop {
+                    Some('/') => Err(syntax("syntax error: missing '/' in ${}")),
+                    Some(_) => Err(syntax("syntax error: missing '}'")),
+                    None => Ok((result, words)),
+                };
             };
             if Some(c) == stop {
                 self.pos += 1;
@@ -167,6 +174,9 @@ impl<'a> Lexer<'a> {
                 }
                 c if c == self.escape => {
                     self.pos += 1;
+                    if self.raw_escapes {
+                        result.push(c);
+                    }
                     // A trailing escape character is dropped.
                     if let Some(e) = self.next() {
                         words.add_raw(&e.to_string());
@@ -246,48 +256,147 @@ impl<'a> Lexer<'a> {
             return Ok(self.value(&name).unwrap_or_default());
         }
         self.pos += 1;
-        let name = self.name();
-        if name.is_empty() {
-            return Err(syntax("bad substitution: missing variable name in ${}"));
+        match self.peek() {
+            None => return Err(syntax("syntax error: missing '}'")),
+            Some('{' | '}' | ':') => return Err(syntax("syntax error: bad substitution")),
+            _ => {}
         }
+        let name = self.name();
         let Some(c) = self.next() else {
             return Err(syntax("syntax error: missing '}'"));
         };
         match c {
             '}' => Ok(self.value(&name).unwrap_or_default()),
-            ':' => {
-                let Some(m) = self.next() else {
-                    return Err(syntax("syntax error: missing '}'"));
-                };
-                if !matches!(m, '-' | '+' | '?') {
-                    return Err(unsupported(m));
+            ':' => match self.next() {
+                Some(m @ ('-' | '+' | '?')) => {
+                    let value = self.value(&name);
+                    self.modifier(&name, m, value, true)
                 }
-                let value = self.value(&name).filter(|v| !v.is_empty());
-                self.modifier(&name, m, value)
-            }
+                Some(m) => Err(unsupported(&format!(":{m}"))),
+                None => Err(syntax("syntax error: missing '}'")),
+            },
             '-' | '+' | '?' => {
                 let value = self.value(&name);
-                self.modifier(&name, c, value)
+                self.modifier(&name, c, value, false)
             }
-            other => Err(unsupported(other)),
+            '#' | '%' => self.trim(&name, c),
+            '/' => self.replace(&name),
+            other => Err(unsupported(&other.to_string())),
         }
     }
 
     /// Applies `-` (default), `+` (alternative) or `?` (error) given the
-    /// variable's value (`None` = unset, or empty for the `:` forms).
-    fn modifier(&mut self, name: &str, m: char, value: Option<String>) -> Result<String> {
+    /// variable's value (`None` = unset); with `colon`, empty counts as unset.
+    fn modifier(
+        &mut self,
+        name: &str,
+        m: char,
+        value: Option<String>,
+        colon: bool,
+    ) -> Result<String> {
         let (word, _) = self.process(Some('}'))?;
+        let value = value.filter(|v| !(colon && v.is_empty()));
         match (m, value) {
-            ('-', Some(v)) => Ok(v),
-            ('-', None) => Ok(word),
             ('+', Some(_)) => Ok(word),
             ('+', None) => Ok(String::new()),
-            ('?', Some(v)) => Ok(v),
-            (_, None) if word.is_empty() => {
-                Err(Error::invalid(format!("{name}: parameter null or not set")))
+            (_, Some(v)) => Ok(v),
+            ('-', None) => Ok(word),
+            (_, None) => {
+                let message = match (word.is_empty(), self.value(name).is_some()) {
+                    (false, _) => word,
+                    (true, true) => "is not allowed to be empty".to_string(),
+                    (true, false) => "is not allowed to be unset".to_string(),
+                };
+                Err(Error::invalid(format!("{name}: {message}")))
             }
-            _ => Err(Error::invalid(format!("{name}: {word}"))),
         }
+    }
+
+    /// `${NAME#pattern}` / `##` (shortest / longest prefix removed) and
+    /// `${NAME%pattern}` / `%%` (suffix).
+    fn trim(&mut self, name: &str, op: char) -> Result<String> {
+        let (word, _) = self.process_raw(Some('}'))?;
+        let (greedy, word) = match word.strip_prefix(op) {
+            Some(w) => (true, w.to_string()),
+            None => (false, word),
+        };
+        let pattern = ShellPattern::new(&word, self.escape);
+        let value: Vec<char> = self.value(name).unwrap_or_default().chars().collect();
+        let n = value.len();
+        let cut: String = if op == '#' {
+            let mut lens: Vec<usize> = (0..=n).collect();
+            if greedy {
+                lens.reverse();
+            }
+            match lens.into_iter().find(|&l| pattern.matches(&value[..l])) {
+                Some(l) => value[l..].iter().collect(),
+                None => value.iter().collect(),
+            }
+        } else {
+            let mut starts: Vec<usize> = (0..=n).collect();
+            if !greedy {
+                starts.reverse();
+            }
+            match starts.into_iter().find(|&s| pattern.matches(&value[s..])) {
+                Some(s) => value[..s].iter().collect(),
+                None => value.iter().collect(),
+            }
+        };
+        Ok(cut)
+    }
+
+    /// `${NAME/pattern/replacement}` (first match) and `${NAME//p/r}` (all).
+    fn replace(&mut self, name: &str) -> Result<String> {
+        let all = self.peek() == Some('/');
+        if all {
+            self.pos += 1;
+        }
+        let (pattern, _) = self.process_raw(Some('/'))?;
+        let (replacement, _) = self.process_raw(Some('}'))?;
+        let pattern = ShellPattern::new(&pattern, self.escape);
+        let value: Vec<char> = self.value(name).unwrap_or_default().chars().collect();
+        let mut out = String::new();
+        let mut i = 0;
+        let mut replaced = false;
+        // Like Go's regexp replacement: the leftmost longest match, and
+        // (replacing all) no empty match right after a previous match.
+        let mut previous_end = None;
+        while i <= value.len() {
+            if !replaced || all {
+                let end = (i..=value.len())
+                    .rev()
+                    .find(|&e| pattern.matches(&value[i..e]));
+                match end {
+                    Some(e) if e > i => {
+                        out.push_str(&replacement);
+                        replaced = true;
+                        previous_end = Some(e);
+                        i = e;
+                        continue;
+                    }
+                    Some(_) if previous_end != Some(i) => {
+                        out.push_str(&replacement);
+                        replaced = true;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(&c) = value.get(i) {
+                out.push(c);
+            }
+            i += 1;
+        }
+        Ok(out)
+    }
+
+    /// [`Lexer::process`] keeping escape characters (for patterns, where
+    /// `\*` must stay a literal star).
+    fn process_raw(&mut self, stop: Option<char>) -> Result<(String, Words)> {
+        let before = self.raw_escapes;
+        self.raw_escapes = true;
+        let result = self.process(stop);
+        self.raw_escapes = before;
+        result
     }
 
     /// A variable name: letters, digits and `_`; or a run of digits; or one
@@ -320,7 +429,7 @@ impl<'a> Lexer<'a> {
     }
 }
 
-fn unsupported(m: char) -> Error {
+fn unsupported(m: &str) -> Error {
     Error::invalid(format!("unsupported modifier ({m}) in substitution"))
 }
 
@@ -434,19 +543,63 @@ mod tests {
     }
 
     #[test]
+    fn pattern_modifiers_trim_and_replace() {
+        let lookup = |name: &str| match name {
+            "F" => Some("dir/sub/file.tar.gz".to_string()),
+            "P" => Some("a-b-c".to_string()),
+            "S" => Some("a*b".to_string()),
+            _ => None,
+        };
+        let cases = [
+            ("${F#*/}", "sub/file.tar.gz"),
+            ("${F##*/}", "file.tar.gz"),
+            ("${F%.*}", "dir/sub/file.tar"),
+            ("${F%%.*}", "dir/sub/file"),
+            ("${F#nomatch}", "dir/sub/file.tar.gz"),
+            ("${F#dir/?ub}", "/file.tar.gz"),
+            ("${UNSET#x}", ""),
+            ("${P/-/+}", "a+b-c"),
+            ("${P//-/+}", "a+b+c"),
+            ("${P//-/}", "abc"),
+            ("${P/b*/x}", "a-x"),
+            ("${P/z/y}", "a-b-c"),
+            ("${P//*/R}", "R"),
+            ("${UNSET/*/R}", "R"),
+            ("${P//?/.}", "....."),
+            ("${S/\\*/x}", "axb"),
+            ("${S#a\\*}", "b"),
+        ];
+        for (word, want) in cases {
+            assert_eq!(
+                expand(word, '\\', &lookup).unwrap(),
+                want,
+                "expand({word:?})"
+            );
+        }
+    }
+
+    #[test]
     fn bad_substitutions_are_errors() {
         let cases = [
             ("${NAME", "syntax error: missing '}'"),
             ("${UNSET:-x", "syntax error: missing '}'"),
-            ("${NAME:=x}", "unsupported modifier (=) in substitution"),
-            ("${NAME#x}", "unsupported modifier (#) in substitution"),
-            ("${NAME/a/b}", "unsupported modifier (/) in substitution"),
-            ("${}", "bad substitution"),
+            ("${NAME/x", "syntax error: missing '/' in ${}"),
+            // Docker needs the second `/` even for an empty replacement.
+            ("${NAME//x}", "syntax error: missing '/' in ${}"),
+            ("${NAME:=x}", "unsupported modifier (:=) in substitution"),
+            ("${NAME=x}", "unsupported modifier (=) in substitution"),
+            ("${NAME:#x}", "unsupported modifier (:#) in substitution"),
+            ("${NAME^^}", "unsupported modifier (^) in substitution"),
+            ("${ NAME}", "unsupported modifier ( ) in substitution"),
+            ("${}", "syntax error: bad substitution"),
+            ("${:-x}", "syntax error: bad substitution"),
+            ("${{x}}", "syntax error: bad substitution"),
             ("'open", "matching single-quote"),
             ("\"open", "matching double-quote"),
             ("${UNSET:?must be set}", "UNSET: must be set"),
-            ("${EMPTY:?}", "EMPTY: parameter null or not set"),
-            ("${UNSET?}", "UNSET: parameter null or not set"),
+            ("${EMPTY:?}", "EMPTY: is not allowed to be empty"),
+            ("${UNSET?}", "UNSET: is not allowed to be unset"),
+            ("${UNSET:?}", "UNSET: is not allowed to be unset"),
         ];
         for (word, want) in cases {
             let err = expand(word, '\\', &env).expect_err(word);

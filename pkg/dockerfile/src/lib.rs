@@ -26,6 +26,7 @@ mod glob;
 mod ignore;
 mod lines;
 mod parser;
+mod shell_pattern;
 
 pub use ast::{
     expands_variables, ArgDef, CmdLine, Command, Copy, Dockerfile, From, HealthCheckCmd,
