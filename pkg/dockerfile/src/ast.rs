@@ -25,8 +25,9 @@ pub struct Dockerfile {
     /// defaults may be used in FROM lines.
     pub meta_args: Vec<Instruction>,
     pub stages: Vec<Stage>,
-    /// Things a builder may print to the user (ignored `# syntax=`, empty
-    /// continuation lines), like dockerd's `[WARNING]` lines.
+    /// Lines a builder prints to the user before building, like dockerd's
+    /// `[WARNING]: ...` lines (empty continuation lines, an ignored
+    /// `# syntax=`).
     pub notes: Vec<String>,
 }
 

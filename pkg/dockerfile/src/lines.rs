@@ -43,6 +43,7 @@ pub(crate) fn split(text: &str) -> Result<Source> {
         lines: Vec::new(),
     };
     let mut i = read_directives(&raw, &mut source)?;
+    let mut empty_continuations = false;
     while i < raw.len() {
         let start = i;
         let first = raw[i].trim_start();
@@ -70,9 +71,9 @@ pub(crate) fn split(text: &str) -> Result<Source> {
         let text = text.trim().to_string();
         if empty_continuation {
             source.notes.push(format!(
-                "[WARNING]: Empty continuation line found in:\n    {text}\n\
-                 [WARNING]: Empty continuation lines will become errors in a future release."
+                "[WARNING]: Empty continuation line found in: {text}"
             ));
+            empty_continuations = true;
         }
         let mut heredocs = Vec::new();
         for marker in heredoc_markers(&text, source.escape) {
@@ -85,6 +86,11 @@ pub(crate) fn split(text: &str) -> Result<Source> {
             text,
             heredocs,
         });
+    }
+    if empty_continuations {
+        source.notes.push(
+            "[WARNING]: Empty continuation lines will become errors in a future release.".into(),
+        );
     }
     Ok(source)
 }
@@ -126,7 +132,8 @@ fn read_directives(raw: &[&str], source: &mut Source) -> Result<usize> {
                     ));
                 }
                 source.notes.push(format!(
-                    "# syntax={value} ignored: berth builds with its own classic builder"
+                    "[WARNING]: the syntax parser directive ({value}) is ignored: \
+                     berth builds with its own classic builder"
                 ));
                 source.syntax = Some(value.to_string());
             }
@@ -148,12 +155,13 @@ fn directive(line: &str) -> Option<(&str, &str)> {
 }
 
 /// Removes a trailing escape character (and the blanks after it); true if
-/// there was one, i.e. the next line continues this one.
+/// there was one, i.e. the next line continues this one. An escaped escape
+/// character (`\\` at the end) does not continue the line, as in Docker.
 fn strip_continuation(line: &str, escape: char) -> (String, bool) {
     let trimmed = line.trim_end_matches([' ', '\t']);
     match trimmed.strip_suffix(escape) {
-        Some(rest) => (rest.to_string(), true),
-        None => (line.to_string(), false),
+        Some(rest) if rest.is_empty() || !rest.ends_with(escape) => (rest.to_string(), true),
+        _ => (line.to_string(), false),
     }
 }
 
@@ -273,11 +281,5 @@ fn read_heredoc(
         content.push_str(body_line);
         content.push('\n');
     }
-    Err(parse_error(
-        line,
-        format!(
-            "unterminated heredoc: no line \"{}\" before the end of the file",
-            marker.name
-        ),
-    ))
+    Err(parse_error(line, "unterminated heredoc"))
 }
