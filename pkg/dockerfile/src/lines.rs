@@ -99,20 +99,23 @@ pub(crate) fn split(text: &str) -> Result<Source> {
 /// first line that is not one. Any other line (a comment, a blank line, an
 /// unknown directive, an instruction) ends the directives.
 fn read_directives(raw: &[&str], source: &mut Source) -> Result<usize> {
-    let mut seen_escape = false;
+    let mut seen: Vec<String> = Vec::new();
     for (i, line) in raw.iter().enumerate() {
         let Some((name, value)) = directive(line) else {
             return Ok(i);
         };
-        match name.to_ascii_lowercase().as_str() {
+        let name = name.to_ascii_lowercase();
+        if !["escape", "syntax", "check"].contains(&name.as_str()) {
+            return Ok(i);
+        }
+        if seen.contains(&name) {
+            return Err(parse_error(
+                i + 1,
+                format!("only one {name} parser directive can be used"),
+            ));
+        }
+        match name.as_str() {
             "escape" => {
-                if seen_escape {
-                    return Err(parse_error(
-                        i + 1,
-                        "only one escape parser directive can be used",
-                    ));
-                }
-                seen_escape = true;
                 source.escape = match value {
                     "\\" => '\\',
                     "`" => '`',
@@ -125,20 +128,16 @@ fn read_directives(raw: &[&str], source: &mut Source) -> Result<usize> {
                 };
             }
             "syntax" => {
-                if source.syntax.is_some() {
-                    return Err(parse_error(
-                        i + 1,
-                        "only one syntax parser directive can be used",
-                    ));
-                }
                 source.notes.push(format!(
                     "[WARNING]: the syntax parser directive ({value}) is ignored: \
                      berth builds with its own classic builder"
                 ));
                 source.syntax = Some(value.to_string());
             }
-            _ => return Ok(i),
+            // `# check=` configures BuildKit's lint rules: nothing to do here.
+            _ => {}
         }
+        seen.push(name);
     }
     Ok(raw.len())
 }

@@ -237,6 +237,7 @@ fn errors_name_the_line_and_the_instruction() {
         ("FROM a\nRUN <<EOF\necho\n", "dockerfile parse error line 2: unterminated heredoc"),
         ("# escape=x\nFROM a\n", "dockerfile parse error line 1: invalid escape token 'x' does not match ` or \\"),
         ("# escape=`\n# escape=\\\nFROM a\n", "dockerfile parse error line 2: only one escape parser directive can be used"),
+        ("# syntax=a\n# Syntax=b\nFROM a\n", "dockerfile parse error line 2: only one syntax parser directive can be used"),
         // The line of a continued instruction is its first line.
         ("FROM a\nRUN a \\\n  b\nBAD \\\n x\n", "dockerfile parse error line 4: unknown instruction: BAD"),
     ];
@@ -360,6 +361,13 @@ fn parser_directives() {
             "RUN x",
         ),
         ("FROM a\n# escape=`\nRUN x\n", '\\', None, "RUN x"),
+        // `# check=` is a known directive: directives go on after it.
+        (
+            "# check=skip=all\n# escape=`\nFROM a\nRUN x `\n y\n",
+            '`',
+            None,
+            "RUN x  y",
+        ),
     ];
     for (text, escape, syntax, original) in cases {
         let df = parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
