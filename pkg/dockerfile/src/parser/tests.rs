@@ -621,3 +621,50 @@ fn triggers_parse_as_their_instruction() {
         assert!(err.message.contains(want), "{text:?}: {}", err.message);
     }
 }
+
+#[test]
+fn step_lines_match_dockerds_for_the_reference_trace() {
+    // The Dockerfile of docker-api-traces/build.txt and the `Step N/M : `
+    // lines dockerd 20.10's classic builder printed for it.
+    let text = r#"FROM bb
+RUN mkdir -p /app && echo "built by RUN step" > /app/built.txt && date > /app/build-date.txt
+COPY hello.txt /app/hello.txt
+ENV GREETING="hello from anchor" APP_HOME=/app
+WORKDIR /app
+CMD ["sh", "-c", "cat built.txt hello.txt; echo $GREETING"]
+"#;
+    let want = [
+        r#"Step 1/6 : FROM bb"#,
+        r#"Step 2/6 : RUN mkdir -p /app && echo "built by RUN step" > /app/built.txt && date > /app/build-date.txt"#,
+        r#"Step 3/6 : COPY hello.txt /app/hello.txt"#,
+        r#"Step 4/6 : ENV GREETING="hello from anchor" APP_HOME=/app"#,
+        r#"Step 5/6 : WORKDIR /app"#,
+        r#"Step 6/6 : CMD ["sh", "-c", "cat built.txt hello.txt; echo $GREETING"]"#,
+    ];
+    let df = parse(text).unwrap();
+    let total = df.step_count();
+    let mut originals = df
+        .meta_args
+        .iter()
+        .map(|i| i.original.clone())
+        .collect::<Vec<_>>();
+    for stage in &df.stages {
+        originals.push(stage.original.clone());
+        originals.extend(stage.instructions.iter().map(|i| i.original.clone()));
+    }
+    let steps: Vec<String> = originals
+        .iter()
+        .enumerate()
+        .map(|(n, text)| format!("Step {}/{total} : {text}", n + 1))
+        .collect();
+    assert_eq!(steps, want);
+    // The ENV values expand to what the image config gets.
+    let Command::Env(env) = &df.stages[0].instructions[2].command else {
+        panic!("not ENV")
+    };
+    let values: Vec<String> = env
+        .iter()
+        .map(|kv| crate::expand(&kv.value, df.escape, &|_| None).unwrap())
+        .collect();
+    assert_eq!(values, ["hello from anchor", "/app"]);
+}
