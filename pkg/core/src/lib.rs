@@ -76,6 +76,7 @@ mod podfiles;
 mod pty;
 mod recovery;
 mod restart;
+mod revive;
 mod rootfs;
 mod sandbox;
 mod seams;

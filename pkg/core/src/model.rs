@@ -359,6 +359,9 @@ pub struct SandboxRecord {
     pub shm: Option<PathBuf>,
     /// The pod's network while it is attached (none for host network).
     pub network: Option<berth_net::Attachment>,
+    /// Made without a network (Docker's `--network none`): what a
+    /// sandbox made again after a reboot follows.
+    pub no_network: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

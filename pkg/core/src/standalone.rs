@@ -208,6 +208,7 @@ impl Containers {
     pub(crate) async fn start_again(&self, entry: &Arc<Entry>) -> Result<()> {
         let record = entry.record();
         let id = record.id.clone();
+        self.revive_after_reboot(&record).await?;
         self.ready_sandbox(&record.sandbox_id)?;
         let runtime = self.runtime(&record.runtime_handler)?;
         let core = self.clone();
@@ -458,10 +459,10 @@ impl crate::Shared {
         for r in records.iter().filter(|r| r.state.has_exited()) {
             match r.auto_remove {
                 true => containers.auto_remove(&r.id),
-                // An exit while berthd was down, or a restart it did not
-                // get to: the policy decides now, as dockerd's does at
-                // its start.
-                false => containers.apply_restart_policy(r),
+                // An exit while berthd was down (or a reboot), or a
+                // restart it did not get to: the policy decides now, as
+                // dockerd's does at its start.
+                false => containers.restart_at_start(r),
             }
         }
         let empty: Vec<String> = self
