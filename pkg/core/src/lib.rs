@@ -64,6 +64,7 @@ mod exec;
 mod idmap;
 mod image_io;
 mod images;
+mod local_driver;
 mod logs;
 pub mod metrics;
 pub mod model;

@@ -232,6 +232,12 @@ pub struct MountConfig {
     /// Submounts of the host path read-only too (needs `readonly` and
     /// private propagation).
     pub recursive_readonly: bool,
+    /// A tmpfs of its own with these options (`size=64m`, `mode=1770`)
+    /// rather than a bind of `host_path`.
+    pub tmpfs: Option<Vec<String>>,
+    /// A volume mounted without Docker's copy-up of the image's content
+    /// (`volume-nocopy`).
+    pub no_copy: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

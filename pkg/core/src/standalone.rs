@@ -222,13 +222,21 @@ impl Containers {
                 let _ = std::fs::remove_file(dir.join(f));
             }
             let log = (!r.log_path.as_os_str().is_empty()).then_some(r.log_path.as_path());
-            let made = core.spawn_monitor(&r.id, runtime.as_ref(), &r.config, log)?;
-            if let Err(e) = runtime.start(&r.id) {
-                // The monitor goes with the runtime's container.
-                let _ = runtime.delete(&r.id, true);
-                return Err(e);
+            core.hold_volumes(&r.id, &r.config.mounts)?;
+            let made = core
+                .spawn_monitor(&r.id, runtime.as_ref(), &r.config, log)
+                .and_then(|made| match runtime.start(&r.id) {
+                    Ok(()) => Ok(made),
+                    Err(e) => {
+                        // The monitor goes with the runtime's container.
+                        let _ = runtime.delete(&r.id, true);
+                        Err(e)
+                    }
+                });
+            if made.is_err() {
+                core.release_volumes(&r.id, &r.config.mounts);
             }
-            Ok(made)
+            made
         })
         .await
         .map_err(|e| Error::internal(format!("container start task: {e}")))??;

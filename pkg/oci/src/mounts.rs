@@ -274,6 +274,10 @@ fn cri_mounts_with(
                 m.container_path
             )));
         }
+        if m.tmpfs.is_some() {
+            checked.push((m, dest, false));
+            continue;
+        }
         let host = &m.host_path;
         if !host.is_absolute() {
             return Err(Error::invalid(format!(
@@ -355,6 +359,10 @@ fn resolve_mounts(
     let mut out = Vec::new();
     let mut rootfs_propagation: Option<String> = None;
     for (m, dest, missing) in checked {
+        if let Some(options) = &m.tmpfs {
+            out.push((dest.clone(), tmpfs_mount(&dest, m.readonly, options)));
+            continue;
+        }
         let host = &m.host_path;
         if missing {
             made.create(host).map_err(|e| {
@@ -395,6 +403,38 @@ fn resolve_mounts(
     }
     out.sort_by_key(|(dest, _)| dest.matches('/').count());
     Ok((out, rootfs_propagation))
+}
+
+/// A tmpfs at `dest`: Docker's defaults (`noexec`, `nosuid`, `nodev`,
+/// `rprivate`), then the options asked for, a later one of a kind
+/// winning (dockerd's `MergeTmpfsOptions`).
+fn tmpfs_mount(dest: &str, readonly: bool, asked: &[String]) -> OciMount {
+    let mut options: Vec<String> = ["noexec", "nosuid", "nodev", "rprivate"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    if readonly {
+        options.push("ro".into());
+    }
+    for o in asked.iter().filter(|o| !o.is_empty()) {
+        options.retain(|x| tmpfs_option_kind(x) != tmpfs_option_kind(o));
+        options.push(o.clone());
+    }
+    let refs: Vec<&str> = options.iter().map(String::as_str).collect();
+    mount(dest, "tmpfs", "tmpfs", &refs)
+}
+
+/// What a tmpfs option sets: a flag and its opposite set one thing, as
+/// do `size=1m` and `size=2m`.
+fn tmpfs_option_kind(option: &str) -> &str {
+    match option.split('=').next().unwrap_or(option) {
+        "rw" => "ro",
+        "exec" => "noexec",
+        "suid" => "nosuid",
+        "dev" => "nodev",
+        "private" | "shared" | "rshared" | "slave" | "rslave" => "rprivate",
+        name => name,
+    }
 }
 
 /// The defaults a CRI mount does not replace, then the CRI mounts: a CRI
@@ -616,6 +656,7 @@ mod tests {
             readonly,
             propagation,
             recursive_readonly: true,
+            tmpfs: None,
         };
         let e = cri_mounts(&[rro(false, Propagation::Private)]).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidArgument);
