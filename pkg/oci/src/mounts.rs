@@ -471,6 +471,25 @@ mod tests {
     }
 
     #[test]
+    fn tmpfs_mounts_take_dockers_defaults_then_the_options() {
+        let (out, _) = cri_mounts(&[Mount {
+            container_path: "/run/x/".into(),
+            readonly: true,
+            tmpfs: Some(vec!["size=2m".into(), "exec".into(), "mode=1770".into()]),
+            ..Mount::default()
+        }])
+        .unwrap();
+        let (dest, m) = &out[0];
+        assert_eq!(dest, "/run/x");
+        assert_eq!(m.typ().as_deref(), Some("tmpfs"));
+        assert_eq!(
+            options(m),
+            ["nosuid", "nodev", "rprivate", "ro", "size=2m", "exec", "mode=1770"],
+            "exec replaces the default noexec"
+        );
+    }
+
+    #[test]
     fn paths_clean_like_go() {
         assert_eq!(clean_path("/a//b/./c/.."), "/a/b");
         assert_eq!(clean_path("/../../etc"), "/etc");

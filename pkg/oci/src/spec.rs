@@ -1054,6 +1054,7 @@ mod tests {
                 readonly: true,
                 propagation: Propagation::Private,
                 recursive_readonly: false,
+                tmpfs: None,
             }],
             resources: Resources {
                 memory_limit: Some(64 << 20),
