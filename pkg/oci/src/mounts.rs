@@ -484,7 +484,15 @@ mod tests {
         assert_eq!(m.typ().as_deref(), Some("tmpfs"));
         assert_eq!(
             options(m),
-            ["nosuid", "nodev", "rprivate", "ro", "size=2m", "exec", "mode=1770"],
+            [
+                "nosuid",
+                "nodev",
+                "rprivate",
+                "ro",
+                "size=2m",
+                "exec",
+                "mode=1770"
+            ],
             "exec replaces the default noexec"
         );
     }
