@@ -11,18 +11,24 @@ use serde::Deserialize;
 use crate::error::{ApiError, ApiResult};
 use crate::volumes::{NamedVolume, VolumeMounts};
 
-/// One `--mount`.
+/// One `--mount`. docker-py sends a null `Source` for a tmpfs.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct MountBody {
-    #[serde(rename = "Type")]
+    #[serde(rename = "Type", deserialize_with = "null_as_empty")]
     pub kind: String,
+    #[serde(deserialize_with = "null_as_empty")]
     pub source: String,
+    #[serde(deserialize_with = "null_as_empty")]
     pub target: String,
     pub read_only: bool,
     pub bind_options: Option<BindOptions>,
     pub volume_options: Option<VolumeOptions>,
     pub tmpfs_options: Option<TmpfsOptions>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -260,6 +266,13 @@ mod tests {
         ro_anon.read_only = true;
         assert!(check(&ro_anon).unwrap_err().contains("anonymous volumes"));
         assert!(check(&body("bind", "/tmp", "/x")).is_ok());
+    }
+
+    #[test]
+    fn a_null_source_is_none() {
+        let m: MountBody =
+            serde_json::from_str(r#"{"Type":"tmpfs","Source":null,"Target":"/m"}"#).unwrap();
+        assert_eq!((m.kind.as_str(), m.source.as_str()), ("tmpfs", ""));
     }
 
     #[test]
