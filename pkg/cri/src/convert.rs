@@ -1022,6 +1022,7 @@ mod tests {
                     readonly: true,
                     propagation: want,
                     recursive_readonly: true,
+                    ..Default::default()
                 }],
                 "{cri}"
             );
