@@ -5,11 +5,9 @@
 //! again in place, at the same paths the container's spec names, as
 //! dockerd makes a container's network and rootfs again at its start.
 
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
-
 use berth_errdefs::{Error, Result};
 
+use crate::local_driver::is_mount_point;
 use crate::model::{ContainerRecord, Owner, SandboxState};
 use crate::{rootfs, Containers};
 
@@ -74,14 +72,5 @@ impl Containers {
         let layers = self.images.layer_dirs(&image)?;
         rootfs::mount_overlay(&layers, &dir.join("upper"), &dir.join("work"), &rootfs_dir)
             .map_err(|e| e.context(format!("mount the rootfs of {} again", record.id)))
-    }
-}
-
-/// Whether `dir` is a mount of its own (another device than its parent's).
-fn is_mount_point(dir: &Path) -> bool {
-    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev());
-    match (dev(dir), dir.parent().map(dev)) {
-        (Ok(d), Some(Ok(parent))) => d != parent,
-        _ => false,
     }
 }
