@@ -65,12 +65,15 @@ impl Containers {
     }
 
     /// At berthd's start (after a crash or a node reboot): a container
-    /// its policy would restart starts now with its count from zero, as
-    /// dockerd's restore starts it (a start, not a restart).
+    /// its policy would restart (an `on-failure:N` within its N, as the
+    /// record counts) starts now with its count from zero, as dockerd's
+    /// restore starts it (a start, not a restart).
     pub(crate) fn restart_at_start(&self, record: &ContainerRecord) {
-        let restarts = record
-            .restart_policy
-            .restarts(record.exit_code, 0, record.stopped_by_user);
+        let restarts = record.restart_policy.restarts(
+            record.exit_code,
+            record.restart_count,
+            record.stopped_by_user,
+        );
         if record.owner == Owner::Docker && restarts {
             self.start_later(record, 0, 0);
         }
