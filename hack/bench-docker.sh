@@ -6,13 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash hack/install-deps.sh
-if ! dpkg-query -W -f='${db:Status-Status}' docker.io 2>/dev/null | grep -q installed; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update
-  # dockerd and its containerd only; the docker CLI on PATH stays as it is
-  # (/usr/local/bin comes first).
-  apt-get install -y --no-install-recommends docker.io
-fi
+bash hack/install-docker-io.sh
 # Honour CARGO_TARGET_DIR (helpers and CI keep their own target dirs).
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo build --release --bin berthd --bin berth-shim --bin bench-docker

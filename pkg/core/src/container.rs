@@ -129,12 +129,14 @@ impl Containers {
         // async workers.
         let made = tokio::task::spawn_blocking(move || -> Result<ContainerRecord> {
             let handler = pod.config.runtime_handler.clone();
+            let mounts = config.mounts.clone();
             let stored = core
                 .make_container(&container_id, &pod, config, &image)
                 .map(|r| extras.apply(r))
                 .and_then(|r| core.persist_container(&r).map(|()| r));
             if stored.is_err() {
                 core.remove_container_files(&container_id, &handler);
+                core.release_volumes(&container_id, &mounts);
             }
             stored
         })
@@ -195,6 +197,9 @@ impl Containers {
                 rootfs_dir
             }
         };
+        // Volumes with driver options are mounted first, so that the
+        // copy-up lands in what the container sees.
+        self.hold_volumes(id, &config.mounts)?;
         if userns.is_none() {
             self.copy_up_volumes(&config.mounts, &rootfs_dir)?;
         }
@@ -363,6 +368,7 @@ impl Containers {
                     Propagation::Bidirectional => oci::Propagation::Bidirectional,
                 },
                 recursive_readonly: m.recursive_readonly,
+                tmpfs: m.tmpfs.clone(),
             })
             .collect();
         let taken =
@@ -380,6 +386,7 @@ impl Containers {
                     readonly: sec.readonly_rootfs,
                     propagation: oci::Propagation::Private,
                     recursive_readonly: false,
+                    tmpfs: None,
                 });
             }
         }
@@ -391,6 +398,7 @@ impl Containers {
                     readonly: false,
                     propagation: oci::Propagation::Private,
                     recursive_readonly: false,
+                    tmpfs: None,
                 });
             }
         }
@@ -702,6 +710,7 @@ impl Containers {
         }
         self.store.write(Batch::new().delete(CONTAINERS, id))?;
         self.objects().containers.remove(id);
+        self.release_volumes(id, &record.config.mounts);
         if let Some(pod) = self.sandbox_entry(&record.sandbox_id) {
             self.release_name(&name_key(&record.config, &pod.record().config), id);
         }
@@ -842,6 +851,7 @@ impl Shared {
         if let Err(e) = self.persist_container(&record) {
             tracing::error!(container = %id, "record exit: {e}");
         }
+        self.release_volumes(&id, &record.config.mounts);
         record
     }
     /// Undoes everything a container made on the node; missing parts are fine.

@@ -16,6 +16,7 @@ use berth_image::service::SaveItem;
 use crate::changes::ChangeKind;
 use crate::events::{Action, Attrs};
 use crate::images::{ImageInfo, Images};
+use crate::model::{ContainerRecord, ContainerState, Owner};
 use crate::Containers;
 
 /// Defaults for containers a new image gets (Docker's `--change`); the
@@ -31,6 +32,9 @@ pub struct NewImage {
     /// A tag for the new image (`repo:tag`; a short name is qualified as
     /// a pull would qualify it).
     pub tag: Option<String>,
+    /// Freeze a running container while its changes are copied, so the
+    /// layer is one moment's state (dockerd's `pause`, on by default).
+    pub pause: bool,
 }
 
 /// An image a load stored.
@@ -124,9 +128,29 @@ impl Containers {
     /// A new image of the container's image plus one layer of what the
     /// container changed (what [`Containers::changes`] lists; deletions
     /// as whiteouts), with `new`'s config changes, author, comment and tag.
-    /// The container keeps running; emits the container's `commit`.
+    /// The container keeps running (frozen meanwhile if `new.pause`, with
+    /// `pause`/`unpause` events as dockerd's); emits the container's
+    /// `commit`.
     pub async fn commit(&self, id: &str, new: NewImage) -> Result<ImageInfo> {
         let record = self.status(id)?;
+        let freeze = new.pause
+            && record.owner == Owner::Docker
+            && record.state == ContainerState::Running
+            && !record.paused;
+        if freeze {
+            self.pause(&record.id).await?;
+        }
+        let made = self.commit_now(&record, new).await;
+        if freeze {
+            // A stop or removal meanwhile has thawed it already.
+            if let Err(e) = self.unpause(&record.id).await {
+                tracing::debug!(container = %record.id, "thaw after commit: {e}");
+            }
+        }
+        made
+    }
+
+    async fn commit_now(&self, record: &ContainerRecord, new: NewImage) -> Result<ImageInfo> {
         let parent = self.images.resolve(&record.image_id)?.ok_or_else(|| {
             Error::not_found(format!(
                 "the image {} of container {} is gone",
@@ -154,7 +178,7 @@ impl Containers {
             blocking(move || leaf.commit_diff(&parent, &upper, &entries, &info, tag.as_deref()))
                 .await?;
         self.container_event_with(
-            &record,
+            record,
             Action::Commit,
             Attrs::new().set("imageID", image.id.clone()),
         );

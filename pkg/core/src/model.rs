@@ -232,6 +232,12 @@ pub struct MountConfig {
     /// Submounts of the host path read-only too (needs `readonly` and
     /// private propagation).
     pub recursive_readonly: bool,
+    /// A tmpfs of its own with these options (`size=64m`, `mode=1770`)
+    /// rather than a bind of `host_path`.
+    pub tmpfs: Option<Vec<String>>,
+    /// A volume mounted without Docker's copy-up of the image's content
+    /// (`volume-nocopy`).
+    pub no_copy: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -359,6 +365,9 @@ pub struct SandboxRecord {
     pub shm: Option<PathBuf>,
     /// The pod's network while it is attached (none for host network).
     pub network: Option<berth_net::Attachment>,
+    /// Made without a network (Docker's `--network none`): what a
+    /// sandbox made again after a reboot follows.
+    pub no_network: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -61,9 +61,30 @@ impl Containers {
         }
         let ran_ns = record.finished_at_ns - record.started_at_ns;
         let delay = next_delay_ms(record.restart_delay_ms, ran_ns);
+        self.start_later(record, delay, record.restart_count + 1);
+    }
+
+    /// At berthd's start (after a crash or a node reboot): a container
+    /// its policy would restart (an `on-failure:N` within its N, as the
+    /// record counts) starts now with its count from zero, as dockerd's
+    /// restore starts it (a start, not a restart).
+    pub(crate) fn restart_at_start(&self, record: &ContainerRecord) {
+        let restarts = record.restart_policy.restarts(
+            record.exit_code,
+            record.restart_count,
+            record.stopped_by_user,
+        );
+        if record.owner == Owner::Docker && restarts {
+            self.start_later(record, 0, 0);
+        }
+    }
+
+    /// Starts the exited `record` again after `delay_ms` with
+    /// `restart_count` unless something else happened to it meanwhile.
+    fn start_later(&self, record: &ContainerRecord, delay_ms: u64, restart_count: u32) {
         let (core, id, count) = (self.clone(), record.id.clone(), record.restart_count);
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             let Some(entry) = core.container_entry(&id) else {
                 return;
             };
@@ -78,11 +99,11 @@ impl Containers {
                 return;
             }
             entry.update(|r| {
-                r.restart_count += 1;
-                r.restart_delay_ms = delay;
+                r.restart_count = restart_count;
+                r.restart_delay_ms = delay_ms;
             });
             match core.start_again(&entry).await {
-                Ok(()) => tracing::info!(container = %id, restarts = count + 1,
+                Ok(()) => tracing::info!(container = %id, restarts = restart_count,
                     "started again by its restart policy"),
                 Err(e) => tracing::warn!(container = %id, "restart policy: start again: {e}"),
             }

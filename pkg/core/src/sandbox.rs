@@ -42,7 +42,7 @@ impl Entry {
             .clone()
     }
 
-    fn set(&self, record: SandboxRecord) {
+    pub(crate) fn set(&self, record: SandboxRecord) {
         *self.record.lock().unwrap_or_else(|p| p.into_inner()) = record;
     }
 }
@@ -168,7 +168,7 @@ impl Sandboxes {
         Ok(id)
     }
 
-    fn make_sandbox(
+    pub(crate) fn make_sandbox(
         &self,
         id: &str,
         owner: Owner,
@@ -237,6 +237,7 @@ impl Sandboxes {
             owns_cgroup_parent,
             shm,
             network,
+            no_network: !attach_network,
             config,
         })
     }

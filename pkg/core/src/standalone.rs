@@ -208,6 +208,7 @@ impl Containers {
     pub(crate) async fn start_again(&self, entry: &Arc<Entry>) -> Result<()> {
         let record = entry.record();
         let id = record.id.clone();
+        self.revive_after_reboot(&record).await?;
         self.ready_sandbox(&record.sandbox_id)?;
         let runtime = self.runtime(&record.runtime_handler)?;
         let core = self.clone();
@@ -221,13 +222,21 @@ impl Containers {
                 let _ = std::fs::remove_file(dir.join(f));
             }
             let log = (!r.log_path.as_os_str().is_empty()).then_some(r.log_path.as_path());
-            let made = core.spawn_monitor(&r.id, runtime.as_ref(), &r.config, log)?;
-            if let Err(e) = runtime.start(&r.id) {
-                // The monitor goes with the runtime's container.
-                let _ = runtime.delete(&r.id, true);
-                return Err(e);
+            core.hold_volumes(&r.id, &r.config.mounts)?;
+            let made = core
+                .spawn_monitor(&r.id, runtime.as_ref(), &r.config, log)
+                .and_then(|made| match runtime.start(&r.id) {
+                    Ok(()) => Ok(made),
+                    Err(e) => {
+                        // The monitor goes with the runtime's container.
+                        let _ = runtime.delete(&r.id, true);
+                        Err(e)
+                    }
+                });
+            if made.is_err() {
+                core.release_volumes(&r.id, &r.config.mounts);
             }
-            Ok(made)
+            made
         })
         .await
         .map_err(|e| Error::internal(format!("container start task: {e}")))??;
@@ -458,10 +467,10 @@ impl crate::Shared {
         for r in records.iter().filter(|r| r.state.has_exited()) {
             match r.auto_remove {
                 true => containers.auto_remove(&r.id),
-                // An exit while berthd was down, or a restart it did not
-                // get to: the policy decides now, as dockerd's does at
-                // its start.
-                false => containers.apply_restart_policy(r),
+                // An exit while berthd was down (or a reboot), or a
+                // restart it did not get to: the policy decides now, as
+                // dockerd's does at its start.
+                false => containers.restart_at_start(r),
             }
         }
         let empty: Vec<String> = self

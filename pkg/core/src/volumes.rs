@@ -33,6 +33,9 @@ pub struct VolumeRecord {
     /// Made for one container (`-v /path`, an image's `VOLUME`), without a
     /// name of its own; `docker rm -v` removes it with the container.
     pub anonymous: bool,
+    /// The local driver's options (`type`, `device`, `o`): mounted on
+    /// `_data` while containers use it.
+    pub options: BTreeMap<String, String>,
 }
 
 /// A volume and where it lives now.
@@ -51,7 +54,7 @@ pub struct VolumeSpec {
     /// Empty: an anonymous volume with a generated name.
     pub name: String,
     pub labels: BTreeMap<String, String>,
-    /// Driver options (`type`, `device`, `o`): none are supported yet.
+    /// The local driver's options (`type`, `device`, `o`), as dockerd's.
     pub options: BTreeMap<String, String>,
 }
 
@@ -59,17 +62,13 @@ impl Volumes {
     /// Makes a volume; one of that name already there is returned as it
     /// is (as dockerd does).
     pub fn create(&self, spec: VolumeSpec) -> Result<Volume> {
-        if !spec.options.is_empty() {
-            return Err(Error::invalid(
-                "volume driver options (type, device, o) are not supported yet",
-            ));
-        }
         let anonymous = spec.name.is_empty();
         let name = match anonymous {
             true => new_id(),
             false => spec.name,
         };
         check_name(&name)?;
+        crate::local_driver::check_options(&name, &spec.options)?;
         if let Some(existing) = self.find(&name)? {
             return Ok(existing);
         }
@@ -78,6 +77,7 @@ impl Volumes {
             created_at_ns: now_ns(),
             labels: spec.labels,
             anonymous,
+            options: spec.options,
         };
         let dir = self.volume_data(&name);
         std::fs::create_dir_all(&dir)
@@ -125,6 +125,9 @@ impl Volumes {
                 ),
             ));
         }
+        // Never remove through a mount (a bound host directory).
+        self.unmount_volume_dir(&volume.mountpoint)
+            .map_err(|e| e.context(format!("remove {name}")))?;
         self.store.write(Batch::new().delete(VOLUMES, name))?;
         std::fs::remove_dir_all(self.volume_dir(name))
             .or_else(|e| match e.kind() {
@@ -158,12 +161,7 @@ impl Volumes {
 
     /// The volume a container's mount source is, if it is one.
     pub fn name_of(&self, host_path: &str) -> Option<String> {
-        let rest = Path::new(host_path)
-            .strip_prefix(self.config.root.join("volumes"))
-            .ok()?;
-        let mut parts = rest.components();
-        let name = parts.next()?.as_os_str().to_str()?.to_string();
-        (parts.as_path() == Path::new("_data")).then_some(name)
+        self.volume_name_of(host_path)
     }
 
     fn find(&self, name: &str) -> Result<Option<Volume>> {
@@ -189,6 +187,16 @@ impl Volumes {
 }
 
 impl crate::Shared {
+    /// The volume a mount source is, if it is one.
+    pub(crate) fn volume_name_of(&self, host_path: &str) -> Option<String> {
+        let rest = Path::new(host_path)
+            .strip_prefix(self.config.root.join("volumes"))
+            .ok()?;
+        let mut parts = rest.components();
+        let name = parts.next()?.as_os_str().to_str()?.to_string();
+        (parts.as_path() == Path::new("_data")).then_some(name)
+    }
+
     pub(crate) fn volume_dir(&self, name: &str) -> PathBuf {
         self.config.root.join("volumes").join(name)
     }
@@ -208,7 +216,7 @@ impl crate::Shared {
         let volumes = self.config.root.join("volumes");
         for m in mounts {
             let volume = Path::new(&m.host_path);
-            if !volume.starts_with(&volumes) || !is_empty_dir(volume) {
+            if m.no_copy || !volume.starts_with(&volumes) || !is_empty_dir(volume) {
                 continue;
             }
             let Ok(source) = crate::archive::resolve(rootfs, &m.container_path, true) else {

@@ -253,6 +253,7 @@ pub fn container_config(c: api::ContainerConfig) -> m::ContainerConfig {
                     _ => m::Propagation::Private,
                 },
                 recursive_readonly: mnt.recursive_read_only,
+                ..Default::default()
             })
             .collect(),
         devices: c
@@ -1021,6 +1022,7 @@ mod tests {
                     readonly: true,
                     propagation: want,
                     recursive_readonly: true,
+                    ..Default::default()
                 }],
                 "{cri}"
             );

@@ -217,6 +217,14 @@ fn mounts(core: &Core, v: &ContainerView) -> Vec<Value> {
         .mounts
         .iter()
         .map(|m| match volumes.name_of(&m.host_path) {
+            _ if m.tmpfs.is_some() => json!({
+                "Type": "tmpfs",
+                "Source": "",
+                "Destination": m.container_path,
+                "Mode": "",
+                "RW": !m.readonly,
+                "Propagation": "",
+            }),
             Some(name) => json!({
                 "Type": "volume",
                 "Name": name,

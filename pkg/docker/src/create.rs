@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use berth_core::{
     ContainerConfig, Core, ErrorKind, MountConfig, NamespaceMode, NetworkMode, PodConfig,
-    PortMapping, Protocol, Resources, RestartPolicy, SeccompConfig, StandaloneSpec,
+    PortMapping, Propagation, Protocol, Resources, RestartPolicy, SeccompConfig, StandaloneSpec,
 };
 use hyper::{Response, StatusCode};
 use serde::Deserialize;
@@ -13,8 +13,9 @@ use serde_json::json;
 
 use crate::error::{ApiError, ApiResult};
 use crate::http::{json, Body};
+use crate::mounts::MountBody;
 use crate::view;
-use crate::volumes::VolumeMounts;
+use crate::volumes::{NamedVolume, VolumeMounts};
 
 /// A string or a list of strings (Docker's `StrSlice`).
 #[derive(Debug, Clone, Deserialize)]
@@ -79,17 +80,7 @@ pub struct HostConfig {
     pub restart_policy: Option<RestartPolicyBody>,
     pub volumes_from: Option<Vec<String>>,
     pub mounts: Option<Vec<MountBody>>,
-}
-
-/// One `--mount` (`HostConfig.Mounts`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct MountBody {
-    #[serde(rename = "Type")]
-    pub kind: String,
-    pub source: String,
-    pub target: String,
-    pub read_only: bool,
+    pub tmpfs: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -261,26 +252,22 @@ fn standalone_spec(
         let (source, mount) = bind(b)?;
         match source.starts_with('/') {
             true => mounts.push(mount),
-            false => volumes.named(core, &source, &mount.container_path, mount.readonly)?,
+            false => volumes.named(
+                core,
+                NamedVolume {
+                    name: &source,
+                    target: &mount.container_path,
+                    readonly: mount.readonly,
+                    no_copy: mount.no_copy,
+                    ..Default::default()
+                },
+            )?,
         }
     }
-    for m in host.mounts.as_deref().unwrap_or_default() {
-        match (m.kind.as_str(), m.source.as_str()) {
-            ("bind", src) if src.starts_with('/') => mounts.push(MountConfig {
-                host_path: src.to_string(),
-                container_path: m.target.clone(),
-                readonly: m.read_only,
-                ..Default::default()
-            }),
-            ("volume", "") => volumes.anonymous(core, &m.target, &mounts)?,
-            ("volume", src) => volumes.named(core, src, &m.target, m.read_only)?,
-            (kind, _) => {
-                return Err(ApiError::bad_request(format!(
-                    "mount type {kind:?} with source {:?} is not supported",
-                    m.source
-                )))
-            }
-        }
+    let given = host.mounts.as_deref().unwrap_or_default();
+    crate::mounts::add_mounts(core, given, &mut mounts, volumes)?;
+    if let Some(tmpfs) = &host.tmpfs {
+        crate::mounts::add_tmpfs(tmpfs, &mut mounts)?;
     }
     for from in host.volumes_from.as_deref().unwrap_or_default() {
         mounts.extend(volumes_from(core, from)?);
@@ -380,23 +367,22 @@ fn bind(spec: &str) -> ApiResult<(String, MountConfig)> {
             )))
         }
     };
-    let mut readonly = false;
+    let mut mount = MountConfig {
+        host_path: src.to_string(),
+        container_path: dst.to_string(),
+        ..Default::default()
+    };
     for m in mode.split(',').filter(|m| !m.is_empty()) {
         match m {
-            "ro" => readonly = true,
+            "ro" => mount.readonly = true,
+            "nocopy" => mount.no_copy = true,
+            "shared" | "rshared" => mount.propagation = Propagation::Bidirectional,
+            "slave" | "rslave" => mount.propagation = Propagation::HostToContainer,
             "rw" | "z" | "Z" | "rprivate" | "private" => {}
             _ => return Err(ApiError::bad_request(format!("invalid mode: {m}"))),
         }
     }
-    Ok((
-        src.to_string(),
-        MountConfig {
-            host_path: src.to_string(),
-            container_path: dst.to_string(),
-            readonly,
-            ..Default::default()
-        },
-    ))
+    Ok((src.to_string(), mount))
 }
 
 /// `--volumes-from name[:ro|rw]`: the other container's mounts, read-only

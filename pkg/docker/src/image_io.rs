@@ -21,9 +21,21 @@ use crate::view;
 pub async fn commit(ctx: Ctx) -> ApiResult<Response<Body>> {
     let container = ctx.query.get("container").unwrap_or("");
     let v = view::find(&ctx.core, container)?;
-    let new = new_image(&ctx.query, "")?;
+    let new = NewImage {
+        pause: bool_or(&ctx.query, "pause", true),
+        ..new_image(&ctx.query, "")?
+    };
     let image = ctx.core.containers().commit(&v.record.id, new).await?;
     Ok(json(StatusCode::CREATED, &json!({"Id": image.id})))
+}
+
+/// dockerd's `BoolValueOrDefault`: absent is `default`; empty, `0`,
+/// `no`, `false` and `none` are false; anything else true.
+fn bool_or(query: &Query, key: &str, default: bool) -> bool {
+    match query.get(key).map(|v| v.trim().to_ascii_lowercase()) {
+        None => default,
+        Some(v) => !matches!(v.as_str(), "" | "0" | "no" | "false" | "none"),
+    }
 }
 
 /// `repo`/`tag`, `changes`, `author` and the comment (`comment` for
@@ -46,6 +58,7 @@ fn new_image(query: &Query, default_comment: &str) -> ApiResult<NewImage> {
         author: query.get("author").unwrap_or("").to_string(),
         comment: comment.to_string(),
         tag,
+        pause: false,
     })
 }
 

@@ -44,6 +44,7 @@ mod images;
 mod lifecycle;
 mod listen;
 mod logs;
+mod mounts;
 mod names;
 mod observe;
 mod progress;

@@ -37,7 +37,7 @@ pub fn volume_json(v: &Volume) -> Value {
         "Labels": if r.labels.is_empty() { Value::Null } else { json!(r.labels) },
         "Mountpoint": v.mountpoint,
         "Name": r.name,
-        "Options": null,
+        "Options": if r.options.is_empty() { Value::Null } else { json!(r.options) },
         "Scope": "local",
     })
 }
@@ -45,18 +45,24 @@ pub fn volume_json(v: &Volume) -> Value {
 /// `POST /volumes/create`: 201 with the volume (an existing one of that
 /// name as it is).
 pub fn create(core: &Core, body: CreateBody) -> ApiResult<Response<Body>> {
-    if !matches!(body.driver.as_str(), "" | "local") {
-        return Err(ApiError::not_found(format!(
-            "error looking up volume plugin {}: plugin \"{}\" not found",
-            body.driver, body.driver
-        )));
-    }
+    check_driver(&body.driver)?;
     let volume = core.volumes().create(VolumeSpec {
         name: body.name,
         labels: body.labels.unwrap_or_default(),
         options: body.driver_opts.unwrap_or_default(),
     })?;
     Ok(json(StatusCode::CREATED, &volume_json(&volume)))
+}
+
+/// Only the `local` driver is here; another is a plugin dockerd would
+/// look for, in its words.
+fn check_driver(driver: &str) -> ApiResult<()> {
+    match driver {
+        "" | "local" => Ok(()),
+        other => Err(ApiError::not_found(format!(
+            "error looking up volume plugin {other}: plugin \"{other}\" not found"
+        ))),
+    }
 }
 
 /// `GET /volumes`.
@@ -118,24 +124,37 @@ pub struct VolumeMounts {
     pub made: Vec<String>,
 }
 
+/// A named volume a container mounts (`-v name:/path`, `--mount
+/// type=volume`), and how to make it if it is not there yet.
+#[derive(Debug, Default)]
+pub struct NamedVolume<'a> {
+    pub name: &'a str,
+    pub target: &'a str,
+    pub readonly: bool,
+    pub no_copy: bool,
+    pub driver: &'a str,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
 impl VolumeMounts {
-    /// A named volume at `target`, made if it is not there yet.
-    pub fn named(
-        &mut self,
-        core: &Core,
-        name: &str,
-        target: &str,
-        readonly: bool,
-    ) -> ApiResult<()> {
-        let existed = core.volumes().inspect(name).is_ok();
+    /// A named volume, made if it is not there yet (one that is keeps
+    /// its own options, as with dockerd).
+    pub fn named(&mut self, core: &Core, want: NamedVolume) -> ApiResult<()> {
+        check_driver(want.driver)?;
+        let existed = core.volumes().inspect(want.name).is_ok();
         let v = core.volumes().create(VolumeSpec {
-            name: name.to_string(),
-            ..Default::default()
+            name: want.name.to_string(),
+            labels: want.labels,
+            options: want.options,
         })?;
         if !existed {
-            self.made.push(name.to_string());
+            self.made.push(want.name.to_string());
         }
-        self.push(&v, target, readonly);
+        self.push(&v, want.target, want.readonly);
+        if let Some(m) = self.mounts.last_mut() {
+            m.no_copy = want.no_copy;
+        }
         Ok(())
     }
 

@@ -20,5 +20,5 @@ pub mod seccomp_bpf;
 pub mod spec;
 
 pub use handler::{default_handlers, hide_cgroup2, RuntimeHandler};
-pub use mounts::MadeDirs;
+pub use mounts::{parse_mountinfo, MadeDirs};
 pub use runtime::{ContainerState, OciRuntime};

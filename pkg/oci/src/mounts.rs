@@ -274,6 +274,10 @@ fn cri_mounts_with(
                 m.container_path
             )));
         }
+        if m.tmpfs.is_some() {
+            checked.push((m, dest, false));
+            continue;
+        }
         let host = &m.host_path;
         if !host.is_absolute() {
             return Err(Error::invalid(format!(
@@ -355,6 +359,10 @@ fn resolve_mounts(
     let mut out = Vec::new();
     let mut rootfs_propagation: Option<String> = None;
     for (m, dest, missing) in checked {
+        if let Some(options) = &m.tmpfs {
+            out.push((dest.clone(), tmpfs_mount(&dest, m.readonly, options)));
+            continue;
+        }
         let host = &m.host_path;
         if missing {
             made.create(host).map_err(|e| {
@@ -397,6 +405,38 @@ fn resolve_mounts(
     Ok((out, rootfs_propagation))
 }
 
+/// A tmpfs at `dest`: Docker's defaults (`noexec`, `nosuid`, `nodev`,
+/// `rprivate`), then the options asked for, a later one of a kind
+/// winning (dockerd's `MergeTmpfsOptions`).
+fn tmpfs_mount(dest: &str, readonly: bool, asked: &[String]) -> OciMount {
+    let mut options: Vec<String> = ["noexec", "nosuid", "nodev", "rprivate"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    if readonly {
+        options.push("ro".into());
+    }
+    for o in asked.iter().filter(|o| !o.is_empty()) {
+        options.retain(|x| tmpfs_option_kind(x) != tmpfs_option_kind(o));
+        options.push(o.clone());
+    }
+    let refs: Vec<&str> = options.iter().map(String::as_str).collect();
+    mount(dest, "tmpfs", "tmpfs", &refs)
+}
+
+/// What a tmpfs option sets: a flag and its opposite set one thing, as
+/// do `size=1m` and `size=2m`.
+fn tmpfs_option_kind(option: &str) -> &str {
+    match option.split('=').next().unwrap_or(option) {
+        "rw" => "ro",
+        "exec" => "noexec",
+        "suid" => "nosuid",
+        "dev" => "nodev",
+        "private" | "shared" | "rshared" | "slave" | "rslave" => "rprivate",
+        name => name,
+    }
+}
+
 /// The defaults a CRI mount does not replace, then the CRI mounts: a CRI
 /// mount at a default's destination replaces it, and a CRI `/dev`
 /// replaces every default under `/dev`.
@@ -428,6 +468,33 @@ mod tests {
 
     fn options(m: &OciMount) -> Vec<String> {
         m.options().clone().unwrap_or_default()
+    }
+
+    #[test]
+    fn tmpfs_mounts_take_dockers_defaults_then_the_options() {
+        let (out, _) = cri_mounts(&[Mount {
+            container_path: "/run/x/".into(),
+            readonly: true,
+            tmpfs: Some(vec!["size=2m".into(), "exec".into(), "mode=1770".into()]),
+            ..Mount::default()
+        }])
+        .unwrap();
+        let (dest, m) = &out[0];
+        assert_eq!(dest, "/run/x");
+        assert_eq!(m.typ().as_deref(), Some("tmpfs"));
+        assert_eq!(
+            options(m),
+            [
+                "nosuid",
+                "nodev",
+                "rprivate",
+                "ro",
+                "size=2m",
+                "exec",
+                "mode=1770"
+            ],
+            "exec replaces the default noexec"
+        );
     }
 
     #[test]
@@ -616,6 +683,7 @@ mod tests {
             readonly,
             propagation,
             recursive_readonly: true,
+            tmpfs: None,
         };
         let e = cri_mounts(&[rro(false, Propagation::Private)]).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidArgument);

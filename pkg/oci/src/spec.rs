@@ -118,6 +118,9 @@ pub struct Mount {
     /// caller must give a `host_path` that is already a recursively
     /// read-only mount (berth-core stages one).
     pub recursive_readonly: bool,
+    /// A tmpfs with these mount options (`size=64m`, `mode=1770`, ...)
+    /// instead of a bind: `host_path` is not used.
+    pub tmpfs: Option<Vec<String>>,
 }
 
 /// A device node from the host (CRI `Device`).
@@ -1051,6 +1054,7 @@ mod tests {
                 readonly: true,
                 propagation: Propagation::Private,
                 recursive_readonly: false,
+                tmpfs: None,
             }],
             resources: Resources {
                 memory_limit: Some(64 << 20),

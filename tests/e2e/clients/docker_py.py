@@ -23,6 +23,10 @@ Flows:
   stop NAME         stop(timeout=1) of NAME, then remove()
   volume IMAGE      a labelled volume shared by two containers, listed by
                     label, refused while in use, then removed
+  volume_options IMAGE
+                    a tmpfs volume of the local driver's options and tmpfs
+                    mounts (Mount type tmpfs, tmpfs=): their mount lines;
+                    a bad option refused; list filters; prune
 """
 import json
 import sys
@@ -167,8 +171,60 @@ def volume(client, image):
     }
 
 
+def refusal(call):
+    try:
+        call()
+        return None
+    except APIError as e:
+        return {"status": e.status_code, "explanation": e.explanation}
+
+
+def volume_options(client, image):
+    opts = {"type": "tmpfs", "device": "tmpfs", "o": "size=16m"}
+    vol = client.volumes.create("pytmp", driver="local", driver_opts=opts, labels={"flow": "opts"})
+    in_volume = client.containers.run(
+        image, "grep ' /t ' /proc/mounts", volumes={"pytmp": {"bind": "/t", "mode": "rw"}}, remove=True
+    )
+    tmpfs_mount = docker.types.Mount("/m", None, type="tmpfs", tmpfs_size=1 << 20, tmpfs_mode=0o1770)
+    mounted = client.containers.run(
+        image, "grep ' /m ' /proc/mounts", mounts=[tmpfs_mount], remove=True
+    )
+    tmpfs_param = client.containers.run(
+        image, "grep ' /s ' /proc/mounts", tmpfs={"/s": "size=2m"}, remove=True
+    )
+    bad = refusal(lambda: client.volumes.create("pybad", driver_opts={"colour": "red"}))
+    client.volumes.create("pyspare")
+    holder = client.containers.run(
+        image, "sleep 600", volumes={"pytmp": {"bind": "/t", "mode": "rw"}}, detach=True
+    )
+    names = lambda **f: sorted(v.name for v in client.volumes.list(filters=f))
+    listed = {
+        "name": names(name="pyt"),
+        "dangling": names(dangling=True),
+        "in_use": names(dangling=False),
+        "label": names(label="flow=opts"),
+        "driver": names(driver="local"),
+    }
+    pruned = client.volumes.prune()
+    holder.remove(force=True)
+    vol.reload()
+    attrs = vol.attrs
+    vol.remove()
+    return {
+        "options": attrs["Options"],
+        "in_volume": in_volume.decode(),
+        "mounted": mounted.decode(),
+        "tmpfs_param": tmpfs_param.decode(),
+        "bad": bad,
+        "listed": listed,
+        "pruned": pruned["VolumesDeleted"],
+        "left": [v.name for v in client.volumes.list()],
+    }
+
+
 FLOWS = {
     "volume": volume,
+    "volume_options": volume_options,
     "system": system,
     "inspect": inspect,
     "pull": pull,

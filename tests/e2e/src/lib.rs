@@ -1,6 +1,7 @@
 //! End-to-end suites live in tests/; this library holds what they share:
 //! CRI request builders and calls with the assertions every suite repeats.
 
+pub mod docker_peer;
 pub mod k8s;
 pub mod scrape;
 

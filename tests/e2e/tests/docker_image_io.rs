@@ -139,6 +139,105 @@ async fn commit_makes_an_image_that_runs_with_the_change() {
     d.docker_ok(&["rmi", "committed:1"]);
 }
 
+/// The container's events since `since` (unix seconds), action names in order.
+fn container_actions(d: &TestDaemon, name: &str, since: &str) -> Vec<String> {
+    d.docker_ok(&[
+        "events",
+        "--since",
+        since,
+        "--until",
+        "0s",
+        "--filter",
+        &format!("container={name}"),
+        "--format",
+        "{{.Action}}",
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+fn counter(d: &TestDaemon, name: &str) -> u64 {
+    d.docker_ok(&["exec", name, "cat", "/n"])
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_freezes_a_running_container_unless_told_not_to() {
+    let (d, reg, _rt) = daemon_with(&["busybox"]).await;
+    let image = reg.image("busybox");
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        &image,
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo $i > /n; sleep 0.05; done",
+    ]);
+    berth_testkit::eventually(
+        "the counter runs",
+        std::time::Duration::from_secs(10),
+        || (counter(&d, "ticker") > 0).then_some(()),
+    )
+    .await;
+
+    // The default (no `pause` parameter, as the CLI sends it): frozen
+    // around the copy, as dockerd's events show it: pause, commit, unpause.
+    d.docker_ok(&["commit", "ticker", "frozen:1"]);
+    let freezes = |d: &TestDaemon| -> Vec<String> {
+        container_actions(d, "ticker", &since)
+            .into_iter()
+            .filter(|a| matches!(a.as_str(), "pause" | "unpause" | "commit"))
+            .collect()
+    };
+    // `--until` is whole seconds: the events show once their second is over.
+    let wait = std::time::Duration::from_secs(10);
+    berth_testkit::eventually("the commit's events", wait, || {
+        (freezes(&d).len() >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(freezes(&d), ["pause", "commit", "unpause"]);
+    assert_eq!(
+        d.docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.Paused}}",
+            "ticker"
+        ])
+        .trim(),
+        "running false"
+    );
+    // Thawed: the counter keeps going.
+    let before = counter(&d, "ticker");
+    berth_testkit::eventually(
+        "the counter goes on",
+        std::time::Duration::from_secs(10),
+        || (counter(&d, "ticker") > before).then_some(()),
+    )
+    .await;
+
+    // --pause=false: no freeze.
+    d.docker_ok(&["commit", "--pause=false", "ticker", "frozen:2"]);
+    berth_testkit::eventually("the second commit's event", wait, || {
+        (freezes(&d).len() >= 4).then_some(())
+    })
+    .await;
+    assert_eq!(freezes(&d), ["pause", "commit", "unpause", "commit"]);
+
+    d.docker_ok(&["rm", "-f", "ticker"]);
+    d.docker_ok(&["rmi", "frozen:1", "frozen:2"]);
+    d.assert_no_leaks();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn save_rmi_load_gives_back_the_same_images() {
     let (d, reg, _rt) = daemon_with(&["busybox"]).await;

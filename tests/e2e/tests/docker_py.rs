@@ -180,3 +180,38 @@ async fn docker_py_shares_a_volume_and_cannot_remove_it_in_use() {
     assert_eq!(v["left"], serde_json::json!([]), "{v}");
     d.assert_no_leaks();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_py_makes_volumes_with_options_tmpfs_mounts_and_prunes() {
+    let (d, reg, _rt) = daemon_with(&["busybox"]).await;
+    let v = docker_py(&d, &["volume_options", &reg.image("busybox")]);
+    assert_eq!(
+        v["options"],
+        serde_json::json!({"type": "tmpfs", "device": "tmpfs", "o": "size=16m"}),
+        "{v}"
+    );
+    let line = |key: &str| v[key].as_str().unwrap_or_default().to_string();
+    assert!(line("in_volume").starts_with("tmpfs /t tmpfs"), "{v}");
+    assert!(line("in_volume").contains("size=16384k"), "{v}");
+    assert!(line("mounted").starts_with("tmpfs /m tmpfs"), "{v}");
+    assert!(line("mounted").contains("size=1024k,mode=1770"), "{v}");
+    assert!(line("tmpfs_param").contains("size=2048k"), "{v}");
+    assert_eq!(v["bad"]["status"], 400, "{v}");
+    assert_eq!(
+        v["bad"]["explanation"], r#"create pybad: invalid option: "colour""#,
+        "{v}"
+    );
+    let listed = &v["listed"];
+    assert_eq!(listed["name"], serde_json::json!(["pytmp"]), "{v}");
+    assert_eq!(listed["dangling"], serde_json::json!(["pyspare"]), "{v}");
+    assert_eq!(listed["in_use"], serde_json::json!(["pytmp"]), "{v}");
+    assert_eq!(listed["label"], serde_json::json!(["pytmp"]), "{v}");
+    assert_eq!(
+        listed["driver"],
+        serde_json::json!(["pyspare", "pytmp"]),
+        "{v}"
+    );
+    assert_eq!(v["pruned"], serde_json::json!(["pyspare"]), "{v}");
+    assert_eq!(v["left"], serde_json::json!([]), "{v}");
+    d.assert_no_leaks();
+}

@@ -2,7 +2,8 @@
 //! containers, its content kept across container removal and a SIGKILLed
 //! berthd, removal refused while in use, anonymous volumes and `rm -v`,
 //! copy-up of the image's content, read-only mounts refused with EROFS,
-//! filters, prune and dockerd's errors.
+//! filters (dangling, name, label, driver), `rm -f` of a volume in use,
+//! `system df`, prune and dockerd's errors.
 
 use berth_e2e::*;
 use berth_testkit::TestDaemon;
@@ -180,5 +181,68 @@ async fn anonymous_volumes_copy_up_and_go_with_rm_v() {
         "{pruned}"
     );
     assert!(volume_names(&d, &[]).is_empty());
+    d.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volume_ls_filters_and_forced_removal_in_use() {
+    let (d, reg, _rt) = daemon_with(&["busybox"]).await;
+    let image = reg.image("busybox");
+    d.docker_ok(&["volume", "create", "--label", "tier=a", "alpha"]);
+    d.docker_ok(&[
+        "volume", "create", "--label", "tier=b", "--label", "x", "beta",
+    ]);
+    d.docker_ok(&["volume", "create", "gamma"]);
+    d.docker_ok(&[
+        "run", "-d", "--name", "user", "-v", "alpha:/a", &image, "sleep", "600",
+    ]);
+
+    let f = |filter: &str| volume_names(&d, &["--filter", filter]);
+    assert_eq!(f("name=alp"), ["alpha"]);
+    assert_eq!(f("name=a"), ["alpha", "beta", "gamma"], "a substring");
+    assert_eq!(f("label=tier"), ["alpha", "beta"]);
+    assert_eq!(f("label=tier=b"), ["beta"]);
+    assert_eq!(f("label=x"), ["beta"]);
+    assert_eq!(f("driver=local"), ["alpha", "beta", "gamma"]);
+    assert!(f("driver=nfs").is_empty());
+    assert_eq!(f("dangling=false"), ["alpha"]);
+    assert_eq!(f("dangling=true"), ["beta", "gamma"]);
+    let labels = d.docker_ok(&["volume", "inspect", "-f", "{{json .Labels}}", "beta"]);
+    assert_eq!(labels.trim(), r#"{"tier":"b","x":""}"#);
+    // Two filters of one kind: either; of two kinds: both.
+    assert_eq!(
+        volume_names(&d, &["--filter", "name=alp", "--filter", "name=gam"]),
+        ["alpha", "gamma"]
+    );
+    assert_eq!(
+        volume_names(&d, &["--filter", "label=tier", "--filter", "dangling=true"]),
+        ["beta"]
+    );
+    let bad = d.docker(&["volume", "ls", "--filter", "colour=red"]);
+    assert!(
+        bad.stderr.contains("Invalid filter 'colour'"),
+        "{}",
+        bad.stderr
+    );
+
+    // `rm -f` does not remove a volume in use either (dockerd's 409).
+    let rm = d.docker(&["volume", "rm", "-f", "alpha"]);
+    assert_eq!(rm.status, Some(1));
+    assert!(rm.stderr.contains("volume is in use"), "{}", rm.stderr);
+    assert!(d.root.join("volumes/alpha/_data").is_dir());
+    // ...and makes a missing one fine.
+    d.docker_ok(&["volume", "rm", "-f", "no-such-volume"]);
+
+    // `system df` counts them, the one in use as active.
+    let df = d.docker_ok(&[
+        "system",
+        "df",
+        "--format",
+        "{{.Type}} {{.TotalCount}} {{.Active}}",
+    ]);
+    assert!(df.contains("Local Volumes 3 1"), "{df}");
+
+    d.docker_ok(&["rm", "-f", "user"]);
+    d.docker_ok(&["volume", "rm", "alpha", "beta", "gamma"]);
     d.assert_no_leaks();
 }
