@@ -68,8 +68,10 @@ mod logs;
 pub mod metrics;
 pub mod model;
 mod monitor;
+mod netdns;
 mod netstats;
 mod network;
+mod networks;
 mod node;
 mod pause;
 mod podfiles;
@@ -100,6 +102,7 @@ use berth_oci::RuntimeHandler;
 pub use archive::PathStat;
 pub use attach::{AttachOutput, AttachReader, AttachWriter, Attached};
 pub use berth_errdefs::{Error, ErrorKind};
+pub use berth_net::Endpoint;
 pub use changes::{Change, ChangeKind};
 pub use container::Containers;
 pub use events::{attr, Action, Attrs, EventBus, ObjectKind, Received, Subscription};
@@ -115,6 +118,7 @@ pub use metrics::{Census, NoRecorder, PullFailure, PullOutcome, Recorder, Servic
 pub use model::*;
 pub use monitor::{Exit, SpawnRequest};
 pub use netstats::InterfaceStats;
+pub use networks::{NetworkInfo, NetworkMember, NetworkSpec, Networks, BUILTIN_NETWORKS};
 pub use node::Node;
 pub use pty::Pty;
 pub use sandbox::Sandboxes;
@@ -321,6 +325,10 @@ impl Core {
 
     pub fn node(&self) -> Node {
         Node::new(self.shared.clone())
+    }
+
+    pub fn networks(&self) -> Networks {
+        Networks::new(self.shared.clone())
     }
 
     pub fn volumes(&self) -> Volumes {

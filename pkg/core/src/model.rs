@@ -359,6 +359,8 @@ pub struct SandboxRecord {
     pub shm: Option<PathBuf>,
     /// The pod's network while it is attached (none for host network).
     pub network: Option<berth_net::Attachment>,
+    /// A Docker sandbox's interfaces on user networks, first made first.
+    pub endpoints: Vec<berth_net::Endpoint>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -492,6 +494,19 @@ pub enum NetworkMode {
     None,
     /// Another container's sandbox (`container:<id>`), shared with it.
     Container(String),
+    /// A user network (`--network NAME`), by name or id.
+    User(NetworkJoin),
+}
+
+/// How a container joins a user network (`--network`, `network connect`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkJoin {
+    /// The network's name, id or id prefix.
+    pub network: String,
+    /// `--network-alias`: more names its DNS answers for the container.
+    pub aliases: Vec<String>,
+    /// `--ip`; `None`: the next free address.
+    pub ip: Option<std::net::Ipv4Addr>,
 }
 
 /// A container without a Kubernetes pod (Docker's): made with a sandbox

@@ -41,6 +41,7 @@ impl Shared {
                 }
                 record.state = SandboxState::NotReady;
                 record.network = None;
+                record.endpoints.clear();
                 self.persist_sandbox(&record)?;
             }
             records.push(record.clone());
