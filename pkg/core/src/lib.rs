@@ -102,7 +102,7 @@ use berth_oci::RuntimeHandler;
 pub use archive::PathStat;
 pub use attach::{AttachOutput, AttachReader, AttachWriter, Attached};
 pub use berth_errdefs::{Error, ErrorKind};
-pub use berth_net::Endpoint;
+pub use berth_net::{builtin_network_id, Endpoint};
 pub use changes::{Change, ChangeKind};
 pub use container::Containers;
 pub use events::{attr, Action, Attrs, EventBus, ObjectKind, Received, Subscription};

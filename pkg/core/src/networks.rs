@@ -571,6 +571,14 @@ impl Shared {
         self.network.dns.update(network_id, entries);
     }
 
+    /// At start: a responder for every user network, off the caller.
+    pub(crate) fn start_all_dns(self: &std::sync::Arc<Self>) {
+        for record in self.network.user.list() {
+            let me = self.clone();
+            tokio::spawn(async move { me.start_dns(&record).await });
+        }
+    }
+
     /// Starts a user network's DNS responder on its gateway, port 53.
     pub(crate) async fn start_dns(&self, record: &UserNetworkRecord) {
         let Ok(gateway) = record.gateway.parse::<std::net::IpAddr>() else {

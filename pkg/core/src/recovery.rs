@@ -94,6 +94,7 @@ impl Shared {
         if let Err(e) = self.recover_network(&records) {
             tracing::warn!("remove orphaned pod networks: {e}");
         }
+        self.start_all_dns();
         self.resume_docker_cleanup();
         Ok(())
     }

@@ -45,6 +45,7 @@ mod lifecycle;
 mod listen;
 mod logs;
 mod names;
+mod networks;
 mod observe;
 mod progress;
 mod registry_auth;
