@@ -8,10 +8,16 @@
 //! leave. The wire codec is written here (queries are small and the
 //! responder answers only A, AAAA and PTR itself).
 
+mod answer;
+mod forward;
 mod records;
 mod resolv;
 mod responder;
+mod wire;
 
 pub use records::Records;
 pub use resolv::{host_upstreams, upstreams_from_resolv_conf};
 pub use responder::{Options, Responder};
+
+#[cfg(test)]
+mod responder_tests;
