@@ -21,7 +21,7 @@ const FILTERS: &[&str] = &["name", "id", "label", "driver", "type", "dangling", 
 #[serde(rename_all = "PascalCase", default)]
 pub struct CreateBody {
     pub name: String,
-    pub driver: String,
+    pub driver: Option<String>,
     #[serde(rename = "IPAM")]
     pub ipam: Option<Ipam>,
     pub internal: bool,
@@ -33,17 +33,17 @@ pub struct CreateBody {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct Ipam {
-    pub driver: String,
+    pub driver: Option<String>,
     pub config: Option<Vec<IpamConfig>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct IpamConfig {
-    pub subnet: String,
-    pub gateway: String,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
     #[serde(rename = "IPRange")]
-    pub ip_range: String,
+    pub ip_range: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,14 +67,14 @@ pub struct EndpointConfig {
 #[serde(rename_all = "PascalCase", default)]
 pub struct EndpointIpam {
     #[serde(rename = "IPv4Address")]
-    pub ipv4_address: String,
+    pub ipv4_address: Option<String>,
 }
 
 /// A join of `network` with an endpoint's aliases and address.
 pub fn network_join(network: &str, config: Option<&EndpointConfig>) -> ApiResult<NetworkJoin> {
     let ip = config
         .and_then(|c| c.ipam_config.as_ref())
-        .map(|i| i.ipv4_address.as_str())
+        .and_then(|i| i.ipv4_address.as_deref())
         .filter(|a| !a.is_empty())
         .map(|a| {
             a.parse()
@@ -181,16 +181,17 @@ pub async fn create(core: &Core, body: CreateBody) -> ApiResult<Response<Body>> 
         ));
     }
     let config = configs.into_iter().next().unwrap_or_default();
-    if !config.ip_range.is_empty() && config.ip_range != config.subnet {
+    let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
+    let (subnet, ip_range) = (non_empty(config.subnet), non_empty(config.ip_range));
+    if ip_range.is_some() && ip_range != subnet {
         return Err(ApiError::bad_request("--ip-range is not supported"));
     }
-    let non_empty = |s: String| (!s.is_empty()).then_some(s);
     let network = core
         .networks()
         .create(NetworkSpec {
             name: body.name,
-            driver: body.driver,
-            subnet: non_empty(config.subnet),
+            driver: body.driver.unwrap_or_default(),
+            subnet,
             gateway: non_empty(config.gateway),
             internal: body.internal,
             labels: body.labels.unwrap_or_default(),
