@@ -528,3 +528,165 @@ impl UserNetworks {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bridge_network_rules;
+    use std::process::Command;
+
+    /// A /24 in 10.216/16 that no host route uses.
+    fn free_subnet(salt: u32) -> Subnet {
+        let routes = routes().unwrap();
+        (0..200u32)
+            .map(|i| (std::process::id() + salt + i) % 200)
+            .map(|i| Subnet::new(Ipv4Addr::new(10, 216, i as u8, 0), 24).unwrap())
+            .find(|s| routes.iter().all(|(_, r)| !r.overlaps(s)))
+            .unwrap()
+    }
+
+    fn new_net(name: &str, subnet: Option<Subnet>, internal: bool) -> NewUserNetwork {
+        let digest = Sha256::digest(format!("{name}{}", std::process::id()).as_bytes());
+        NewUserNetwork {
+            id: digest.iter().map(|b| format!("{b:02x}")).collect(),
+            name: name.into(),
+            subnet,
+            internal,
+            ..Default::default()
+        }
+    }
+
+    struct Pod {
+        dir: tempfile::TempDir,
+        netns: std::path::PathBuf,
+    }
+
+    fn pod() -> Pod {
+        let dir = tempfile::tempdir().unwrap();
+        let netns = berth_ns::pin_netns(&dir.path().join("ns")).unwrap();
+        Pod { netns, dir }
+    }
+
+    impl Drop for Pod {
+        fn drop(&mut self) {
+            let _ = berth_ns::unpin(&self.dir.path().join("ns"));
+        }
+    }
+
+    fn join(id: &str, pod: &Pod, interface: &str) -> JoinRequest {
+        JoinRequest {
+            sandbox_id: id.into(),
+            netns: pod.netns.clone(),
+            interface: interface.into(),
+            default_route: interface == "eth0",
+            names: vec![id.into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_network_is_made_joined_left_and_removed_without_leftovers() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(store_dir.path()).unwrap());
+        let nets = UserNetworks::open(store.clone(), Vec::new()).unwrap();
+        let subnet = free_subnet(0);
+        let made = nets.create(new_net("t1", Some(subnet), false)).unwrap();
+        let bridge = made.bridge.clone();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            assert_eq!(bridge, user_bridge_name(&made.id));
+            assert_eq!(made.gateway, subnet.gateway().to_string());
+            // The same name again, or an overlapping subnet: refused, nothing made.
+            let dup = nets.create(new_net("t1", None, false)).unwrap_err();
+            assert_eq!(dup.kind, ErrorKind::AlreadyExists);
+            assert_eq!(dup.message, "network with name t1 already exists");
+            let overlap = nets.create(new_net("t2", Some(subnet), false)).unwrap_err();
+            assert_eq!(overlap.kind, ErrorKind::Conflict);
+            assert!(
+                overlap.message.contains("overlaps network t1"),
+                "{}",
+                overlap.message
+            );
+            assert_eq!(nets.list().len(), 1);
+
+            let (a, b) = (pod(), pod());
+            let ea = nets.join(&made.id, &join("a1sandbox", &a, "eth0")).unwrap();
+            let eb = nets.join(&made.id, &join("b2sandbox", &b, "eth0")).unwrap();
+            let ip_b = eb.address.unwrap();
+            assert!(subnet.contains(ea.address.unwrap()) && subnet.contains(ip_b));
+            assert_eq!(eb.mac, mac_string(mac_of(ip_b)));
+            let ping = Command::new("nsenter")
+                .arg(format!("--net={}", a.netns.display()))
+                .args(["/bin/busybox", "ping", "-c1", "-W2", &ip_b.to_string()])
+                .output()
+                .unwrap();
+            assert!(ping.status.success(), "a to b: {ping:?}");
+
+            // Records and leases survive a reopen; a missing bridge (a
+            // reboot) is made again.
+            remove_bridge_network(&bridge).unwrap();
+            let reopened = UserNetworks::open(store.clone(), Vec::new()).unwrap();
+            assert_eq!(reopened.list(), vec![made.clone()]);
+            assert_eq!(reopened.leases(&made.id).len(), 2);
+            assert!(link_index(&bridge).is_ok(), "bridge made again");
+
+            reopened.leave(&made.id, "a1sandbox", Some(&ea)).unwrap();
+            reopened.leave_all("b2sandbox").unwrap();
+            reopened.leave_all("b2sandbox").unwrap();
+            assert!(reopened.leases(&made.id).is_empty());
+            reopened.remove(&made.id).unwrap();
+            assert!(reopened.list().is_empty());
+            assert!(link_index(&bridge).is_err(), "bridge left");
+            assert_eq!(bridge_network_rules(&bridge).unwrap(), Vec::<String>::new());
+            let fresh = UserNetworks::open(store.clone(), Vec::new()).unwrap();
+            assert!(fresh.list().is_empty(), "record left");
+        }));
+        let _ = remove_bridge_network(&bridge);
+        if let Err(p) = result {
+            std::panic::resume_unwind(p);
+        }
+    }
+
+    #[test]
+    fn an_internal_network_masquerades_and_forwards_nothing_out() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(store_dir.path()).unwrap());
+        let nets = UserNetworks::open(store, Vec::new()).unwrap();
+        let subnet = free_subnet(100);
+        let made = nets.create(new_net("inner", Some(subnet), true)).unwrap();
+        let rules = bridge_network_rules(&made.bridge).unwrap();
+        let _ = nets.remove(&made.id);
+        let _ = remove_bridge_network(&made.bridge);
+        assert!(made.internal);
+        assert!(
+            !rules
+                .iter()
+                .any(|r| r.contains("MASQUERADE") && r.contains(&subnet.to_string())),
+            "{rules:?}"
+        );
+        let bridge = &made.bridge;
+        for want in [
+            format!("-i {bridge} -j DROP"),
+            format!("-o {bridge} -j DROP"),
+        ] {
+            assert!(
+                rules.iter().any(|r| r.contains(&want)),
+                "{want} in {rules:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn automatic_subnets_come_from_dockers_pools_and_skip_what_is_taken() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(store_dir.path()).unwrap());
+        // Everything in 172.16/12 avoided: the 192.168 pools are next.
+        let avoid = vec![Subnet::new(Ipv4Addr::new(172, 16, 0, 0), 12).unwrap()];
+        let nets = UserNetworks::open(store, avoid).unwrap();
+        let first = pool().find(|s| s.network().octets()[0] == 192).unwrap();
+        let picked = nets.pick(&[first], "none").unwrap();
+        assert_eq!(picked.network().octets()[..2], [192, 168]);
+        assert_ne!(picked, first, "a taken subnet is skipped");
+        assert_eq!(picked.prefix(), 20);
+        assert!(pool().all(|s| !s.overlaps(&Subnet::new(Ipv4Addr::new(10, 88, 0, 0), 16).unwrap())));
+    }
+}
