@@ -382,3 +382,48 @@ async fn user_networks_survive_a_killed_berthd() {
     d.stop();
     d.assert_no_leaks();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_whose_bridge_a_reboot_removed_is_made_again_at_start() {
+    let (mut d, reg, _rt) = daemon_with(&["busybox"]).await;
+    let image = reg.image("busybox");
+    let mut guard = NetworkGuard(Vec::new());
+    let subnet = free_subnet(3);
+    let id = create_network(&d, &mut guard, &["--subnet", &subnet, "boot"]);
+    let bridge = berth_net::user_bridge_name(&id);
+
+    // A reboot: berthd gone, and the bridge and its rules with it.
+    d.kill9();
+    berth_net::remove_bridge_network(&bridge).unwrap();
+    assert!(links(&bridge).is_empty());
+    assert!(rules_naming(&subnet).is_empty());
+    d.start_again().await;
+    assert_eq!(
+        links(&bridge),
+        std::slice::from_ref(&bridge),
+        "bridge made again"
+    );
+    assert!(!rules_naming(&subnet).is_empty(), "masquerade made again");
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "boot",
+        &image,
+        "sh",
+        "-c",
+        &web_server("again"),
+    ]);
+    assert_eq!(
+        fetch(&d, &image, "boot", "http://web:8080/").await,
+        "again\n"
+    );
+
+    d.docker_ok(&["rm", "-f", "web"]);
+    d.docker_ok(&["network", "prune", "-f"]);
+    assert!(links(&bridge).is_empty(), "pruned");
+    d.stop();
+    d.assert_no_leaks();
+}
