@@ -145,6 +145,8 @@ async fn containers_on_a_user_network_reach_each_other_by_name_and_alias() {
         format!("bridge {subnet} {gateway} map[t:net]")
     );
 
+    let port = free_port();
+    let published = format!("127.0.0.1:{port}:8080");
     let web = d.docker_ok(&[
         "run",
         "-d",
@@ -154,6 +156,8 @@ async fn containers_on_a_user_network_reach_each_other_by_name_and_alias() {
         "n1",
         "--network-alias",
         "www",
+        "-p",
+        &published,
         &image,
         "sh",
         "-c",
@@ -164,6 +168,58 @@ async fn containers_on_a_user_network_reach_each_other_by_name_and_alias() {
         let body = fetch(&d, &image, "n1", &format!("http://{name}:8080/")).await;
         assert_eq!(body, "hello\n", "by {name}");
     }
+
+    // Its published port is forwarded on the network's own bridge.
+    assert_eq!(
+        http_get(&format!("http://127.0.0.1:{port}/")).await,
+        "hello"
+    );
+
+    // `--ip`: that address, or a clear refusal and nothing made.
+    let fixed_ip = format!("{}200", prefix_of(&subnet));
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fixed",
+        "--network",
+        "n1",
+        "--ip",
+        &fixed_ip,
+        &image,
+        "sleep",
+        "600",
+    ]);
+    let got = d.docker_ok(&[
+        "inspect",
+        "-f",
+        "{{(index .NetworkSettings.Networks \"n1\").IPAddress}}",
+        "fixed",
+    ]);
+    assert_eq!(got.trim(), fixed_ip);
+    let taken = d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "fixed2",
+        "--network",
+        "n1",
+        "--ip",
+        &fixed_ip,
+        &image,
+        "true",
+    ]);
+    assert!(
+        taken
+            .stderr
+            .contains(&format!("Address already in use: {fixed_ip}")),
+        "{}",
+        taken.stderr
+    );
+    assert!(!d
+        .docker_ok(&["ps", "-a", "--format", "{{.Names}}"])
+        .contains("fixed2"));
+    d.docker_ok(&["rm", "-f", "fixed"]);
 
     // Inspect: the network lists the container with its address, and
     // the container the network.
@@ -325,6 +381,11 @@ async fn containers_on_a_user_network_reach_each_other_by_name_and_alias() {
     assert!(links(&berth_net::user_bridge_name(&id2)).is_empty());
     for s in [&subnet, &subnet2] {
         assert_eq!(rules_naming(s), Vec::<String>::new(), "rules of {s}");
+        assert_eq!(
+            rules_naming(&prefix_of(s)),
+            Vec::<String>::new(),
+            "host-port rules of {s}"
+        );
     }
     d.stop();
     d.assert_no_leaks();
