@@ -365,6 +365,32 @@ impl Networks {
         ))
     }
 
+    /// After a rename: the container answers to its new name on its
+    /// networks instead of the old one.
+    pub(crate) async fn rename_member(&self, sandbox_id: &str, old: &str, new: &str) {
+        let Some(entry) = self.sandbox_entry(sandbox_id) else {
+            return;
+        };
+        let _guard = entry.lock.lock().await;
+        let mut record = entry.record();
+        let mut changed = false;
+        for name in record.endpoints.iter_mut().flat_map(|e| e.names.iter_mut()) {
+            if name == old {
+                *name = new.to_string();
+                changed = true;
+            }
+        }
+        if !changed {
+            return;
+        }
+        if let Err(e) = self.persist_sandbox(&record) {
+            tracing::warn!(sandbox = %sandbox_id, "record the new DNS name: {e}");
+            return;
+        }
+        entry.set(record);
+        self.refresh_all_dns();
+    }
+
     async fn docker_sandbox_of(
         &self,
         container_id: &str,

@@ -371,6 +371,9 @@ impl Containers {
             return Err(e);
         }
         self.release_name(&name_key(&record_named(&record, &old), &pod), id);
+        self.networks()
+            .rename_member(&record.sandbox_id, &old, new_name)
+            .await;
         self.container_event_with(
             &record,
             Action::Rename,

@@ -74,6 +74,13 @@ fn matches(v: &ContainerView, f: &Filters) -> bool {
                     .trim_start_matches("sha256:")
                     .starts_with(image.trim_start_matches("sha256:"))
         })
+        && (!f.has("network")
+            || networks(v).iter().any(|(name, n)| {
+                let id = n["NetworkID"].as_str().unwrap_or_default();
+                f.any("network", |x| {
+                    x == name || (!x.is_empty() && id.starts_with(x))
+                })
+            }))
         && f.labels_match(&v.record.config.labels)
 }
 

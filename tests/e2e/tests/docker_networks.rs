@@ -219,7 +219,39 @@ async fn containers_on_a_user_network_reach_each_other_by_name_and_alias() {
     assert!(!d
         .docker_ok(&["ps", "-a", "--format", "{{.Names}}"])
         .contains("fixed2"));
-    d.docker_ok(&["rm", "-f", "fixed"]);
+
+    // A renamed container answers to its new name.
+    d.docker_ok(&["rename", "fixed", "pinned"]);
+    let ping = d.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "n1",
+        &image,
+        "ping",
+        "-c1",
+        "-W2",
+        "pinned",
+    ]);
+    assert!(ping.contains(&fixed_ip), "{ping}");
+    let old = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "n1",
+        &image,
+        "ping",
+        "-c1",
+        "-W2",
+        "fixed",
+    ]);
+    assert_ne!(
+        old.status,
+        Some(0),
+        "the old name still answers: {}",
+        old.stdout
+    );
+    d.docker_ok(&["rm", "-f", "pinned"]);
 
     // Inspect: the network lists the container with its address, and
     // the container the network.
@@ -247,6 +279,8 @@ async fn containers_on_a_user_network_reach_each_other_by_name_and_alias() {
             .contains("web n1"),
         "ps NETWORKS column"
     );
+    let on_n1 = d.docker_ok(&["ps", "-q", "--no-trunc", "--filter", "network=n1"]);
+    assert_eq!(on_n1.trim(), web);
 
     // In use: refused with dockerd's reason.
     let rm = d.docker(&["network", "rm", "n1"]);
