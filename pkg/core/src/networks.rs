@@ -13,6 +13,7 @@ use std::path::Path;
 use berth_errdefs::{Error, ErrorKind, Result};
 use berth_net::{Endpoint, JoinRequest, NewUserNetwork, UserNetworkRecord};
 
+use crate::events::{Action, Attrs, ObjectKind};
 use crate::model::{now_ns, NetworkJoin, Owner, PodConfig, SandboxRecord, SandboxState};
 use crate::{new_id, volumes::is_docker_name, NetworkSettings, Shared};
 
@@ -194,6 +195,7 @@ impl Networks {
             .await
             .map_err(|e| Error::internal(format!("network create task: {e}")))??;
         self.start_dns(&record).await;
+        self.network_event(&record.id, &record.name, Action::Create, None);
         Ok(self.user_info(record, &self.sandbox_records()))
     }
 
@@ -223,7 +225,9 @@ impl Networks {
         let id = net.id.clone();
         tokio::task::spawn_blocking(move || core.network.user.remove(&id))
             .await
-            .map_err(|e| Error::internal(format!("network remove task: {e}")))?
+            .map_err(|e| Error::internal(format!("network remove task: {e}")))??;
+        self.network_event(&net.id, &net.name, Action::Destroy, None);
+        Ok(())
     }
 
     /// Removes every user network no container is on; returns their names.
@@ -300,6 +304,7 @@ impl Networks {
         }
         entry.set(record);
         self.refresh_dns(&net.id);
+        self.network_event(&net.id, &net.name, Action::Connect, Some(&container.id));
         Ok(())
     }
 
@@ -331,7 +336,18 @@ impl Networks {
         self.persist_sandbox(&record)?;
         entry.set(record);
         self.refresh_dns(&net.id);
+        self.network_event(&net.id, &net.name, Action::Disconnect, Some(&container.id));
         Ok(())
+    }
+
+    /// dockerd's network events: the network's id, name and type, and
+    /// the container for connect and disconnect.
+    fn network_event(&self, id: &str, name: &str, action: Action, container: Option<&str>) {
+        let mut attrs = Attrs::new().set("name", name).set("type", "bridge");
+        if let Some(c) = container {
+            attrs = attrs.set("container", c);
+        }
+        self.events.publish(ObjectKind::Network, id, action, attrs);
     }
 
     /// Resolves the user network a create asks for, before anything is

@@ -120,6 +120,11 @@ async fn containers_on_a_user_network_reach_each_other_by_name_and_alias() {
     let mut guard = NetworkGuard(Vec::new());
     let (subnet, subnet2) = (free_subnet(0), free_subnet(1));
     assert_ne!(subnet, subnet2);
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
 
     let id = create_network(
         &d,
@@ -411,6 +416,33 @@ async fn containers_on_a_user_network_reach_each_other_by_name_and_alias() {
     // Removal leaves nothing: no bridge, no rule naming the subnets.
     d.docker_ok(&["rm", "-f", "web", "plain", "sleeper"]);
     d.docker_ok(&["network", "rm", "n1", "n2"]);
+    // A second past now: the listing ends at once instead of following.
+    let until = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1)
+    .to_string();
+    let events = d.docker_ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "type=network",
+        "--format",
+        "{{.Action}} {{.Actor.Attributes.name}}",
+    ]);
+    for want in [
+        "create n1",
+        "connect n2",
+        "disconnect n2",
+        "destroy n1",
+        "destroy n2",
+    ] {
+        assert!(events.lines().any(|l| l == want), "{want} in {events}");
+    }
     assert!(links(&bridge).is_empty(), "bridge {bridge} left");
     assert!(links(&berth_net::user_bridge_name(&id2)).is_empty());
     for s in [&subnet, &subnet2] {
