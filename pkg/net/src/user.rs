@@ -30,6 +30,8 @@ use crate::{host_routes, Ipam, Lease, PortMapping, Subnet};
 /// The store's table of user network records, by id.
 const USER_NETWORKS: &str = "user_networks";
 const VETH_PREFIX: &str = "vu";
+/// Every user network's bridge, as an iptables interface pattern.
+const USER_BRIDGES: &str = "br-+";
 /// How often a create picks another automatic subnet when a concurrent
 /// creator (another daemon on the node) took the one it chose.
 const PICK_ATTEMPTS: usize = 4;
@@ -197,7 +199,7 @@ impl UserNet {
         // Host ports on 127.0.0.1 need loopback sources routable to the bridge.
         sysctl(&format!("net/ipv4/conf/{bridge}/route_localnet"), "1")?;
         self.firewall
-            .ensure_with(self.subnet, !self.record.internal)
+            .ensure_with(self.subnet, !self.record.internal, Some(USER_BRIDGES))
     }
 
     fn bridge_index(&self) -> Result<u32> {

@@ -343,6 +343,26 @@ async fn containers_on_a_user_network_reach_each_other_by_name_and_alias() {
     let url = format!("http://{}:8080/", web_on_n2.trim());
     let body = d.docker_ok(&["exec", "sleeper", "wget", "-q", "-O", "-", &url]);
     assert_eq!(body, "hello\n");
+    // Networks are isolated from each other: a container only on n1
+    // cannot reach sleeper's address on n2.
+    let sleeper_on_n2 = d.docker_ok(&[
+        "inspect",
+        "-f",
+        "{{(index .NetworkSettings.Networks \"n2\").IPAddress}}",
+        "sleeper",
+    ]);
+    let across = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "n1",
+        &image,
+        "ping",
+        "-c1",
+        "-W2",
+        sleeper_on_n2.trim(),
+    ]);
+    assert_ne!(across.status, Some(0), "n1 reached n2: {}", across.stdout);
     // The network's DNS knows the alias given at connect.
     assert_eq!(fetch(&d, &image, "n2", "http://w2:8080/").await, "hello\n");
     d.docker_ok(&["network", "disconnect", "n2", "sleeper"]);
