@@ -238,3 +238,39 @@ pub async fn disconnect(
 fn ok_empty() -> ApiResult<Response<Body>> {
     crate::http::no_content(StatusCode::OK)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_py_nulls_and_the_clis_endpoint_config_are_read() {
+        // docker-py sends nulls where the CLI sends empty strings.
+        let body: CreateBody = serde_json::from_str(
+            r#"{"Name":"n","Driver":null,"IPAM":{"Driver":"default","Config":[{"Subnet":"10.1.0.0/24","Gateway":null,"IPRange":null}]},"Labels":null}"#,
+        )
+        .unwrap();
+        let config = &body.ipam.unwrap().config.unwrap()[0];
+        assert_eq!(config.subnet.as_deref(), Some("10.1.0.0/24"));
+        assert_eq!(config.gateway, None);
+        let connect: ConnectBody = serde_json::from_str(
+            r#"{"Container":"c","EndpointConfig":{"IPAMConfig":{"IPv4Address":"10.1.0.9"},"Aliases":["a"],"Links":null}}"#,
+        )
+        .unwrap();
+        let join = network_join("n", connect.endpoint_config.as_ref()).unwrap();
+        assert_eq!(join.aliases, ["a"]);
+        assert_eq!(join.ip, Some("10.1.0.9".parse().unwrap()));
+        let bad = EndpointConfig {
+            ipam_config: Some(EndpointIpam {
+                ipv4_address: Some("10.1.0".into()),
+            }),
+            ..Default::default()
+        };
+        let e = network_join("n", Some(&bad)).unwrap_err();
+        assert!(
+            e.message.contains("invalid IPv4 address: 10.1.0"),
+            "{}",
+            e.message
+        );
+    }
+}
