@@ -91,6 +91,10 @@ impl Containers {
         crate::Sandboxes::new(self.shared.clone())
     }
 
+    pub(crate) fn networks(&self) -> crate::Networks {
+        crate::Networks::new(self.shared.clone())
+    }
+
     /// Creates a container in a ready sandbox: all of it, or nothing. The
     /// work runs to its end even when the caller stops waiting, so the
     /// container is either made and recorded or not made at all.

@@ -69,8 +69,10 @@ mod logs;
 pub mod metrics;
 pub mod model;
 mod monitor;
+mod netdns;
 mod netstats;
 mod network;
+mod networks;
 mod node;
 mod pause;
 mod podfiles;
@@ -102,6 +104,7 @@ use berth_oci::RuntimeHandler;
 pub use archive::PathStat;
 pub use attach::{AttachOutput, AttachReader, AttachWriter, Attached};
 pub use berth_errdefs::{Error, ErrorKind};
+pub use berth_net::{builtin_network_id, Endpoint};
 pub use changes::{Change, ChangeKind};
 pub use container::Containers;
 pub use events::{attr, Action, Attrs, EventBus, ObjectKind, Received, Subscription};
@@ -117,6 +120,7 @@ pub use metrics::{Census, NoRecorder, PullFailure, PullOutcome, Recorder, Servic
 pub use model::*;
 pub use monitor::{Exit, SpawnRequest};
 pub use netstats::InterfaceStats;
+pub use networks::{NetworkInfo, NetworkMember, NetworkSpec, Networks, BUILTIN_NETWORKS};
 pub use node::Node;
 pub use pty::Pty;
 pub use sandbox::Sandboxes;
@@ -323,6 +327,10 @@ impl Core {
 
     pub fn node(&self) -> Node {
         Node::new(self.shared.clone())
+    }
+
+    pub fn networks(&self) -> Networks {
+        Networks::new(self.shared.clone())
     }
 
     pub fn volumes(&self) -> Volumes {

@@ -368,6 +368,12 @@ pub struct SandboxRecord {
     /// Made without a network (Docker's `--network none`): what a
     /// sandbox made again after a reboot follows.
     pub no_network: bool,
+    /// A Docker sandbox's interfaces on user networks, first made first.
+    pub endpoints: Vec<berth_net::Endpoint>,
+    /// The user-network interfaces a node reboot took (recovery moves
+    /// `endpoints` here): a sandbox made again after the reboot joins
+    /// the same networks with the same addresses and names.
+    pub lost_endpoints: Vec<berth_net::Endpoint>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -501,6 +507,19 @@ pub enum NetworkMode {
     None,
     /// Another container's sandbox (`container:<id>`), shared with it.
     Container(String),
+    /// A user network (`--network NAME`), by name or id.
+    User(NetworkJoin),
+}
+
+/// How a container joins a user network (`--network`, `network connect`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkJoin {
+    /// The network's name, id or id prefix.
+    pub network: String,
+    /// `--network-alias`: more names its DNS answers for the container.
+    pub aliases: Vec<String>,
+    /// `--ip`; `None`: the next free address.
+    pub ip: Option<std::net::Ipv4Addr>,
 }
 
 /// A container without a Kubernetes pod (Docker's): made with a sandbox

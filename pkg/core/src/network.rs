@@ -16,6 +16,10 @@ use crate::{NetworkSettings, Sandboxes, Shared};
 pub(crate) struct Network {
     pub backend: Option<Arc<dyn PodNetwork>>,
     pub host_ports: HostPorts,
+    /// Docker's user networks.
+    pub user: berth_net::UserNetworks,
+    /// Their DNS responders.
+    pub dns: crate::netdns::Dns,
 }
 
 impl Network {
@@ -65,9 +69,17 @@ impl Network {
         if let Some(b) = &backend {
             tracing::info!(backend = b.name(), "pod network");
         }
+        // An automatic user network subnet never takes the pod network's.
+        let avoid = match settings {
+            NetworkSettings::Bridge(c) => vec![c.subnet],
+            NetworkSettings::Netavark { subnet, .. } => vec![*subnet],
+            _ => Vec::new(),
+        };
         Ok(Network {
             backend,
             host_ports: HostPorts::new(),
+            user: berth_net::UserNetworks::open(store.clone(), avoid)?,
+            dns: Default::default(),
         })
     }
 }
@@ -158,6 +170,8 @@ impl Shared {
             let netns = netns.map(PathBuf::as_path).filter(|p| p.exists());
             backend.detach(id, netns, attachment)?;
         }
+        // User networks need no record: their leases name the sandbox.
+        self.network.user.leave_all(id)?;
         self.network.host_ports.release(id);
         Ok(())
     }
@@ -165,6 +179,18 @@ impl Shared {
     /// At start: re-reserves the host ports of networked pods and lets the
     /// backend remove what belongs to no pod.
     pub(crate) fn recover_network(&self, sandboxes: &[SandboxRecord]) -> Result<()> {
+        let with_endpoints: Vec<String> = sandboxes
+            .iter()
+            .filter(|r| !r.endpoints.is_empty())
+            .map(|r| r.id.clone())
+            .collect();
+        for r in sandboxes.iter().filter(|r| !r.endpoints.is_empty()) {
+            let ports = r.endpoints[0].ports.clone();
+            if let Err(e) = self.network.host_ports.reserve(&r.id, &ports) {
+                tracing::warn!(sandbox = %r.id, "re-reserve host ports: {e}");
+            }
+        }
+        self.network.user.remove_orphans(&with_endpoints)?;
         let Some(backend) = &self.network.backend else {
             return Ok(());
         };

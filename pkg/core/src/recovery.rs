@@ -41,6 +41,11 @@ impl Shared {
                 }
                 record.state = SandboxState::NotReady;
                 record.network = None;
+                // Kept aside for a Docker container started again later.
+                let lost = std::mem::take(&mut record.endpoints);
+                if !lost.is_empty() {
+                    record.lost_endpoints = lost;
+                }
                 self.persist_sandbox(&record)?;
             }
             records.push(record.clone());
@@ -93,6 +98,7 @@ impl Shared {
         if let Err(e) = self.recover_network(&records) {
             tracing::warn!("remove orphaned pod networks: {e}");
         }
+        self.start_all_dns();
         self.resume_docker_cleanup();
         Ok(())
     }

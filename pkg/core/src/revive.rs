@@ -30,7 +30,7 @@ impl Containers {
                     &old.id,
                     Owner::Docker,
                     old.config.clone(),
-                    !old.no_network,
+                    &revived_wiring(&old),
                 );
                 let made = match made {
                     Ok(m) => m,
@@ -46,6 +46,7 @@ impl Containers {
                 };
                 core.persist_sandbox(&made)?;
                 entry.set(made);
+                core.refresh_all_dns();
                 tracing::info!(sandbox = %old.id, "pod sandbox made again after a reboot");
             }
             core.remount_rootfs(&r)
@@ -73,4 +74,26 @@ impl Containers {
         rootfs::mount_overlay(&layers, &dir.join("upper"), &dir.join("work"), &rootfs_dir)
             .map_err(|e| e.context(format!("mount the rootfs of {} again", record.id)))
     }
+}
+
+/// How a sandbox the reboot took is wired again: as it was made.
+fn revived_wiring(old: &crate::model::SandboxRecord) -> crate::networks::Wiring {
+    use crate::networks::{UserJoin, Wiring};
+    if old.no_network {
+        return Wiring::Loopback;
+    }
+    if old.lost_endpoints.is_empty() {
+        return Wiring::Node;
+    }
+    Wiring::User(
+        old.lost_endpoints
+            .iter()
+            .map(|e| UserJoin {
+                network_id: e.network_id.clone(),
+                aliases: e.aliases.clone(),
+                names: e.names.clone(),
+                ip: e.address,
+            })
+            .collect(),
+    )
 }

@@ -8,6 +8,7 @@ use berth_store::Batch;
 
 use crate::events::Action;
 use crate::model::*;
+use crate::networks::Wiring;
 use crate::{
     gone_is_done, idmap, new_id, podfiles, rootfs, to_completion, validate, CgroupDriver,
     Containers, Shared,
@@ -89,7 +90,9 @@ impl Sandboxes {
         to_completion(async move {
             let handler = config.runtime_handler.clone();
             let metrics = core.metrics.clone();
-            let id = core.run_detached(owner, config, true).await?;
+            let id = core
+                .run_detached(owner, config, crate::networks::Wiring::Node)
+                .await?;
             metrics.pod_started(&handler, started.elapsed());
             Ok(id)
         })
@@ -119,13 +122,13 @@ impl Sandboxes {
         Ok(config)
     }
 
-    /// Makes a checked sandbox; without `attach_network` its network
-    /// namespace keeps only its loopback (Docker's `--network none`).
+    /// Makes a checked sandbox wired as `wiring` says (`Loopback`:
+    /// Docker's `--network none`).
     pub(crate) async fn run_detached(
         self,
         owner: Owner,
         config: PodConfig,
-        attach_network: bool,
+        wiring: Wiring,
     ) -> Result<String> {
         let id = new_id();
         let key = name_key(&config);
@@ -135,7 +138,7 @@ impl Sandboxes {
         // Made, recorded and (on failure) undone exactly once, all off the
         // async workers.
         let made = tokio::task::spawn_blocking(move || -> Result<SandboxRecord> {
-            let record = match core.make_sandbox(&sandbox_id, owner, config, attach_network) {
+            let record = match core.make_sandbox(&sandbox_id, owner, config, &wiring) {
                 Ok(r) => r,
                 Err(e) => {
                     core.remove_sandbox_files(&sandbox_id, None);
@@ -164,6 +167,9 @@ impl Sandboxes {
             .insert(id.clone(), Entry::new(record.clone()));
         self.sandbox_event(&record, Action::Create);
         self.sandbox_event(&record, Action::Start);
+        if !record.endpoints.is_empty() {
+            self.refresh_all_dns();
+        }
         tracing::info!(sandbox = %id, name = %key, "pod sandbox ready");
         Ok(id)
     }
@@ -173,7 +179,7 @@ impl Sandboxes {
         id: &str,
         owner: Owner,
         config: PodConfig,
-        attach_network: bool,
+        wiring: &Wiring,
     ) -> Result<SandboxRecord> {
         let host_network = config.namespaces.network == NamespaceMode::Node;
         let host_ipc = config.namespaces.ipc == NamespaceMode::Node;
@@ -192,12 +198,20 @@ impl Sandboxes {
             user: user.clone(),
         })
         .map_err(|e| e.context("pin pod namespaces"))?;
-        let network = match &pinned.net {
-            Some(netns) if attach_network => self.attach_network(id, netns, &config)?,
+        let (network, endpoints) = match (&pinned.net, wiring) {
+            (Some(netns), Wiring::Node) => (self.attach_network(id, netns, &config)?, Vec::new()),
+            (Some(netns), Wiring::User(joins)) => {
+                (None, self.join_user_networks(id, netns, &config, joins)?)
+            }
+            _ => (None, Vec::new()),
+        };
+        let first_ip = match (&network, endpoints.first()) {
+            (Some(n), _) => n.ips.first().copied(),
+            (None, Some(e)) => e.address.map(std::net::IpAddr::V4),
             _ => None,
         };
-        if let Some(ip) = network.as_ref().and_then(|n| n.ips.first()) {
-            podfiles::add_host(&self.pod_dir(id), *ip, &hostname)
+        if let Some(ip) = first_ip {
+            podfiles::add_host(&self.pod_dir(id), ip, &hostname)
                 .map_err(|e| e.context("write pod files"))?;
         }
         let shm = if host_ipc {
@@ -237,7 +251,9 @@ impl Sandboxes {
             owns_cgroup_parent,
             shm,
             network,
-            no_network: !attach_network,
+            no_network: matches!(wiring, Wiring::Loopback),
+            endpoints,
+            lost_endpoints: Vec::new(),
             config,
         })
     }
@@ -323,7 +339,9 @@ impl Sandboxes {
         .map_err(|e| Error::internal(format!("pod sandbox stop task: {e}")))??;
         record.state = SandboxState::NotReady;
         record.network = None;
+        record.endpoints.clear();
         self.persist_sandbox(&record)?;
+        self.refresh_all_dns();
         entry.set(record.clone());
         self.sandbox_event(&record, Action::Stop);
         Ok(())
@@ -357,6 +375,9 @@ impl Sandboxes {
         }
         self.store.write(Batch::new().delete(SANDBOXES, id))?;
         self.objects().sandboxes.remove(id);
+        if !record.endpoints.is_empty() {
+            self.refresh_all_dns();
+        }
         self.release_name(&name_key(&record.config), id);
         self.sandbox_event(&record, Action::Destroy);
         Ok(())

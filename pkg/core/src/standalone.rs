@@ -18,6 +18,7 @@ use berth_errdefs::{Error, ErrorKind, Result};
 use crate::container::{name_key, Entry};
 use crate::events::{attr, Action, Attrs};
 use crate::model::*;
+use crate::networks::Wiring;
 use crate::{gone_is_done, new_id, to_completion, validate, Containers};
 
 /// What a Docker create asks of the container record beyond the config.
@@ -116,6 +117,21 @@ impl Containers {
             NetworkMode::Container(other) => Some(self.docker_container(other)?.sandbox_id),
             _ => None,
         };
+        let (wiring, pod) = match &network {
+            NetworkMode::None => (Wiring::Loopback, pod),
+            NetworkMode::User(join) => {
+                let (join, gateway) = self.networks().resolve_join(join, &container.name, &id)?;
+                // Names resolve through the network's own DNS responder.
+                let mut dns = pod.dns.clone().unwrap_or_default();
+                dns.servers = vec![gateway.to_string()];
+                let pod = PodConfig {
+                    dns: Some(dns),
+                    ..pod
+                };
+                (Wiring::User(vec![join]), pod)
+            }
+            _ => (Wiring::Node, pod),
+        };
         let pod = match shared_sandbox {
             Some(_) => None,
             None => Some(self.sandboxes().check_run(
@@ -146,10 +162,9 @@ impl Containers {
                 let sandbox = shared_sandbox.unwrap_or_default();
                 return core.create_detached(&sandbox, container, extras).await;
             };
-            let attach = network != NetworkMode::None;
             let sandbox = core
                 .sandboxes()
-                .run_detached(Owner::Docker, pod, attach)
+                .run_detached(Owner::Docker, pod, wiring)
                 .await?;
             let made = core.create_detached(&sandbox, container, extras).await;
             if made.is_err() {
@@ -365,6 +380,9 @@ impl Containers {
             return Err(e);
         }
         self.release_name(&name_key(&record_named(&record, &old), &pod), id);
+        self.networks()
+            .rename_member(&record.sandbox_id, &old, new_name)
+            .await;
         self.container_event_with(
             &record,
             Action::Rename,

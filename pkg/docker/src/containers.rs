@@ -74,6 +74,13 @@ fn matches(v: &ContainerView, f: &Filters) -> bool {
                     .trim_start_matches("sha256:")
                     .starts_with(image.trim_start_matches("sha256:"))
         })
+        && (!f.has("network")
+            || networks(v).iter().any(|(name, n)| {
+                let id = n["NetworkID"].as_str().unwrap_or_default();
+                f.any("network", |x| {
+                    x == name || (!x.is_empty() && id.starts_with(x))
+                })
+            }))
         && f.labels_match(&v.record.config.labels)
 }
 
@@ -138,39 +145,61 @@ fn port_mappings(v: &ContainerView) -> &[PortMapping] {
         .unwrap_or(&[])
 }
 
-/// The network a container is on, as `NetworkSettings.Networks` shows it.
+/// The networks a container is on, as `NetworkSettings.Networks` shows
+/// them: the built-in one it was made on, then its user networks.
 fn networks(v: &ContainerView) -> Map<String, Value> {
     let mut networks = Map::new();
-    let name = match v.network_mode().as_str() {
-        "host" => "host",
-        "none" => "none",
+    let mode = v.network_mode();
+    let builtin = match mode.as_str() {
+        "host" => Some("host"),
+        "none" => Some("none"),
         // dockerd lists no network of its own for `container:<id>`.
         m if m.starts_with("container:") => return networks,
-        _ => "bridge",
+        "default" | "bridge" => Some("bridge"),
+        _ => None,
     };
     let running = v.record.state == ContainerState::Running;
-    let attachment = v
-        .sandbox
-        .as_ref()
-        .and_then(|s| s.network.as_ref())
-        .filter(|_| running);
-    let ip = attachment
-        .and_then(|a| a.ips.first())
-        .map(|ip| ip.to_string());
-    let gateway = attachment.and_then(|a| a.gateway).map(|g| g.to_string());
-    networks.insert(
-        name.to_string(),
-        json!({
-            "IPAMConfig": null, "Links": null, "Aliases": null,
-            "NetworkID": name,
-            "EndpointID": if attachment.is_some() { v.record.sandbox_id.as_str() } else { "" },
-            "Gateway": gateway.unwrap_or_default(),
-            "IPAddress": ip.clone().unwrap_or_default(),
-            "IPPrefixLen": if ip.is_some() { 16 } else { 0 },
-            "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-            "MacAddress": "", "DriverOpts": null,
-        }),
-    );
+    let sandbox = v.sandbox.as_ref();
+    if let Some(name) = builtin {
+        let attachment = sandbox.and_then(|s| s.network.as_ref()).filter(|_| running);
+        let ip = attachment
+            .and_then(|a| a.ips.first())
+            .map(|ip| ip.to_string());
+        let gateway = attachment.and_then(|a| a.gateway).map(|g| g.to_string());
+        networks.insert(
+            name.to_string(),
+            json!({
+                "IPAMConfig": null, "Links": null, "Aliases": null,
+                "NetworkID": berth_core::builtin_network_id(name),
+                "EndpointID": if attachment.is_some() { v.record.sandbox_id.as_str() } else { "" },
+                "Gateway": gateway.unwrap_or_default(),
+                "IPAddress": ip.clone().unwrap_or_default(),
+                "IPPrefixLen": if ip.is_some() { 16 } else { 0 },
+                "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                "MacAddress": "", "DriverOpts": null,
+            }),
+        );
+    }
+    for e in sandbox.map(|s| s.endpoints.as_slice()).unwrap_or_default() {
+        let shown = running.then_some(e);
+        let mut aliases = e.aliases.clone();
+        aliases.push(v.record.id[..12.min(v.record.id.len())].to_string());
+        networks.insert(
+            e.network_name.clone(),
+            json!({
+                "IPAMConfig": null, "Links": null, "Aliases": aliases,
+                "NetworkID": e.network_id,
+                "EndpointID": if running { v.record.sandbox_id.as_str() } else { "" },
+                "Gateway": shown.and_then(|e| e.gateway).map(|g| g.to_string()).unwrap_or_default(),
+                "IPAddress": shown.and_then(|e| e.address).map(|a| a.to_string()).unwrap_or_default(),
+                "IPPrefixLen": shown.map_or(0, |e| e.prefix),
+                "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                "MacAddress": shown.map(|e| e.mac.as_str()).unwrap_or_default(),
+                "DriverOpts": null,
+                "DNSNames": e.names,
+            }),
+        );
+    }
     networks
 }
 

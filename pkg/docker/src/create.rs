@@ -54,6 +54,14 @@ pub struct CreateBody {
     /// `-v /path`: anonymous volumes, by target.
     pub volumes: Option<BTreeMap<String, serde_json::Value>>,
     pub host_config: Option<HostConfig>,
+    pub networking_config: Option<NetworkingConfig>,
+}
+
+/// `--network-alias`, `--ip`: the endpoint settings per network.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NetworkingConfig {
+    pub endpoints_config: Option<BTreeMap<String, crate::networks::EndpointConfig>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -237,7 +245,11 @@ fn standalone_spec(
     volumes: &mut VolumeMounts,
 ) -> ApiResult<StandaloneSpec> {
     let host = body.host_config.unwrap_or_default();
-    let network = network_mode(core, &host.network_mode)?;
+    let endpoints = body
+        .networking_config
+        .as_ref()
+        .and_then(|n| n.endpoints_config.as_ref());
+    let network = network_mode(core, &host.network_mode, endpoints)?;
     let env = body
         .env
         .unwrap_or_default()
@@ -339,7 +351,11 @@ fn standalone_spec(
     })
 }
 
-fn network_mode(core: &Core, mode: &str) -> ApiResult<NetworkMode> {
+fn network_mode(
+    core: &Core,
+    mode: &str,
+    endpoints: Option<&BTreeMap<String, crate::networks::EndpointConfig>>,
+) -> ApiResult<NetworkMode> {
     match mode {
         "" | "default" | "bridge" => Ok(NetworkMode::Default),
         "host" => Ok(NetworkMode::Host),
@@ -348,7 +364,10 @@ fn network_mode(core: &Core, mode: &str) -> ApiResult<NetworkMode> {
             Some(reference) => Ok(NetworkMode::Container(
                 view::find(core, reference)?.record.id,
             )),
-            None => Err(ApiError::not_found(format!("network {other} not found"))),
+            None => Ok(NetworkMode::User(crate::networks::network_join(
+                other,
+                endpoints.and_then(|e| e.get(other)),
+            )?)),
         },
     }
 }

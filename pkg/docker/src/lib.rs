@@ -46,6 +46,7 @@ mod listen;
 mod logs;
 mod mounts;
 mod names;
+mod networks;
 mod observe;
 mod progress;
 mod registry_auth;

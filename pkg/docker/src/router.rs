@@ -11,7 +11,7 @@ use crate::http::{percent_decode, Body, Query};
 use crate::version::{self, ApiVersion};
 use crate::{
     archive, attach, containers, create, df, events, exec, image_io, image_transfer, images,
-    lifecycle, logs, observe, stats, system, volumes, Door,
+    lifecycle, logs, networks, observe, stats, system, volumes, Door,
 };
 use std::sync::Arc;
 
@@ -119,6 +119,38 @@ pub async fn route(
         ),
         (&M::GET, ["events"]) => ("SystemEvents", events::events(&ctx.core, &ctx.query)),
         (&M::GET, ["system", "df"]) => ("SystemDataUsage", df::df(&ctx.core)),
+        (&M::GET, ["networks"]) => ("NetworkList", networks::list(&ctx.core, &ctx.query)),
+        (&M::POST, ["networks", "create"]) => (
+            "NetworkCreate",
+            async {
+                let body = crate::http::read_json(ctx.req).await?;
+                networks::create(&ctx.core, body).await
+            }
+            .await,
+        ),
+        (&M::POST, ["networks", "prune"]) => {
+            ("NetworkPrune", networks::prune(&ctx.core, &ctx.query).await)
+        }
+        (&M::GET, ["networks", id]) => ("NetworkInspect", networks::inspect(&ctx.core, id)),
+        (&M::DELETE, ["networks", id]) => ("NetworkDelete", networks::remove(&ctx.core, id).await),
+        (&M::POST, ["networks", id, "connect"]) => (
+            "NetworkConnect",
+            async {
+                let id = id.to_string();
+                let body = crate::http::read_json(ctx.req).await?;
+                networks::connect(&ctx.core, &id, body).await
+            }
+            .await,
+        ),
+        (&M::POST, ["networks", id, "disconnect"]) => (
+            "NetworkDisconnect",
+            async {
+                let id = id.to_string();
+                let body = crate::http::read_json(ctx.req).await?;
+                networks::disconnect(&ctx.core, &id, body).await
+            }
+            .await,
+        ),
         (&M::GET, ["volumes"]) => ("VolumeList", volumes::list(&ctx.core, &ctx.query)),
         (&M::POST, ["volumes", "create"]) => (
             "VolumeCreate",

@@ -53,9 +53,11 @@ impl ContainerView {
             _ if sandbox.is_some_and(|s| s.config.name != self.record.id) => {
                 format!("container:{}", sandbox.map_or("", |s| &s.config.name))
             }
-            _ => match sandbox.and_then(|s| s.network.as_ref()) {
-                Some(_) => "default".into(),
-                None => "none".into(),
+            _ => match sandbox.map(|s| (s.network.as_ref(), s.endpoints.first())) {
+                Some((Some(_), _)) => "default".into(),
+                // Made on a user network: the name it was made with.
+                Some((None, Some(e))) => e.network_name.clone(),
+                _ => "none".into(),
             },
         }
     }

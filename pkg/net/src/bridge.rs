@@ -52,7 +52,7 @@ pub fn veth_name(sandbox_id: &str) -> String {
     format!("{VETH_PREFIX}{short}")
 }
 
-fn io_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
+pub(crate) fn io_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::from(e).context(what)
 }
 
@@ -135,12 +135,26 @@ impl BridgeNetwork {
             .map_err(io_err(format!("open netns {}", req.netns.display())))?;
         let host = veth_name(&req.sandbox_id);
         let mut nl = Netlink::open().map_err(io_err("open netlink"))?;
-        let mut made = nl.create_veth(&host, POD_INTERFACE, netns.as_raw_fd(), master, self.mtu);
+        let mut made = nl.create_veth(
+            &host,
+            POD_INTERFACE,
+            netns.as_raw_fd(),
+            master,
+            self.mtu,
+            None,
+        );
         if made.as_ref().err().and_then(|e| e.raw_os_error()) == Some(libc::EEXIST) {
             // Left by a crash before this pod's record was stored.
             nl.delete_link(&host)
                 .map_err(io_err(format!("delete stale {host}")))?;
-            made = nl.create_veth(&host, POD_INTERFACE, netns.as_raw_fd(), master, self.mtu);
+            made = nl.create_veth(
+                &host,
+                POD_INTERFACE,
+                netns.as_raw_fd(),
+                master,
+                self.mtu,
+                None,
+            );
         }
         made.map_err(io_err(format!("create veth {host}")))?;
         let (prefix, gateway) = (subnet.prefix(), subnet.gateway());
@@ -211,7 +225,7 @@ fn cidr_key(bridge: &str) -> String {
     format!("pod_cidr/{bridge}")
 }
 
-fn sysctl(key: &str, value: &str) -> Result<()> {
+pub(crate) fn sysctl(key: &str, value: &str) -> Result<()> {
     let path = Path::new("/proc/sys").join(key);
     if fs::read_to_string(&path).is_ok_and(|v| v.trim() == value) {
         return Ok(());

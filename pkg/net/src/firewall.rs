@@ -42,6 +42,21 @@ impl Firewall {
     /// Makes the network's chains and jumps if missing; refreshes the rules
     /// that hold no pod state. Idempotent.
     pub fn ensure(&self, subnet: Subnet) -> Result<()> {
+        self.ensure_with(subnet, true, None)
+    }
+
+    /// Like [`ensure`](Firewall::ensure); without `outbound` (an internal
+    /// network) nothing is masqueraded and nothing is forwarded in or out
+    /// of the bridge: its members reach only each other. With
+    /// `isolated_from` (an iptables interface pattern, `br-+`), nothing is
+    /// forwarded between this bridge and the others it matches, as
+    /// dockerd isolates its user networks from each other.
+    pub fn ensure_with(
+        &self,
+        subnet: Subnet,
+        outbound: bool,
+        isolated_from: Option<&str>,
+    ) -> Result<()> {
         let (nat, filter) = (save("nat")?, save("filter")?);
         let (hostports, masq, forward) = (self.chain("HP"), self.chain("MASQ"), self.chain("FWD"));
         let tag = format!("berth-{}", self.bridge);
@@ -55,7 +70,9 @@ impl Firewall {
         // Declaring a chain in a --noflush restore flushes it: fine for
         // MASQ, which is rebuilt whole here.
         rules += &format!(":{masq} - [0:0]\n");
-        rules += &format!("-A {masq} -s {subnet} ! -d {subnet} -j MASQUERADE\n");
+        if outbound {
+            rules += &format!("-A {masq} -s {subnet} ! -d {subnet} -j MASQUERADE\n");
+        }
         // Host ports on 127.0.0.1 reach the pod with a loopback source:
         // give it the bridge's address so the reply can come back.
         rules += &format!(
@@ -81,8 +98,20 @@ impl Firewall {
         }
         rules += "COMMIT\n*filter\n";
         rules += &format!(":{forward} - [0:0]\n");
-        rules += &format!("-A {forward} -i {} -j ACCEPT\n", self.bridge);
-        rules += &format!("-A {forward} -o {} -j ACCEPT\n", self.bridge);
+        let bridge = &self.bridge;
+        if let Some(others) = isolated_from {
+            rules += &format!("-A {forward} -i {bridge} -o {bridge} -j ACCEPT\n");
+            rules += &format!("-A {forward} -i {others} -o {bridge} -j DROP\n");
+            rules += &format!("-A {forward} -i {bridge} -o {others} -j DROP\n");
+        }
+        if outbound {
+            rules += &format!("-A {forward} -i {bridge} -j ACCEPT\n");
+            rules += &format!("-A {forward} -o {bridge} -j ACCEPT\n");
+        } else {
+            rules += &format!("-A {forward} -i {bridge} -o {bridge} -j ACCEPT\n");
+            rules += &format!("-A {forward} -i {bridge} -j DROP\n");
+            rules += &format!("-A {forward} -o {bridge} -j DROP\n");
+        }
         if !has_jump(&filter, "FORWARD", &forward) {
             rules += &(jump("FORWARD", &forward, "") + "\n");
         }

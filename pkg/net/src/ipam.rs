@@ -30,11 +30,22 @@ pub struct Ipam {
     /// Where the next search starts, so freed addresses are not reused at
     /// once (a stale ARP entry or conntrack flow could still point at them).
     next: Mutex<u32>,
+    /// Addresses never handed out (a user network's own gateway).
+    reserved: Vec<u32>,
 }
 
 impl Ipam {
     /// Loads the leases of `subnet` from the store.
     pub fn open(subnet: Subnet, store: Arc<Store>) -> Result<Ipam> {
+        Ipam::open_reserving(subnet, store, &[])
+    }
+
+    /// Like [`open`](Ipam::open), never handing out `reserved`.
+    pub fn open_reserving(
+        subnet: Subnet,
+        store: Arc<Store>,
+        reserved: &[Ipv4Addr],
+    ) -> Result<Ipam> {
         let key = subnet.to_string();
         let found = store.list_readable::<Lease>(LEASES)?;
         for (key, error) in found.moved_aside {
@@ -56,6 +67,7 @@ impl Ipam {
             store,
             leases: Mutex::new(leases),
             next: Mutex::new(start),
+            reserved: reserved.iter().map(|a| u32::from(*a)).collect(),
         })
     }
 
@@ -79,24 +91,54 @@ impl Ipam {
         };
         let free = (0..size)
             .map(|i| first + (start - first + i) % size)
-            .find(|a| !leases.contains_key(a))
+            .find(|a| !leases.contains_key(a) && !self.reserved.contains(a))
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::ResourceExhausted,
                     format!("pod subnet {} has no free address", self.subnet),
                 )
             })?;
+        self.record(&mut leases, sandbox_id, free)?;
+        *next = free + 1;
+        Ok(Ipv4Addr::from(free))
+    }
+
+    /// Leases exactly `address` (Docker's `--ip`): refused when it lies
+    /// outside the subnet, is reserved, or is another sandbox's.
+    pub fn claim(&self, sandbox_id: &str, address: Ipv4Addr) -> Result<Ipv4Addr> {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let a = u32::from(address);
+        let (first, last) = self.subnet.pod_range();
+        if !(first..=last).contains(&a) || self.reserved.contains(&a) {
+            return Err(Error::invalid(format!(
+                "address {address} is not usable in subnet {}",
+                self.subnet
+            )));
+        }
+        match leases.get(&a) {
+            Some(l) if l.sandbox_id == sandbox_id => Ok(address),
+            Some(_) => Err(Error::new(
+                ErrorKind::Conflict,
+                format!("Address already in use: {address}"),
+            )),
+            None => {
+                self.record(&mut leases, sandbox_id, a)?;
+                Ok(address)
+            }
+        }
+    }
+
+    /// Stores a lease, durable before anyone can use the address.
+    fn record(&self, leases: &mut BTreeMap<u32, Lease>, sandbox_id: &str, a: u32) -> Result<()> {
         let lease = Lease {
-            address: Ipv4Addr::from(free),
+            address: Ipv4Addr::from(a),
             sandbox_id: sandbox_id.to_string(),
             subnet: self.subnet.to_string(),
         };
-        // Durable before anyone can use the address.
         self.store
             .write(Batch::new().put(LEASES, &lease_key(&lease), &lease)?)?;
-        leases.insert(free, lease);
-        *next = free + 1;
-        Ok(Ipv4Addr::from(free))
+        leases.insert(a, lease);
+        Ok(())
     }
 
     /// Releases the lease of `sandbox_id`; having none is fine.

@@ -24,6 +24,7 @@ pub mod netavark;
 mod netlink;
 mod network;
 mod subnet;
+mod user;
 
 pub use bridge::{
     bridge_network_rules, remove_bridge_network, veth_name, BridgeConfig, BridgeNetwork,
@@ -33,3 +34,7 @@ pub use hostports::HostPorts;
 pub use ipam::{Ipam, Lease};
 pub use network::{AttachRequest, Attachment, NotReady, PodNetwork, PortMapping, Protocol};
 pub use subnet::{host_routes, Subnet};
+pub use user::{
+    builtin_network_id, user_bridge_name, user_veth_name, Endpoint, JoinRequest, NewUserNetwork,
+    UserNetworkRecord, UserNetworks,
+};

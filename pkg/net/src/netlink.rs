@@ -25,6 +25,7 @@ const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 
 // Attributes (linux/if_link.h, linux/if_addr.h, linux/rtnetlink.h).
+const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
@@ -201,7 +202,8 @@ impl Netlink {
     }
 
     /// Makes a veth pair: `host` on the host, enslaved to `master` and up;
-    /// `peer` moved into the namespace open as `peer_netns` (still down).
+    /// `peer` moved into the namespace open as `peer_netns` (still down),
+    /// with `peer_mac` when given (else the kernel's random one).
     pub fn create_veth(
         &mut self,
         host: &str,
@@ -209,6 +211,7 @@ impl Netlink {
         peer_netns: RawFd,
         master: u32,
         mtu: Option<u32>,
+        peer_mac: Option<[u8; 6]>,
     ) -> io::Result<()> {
         let mut req = Request::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK)
             .ifinfo(0, IFF_UP, IFF_UP);
@@ -226,6 +229,9 @@ impl Netlink {
             .attr_u32(IFLA_NET_NS_FD, peer_netns as u32);
         if let Some(mtu) = mtu {
             req.attr_u32(IFLA_MTU, mtu);
+        }
+        if let Some(mac) = peer_mac {
+            req.attr(IFLA_ADDRESS, &mac);
         }
         req.end_nested().end_nested().end_nested();
         self.call(req)

@@ -222,7 +222,48 @@ def volume_options(client, image):
     }
 
 
+def network(client, image, subnet):
+    ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
+    net = client.networks.create("pynet", driver="bridge", ipam=ipam, labels={"flow": "network"})
+    c = client.containers.run(image, "sleep 600", detach=True, name="pysleeper")
+    net.connect(c, aliases=["pyalias"])
+    net.reload()
+    c.reload()
+    members = {
+        cid: {"name": m["Name"], "ipv4": m["IPv4Address"]}
+        for cid, m in net.attrs["Containers"].items()
+    }
+    endpoint = c.attrs["NetworkSettings"]["Networks"].get("pynet", {})
+    eth1 = c.exec_run("ip -o -4 addr show eth1").output.decode()
+    try:
+        net.remove()
+        in_use = None
+    except APIError as e:
+        in_use = {"status": e.status_code, "explanation": e.explanation}
+    net.disconnect(c)
+    c.reload()
+    after = list(c.attrs["NetworkSettings"]["Networks"].keys())
+    c.remove(force=True)
+    labelled = [n.name for n in client.networks.list(filters={"label": "flow=network"})]
+    net.remove()
+    return {
+        "id": net.id,
+        "subnet": net.attrs["IPAM"]["Config"][0]["Subnet"],
+        "members": members,
+        "container": c.id,
+        "ip": endpoint.get("IPAddress"),
+        "aliases": endpoint.get("Aliases"),
+        "network_id": endpoint.get("NetworkID"),
+        "eth1": eth1,
+        "in_use": in_use,
+        "after": after,
+        "labelled": labelled,
+        "left": sorted(n.name for n in client.networks.list()),
+    }
+
+
 FLOWS = {
+    "network": network,
     "volume": volume,
     "volume_options": volume_options,
     "system": system,

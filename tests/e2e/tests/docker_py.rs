@@ -215,3 +215,73 @@ async fn docker_py_makes_volumes_with_options_tmpfs_mounts_and_prunes() {
     assert_eq!(v["left"], serde_json::json!([]), "{v}");
     d.assert_no_leaks();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_py_creates_connects_inspects_and_removes_a_network() {
+    let (mut d, reg, _rt) = daemon_with(&["busybox"]).await;
+    // 10.123/16 is the user network tests' range; .251 is this test's.
+    let subnet = "10.123.251.0/24";
+    let v = docker_py(&d, &["network", &reg.image("busybox"), subnet]);
+    let id = v["id"].as_str().unwrap_or_default().to_string();
+    let bridge = berth_net::user_bridge_name(&id);
+    // Whatever happened, the bridge goes with the test.
+    let _cleanup = scopeguard(move || {
+        let _ = berth_net::remove_bridge_network(&bridge);
+    });
+    assert_eq!(id.len(), 64, "{v}");
+    assert_eq!(v["subnet"], subnet, "{v}");
+    let container = v["container"].as_str().unwrap();
+    let ip = v["ip"].as_str().unwrap_or_default();
+    assert!(ip.starts_with("10.123.251."), "{v}");
+    assert_eq!(v["members"][container]["name"], "pysleeper", "{v}");
+    assert_eq!(v["members"][container]["ipv4"], format!("{ip}/24"), "{v}");
+    assert_eq!(v["network_id"], id.as_str(), "{v}");
+    assert!(
+        v["aliases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "pyalias"),
+        "{v}"
+    );
+    assert!(v["eth1"].as_str().unwrap().contains(ip), "{v}");
+    assert_eq!(v["in_use"]["status"], 403, "{v}");
+    assert!(
+        v["in_use"]["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("has active endpoints"),
+        "{v}"
+    );
+    assert_eq!(v["after"], serde_json::json!(["bridge"]), "{v}");
+    assert_eq!(v["labelled"], serde_json::json!(["pynet"]), "{v}");
+    assert_eq!(
+        v["left"],
+        serde_json::json!(["bridge", "host", "none"]),
+        "{v}"
+    );
+    assert!(
+        !Command::new("ip")
+            .args(["link", "show", &berth_net::user_bridge_name(&id)])
+            .output()
+            .unwrap()
+            .status
+            .success(),
+        "bridge left"
+    );
+    d.stop();
+    d.assert_no_leaks();
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
