@@ -9,8 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WIRE="tonic prost k8s-cri axum hyper berth-cri berth-docker berth-stream berth-metrics"
-INNER="errdefs core oci image net ns cgroups store"
-LEAVES="berth-image berth-net berth-oci berth-ns berth-cgroups berth-store"
+INNER="errdefs core oci image net ns cgroups store dockerfile"
+LEAVES="berth-image berth-net berth-oci berth-ns berth-cgroups berth-store berth-dockerfile"
 FRONT_DOORS="cri docker metrics stream"
 
 # The names a Cargo.toml depends on, one a line, from any dependency
