@@ -244,7 +244,8 @@ mod tests {
 
     #[test]
     fn a_malformed_parent_is_refused() {
-        let e = derive_config(Some(b"[1]"), Some("sha256:bb"), &NewLayerInfo::default()).unwrap_err();
+        let e =
+            derive_config(Some(b"[1]"), Some("sha256:bb"), &NewLayerInfo::default()).unwrap_err();
         assert!(e.message.contains("not a JSON object"), "{e}");
     }
 }

@@ -190,7 +190,11 @@ pub(crate) fn unpack_tar(input: impl Read, root: &Path) -> Result<()> {
             let hard = entry.header().entry_type().is_hard_link();
             let link = link.to_string_lossy().to_string();
             let base = Path::new(&name).parent().unwrap_or(Path::new(""));
-            let target = if hard { link.clone() } else { base.join(&link).display().to_string() };
+            let target = if hard {
+                link.clone()
+            } else {
+                base.join(&link).display().to_string()
+            };
             if (hard || !link.starts_with('/')) && inside(&target).is_none() {
                 return Err(refused());
             }
@@ -212,7 +216,11 @@ fn remove_excluded(root: &Path, rel: &str, ignore: &Ignore) -> Result<()> {
     for entry in std::fs::read_dir(&dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().to_string();
-        let path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        let path = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
         let is_dir = entry.file_type()?.is_dir();
         if ignore.is_excluded(&path) {
             if is_dir && ignore.may_have_exceptions_under(&path) {

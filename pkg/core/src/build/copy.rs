@@ -152,7 +152,14 @@ impl CopyPlan {
         };
         format!(
             "{}\n{from}\n{:?}\n{:?}\n{}\n{}\n{:?}\n{:?}\n{}",
-            self.name, self.sources, self.inline, self.dest, self.add, self.chown, self.chmod, self.checksum
+            self.name,
+            self.sources,
+            self.inline,
+            self.dest,
+            self.add,
+            self.chown,
+            self.chmod,
+            self.checksum
         )
     }
 
@@ -192,7 +199,11 @@ impl CopyPlan {
             let many = found.len() + self.inline.len() > 1;
             let into_dir = self.dest.ends_with('/') || many;
             let dest = self.dest.trim_end_matches('/').to_string();
-            let dest = if dest.is_empty() { "/".to_string() } else { dest };
+            let dest = if dest.is_empty() {
+                "/".to_string()
+            } else {
+                dest
+            };
             // The destination directory, and whatever above it is missing.
             let dir_of_dest = match into_dir || found.iter().any(|s| s.1.is_dir()) {
                 true => dest.clone(),
@@ -229,7 +240,10 @@ impl CopyPlan {
                 };
                 w.inline(&to, content.as_bytes())?;
             }
-            w.tar.into_inner()?.into_inner().map_err(|e| e.into_error())?;
+            w.tar
+                .into_inner()?
+                .into_inner()
+                .map_err(|e| e.into_error())?;
             Ok(())
         })
         .await
@@ -272,7 +286,11 @@ fn resolve_sources(root: &Path, words: &[String], name: &str) -> Result<Vec<(Str
             out.extend(matched);
             continue;
         }
-        let host = if rel.is_empty() { root.to_path_buf() } else { root.join(&rel) };
+        let host = if rel.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(&rel)
+        };
         // A symlinked parent must not lead out of the root.
         let parent = host.parent().unwrap_or(root);
         let inside_root = std::fs::canonicalize(parent)
@@ -301,7 +319,11 @@ fn walk(root: &Path, rel: &str, f: &mut dyn FnMut(&str)) -> Result<()> {
     names.sort_by_key(|e| e.file_name());
     for e in names {
         let name = e.file_name().to_string_lossy().to_string();
-        let path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        let path = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
         f(&path);
         if e.file_type()?.is_dir() {
             walk(root, &path, f)?;
@@ -455,10 +477,12 @@ impl<W: std::io::Write> Writer<W> {
             self.tar.append_link(&mut h, name, link)?;
         } else if meta.is_dir() {
             let mut h = self.header(tar::EntryType::Directory, mode, 0, mtime);
-            self.tar.append_data(&mut h, format!("{name}/"), std::io::empty())?;
+            self.tar
+                .append_data(&mut h, format!("{name}/"), std::io::empty())?;
         } else if meta.is_file() {
             let mut h = self.header(tar::EntryType::Regular, mode, meta.len(), mtime);
-            self.tar.append_data(&mut h, name, std::fs::File::open(host)?)?;
+            self.tar
+                .append_data(&mut h, name, std::fs::File::open(host)?)?;
         }
         Ok(())
     }
@@ -505,7 +529,9 @@ impl<W: std::io::Write> Writer<W> {
                 (tar::EntryType::Symlink, Some(l)) => self.tar.append_link(&mut header, path, l)?,
                 (tar::EntryType::Link, Some(l)) => {
                     let l = inside(&l.display().to_string()).ok_or_else(|| {
-                        Error::invalid(format!("ADD: the archive link {name:?} leaves its directory"))
+                        Error::invalid(format!(
+                            "ADD: the archive link {name:?} leaves its directory"
+                        ))
                     })?;
                     let l = join(to, &l.display().to_string());
                     self.tar
@@ -519,7 +545,11 @@ impl<W: std::io::Write> Writer<W> {
 }
 
 fn join(dir: &str, name: &str) -> String {
-    format!("{}/{}", dir.trim_end_matches('/'), name.trim_start_matches('/'))
+    format!(
+        "{}/{}",
+        dir.trim_end_matches('/'),
+        name.trim_start_matches('/')
+    )
 }
 
 fn parent_of(path: &str) -> String {

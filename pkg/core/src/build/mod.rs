@@ -125,22 +125,25 @@ impl Core {
     }
 
     /// Forgets the build cache and removes the untagged step images it
-    /// named that nothing uses (`docker builder prune`); the bytes freed.
-    pub async fn prune_build_cache(&self) -> Result<u64> {
+    /// named that nothing uses (`docker builder prune`): their ids, and
+    /// the bytes freed.
+    pub async fn prune_build_cache(&self) -> Result<(Vec<String>, u64)> {
         let images = &self.shared.images;
         let before = images.leaf.fs_info()?.used.bytes;
+        let mut removed = Vec::new();
         for id in images.leaf.clear_build_cache()? {
             let Some(image) = images.leaf.status(&id)? else {
                 continue;
             };
             if image.repo_tags.is_empty() && images.user_of(&image.id).is_none() {
-                if let Err(e) = images.remove(&image.id).await {
-                    tracing::warn!(id = %image.id, "builder prune: image kept: {e}");
+                match images.remove(&image.id).await {
+                    Ok(()) => removed.push(image.id),
+                    Err(e) => tracing::warn!(id = %image.id, "builder prune: image kept: {e}"),
                 }
             }
         }
         let after = images.leaf.fs_info()?.used.bytes;
-        Ok(before.saturating_sub(after))
+        Ok((removed, before.saturating_sub(after)))
     }
 }
 
@@ -157,6 +160,9 @@ struct Builder {
 pub(crate) struct Stage {
     pub image: Option<LeafImage>,
     pub args: BTreeMap<String, String>,
+    /// The ARGs before the first FROM: an ARG without a default in the
+    /// stage takes its value from them.
+    pub meta: BTreeMap<String, String>,
     /// The base's ONBUILD triggers ran: the next image drops them.
     pub clear_onbuild: bool,
 }
@@ -167,14 +173,15 @@ impl Builder {
         for note in &df.notes {
             self.send(BuildEvent::Note(note.clone())).await?;
         }
-        let last = match &self.request.target {
-            Some(t) if !t.is_empty() => df.stage_index(t).ok_or_else(|| {
-                Error::invalid(format!("failed to reach build target {t} in Dockerfile"))
-            })?,
-            _ => df.stages.len().checked_sub(1).ok_or_else(|| {
-                Error::invalid("the Dockerfile has no FROM: nothing to build")
-            })?,
-        };
+        let last =
+            match &self.request.target {
+                Some(t) if !t.is_empty() => df.stage_index(t).ok_or_else(|| {
+                    Error::invalid(format!("failed to reach build target {t} in Dockerfile"))
+                })?,
+                _ => df.stages.len().checked_sub(1).ok_or_else(|| {
+                    Error::invalid("the Dockerfile has no FROM: nothing to build")
+                })?,
+            };
         let total = df.step_count_through(last);
         let mut n = 0;
         let meta = self.meta_args(df, &mut n, total).await?;
@@ -271,7 +278,8 @@ impl Builder {
         meta: &BTreeMap<String, String>,
         built: &[LeafImage],
     ) -> Result<Stage> {
-        let name = berth_dockerfile::expand(&stage.from.image, df.escape, &|k| meta.get(k).cloned())?;
+        let name =
+            berth_dockerfile::expand(&stage.from.image, df.escape, &|k| meta.get(k).cloned())?;
         if let Some(p) = &stage.from.platform {
             let p = berth_dockerfile::expand(p, df.escape, &|k| meta.get(k).cloned())?;
             check_platform(&p)?;
@@ -284,6 +292,7 @@ impl Builder {
         Ok(Stage {
             image,
             args: BTreeMap::new(),
+            meta: meta.clone(),
             clear_onbuild: false,
         })
     }
@@ -337,7 +346,11 @@ impl Builder {
         let triggers: Vec<String> = config
             .get("OnBuild")
             .and_then(|v| v.as_array())
-            .map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         if triggers.is_empty() {
             return Ok(());
@@ -399,10 +412,17 @@ impl Builder {
         let mut state = Stage {
             image: None,
             args: BTreeMap::new(),
+            meta: BTreeMap::new(),
             clear_onbuild: false,
         };
-        steps::commit_config(self, &mut state, Default::default(), String::new(), "FROM scratch")
-            .await
+        steps::commit_config(
+            self,
+            &mut state,
+            Default::default(),
+            String::new(),
+            "FROM scratch",
+        )
+        .await
     }
 
     async fn step_line(&self, n: usize, total: usize, text: &str) -> Result<()> {

@@ -20,9 +20,15 @@ pub(crate) enum Kind {
     /// Nothing to store (ARG: only the stage's variables change).
     Nothing,
     /// A config change only.
-    Config { edit: ImageChanges, author: String },
+    Config {
+        edit: ImageChanges,
+        author: String,
+    },
     /// WORKDIR: a config change, and the directory made when missing.
-    Workdir { edit: ImageChanges, dir: String },
+    Workdir {
+        edit: ImageChanges,
+        dir: String,
+    },
     /// RUN: the command line and the build args it sees as env.
     Run {
         argv: Vec<String>,
@@ -68,7 +74,11 @@ pub(crate) fn run_config(core: &Core, image: &LeafImage) -> Result<Map<String, V
 
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -125,7 +135,10 @@ pub(crate) async fn prepare(
         Command::Arg(defs) => {
             for def in defs {
                 let value = b.arg_value(df, def, &state.args)?;
-                state.args.insert(def.name.clone(), value.unwrap_or_default());
+                let value = value.or_else(|| state.meta.get(&def.name).cloned());
+                state
+                    .args
+                    .insert(def.name.clone(), value.unwrap_or_default());
             }
             Prepared {
                 kind: Kind::Nothing,
