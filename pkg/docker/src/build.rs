@@ -37,10 +37,16 @@ pub async fn build(ctx: Ctx) -> ApiResult<Response<Body>> {
         .await
     });
     tokio::spawn(async move {
-        while let Some(event) = received.recv().await {
+        loop {
+            // The client went (the response dropped): dropping `received`
+            // stops the build, even while a RUN prints nothing.
+            let event = tokio::select! {
+                e = received.recv() => e,
+                _ = out.closed() => return,
+            };
+            let Some(event) = event else { break };
             let shown = if quiet { Vec::new() } else { render(&event) };
             for line in shown {
-                // The client went: dropping `received` stops the build.
                 if out.send(json_line(&line)).await.is_err() {
                     return;
                 }

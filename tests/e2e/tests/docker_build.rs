@@ -7,6 +7,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use berth_e2e::*;
 use berth_testkit::{DockerRun, TestDaemon, TestRegistry};
@@ -356,5 +357,47 @@ async fn build_args_targets_onbuild_and_metadata_reach_the_image() {
     assert!(config.contains(r#""8080/tcp""#), "{config}");
     assert!(config.trim().ends_with("null"), "{config}");
     assert_build_dir_empty(&d);
+    d.assert_no_leaks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_stops_the_build_and_its_container_goes() {
+    use std::io::BufRead;
+    let (d, reg, _rt) = daemon_with(&["busybox"]).await;
+    let base = reg.image("busybox");
+    let dockerfile = format!("FROM {base}\nRUN echo started; sleep 120\n");
+    let dir = context(&d, "gone", &[("Dockerfile", &dockerfile)]);
+    let mut child = d
+        .docker_command()
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", dir.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run the docker CLI");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let started = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("started"));
+    assert!(started, "the RUN never started");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Well before the RUN's 120 s: the container and the context are gone.
+    let containers = d.root.join("containers");
+    berth_testkit::eventually(
+        "the build container's removal",
+        Duration::from_secs(30),
+        || {
+            let left = std::fs::read_dir(&containers)
+                .map(|e| e.count())
+                .unwrap_or(0);
+            let build_left = std::fs::read_dir(d.root.join("build"))
+                .map(|e| e.count())
+                .unwrap_or(0);
+            (left == 0 && build_left == 0).then_some(())
+        },
+    )
+    .await;
     d.assert_no_leaks();
 }

@@ -223,12 +223,8 @@ impl CopyPlan {
                     false => dest.clone(),
                 };
                 if self.add && meta.is_file() && is_archive(host)? {
-                    let unpack_to = match into_dir || target.is_dir(&dest) {
-                        true => dest.clone(),
-                        false => dest.clone(),
-                    };
-                    w.missing_dirs(&target, &unpack_to)?;
-                    w.archive(host, &unpack_to)?;
+                    w.missing_dirs(&target, &dest)?;
+                    w.archive(host, &dest)?;
                     continue;
                 }
                 w.entry(host, &to)?;

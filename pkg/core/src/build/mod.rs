@@ -211,14 +211,13 @@ impl Builder {
         let image = result.ok_or_else(|| Error::invalid("nothing to build"))?;
         let mut tags = Vec::new();
         for tag in &self.request.tags {
-            let info = self.core.images().tag(&image.id, tag).await?;
+            self.core.images().tag(&image.id, tag).await?;
             let qualified = self.core.images().qualify(tag)?;
             let name = format!(
                 "{}:{}",
                 qualified.repository,
                 qualified.tag.unwrap_or_else(|| "latest".into())
             );
-            debug_assert!(info.id == image.id);
             tags.push(name);
         }
         Ok(BuildResult {
@@ -409,7 +408,7 @@ impl Builder {
 
     /// A stage that is only `FROM scratch`: an image with no layer.
     async fn empty_image(&self) -> Result<LeafImage> {
-        let mut state = Stage {
+        let state = Stage {
             image: None,
             args: BTreeMap::new(),
             meta: BTreeMap::new(),
@@ -417,7 +416,7 @@ impl Builder {
         };
         steps::commit_config(
             self,
-            &mut state,
+            &state,
             Default::default(),
             String::new(),
             "FROM scratch",
