@@ -2,6 +2,7 @@
 //! CRI request builders and calls with the assertions every suite repeats.
 
 pub mod k8s;
+pub mod peer;
 pub mod scrape;
 
 use std::collections::HashMap;
