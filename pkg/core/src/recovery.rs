@@ -93,6 +93,7 @@ impl Shared {
         if let Err(e) = self.recover_network(&records) {
             tracing::warn!("remove orphaned pod networks: {e}");
         }
+        crate::build::remove_leftovers(&self.config.root);
         self.resume_docker_cleanup();
         Ok(())
     }

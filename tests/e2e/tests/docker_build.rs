@@ -197,6 +197,12 @@ async fn the_cache_reuses_what_did_not_change() {
     assert!(pruned.contains("Total"), "{pruned}");
     let after = build_ok(&d, &["-t", "cached:1", ctx]);
     assert_eq!(cache_hits(&after), 0, "{after}");
+    // image prune takes the untagged step images, and the cache with them.
+    d.docker_ok(&["image", "prune", "-f"]);
+    let pruned = build_ok(&d, &["-t", "cached:1", ctx]);
+    assert_eq!(cache_hits(&pruned), 0, "{pruned}");
+    let warm = build_ok(&d, &["-t", "cached:1", ctx]);
+    assert_eq!(cache_hits(&warm), 4, "{warm}");
 
     assert_build_dir_empty(&d);
     d.assert_no_leaks();
@@ -363,7 +369,7 @@ async fn build_args_targets_onbuild_and_metadata_reach_the_image() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_goes_away_stops_the_build_and_its_container_goes() {
     use std::io::BufRead;
-    let (d, reg, _rt) = daemon_with(&["busybox"]).await;
+    let (d, reg, mut rt) = daemon_with(&["busybox"]).await;
     let base = reg.image("busybox");
     let dockerfile = format!("FROM {base}\nRUN echo started; sleep 120\n");
     let dir = context(&d, "gone", &[("Dockerfile", &dockerfile)]);
@@ -379,12 +385,16 @@ async fn a_client_that_goes_away_stops_the_build_and_its_container_goes() {
     let started = lines
         .by_ref()
         .map_while(Result::ok)
-        .any(|l| l.contains("started"));
+        .any(|l| l.trim() == "started");
     assert!(started, "the RUN never started");
+    // It runs, and neither Docker's list nor the CRI's shows it.
+    let containers = d.root.join("containers");
+    assert_eq!(std::fs::read_dir(&containers).unwrap().count(), 1);
+    assert_eq!(d.docker_ok(&["ps", "-aq"]).trim(), "");
+    assert!(list_containers(&mut rt).await.is_empty());
     child.kill().unwrap();
     child.wait().unwrap();
     // Well before the RUN's 120 s: the container and the context are gone.
-    let containers = d.root.join("containers");
     berth_testkit::eventually(
         "the build container's removal",
         Duration::from_secs(30),

@@ -32,6 +32,33 @@ use crate::{Core, Credentials, NetworkMode, PullRequest};
 /// builder's own, listed to no front door.
 pub(crate) const BUILD_CONTAINER_LABEL: &str = "io.berth.build";
 
+/// Whether `record` is a build's RUN container.
+pub(crate) fn is_build_container(record: &crate::ContainerRecord) -> bool {
+    record.config.labels.contains_key(BUILD_CONTAINER_LABEL)
+}
+
+/// What builds berthd stopped in the middle of left under `<root>/build`
+/// (contexts, layer tars, mounted views): unmounted and removed.
+pub(crate) fn remove_leftovers(root: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(root.join("build")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if let Err(e) = crate::rootfs::unmount_all(&path.join("root")) {
+            tracing::warn!(path = %path.display(), "unmount a leftover build view: {e}");
+            continue;
+        }
+        let removed = match entry.file_type().is_ok_and(|t| t.is_dir()) {
+            true => std::fs::remove_dir_all(&path),
+            false => std::fs::remove_file(&path),
+        };
+        if let Err(e) = removed {
+            tracing::warn!(path = %path.display(), "remove a build leftover: {e}");
+        }
+    }
+}
+
 /// What a build asks for (Docker's `/build` parameters, decoded).
 #[derive(Debug, Clone, Default)]
 pub struct BuildRequest {
