@@ -411,3 +411,45 @@ async fn a_client_that_goes_away_stops_the_build_and_its_container_goes() {
     .await;
     d.assert_no_leaks();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_berthd_died_in_leaves_nothing_after_it_starts_again() {
+    use std::io::BufRead;
+    let (mut d, reg, _rt) = daemon_with(&["busybox"]).await;
+    let base = reg.image("busybox");
+    let dockerfile = format!("FROM {base}\nRUN echo started; sleep 120\n");
+    let dir = context(&d, "crash", &[("Dockerfile", &dockerfile)]);
+    let mut child = d
+        .docker_command()
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", dir.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run the docker CLI");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let started = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.trim() == "started");
+    assert!(started, "the RUN never started");
+    d.kill9();
+    let _ = child.wait();
+    assert_eq!(std::fs::read_dir(d.root.join("build")).unwrap().count(), 1);
+    d.start_again().await;
+    let dirs = [d.root.join("containers"), d.state_dir.join("pods")];
+    berth_testkit::eventually(
+        "the leftover build's removal",
+        Duration::from_secs(30),
+        || {
+            let left: usize = dirs
+                .iter()
+                .map(|dir| std::fs::read_dir(dir).map(|e| e.count()).unwrap_or(0))
+                .sum();
+            (left == 0).then_some(())
+        },
+    )
+    .await;
+    assert_build_dir_empty(&d);
+    d.assert_no_leaks();
+}
