@@ -102,6 +102,16 @@ async fn a_multi_stage_build_runs_with_docker_and_cri_and_round_trips_a_registry
 
     let ran = d.docker_ok(&["run", "--rm", "multi:1"]);
     assert_eq!(ran.trim(), "made in stage one");
+    // Step images another step was made on are intermediate, listed only
+    // with -a; as with dockerd, the first stage's last one is dangling.
+    let listed = d.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let mut listed: Vec<&str> = listed.lines().collect();
+    listed.sort();
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    assert_eq!(listed[1], "<none>:<none>", "{listed:?}");
+    assert_eq!(&listed[2..], ["multi:1", "multi:extra"], "{listed:?}");
+    let all = d.docker_ok(&["images", "-aq"]);
+    assert!(all.lines().count() > 4, "{all}");
     let history = d.docker_ok(&["history", "--no-trunc", "multi:1"]);
     assert!(history.contains("WORKDIR /app"), "{history}");
 

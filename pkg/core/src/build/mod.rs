@@ -151,6 +151,12 @@ impl Core {
         built
     }
 
+    /// The untagged images builds made others on (dockerd's intermediate
+    /// images): `docker images` shows them only with `-a`.
+    pub fn intermediate_images(&self) -> Result<std::collections::HashSet<String>> {
+        self.shared.images.leaf.build_parents()
+    }
+
     /// Forgets the build cache and removes the untagged step images it
     /// named that nothing uses (`docker builder prune`): their ids, and
     /// the bytes freed.
@@ -413,7 +419,8 @@ impl Builder {
             }
         }
         let image = steps::make(self, state, prepared).await?;
-        leaf.record_step(&key, &image.id)?;
+        let parent = state.image.as_ref().map(|p| p.id.as_str());
+        leaf.record_step(&key, &image.id, parent)?;
         state.image = Some(image);
         state.clear_onbuild = false;
         self.report_image(state).await
