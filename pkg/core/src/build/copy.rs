@@ -561,3 +561,72 @@ fn now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src/sub")).unwrap();
+        std::fs::write(dir.path().join("src/a.rs"), "a").unwrap();
+        std::fs::write(dir.path().join("src/sub/b.rs"), "b").unwrap();
+        std::fs::write(dir.path().join("top.txt"), "t").unwrap();
+        dir
+    }
+
+    #[test]
+    fn sources_outside_the_context_or_missing_are_refused_by_name() {
+        let dir = tree();
+        let e = resolve_sources(dir.path(), &["../outside".into()], "COPY").unwrap_err();
+        assert!(
+            e.message
+                .contains("forbidden path outside the build context: ../outside ()"),
+            "{e}"
+        );
+        let e = resolve_sources(dir.path(), &["nothere".into()], "COPY").unwrap_err();
+        assert!(
+            e.message.contains("stat nothere: file does not exist"),
+            "{e}"
+        );
+        let e = resolve_sources(dir.path(), &["*.none".into()], "ADD").unwrap_err();
+        assert!(e.message.contains("no source files"), "{e}");
+    }
+
+    #[test]
+    fn globs_match_in_order_and_paths_resolve() {
+        let dir = tree();
+        let found =
+            resolve_sources(dir.path(), &["src/*.rs".into(), "./top.txt".into()], "COPY").unwrap();
+        let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["src/a.rs", "top.txt"]);
+    }
+
+    #[test]
+    fn the_checksum_follows_content_and_mode_not_mtime() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tree();
+        let sum =
+            || checksum(&resolve_sources(dir.path(), &[".".into()], "COPY").unwrap()).unwrap();
+        let first = sum();
+        let file = dir.path().join("src/sub/b.rs");
+        let f = std::fs::File::options().write(true).open(&file).unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(sum(), first, "an mtime is not content");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let moded = sum();
+        assert_ne!(moded, first);
+        std::fs::write(&file, "B").unwrap();
+        assert_ne!(sum(), moded);
+    }
+
+    #[test]
+    fn paths_join_and_split_as_docker_does() {
+        assert_eq!(join("/app/", "x"), "/app/x");
+        assert_eq!(join("/", "x"), "/x");
+        assert_eq!(parent_of("/a/b"), "/a");
+        assert_eq!(parent_of("/a"), "/");
+        assert_eq!(absolute("/work", "x/../y"), "/work/y");
+        assert_eq!(absolute("/work", "/abs"), "/abs");
+    }
+}
