@@ -463,3 +463,65 @@ async fn a_build_berthd_died_in_leaves_nothing_after_it_starts_again() {
     assert_build_dir_empty(&d);
     d.assert_no_leaks();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_and_add_own_unpack_and_write_inline_files() {
+    let (d, reg, _rt) = daemon_with(&["busybox"]).await;
+    let base = reg.image("busybox");
+    let dockerfile = format!(
+        "FROM {base}\n\
+         WORKDIR /srv/app\n\
+         ENV WHO=builder\n\
+         COPY --chown=app:nogroup --chmod=600 conf/*.ini ./conf/\n\
+         ADD bundle.tar /unpacked/\n\
+         COPY <<EOF notes.txt\n\
+         inline $WHO\n\
+         EOF\n\
+         COPY sub /tree\n"
+    );
+    let dir = context(
+        &d,
+        "copies",
+        &[
+            ("build/alt.Dockerfile", &dockerfile),
+            ("conf/one.ini", "1\n"),
+            ("conf/two.ini", "2\n"),
+            ("conf/skip.txt", "no\n"),
+            ("sub/deep/leaf.txt", "leaf\n"),
+        ],
+    );
+    let bundle = tar_of(&[("hello.txt", b'0', "", b"from the tar\n")]);
+    std::fs::write(dir.join("bundle.tar"), bundle).unwrap();
+    let dockerfile_path = dir.join("build/alt.Dockerfile");
+    build_ok(
+        &d,
+        &[
+            "-f",
+            dockerfile_path.to_str().unwrap(),
+            "-t",
+            "copies:1",
+            dir.to_str().unwrap(),
+        ],
+    );
+    let out = d.docker_ok(&[
+        "run",
+        "--rm",
+        "copies:1",
+        "sh",
+        "-c",
+        "pwd; stat -c '%n %u:%g %a' conf/one.ini conf/two.ini; ls conf; \
+         cat /unpacked/hello.txt notes.txt /tree/deep/leaf.txt",
+    ]);
+    assert_eq!(
+        out,
+        "/srv/app\n\
+         conf/one.ini 1000:65534 600\n\
+         conf/two.ini 1000:65534 600\n\
+         one.ini\ntwo.ini\n\
+         from the tar\n\
+         inline builder\n\
+         leaf\n",
+    );
+    assert_build_dir_empty(&d);
+    d.assert_no_leaks();
+}

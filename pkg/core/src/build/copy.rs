@@ -413,7 +413,32 @@ fn is_archive(path: &Path) -> Result<bool> {
     Ok(head.starts_with(&[0x1f, 0x8b])
         || head.starts_with(b"BZh")
         || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
-        || (n >= 262 && &head[257..262] == b"ustar"))
+        || is_tar_header(head))
+}
+
+/// A first tar header (ustar or the older v7 format): a name, and a
+/// checksum that adds up.
+fn is_tar_header(head: &[u8]) -> bool {
+    if head.len() < 512 || head[0] == 0 {
+        return false;
+    }
+    let field = String::from_utf8_lossy(&head[148..156]);
+    let Ok(stored) = u32::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
+    else {
+        return false;
+    };
+    let sum: u32 = head[..512]
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(b)
+            }
+        })
+        .sum();
+    sum == stored
 }
 
 /// The directories a layer needs for `dir` (absolute) where the image
@@ -618,6 +643,22 @@ mod tests {
         assert_ne!(moded, first);
         std::fs::write(&file, "B").unwrap();
         assert_ne!(sum(), moded);
+    }
+
+    #[test]
+    fn tars_are_told_by_their_header_and_text_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_old();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_path("x").unwrap();
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        std::fs::write(dir.path().join("v7.tar"), b.into_inner().unwrap()).unwrap();
+        std::fs::write(dir.path().join("text"), "x".repeat(600)).unwrap();
+        assert!(is_archive(&dir.path().join("v7.tar")).unwrap());
+        assert!(!is_archive(&dir.path().join("text")).unwrap());
     }
 
     #[test]
