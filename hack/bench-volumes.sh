@@ -2,7 +2,7 @@
 # Volume benchmark (release build): `docker volume create`, a first mount
 # (`run --rm -v VOL:/data true`) and `volume rm` against berthd and against
 # dockerd (Debian's docker.io on its own data root and socket) in the same
-# run, with the ratio. The network half is hack/bench-net.sh's peer.
+# run, with the ratio. The network half is hack/bench-networks.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash hack/install-deps.sh

@@ -737,6 +737,12 @@ impl Containers {
             .containers
             .values()
             .map(|e| e.record())
+            // A build's RUN containers are the builder's own.
+            .filter(|r| {
+                !r.config
+                    .labels
+                    .contains_key(crate::build::BUILD_CONTAINER_LABEL)
+            })
             .filter(|r| filter.owner.is_none_or(|o| o == r.owner))
             .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
             .filter(|r| {

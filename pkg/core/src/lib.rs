@@ -57,6 +57,7 @@ pub(crate) use service_handle;
 
 mod archive;
 mod attach;
+mod build;
 mod changes;
 mod container;
 pub mod events;
@@ -105,6 +106,7 @@ pub use archive::PathStat;
 pub use attach::{AttachOutput, AttachReader, AttachWriter, Attached};
 pub use berth_errdefs::{Error, ErrorKind};
 pub use berth_net::{builtin_network_id, Endpoint};
+pub use build::{check_build_platform, BuildEvent, BuildRequest, BuildResult};
 pub use changes::{Change, ChangeKind};
 pub use container::Containers;
 pub use events::{attr, Action, Attrs, EventBus, ObjectKind, Received, Subscription};

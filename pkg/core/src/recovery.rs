@@ -99,6 +99,7 @@ impl Shared {
             tracing::warn!("remove orphaned pod networks: {e}");
         }
         self.start_all_dns();
+        crate::build::remove_leftovers(&self.config.root);
         self.resume_docker_cleanup();
         Ok(())
     }

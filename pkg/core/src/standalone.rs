@@ -482,7 +482,20 @@ impl crate::Shared {
             .values()
             .map(|c| c.record())
             .collect();
-        for r in records.iter().filter(|r| r.state.has_exited()) {
+        // A build berthd stopped in the middle of: its container goes.
+        let building = |r: &&ContainerRecord| crate::build::is_build_container(r);
+        for r in records.iter().filter(building) {
+            let (containers, id) = (containers.clone(), r.id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = containers.remove_standalone_now(&id, true, false).await {
+                    tracing::warn!(container = %id, "remove a leftover build container: {e}");
+                }
+            });
+        }
+        for r in records
+            .iter()
+            .filter(|r| r.state.has_exited() && !building(r))
+        {
             match r.auto_remove {
                 true => containers.auto_remove(&r.id),
                 // An exit while berthd was down (or a reboot), or a

@@ -79,10 +79,17 @@ pub fn list(core: &Core, query: &Query) -> ApiResult<Response<Body>> {
         }
     };
     let (before, since) = (bound("before")?, bound("since")?);
+    let intermediate = match query.flag("all") {
+        true => Default::default(),
+        false => core.intermediate_images()?,
+    };
     let mut shown: Vec<&ImageInfo> = images
         .iter()
         .filter(|i| {
             let dangling = i.repo_tags.is_empty();
+            if dangling && intermediate.contains(&i.id) {
+                return false;
+            }
             filters.any("dangling", |d| matches!(d, "true" | "1") == dangling)
                 && filters.any("reference", |pattern| references(i, pattern))
                 && filters.labels_match(&i.config.labels)

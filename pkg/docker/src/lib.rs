@@ -26,6 +26,7 @@
 
 mod archive;
 mod attach;
+mod build;
 pub mod clock;
 mod containers;
 mod create;

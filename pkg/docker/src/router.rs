@@ -10,7 +10,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::{percent_decode, Body, Query};
 use crate::version::{self, ApiVersion};
 use crate::{
-    archive, attach, containers, create, df, events, exec, image_io, image_transfer, images,
+    archive, attach, build, containers, create, df, events, exec, image_io, image_transfer, images,
     lifecycle, logs, networks, observe, stats, system, volumes, Door,
 };
 use std::sync::Arc;
@@ -204,6 +204,8 @@ pub async fn route(
         (&M::GET, ["images", name @ .., "get"]) if !name.is_empty() => {
             ("ImageGet", image_io::save(&ctx, Some(joined(name))))
         }
+        (&M::POST, ["build"]) => ("ImageBuild", build::build(ctx).await),
+        (&M::POST, ["build", "prune"]) => ("BuildPrune", build::prune(&ctx).await),
         (&M::POST, ["commit"]) => ("ImageCommit", image_io::commit(ctx).await),
         (&M::GET, ["containers", id, "export"]) => ("ContainerExport", image_io::export(&ctx, id)),
         (&M::POST, ["images", "prune"]) => {

@@ -25,6 +25,9 @@ pub struct ConfigEdit {
     pub exposed_ports: Vec<String>,
     pub stop_signal: Option<String>,
     pub volumes: Vec<String>,
+    /// Other `config` keys set as given (a builder's `Shell`,
+    /// `Healthcheck`, `OnBuild`); `null` removes the key.
+    pub raw: BTreeMap<String, Value>,
 }
 
 /// What a new one-layer step records about itself.
@@ -39,8 +42,13 @@ pub struct NewLayerInfo {
 
 /// The config of a new image: `parent`'s (an OCI/Docker image config) or
 /// an empty one for this node's platform, with `info`'s edits and the
-/// layer `diff_id` on top.
-pub fn derive_config(parent: Option<&[u8]>, diff_id: &str, info: &NewLayerInfo) -> Result<Vec<u8>> {
+/// layer `diff_id` on top; with no layer, the history entry says
+/// `empty_layer` (a builder's metadata step).
+pub fn derive_config(
+    parent: Option<&[u8]>,
+    diff_id: Option<&str>,
+    info: &NewLayerInfo,
+) -> Result<Vec<u8>> {
     let mut config: Value = match parent {
         Some(bytes) => serde_json::from_slice(bytes)
             .map_err(|e| Error::invalid(format!("malformed parent image config: {e}")))?,
@@ -71,8 +79,14 @@ pub fn derive_config(parent: Option<&[u8]>, diff_id: &str, info: &NewLayerInfo) 
     apply_edit(run, &info.edit);
     let rootfs = object(top, "rootfs");
     rootfs.insert("type".into(), json!("layers"));
-    array(rootfs, "diff_ids").push(json!(diff_id));
+    let diff_ids = array(rootfs, "diff_ids");
     let mut entry = Map::new();
+    match diff_id {
+        Some(diff_id) => diff_ids.push(json!(diff_id)),
+        None => {
+            entry.insert("empty_layer".into(), json!(true));
+        }
+    }
     entry.insert("created".into(), json!(created));
     for (key, value) in [
         ("author", &info.author),
@@ -122,6 +136,12 @@ fn apply_edit(run: &mut Map<String, Value>, edit: &ConfigEdit) {
                 set.insert(item.clone(), json!({}));
             }
         }
+    }
+    for (key, value) in &edit.raw {
+        match value {
+            Value::Null => run.remove(key),
+            v => run.insert(key.clone(), v.clone()),
+        };
     }
     if !edit.labels.is_empty() {
         let labels = object(run, "Labels");
@@ -208,7 +228,7 @@ mod tests {
             created_by: String::new(),
         };
         let out: Value =
-            serde_json::from_slice(&derive_config(Some(parent), "sha256:bb", &info).unwrap())
+            serde_json::from_slice(&derive_config(Some(parent), Some("sha256:bb"), &info).unwrap())
                 .unwrap();
         assert_eq!(out["config"]["Cmd"], json!(["echo", "x"]));
         assert_eq!(out["config"]["Env"], json!(["PATH=/bin", "A=2"]));
@@ -224,7 +244,8 @@ mod tests {
 
     #[test]
     fn a_malformed_parent_is_refused() {
-        let e = derive_config(Some(b"[1]"), "sha256:bb", &NewLayerInfo::default()).unwrap_err();
+        let e =
+            derive_config(Some(b"[1]"), Some("sha256:bb"), &NewLayerInfo::default()).unwrap_err();
         assert!(e.message.contains("not a JSON object"), "{e}");
     }
 }

@@ -24,6 +24,7 @@ use crate::reference::{is_image_id, Reference};
 use crate::registries::{Endpoint, RegistriesConfig};
 
 mod archive;
+mod build_cache;
 mod local;
 mod push;
 pub use archive::{Loaded, SaveItem};

@@ -12,7 +12,7 @@ mod caps;
 mod devices;
 mod handler;
 mod mounts;
-mod passwd;
+pub mod passwd;
 mod resources;
 mod runtime;
 pub mod seccomp;

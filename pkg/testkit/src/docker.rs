@@ -14,7 +14,7 @@ pub struct DockerRun {
 }
 
 impl DockerRun {
-    fn from(output: Output) -> DockerRun {
+    pub fn from(output: Output) -> DockerRun {
         DockerRun {
             status: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),

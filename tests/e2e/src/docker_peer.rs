@@ -19,6 +19,8 @@ impl Cli {
         let mut cmd = Command::new("docker");
         cmd.env("DOCKER_HOST", &self.host)
             .env("DOCKER_CONFIG", &self.config)
+            // `build` takes the classic builder (the one berthd serves).
+            .env("DOCKER_BUILDKIT", "0")
             .args(args)
             .stdin(Stdio::null());
         cmd

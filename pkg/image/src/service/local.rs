@@ -44,17 +44,33 @@ impl ImageService {
         info: &NewLayerInfo,
         tag: Option<&str>,
     ) -> Result<Image> {
-        let tags = self.tag_names(tag)?;
-        let _gc = self.gc_lock.blocking_read();
         let tar_tmp = self.content.tmp_path("diff");
         let made = (|| {
             let out = BufWriter::new(File::create(&tar_tmp)?);
             write_diff_tar(upper, changes, out)?;
-            let layer = self.ingest_layer(&mut File::open(&tar_tmp)?, None)?;
-            self.add_layer_image(Some(parent), layer, info, tags)
+            let mut tar = File::open(&tar_tmp)?;
+            self.commit_layer(Some(parent), Some(&mut tar), info, tag)
         })();
         let _ = std::fs::remove_file(&tar_tmp);
         made
+    }
+
+    /// Makes a new image of `parent` (or of nothing) plus the layer tar
+    /// `layer` (plain, gzip or zstd; none: a config-only step, whose
+    /// history entry is `empty_layer`), with the config `info` describes,
+    /// tagged `tag` if given. A malformed or traversing tar is
+    /// `InvalidArgument` and leaves nothing behind. Blocking.
+    pub fn commit_layer(
+        &self,
+        parent: Option<&Image>,
+        layer: Option<&mut dyn Read>,
+        info: &NewLayerInfo,
+        tag: Option<&str>,
+    ) -> Result<Image> {
+        let tags = self.tag_names(tag)?;
+        let _gc = self.gc_lock.blocking_read();
+        let layer = layer.map(|l| self.ingest_layer(l, None)).transpose()?;
+        self.add_layer_image(parent, layer, info, tags)
     }
 
     /// Makes a one-layer image of the root filesystem tar `input` (plain,
@@ -67,10 +83,7 @@ impl ImageService {
         info: &NewLayerInfo,
         tag: Option<&str>,
     ) -> Result<Image> {
-        let tags = self.tag_names(tag)?;
-        let _gc = self.gc_lock.blocking_read();
-        let layer = self.ingest_layer(input, None)?;
-        self.add_layer_image(None, layer, info, tags)
+        self.commit_layer(None, Some(input), info, tag)
     }
 
     /// `tag` qualified as a pull would resolve it; a digest is refused.
@@ -91,7 +104,7 @@ impl ImageService {
     fn add_layer_image(
         &self,
         parent: Option<&Image>,
-        layer: StoredLayer,
+        layer: Option<StoredLayer>,
         info: &NewLayerInfo,
         tags: Vec<String>,
     ) -> Result<Image> {
@@ -99,8 +112,9 @@ impl ImageService {
             Some(p) => (Some(self.content.read_blob(&p.id)?), self.stored_layers(p)?),
             None => (None, Vec::new()),
         };
-        let config = derive_config(parent_config.as_deref(), &layer.layer.diff_id, info)?;
-        layers.push(layer);
+        let diff_id = layer.as_ref().map(|l| l.layer.diff_id.as_str());
+        let config = derive_config(parent_config.as_deref(), diff_id, info)?;
+        layers.extend(layer);
         self.record_local(&config, layers, tags)
     }
 
