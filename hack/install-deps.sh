@@ -12,6 +12,7 @@ packages=(
   skopeo              # hack/push-test-images.sh, pull benchmark floor
   apache2-utils       # htpasswd -B for the registry's basic auth
   zstd                # zstd layers in the test images
+  bzip2 xz-utils      # docker build contexts and ADD archives compressed so
   iproute2            # ip, for network namespaces and the network benchmark floor
   iptables            # the bridge network's masquerade and host-port rules
   netavark            # the netavark pod network backend
