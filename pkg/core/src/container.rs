@@ -730,6 +730,19 @@ impl Containers {
         Ok(self.require_container(id)?.record())
     }
 
+    /// Whether a container with exactly this id exists (nothing cloned).
+    pub fn exists(&self, id: &str) -> bool {
+        self.container_entry(id).is_some()
+    }
+
+    /// The container with exactly this id, if a front door may see it:
+    /// one lookup where [`list`](Self::list) clones every record.
+    pub fn visible(&self, id: &str) -> Option<ContainerRecord> {
+        self.container_entry(id)
+            .map(|e| e.record())
+            .filter(|r| !crate::build::is_build_container(r))
+    }
+
     /// Containers matching the filter (owner included), oldest first.
     pub fn list(&self, filter: &ContainerFilter) -> Vec<ContainerRecord> {
         let mut out: Vec<ContainerRecord> = self
@@ -738,11 +751,7 @@ impl Containers {
             .values()
             .map(|e| e.record())
             // A build's RUN containers are the builder's own.
-            .filter(|r| {
-                !r.config
-                    .labels
-                    .contains_key(crate::build::BUILD_CONTAINER_LABEL)
-            })
+            .filter(|r| !crate::build::is_build_container(r))
             .filter(|r| filter.owner.is_none_or(|o| o == r.owner))
             .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
             .filter(|r| {

@@ -81,7 +81,7 @@ impl Execs {
     fn prune(&self, core: &berth_core::Core) {
         let containers = core.containers();
         self.lock()
-            .retain(|_, i| containers.status(&i.container_id).is_ok());
+            .retain(|_, i| containers.exists(&i.container_id));
     }
 }
 

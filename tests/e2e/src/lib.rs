@@ -3,6 +3,7 @@
 
 pub mod docker_peer;
 pub mod k8s;
+pub mod replay;
 pub mod scrape;
 
 use std::collections::HashMap;
