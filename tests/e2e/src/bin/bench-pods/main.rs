@@ -6,7 +6,7 @@
 //! floors: `<runtime> run --detach` of berth's generated spec by the same
 //! handler, with the runtime compiling seccomp itself and with the filter
 //! precompiled. Sequential starts are interleaved so the machine's noise
-//! hits all alike. Also: 20 pods at once, stop + remove, idle RSS and the
+//! hits all alike, each after the same idle spell (QUIET). Also: 20 pods at once, stop + remove, idle RSS and the
 //! RSS each running container adds (daemon + its per-container processes).
 //!
 //! Run with `hack/bench-pods.sh` (release build).
@@ -29,6 +29,15 @@ use floor::{handler, Floor};
 
 const RUNS: usize = 50;
 const CONCURRENT: usize = 20;
+
+/// Idle time before every sequential sample. On cgroup v1 the first move
+/// into a cgroup after a quiet spell waits for an RCU grace period (10–20
+/// ms here); one that follows another move closely does not. Without
+/// this pause, whoever runs right after a peer's start (the floors came
+/// right after containerd's) meets a warm kernel and the others a cold
+/// one. With it, every sample starts equally cold, as a node's pod starts
+/// usually do.
+const QUIET: std::time::Duration = std::time::Duration::from_millis(50);
 
 type Runtime = RuntimeServiceClient<Channel>;
 
@@ -351,13 +360,19 @@ async fn main() {
     let mut floor = Floor::prepare(&spec_copy, work.path(), &floor_cgroup);
     let mut runs = [Vec::new(), Vec::new()];
     let mut split = Vec::new();
+    // An idle spell, not a synchronisation: see QUIET.
+    let quiet = || std::thread::sleep(QUIET);
     for n in 0..RUNS {
         for s in &mut subjects {
+            quiet();
             s.start_one(n).await;
         }
+        quiet();
         runs[0].push(floor.run(n, false));
+        quiet();
         runs[1].push(floor.run(n, true));
         if n % 5 == 0 {
+            quiet();
             split.push(floor.create_start(n));
         }
     }
