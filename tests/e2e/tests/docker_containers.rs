@@ -19,13 +19,14 @@ const IGNORES_TERM: &str = "trap '' TERM; while true; do sleep 0.2; done";
 /// One HTTP/1.1 request with a JSON body on the socket; (status line, body).
 fn post(socket: &Path, path: &str, body: &str) -> (String, String) {
     let mut s = UnixStream::connect(socket).expect("connect to the docker socket");
-    write!(
-        s,
+    // One write: a daemon may answer from the head alone and close, and a
+    // later write of the body would then fail with EPIPE.
+    let request = format!(
         "POST {path} HTTP/1.1\r\nHost: api.moby.localhost\r\nConnection: close\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
+    );
+    s.write_all(request.as_bytes()).unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));

@@ -16,13 +16,15 @@ use k8s_cri::v1 as api;
 /// returns the status line and the body (chunked bodies decoded).
 fn raw(socket: &Path, method: &str, path: &str, body: &str) -> (String, String) {
     let mut s = UnixStream::connect(socket).expect("connect to the docker socket");
-    write!(
-        s,
+    // One write: a daemon may answer from the head alone (404 for an
+    // unknown exec) and close, and a later write of the body would then
+    // fail with EPIPE.
+    let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: api.moby.localhost\r\nConnection: close\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
+    );
+    s.write_all(request.as_bytes()).unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
