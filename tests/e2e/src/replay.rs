@@ -29,53 +29,19 @@ pub fn record(socket: &Path, path: &str) -> Recorded {
     .unwrap();
     let mut reply = Vec::new();
     stream.read_to_end(&mut reply).unwrap();
-    let split = reply
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("an HTTP reply");
-    let head = String::from_utf8_lossy(&reply[..split]).to_string();
-    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
-    let header = |name: &str| {
-        head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
-    };
-    let mut body = reply[split + 4..].to_vec();
-    if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        body = dechunk(&body);
-    }
+    let answer = crate::scrape::parse_answer(&reply);
+    assert_eq!(
+        answer.status,
+        200,
+        "GET {path}: {}",
+        String::from_utf8_lossy(&answer.body)
+    );
     Recorded {
-        api_version: header("api-version").expect("the daemon names its API version"),
-        body,
-    }
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("chunk size line");
-        let size = usize::from_str_radix(
-            std::str::from_utf8(&data[..line_end])
-                .unwrap()
-                .split(';')
-                .next()
-                .unwrap()
-                .trim(),
-            16,
-        )
-        .expect("hex chunk size");
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
+        api_version: answer
+            .header("api-version")
+            .expect("the daemon names its API version")
+            .to_string(),
+        body: answer.body,
     }
 }
 
@@ -131,28 +97,20 @@ fn answer(stream: UnixStream, recorded: &Recorded) {
             "Api-Version: {}\r\nOstype: linux\r\nDocker-Experimental: false\r\n",
             recorded.api_version
         );
-        let reply = if request.contains(" /_ping ") {
-            let body: &[u8] = if request.starts_with("HEAD") {
-                b""
-            } else {
-                b"OK"
-            };
-            let mut r = format!(
-                "HTTP/1.1 200 OK\r\n{common}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
-                2
-            )
-            .into_bytes();
-            r.extend_from_slice(body);
-            r
+        let (content_type, body): (&str, &[u8]) = if request.contains(" /_ping ") {
+            ("text/plain; charset=utf-8", b"OK")
         } else {
-            let mut r = format!(
-                "HTTP/1.1 200 OK\r\n{common}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                recorded.body.len()
-            )
-            .into_bytes();
-            r.extend_from_slice(&recorded.body);
-            r
+            ("application/json", &recorded.body)
         };
+        let mut reply = format!(
+            "HTTP/1.1 200 OK\r\n{common}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        // A HEAD answer announces the body's length but sends none.
+        if !request.starts_with("HEAD") {
+            reply.extend_from_slice(body);
+        }
         if out.write_all(&reply).is_err() {
             return;
         }

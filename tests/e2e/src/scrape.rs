@@ -1,5 +1,6 @@
 //! Reading a Prometheus exposition in tests: a bare HTTP GET (for
-//! berthd's metrics listener and a Prometheus server's API), sample and
+//! berthd's metrics listener and a Prometheus server's API) and the
+//! parsing of its answer (also used on Docker sockets), sample and
 //! series lookup, and `promtool check metrics`.
 
 use std::collections::BTreeMap;
@@ -46,6 +47,12 @@ pub async fn http_get(address: SocketAddr, path: &str, headers: &[(&str, &str)])
         .await
         .expect("an answer within 10 s")
         .unwrap();
+    parse_answer(&raw)
+}
+
+/// An HTTP/1.1 answer read to its end: status, headers, and the body
+/// (chunked bodies decoded).
+pub fn parse_answer(raw: &[u8]) -> Answer {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -75,7 +82,7 @@ pub async fn http_get(address: SocketAddr, path: &str, headers: &[(&str, &str)])
     answer
 }
 
-/// A chunked body's data (Prometheus' API answers chunked).
+/// A chunked body's data (Prometheus' API and dockerd answer chunked).
 fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
