@@ -21,6 +21,9 @@ pub struct Config {
     /// With `hide_cgroup2`: the container has mounts whose propagation
     /// must reach the host, so only the hidden mount is made private.
     pub mount_propagation: bool,
+    /// The `cgroup.procs` file of the cgroup the shim starts in, written
+    /// with its own pid once the runtime runs (see `shim::prime_cgroup_lock`).
+    pub own_cgroup_procs: Option<PathBuf>,
 }
 
 /// Parses the arguments after the program name. Values may follow their
@@ -57,6 +60,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Config, String>
             "--runtime" => runtime = Some(value("--runtime")?),
             "--runtime-arg" => cfg.runtime_args.push(value("--runtime-arg")?),
             "--runtime-root" => root = Some(PathBuf::from(value("--runtime-root")?)),
+            "--own-cgroup-procs" => {
+                cfg.own_cgroup_procs = Some(PathBuf::from(value("--own-cgroup-procs")?))
+            }
             "--tty" | "--stdin" | "--stdin-once" | "--hide-cgroup2" | "--mount-propagation"
                 if inline.is_some() =>
             {
@@ -117,9 +123,14 @@ mod tests {
             "--stdin-once",
             "--hide-cgroup2",
             "--mount-propagation",
+            "--own-cgroup-procs=/sys/fs/cgroup/memory/x/cgroup.procs",
         ]))
         .unwrap();
         assert!(cfg.hide_cgroup2 && cfg.mount_propagation);
+        assert_eq!(
+            cfg.own_cgroup_procs.as_deref(),
+            Some(std::path::Path::new("/sys/fs/cgroup/memory/x/cgroup.procs"))
+        );
         assert_eq!(cfg.id, "c1");
         assert_eq!(cfg.dir, PathBuf::from("/s"));
         assert_eq!(cfg.runtime_args, args(&["--mount", "sh", "-c"]));

@@ -10,8 +10,14 @@
 //! ```text
 //! berth-shim --id ID --bundle DIR --dir STATEDIR --log PATH \
 //!     --runtime PROGRAM [--runtime-arg ARG]... --runtime-root DIR \
-//!     [--tty] [--stdin] [--stdin-once] [--hide-cgroup2] [--mount-propagation]
+//!     [--tty] [--stdin] [--stdin-once] [--hide-cgroup2] [--mount-propagation] \
+//!     [--own-cgroup-procs FILE]
 //! ```
+//!
+//! With `--own-cgroup-procs`, FILE is the `cgroup.procs` of the cgroup the
+//! shim starts in; right after spawning the runtime the shim writes its own
+//! pid there (a move that moves nothing) so the kernel's wait for the
+//! cgroup-migration lock overlaps the runtime's start-up.
 //!
 //! With `--hide-cgroup2` the runtime (for `create`, and the shim's own
 //! clean-up `delete`) runs in a private mount namespace of its own whose

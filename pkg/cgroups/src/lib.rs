@@ -123,6 +123,43 @@ pub fn open(root: &Path) -> Result<Box<dyn Cgroups>> {
     })
 }
 
+/// The `cgroup.procs` file of the calling process's own cgroup in one
+/// hierarchy under `root` (v1: the memory controller's, else the first
+/// mounted controller's), if it can be found.
+///
+/// Writing a pid there moves nothing, yet takes the kernel's lock for
+/// cgroup migrations: see `berth-shim`'s `--own-cgroup-procs`.
+pub fn own_procs_file(root: &Path) -> Option<std::path::PathBuf> {
+    let mode = detect(root).ok()?;
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    own_procs_in(root, mode, &text).filter(|p| p.exists())
+}
+
+/// [`own_procs_file`] for a `/proc/<pid>/cgroup` text.
+fn own_procs_in(root: &Path, mode: Mode, text: &str) -> Option<std::path::PathBuf> {
+    // Lines are `hierarchy-id:controllers:path`; v2's has no controllers.
+    let entries = text.lines().filter_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        Some((controllers, path.trim_start_matches('/')))
+    });
+    let (dir, path) = if mode == Mode::Unified {
+        entries
+            .filter(|(c, _)| c.is_empty())
+            .map(|(_, p)| (String::new(), p))
+            .next()?
+    } else {
+        let v1: Vec<(&str, &str)> = entries
+            .filter(|(c, _)| !c.is_empty() && !c.starts_with("name="))
+            .collect();
+        v1.iter()
+            .find(|(c, _)| c.split(',').any(|one| one == "memory"))
+            .or_else(|| v1.first())
+            .map(|(c, p)| (c.to_string(), *p))?
+    };
+    Some(root.join(dir).join(path).join("cgroup.procs"))
+}
+
 /// Checks a hierarchy-relative path: absolute, no `..`, no empty parts.
 fn relative(path: &str) -> Result<&str> {
     let rel = path
@@ -241,6 +278,27 @@ mod tests {
         for bad in ["a", "/", "/a//b", "/a/../b", "/a/./b"] {
             assert!(relative(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn own_procs_file_per_layout() {
+        let root = Path::new("/sys/fs/cgroup");
+        let hybrid = "12:pids:/system.slice/b.service\n11:cpu,cpuacct:/x\n\
+                      5:memory:/system.slice/b.service\n1:name=systemd:/s\n0::/s\n";
+        assert_eq!(
+            own_procs_in(root, Mode::Hybrid, hybrid).unwrap(),
+            root.join("memory/system.slice/b.service/cgroup.procs")
+        );
+        let no_memory = "11:cpu,cpuacct:/x\n0::/s\n";
+        assert_eq!(
+            own_procs_in(root, Mode::Legacy, no_memory).unwrap(),
+            root.join("cpu,cpuacct/x/cgroup.procs")
+        );
+        assert_eq!(
+            own_procs_in(root, Mode::Unified, "0::/kubepods/p\n").unwrap(),
+            root.join("kubepods/p/cgroup.procs")
+        );
+        assert_eq!(own_procs_in(root, Mode::Unified, "5:memory:/x\n"), None);
     }
 
     #[test]

@@ -56,18 +56,24 @@ pub struct Exit {
 }
 
 /// Starts a monitor that runs `<runtime> create`; returns (monitor pid,
-/// container init pid). Blocking: call from a blocking thread.
-pub(crate) fn spawn(req: &SpawnRequest) -> Result<(u32, u32)> {
+/// container init pid). `own_cgroup_procs`: the `cgroup.procs` of the
+/// cgroup the monitor starts in (the caller's), for the monitor to take
+/// the kernel's cgroup-migration lock early with. Blocking: call from a
+/// blocking thread.
+pub(crate) fn spawn(req: &SpawnRequest, own_cgroup_procs: Option<&Path>) -> Result<(u32, u32)> {
     std::fs::create_dir_all(req.dir)?;
     let (read_end, write_end) = pipe()?;
-    let pid = crate::spawn::spawn_with_fd3(req.shim, &shim_args(req), write_end.as_fd()).map_err(
-        |e| {
-            Error::unavailable(format!(
-                "cannot start the container monitor {}: {e}",
-                req.shim.display()
-            ))
-        },
-    )?;
+    let pid = crate::spawn::spawn_with_fd3(
+        req.shim,
+        &shim_args(req, own_cgroup_procs),
+        write_end.as_fd(),
+    )
+    .map_err(|e| {
+        Error::unavailable(format!(
+            "cannot start the container monitor {}: {e}",
+            req.shim.display()
+        ))
+    })?;
     drop(write_end);
     // The first process forks the monitor and exits at once.
     let _ = crate::spawn::wait(pid);
@@ -98,7 +104,7 @@ pub(crate) fn spawn(req: &SpawnRequest) -> Result<(u32, u32)> {
 }
 
 /// The monitor's command line (after the program) for `req`.
-fn shim_args(req: &SpawnRequest) -> Vec<OsString> {
+fn shim_args(req: &SpawnRequest, own_cgroup_procs: Option<&Path>) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![
         "--id".into(),
         req.id.into(),
@@ -121,6 +127,9 @@ fn shim_args(req: &SpawnRequest) -> Vec<OsString> {
         }
     }
     args.extend(["--runtime-root".into(), req.handler.root.clone().into()]);
+    if let Some(procs) = own_cgroup_procs {
+        args.extend(["--own-cgroup-procs".into(), procs.into()]);
+    }
     for (flag, on) in [
         ("--tty", req.tty),
         ("--stdin", req.stdin),

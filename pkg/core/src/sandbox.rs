@@ -181,6 +181,7 @@ impl Sandboxes {
         config: PodConfig,
         wiring: &Wiring,
     ) -> Result<SandboxRecord> {
+        let started = std::time::Instant::now();
         let host_network = config.namespaces.network == NamespaceMode::Node;
         let host_ipc = config.namespaces.ipc == NamespaceMode::Node;
         let hostname = podfiles::hostname(&config, host_network);
@@ -198,6 +199,7 @@ impl Sandboxes {
             user: user.clone(),
         })
         .map_err(|e| e.context("pin pod namespaces"))?;
+        let pinned_at = started.elapsed();
         let (network, endpoints) = match (&pinned.net, wiring) {
             (Some(netns), Wiring::Node) => (self.attach_network(id, netns, &config)?, Vec::new()),
             (Some(netns), Wiring::User(joins)) => {
@@ -214,6 +216,7 @@ impl Sandboxes {
             podfiles::add_host(&self.pod_dir(id), ip, &hostname)
                 .map_err(|e| e.context("write pod files"))?;
         }
+        let wired = started.elapsed();
         let shm = if host_ipc {
             None
         } else {
@@ -221,6 +224,7 @@ impl Sandboxes {
             rootfs::mount_shm(&dir, user.as_ref().map(host_root))?;
             Some(dir)
         };
+        let shm_at = started.elapsed();
         let (cgroup_parent, owns_cgroup_parent) = self.cgroup_parent(id, &config)?;
         if owns_cgroup_parent {
             // Made here rather than by the runtime inside the first
@@ -234,6 +238,8 @@ impl Sandboxes {
                 }
             }
         }
+        tracing::debug!(sandbox = %id, pinned = ?pinned_at, ?wired, shm = ?shm_at,
+            cgroup = ?started.elapsed(), "pod sandbox made");
         Ok(SandboxRecord {
             id: id.to_string(),
             owner,

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -103,11 +103,14 @@ pub trait Monitors: Send + Sync {
 }
 
 /// The real monitor: `berth-shim` processes.
-struct ShimMonitors;
+struct ShimMonitors {
+    /// berthd's own `cgroup.procs` (the monitors start in its cgroup).
+    own_cgroup_procs: Option<PathBuf>,
+}
 
 impl Monitors for ShimMonitors {
     fn spawn(&self, req: &SpawnRequest) -> Result<(u32, u32)> {
-        monitor::spawn(req)
+        monitor::spawn(req, self.own_cgroup_procs.as_deref())
     }
     fn live(&self, dir: &Path, id: &str) -> Option<u32> {
         monitor::live_monitor(dir, id)
@@ -178,7 +181,9 @@ impl Parts {
                     (h.name.clone(), driver)
                 })
                 .collect(),
-            monitors: Arc::new(ShimMonitors),
+            monitors: Arc::new(ShimMonitors {
+                own_cgroup_procs: berth_cgroups::own_procs_file(&config.cgroup_fs),
+            }),
             cgroups: berth_cgroups::open(&config.cgroup_fs)?,
         })
     }
