@@ -7,6 +7,8 @@ use crate::sys;
 
 /// Longest accepted command line, newline included.
 pub const MAX_LINE: usize = 128;
+/// Longest answer, newline included (a runtime's error message is cut).
+pub const MAX_ANSWER: usize = 1024;
 /// Connected clients served at once; more are answered with an error and
 /// closed.
 pub const MAX_CLIENTS: usize = 16;
@@ -14,7 +16,24 @@ pub const MAX_CLIENTS: usize = 16;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     ReopenLog,
-    Resize { cols: u16, rows: u16 },
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
+    /// Run the container (the runtime's `run --detach`); answered with
+    /// `ok <init pid>` once the runtime is done.
+    Start,
+    /// Before the start: end without running the container, recorded as
+    /// a SIGKILL.
+    Cancel,
+}
+
+/// How a command is answered.
+pub enum Answer {
+    /// `ok[ <text>]` or `error <message>`, at once.
+    Now(Result<String, String>),
+    /// Later, through [`Client::reply`]; the client's next lines wait.
+    Later,
 }
 
 pub fn parse(line: &[u8]) -> Result<Command, &'static str> {
@@ -24,9 +43,11 @@ pub fn parse(line: &[u8]) -> Result<Command, &'static str> {
         .filter(|w| !w.is_empty());
     let cmd = words.next().ok_or("empty command")?;
     match cmd {
-        b"reopen-log" => match words.next() {
+        b"reopen-log" | b"start" | b"cancel" => match words.next() {
+            Some(_) => Err("this command takes no arguments"),
+            None if cmd == b"start" => Ok(Command::Start),
+            None if cmd == b"cancel" => Ok(Command::Cancel),
             None => Ok(Command::ReopenLog),
-            Some(_) => Err("usage: reopen-log"),
         },
         b"resize" => {
             let mut num = || -> Option<u16> {
@@ -47,6 +68,8 @@ pub struct Client {
     pub fd: OwnedFd,
     buf: [u8; MAX_LINE],
     len: usize,
+    /// A command of this client is answered later: it is not read until.
+    pub awaiting: bool,
 }
 
 /// What reading from a client gave.
@@ -63,13 +86,39 @@ impl Client {
             fd,
             buf: [0; MAX_LINE],
             len: 0,
+            awaiting: false,
         }
     }
 
-    /// Reads what is available and answers every complete line with
-    /// `handle`'s result.
-    pub fn serve(&mut self, handle: &mut dyn FnMut(Command) -> Result<(), String>) -> Step {
+    /// Answers the complete lines already read, then reads what is
+    /// available and answers those, until a command is answered later.
+    pub fn serve(&mut self, handle: &mut dyn FnMut(Command) -> Answer) -> Step {
         loop {
+            while let Some(nl) = self
+                .buf
+                .get(..self.len)
+                .and_then(|b| b.iter().position(|&c| c == b'\n'))
+                .filter(|_| !self.awaiting)
+            {
+                let line = self.buf.get(..nl).unwrap_or_default();
+                let answer = match parse(line) {
+                    Ok(cmd) => handle(cmd),
+                    Err(e) => Answer::Now(Err(e.to_string())),
+                };
+                match answer {
+                    Answer::Now(answer) => {
+                        if !self.reply(answer) {
+                            return Step::Close;
+                        }
+                    }
+                    Answer::Later => self.awaiting = true,
+                }
+                self.buf.copy_within(nl + 1..self.len, 0);
+                self.len -= nl + 1;
+            }
+            if self.awaiting {
+                return Step::Open;
+            }
             let Some(room) = self.buf.get_mut(self.len..) else {
                 return Step::Close;
             };
@@ -83,47 +132,26 @@ impl Client {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Step::Open,
                 Err(_) => return Step::Close,
             }
-            while let Some(nl) = self
-                .buf
-                .get(..self.len)
-                .and_then(|b| b.iter().position(|&c| c == b'\n'))
-            {
-                let line = self.buf.get(..nl).unwrap_or_default();
-                let answer = match parse(line) {
-                    Ok(cmd) => handle(cmd),
-                    Err(e) => Err(e.to_string()),
-                };
-                if !self.reply(answer) {
-                    return Step::Close;
-                }
-                self.buf.copy_within(nl + 1..self.len, 0);
-                self.len -= nl + 1;
-            }
         }
     }
 
     /// Sends one answer; false when it could not go out whole (a client
     /// that does not read its answers is dropped rather than waited for).
-    pub fn reply(&self, answer: Result<(), String>) -> bool {
-        let mut msg = [0u8; 256];
-        let text: &[u8] = match &answer {
-            Ok(()) => b"ok\n",
-            Err(e) => {
-                let mut len = 0;
-                let e = e.replace('\n', " ");
-                for part in [b"error ".as_slice(), e.as_bytes()] {
-                    for &b in part {
-                        if len < msg.len() - 1 {
-                            msg[len] = b;
-                            len += 1;
-                        }
-                    }
-                }
-                msg[len] = b'\n';
-                &msg[..=len]
-            }
-        };
-        matches!(sys::send_nonblocking(self.fd.as_raw_fd(), text), Ok(n) if n == text.len())
+    pub fn reply(&self, answer: Result<String, String>) -> bool {
+        let mut line = match answer {
+            Ok(t) if t.is_empty() => "ok".to_string(),
+            Ok(t) => format!("ok {t}"),
+            Err(e) => format!("error {e}"),
+        }
+        .replace('\n', " ");
+        // Cut to the longest answer, on a character boundary.
+        let mut end = line.len().min(MAX_ANSWER - 1);
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push('\n');
+        matches!(sys::send_nonblocking(self.fd.as_raw_fd(), line.as_bytes()), Ok(n) if n == line.len())
     }
 }
 
@@ -151,6 +179,9 @@ mod tests {
         assert!(parse(b"resize -1 40").is_err());
         assert!(parse(b"resize 70000 40").is_err());
         assert!(parse(b"reopen-log now").is_err());
+        assert_eq!(parse(b"start"), Ok(Command::Start));
+        assert_eq!(parse(b"cancel\r"), Ok(Command::Cancel));
+        assert!(parse(b"start now").is_err());
         assert!(parse(b"").is_err());
         assert!(parse(b"\xff\xfe").is_err());
     }

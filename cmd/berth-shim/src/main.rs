@@ -1,6 +1,7 @@
 //! `berth-shim`: the per-container monitor (the role of conmon or
-//! containerd-shim). berthd starts one per container. It runs the OCI
-//! runtime's `create`, holds the container's stdio, writes the container log
+//! containerd-shim). berthd starts one per container when the container is
+//! created. Told to start it, the monitor runs the OCI runtime's `run
+//! --detach`; it holds the container's stdio, writes the container log
 //! in the CRI format, records the exit status and time, and keeps running
 //! when berthd stops, is killed or restarts. It is one thread with one
 //! `poll(2)` loop and only `libc` as a dependency, to stay small in memory.
@@ -19,7 +20,7 @@
 //! pid there (a move that moves nothing) so the kernel's wait for the
 //! cgroup-migration lock overlaps the runtime's start-up.
 //!
-//! With `--hide-cgroup2` the runtime (for `create`, and the shim's own
+//! With `--hide-cgroup2` the runtime (for `run`, and the shim's own
 //! clean-up `delete`) runs in a private mount namespace of its own whose
 //! `/sys/fs/cgroup/unified` is an empty tmpfs (with `--mount-propagation`
 //! only that mount is private, so the container's shared and slave mounts
@@ -30,14 +31,18 @@
 //! caller's working directory. `PROGRAM` followed by every `--runtime-arg`
 //! in order is the runtime invocation prefix (for example
 //! `/usr/bin/unshare --mount --propagation private sh -c '...' /usr/bin/crun`);
-//! the shim appends `--root <runtime-root>` and then the subcommand. It runs
-//! exactly:
+//! the shim appends `--root <runtime-root>` and then the subcommand. At
+//! `start` it runs exactly:
 //!
 //! ```text
 //! PROGRAM ARGS... --root R --log STATEDIR/runtime.log --log-format json \
-//!     create --bundle DIR --pid-file STATEDIR/container.pid \
+//!     run --detach --bundle DIR --pid-file STATEDIR/container.pid \
 //!     [--console-socket STATEDIR/console.sock] ID
 //! ```
+//!
+//! One `run` rather than `create` at creation and `start` later: the
+//! runtime is executed once per container, not twice, which measured
+//! 5-9 ms less per pod start (docs/dev/architecture.md).
 //!
 //! (`PROGRAM` without a `/` is looked up in `PATH`.) Both runc and crun
 //! accept the global `--log`/`--log-format json` flags.
@@ -76,32 +81,45 @@
 //! immediately (berthd reaps it). The second one calls `setsid()`, becomes
 //! a child subreaper, changes to STATEDIR, points its own stdin, stdout and
 //! stderr at `/dev/null`, closes any other inherited descriptor (fd 4 and
-//! up), writes `STATEDIR/shim.pid`, opens the log, creates
-//! `STATEDIR/control.sock` and `STATEDIR/attach.sock`, and runs the
-//! runtime's `create` with the
-//! container's stdio. Then it writes **one line** of JSON to fd 3 and
-//! closes it:
+//! up), writes `STATEDIR/shim.pid`, opens the log, makes the container's
+//! pipes, creates `STATEDIR/control.sock` and `STATEDIR/attach.sock` (and
+//! `console.sock` with `--tty`). Then it writes **one line** of JSON to
+//! fd 3 and closes it:
 //!
-//! - `{"pid":<container init pid>}` when the container is created and
-//!   being monitored (the control and attach sockets already listen);
-//! - `{"error":"<message>"}` otherwise, and the shim exits non-zero. The
-//!   message is the runtime's own: the last error entry of
-//!   `runtime.log` written by this `create`, else what the runtime printed
-//!   on stderr, else its exit status; or the shim's reason (the runtime
-//!   could not be executed, bad arguments, ...). Before exiting the shim
-//!   removes the files it made (`shim.pid`, `control.sock`,
-//!   `attach.sock`, `console.sock`) and keeps `runtime.log`; STATEDIR itself stays (berthd
-//!   removes it). When `create` succeeded but the shim cannot go on, it runs
-//!   `<runtime> delete --force ID` itself first.
+//! - `{"ready":true}`: set up, the sockets listen, and the shim waits for
+//!   `start` (or `cancel`) on the control socket. Attach clients may
+//!   connect already: they get all the container's output.
+//! - `{"error":"<message>"}` otherwise (bad arguments, a socket that
+//!   cannot be made, ...), and the shim exits non-zero. Before exiting
+//!   it removes the files it made (`shim.pid`, `control.sock`,
+//!   `attach.sock`, `console.sock`); STATEDIR itself stays (berthd
+//!   removes it).
 //!
 //! Bad arguments are reported on fd 3 (and stderr) by the first process,
 //! which then exits 2 without forking. EOF on fd 3 without a line means the
 //! shim died (berthd should treat it as an error; if `shim.pid` exists,
-//! that process may be killed and the container deleted).
+//! that process may be killed).
 //!
-//! berthd then runs `<runtime> start ID` itself. It may also run
-//! `<runtime> delete --force ID` without starting: the container's init
-//! then dies, and the shim records that exit like any other.
+//! # Start
+//!
+//! `start` on the control socket runs the runtime's `run --detach` with
+//! the container's stdio (serving the console socket and the pipes
+//! meanwhile) and is answered when the runtime is done:
+//!
+//! - `ok <pid>`: the container runs, with init pid `<pid>` (a child of the
+//!   shim, which now monitors it); `console.sock` is gone.
+//! - `error <message>`: the runtime's own words (the last error entry of
+//!   `runtime.log` written by this `run`, else what it printed on stderr,
+//!   else its exit status), or the shim's reason (the runtime could not be
+//!   executed, no pty master came). The shim runs `<runtime> delete
+//!   --force ID` to clear what the failed `run` left and stays ready: a
+//!   later `start` may try again.
+//!
+//! `cancel`, while the container has not started, gives it up: the shim
+//! records the exit as a SIGKILL (`exit_code` 137, what killing a created
+//! container records) and ends as below, so attach clients get that exit
+//! too. `cancel` during or after a start, and `start` after a start or
+//! while one runs, are answered with an error and change nothing.
 //!
 //! # stdio
 //!
@@ -110,12 +128,12 @@
 //!   shim holds open and feeds from attach clients (see below); without,
 //!   stdin is `/dev/null`.
 //! - With `--tty`: the shim listens on `STATEDIR/console.sock`, passes
-//!   `--console-socket` to `create`, and receives the pty master by
+//!   `--console-socket` to `run`, and receives the pty master by
 //!   SCM_RIGHTS; it sets 80x24 if the runtime left the size at 0x0, and logs
 //!   what the master gives as `stdout`. The runtime's own stdout and
 //!   stderr go to a pipe logged as `stderr` (normally empty).
 //!
-//! The runtime's messages printed during `create` (non-tty) reach the
+//! The runtime's messages printed during `run` (non-tty) reach the
 //! container log as `stderr` entries too.
 //!
 //! # The container log
@@ -172,7 +190,7 @@
 //! by signal (what CRI and Docker report); `signal` is that signal or 0;
 //! `finished_at_ns` is the reaping time in Unix nanoseconds; `oom_killed`
 //! is always false (berthd decides OOM from the cgroup). There is no
-//! `started_at_ns`: the shim does not see `start` (berthd records it).
+//! `started_at_ns` (berthd records the start).
 //! The shim then sends attach clients the exit frame (giving them at most
 //! 1 s more to take their pending output), closes them, removes
 //! `attach.sock` and `control.sock` and exits 0. So `exit.json` appearing
@@ -181,10 +199,14 @@
 //! # Control socket
 //!
 //! `STATEDIR/control.sock`, a unix stream socket (mode 0600), listening
-//! before the `{"pid":..}` report and until the shim exits. Several clients
+//! before the `{"ready":true}` report and until the shim exits. Several clients
 //! may be connected (16 at once; more get `error too many clients` and are
 //! closed). One command per line (`\n`, at most 128 bytes); each is answered
-//! with `ok\n` or `error <message>\n`, in order:
+//! with `ok\n` (`ok <text>\n` for `start`) or `error <message>\n` (at
+//! most 1024 bytes in all), in order; a client's next command is not read
+//! before its `start` is answered:
+//!
+//! - `start`, `cancel`: see Start above.
 //!
 //! - `reopen-log`: open the log path again and write there from now on
 //!   (after rotation renamed the file). If opening fails, the old file stays
@@ -199,7 +221,7 @@
 //! # Attach socket
 //!
 //! `STATEDIR/attach.sock`, a unix stream socket (mode 0600), listening from
-//! before the `{"pid":..}` report until the shim exits. Up to 64 clients
+//! before the `{"ready":true}` report until the shim exits. Up to 64 clients
 //! may be attached at once (more are closed at once). Both ways, the
 //! stream is a sequence of frames:
 //!

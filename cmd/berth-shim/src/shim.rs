@@ -1,5 +1,5 @@
-//! The monitor's life: start-up, the runtime's `create`, the report on fd 3,
-//! the poll loop while the container runs, and the exit record.
+//! The monitor's life: start-up, the report on fd 3, the runtime's `run`
+//! at `start`, the poll loop while the container runs, and the exit record.
 
 use std::ffi::{CString, OsStr};
 use std::fmt::Display;
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::args::Config;
 use crate::attach;
-use crate::control::{self, Client, Command, Step};
+use crate::control::{self, Answer, Client, Command, Step};
 use crate::crilog::{self, LineSplitter, LogFile};
 use crate::{json, sys};
 
@@ -35,6 +35,9 @@ const DRAIN_MS: i64 = 1000;
 const CAPTURE_MAX: usize = 4096;
 /// Size of the read buffer (on the stack).
 const READ_BUF: usize = 32 * 1024;
+/// How long the runtime's init may take to become the shim's child
+/// after the runtime exited.
+const ADOPT_MS: i64 = 2000;
 /// Console-socket connections served at once (the runtime makes one).
 const MAX_CONSOLE_CONNS: usize = 4;
 /// How long attach clients get to take their last output and the exit
@@ -86,8 +89,9 @@ impl Reporter {
         self.send(&line);
     }
 
-    fn pid(&mut self, pid: libc::pid_t) {
-        self.send(&format!("{{\"pid\":{pid}}}\n"));
+    /// Set up and waiting for `start` on the control socket.
+    fn ready(&mut self) {
+        self.send("{\"ready\":true}\n");
     }
 }
 
@@ -318,14 +322,15 @@ impl Setup<'_> {
             None => None,
         };
 
-        let log_offset = private_runtime_log()
+        private_runtime_log()
             .map_err(|e| format!("berth-shim: cannot create {RUNTIME_LOG}: {e}"))?;
         let mut argv = self.runtime_argv()?;
         argv.push(c"--log".into());
         argv.push(path_cstr(&dir.join(RUNTIME_LOG))?);
         argv.push(c"--log-format".into());
         argv.push(c"json".into());
-        argv.push(c"create".into());
+        argv.push(c"run".into());
+        argv.push(c"--detach".into());
         argv.push(c"--bundle".into());
         argv.push(path_cstr(&cfg.bundle)?);
         argv.push(c"--pid-file".into());
@@ -335,22 +340,7 @@ impl Setup<'_> {
             argv.push(path_cstr(&dir.join(CONSOLE_SOCK))?);
         }
         argv.push(cstr(&cfg.id)?);
-
-        let runtime_pid = sys::spawn(&argv, stdio, cfg.hide_cgroup2, cfg.mount_propagation)
-            .map_err(|e| {
-                format!(
-                    "cannot execute runtime {}: {e}",
-                    Path::new(&cfg.runtime).display()
-                )
-            })?;
-        if let Some(procs) = &cfg.own_cgroup_procs {
-            prime_cgroup_lock(procs);
-        }
-        // Only the runtime (and the container after it) hold these now.
-        drop(keep_for_child);
-        drop(err_w);
-        drop(devnull);
-        drop(argv);
+        keep_for_child.extend([err_w, devnull]);
 
         let mut shim = Shim {
             log,
@@ -371,37 +361,95 @@ impl Setup<'_> {
             console_conns: Vec::new(),
             control: Some(control),
             clients: Vec::new(),
-            capture: Some(Vec::new()),
-            runtime_pid,
+            capture: None,
+            runtime_pid: 0,
             runtime_status: None,
             container_pid: None,
             exited: None,
             early: Vec::new(),
+            pending: Some(Pending {
+                argv,
+                stdio,
+                _child_fds: keep_for_child,
+            }),
+            start_asked: false,
         };
+        self.reporter.ready();
+        self.await_start(&mut shim);
+        Ok(shim.monitor())
+    }
 
-        // create: serve the console socket and the pipes until the runtime
-        // has exited.
+    /// Serves clients until the container runs (`start`) or is given up
+    /// (`cancel`, recorded as a SIGKILL; attach clients get that exit).
+    fn await_start(&self, shim: &mut Shim) {
+        while shim.pending.is_some() {
+            if shim.start_asked {
+                let answer = self.start(shim);
+                shim.start_asked = false;
+                shim.answer_start(answer);
+                continue;
+            }
+            if let Err(e) = shim.poll_once(-1) {
+                note(format_args!("poll: {e}; giving up before the start"));
+                shim.cancel();
+            }
+        }
+    }
+
+    /// The runtime's `run --detach`, serving the console socket and the
+    /// pipes while it runs; the init's pid, or the runtime's own error
+    /// (the shim then stays ready for another `start`).
+    fn start(&self, shim: &mut Shim) -> Result<libc::pid_t, String> {
+        let cfg = self.cfg;
+        let Some(pending) = shim.pending.as_ref() else {
+            return Err("the container has started already".into());
+        };
+        let log_offset = std::fs::metadata(RUNTIME_LOG).map_or(0, |m| m.len());
+        let runtime_pid = sys::spawn(
+            &pending.argv,
+            pending.stdio,
+            cfg.hide_cgroup2,
+            cfg.mount_propagation,
+        )
+        .map_err(|e| {
+            format!(
+                "cannot execute runtime {}: {e}",
+                Path::new(&cfg.runtime).display()
+            )
+        })?;
+        if let Some(procs) = &cfg.own_cgroup_procs {
+            prime_cgroup_lock(procs);
+        }
+        shim.runtime_pid = runtime_pid;
+        shim.runtime_status = None;
+        shim.capture = Some(Vec::new());
         while shim.runtime_status.is_none() {
             if let Err(e) = shim.poll_once(-1) {
                 sys::kill(runtime_pid, libc::SIGKILL);
+                let mut status = 0;
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(runtime_pid, &mut status, 0) };
+                shim.runtime_status = Some(status);
+                self.delete_container();
                 return Err(format!("berth-shim: poll: {e}"));
             }
         }
         let status = shim.runtime_status.unwrap_or(0);
         let capture = shim.capture.take().unwrap_or_default();
         if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+            // Whatever half of the container the runtime left goes.
+            self.delete_container();
+            shim.forget_children();
             return Err(runtime_error(&cfg.runtime, log_offset, &capture, status));
         }
         if cfg.tty {
             // Everything the runtime sent is queued by now.
             shim.serve_console();
-            shim.console = None;
-            shim.console_conns.clear();
-            let _ = std::fs::remove_file(CONSOLE_SOCK);
             if shim.master.is_none() {
                 self.delete_container();
+                shim.forget_children();
                 return Err(format!(
-                    "{} create exited without sending a pty master to the console socket",
+                    "{} run exited without sending a pty master to the console socket",
                     Path::new(&cfg.runtime).display()
                 ));
             }
@@ -410,26 +458,31 @@ impl Setup<'_> {
             Ok(pid) => pid,
             Err(e) => {
                 self.delete_container();
+                shim.forget_children();
                 return Err(format!("berth-shim: cannot read {CONTAINER_PID}: {e}"));
             }
         };
-        shim.container_pid = Some(pid);
-        if let Some(i) = shim.early.iter().position(|(p, _, _)| *p == pid) {
-            let (_, st, at) = shim.early.swap_remove(i);
+        if let Some((st, at)) = shim.adopt(pid) {
             shim.exited = Some((st, at));
         } else if !sys::is_child(pid) {
             self.delete_container();
+            shim.forget_children();
             return Err(format!(
                 "berth-shim: container init {pid} is not a child of the shim; \
                  the runtime must leave it to its parent's subreaper"
             ));
         }
+        shim.container_pid = Some(pid);
         shim.early = Vec::new();
-        self.reporter.pid(pid);
-        Ok(shim.monitor())
+        shim.console = None;
+        shim.console_conns.clear();
+        let _ = std::fs::remove_file(CONSOLE_SOCK);
+        // Only the container holds its ends of the pipes now.
+        shim.pending = None;
+        Ok(pid)
     }
 
-    /// Best effort, after `create` succeeded but the shim cannot go on.
+    /// Best effort, after `run` failed half-way or the shim cannot go on.
     fn delete_container(&self) {
         let Ok(mut argv) = self.runtime_argv() else {
             return;
@@ -505,10 +558,19 @@ fn runtime_error(program: &OsStr, log_offset: u64, capture: &[u8], status: libc:
         return said.to_string();
     }
     format!(
-        "{} create failed ({}) without an error message",
+        "{} run failed ({}) without an error message",
         PathBuf::from(program).display(),
         describe(status)
     )
+}
+
+/// What the runtime's `run` needs until the container starts.
+struct Pending {
+    argv: Vec<CString>,
+    stdio: [RawFd; 3],
+    /// The descriptors behind `stdio`; the container holds them once
+    /// it runs, and then the shim must not (or no stream would end).
+    _child_fds: Vec<OwnedFd>,
 }
 
 /// One output stream of the container.
@@ -565,6 +627,10 @@ struct Shim {
     exited: Option<(libc::c_int, (i64, u32))>,
     /// Children reaped before the container's pid was known.
     early: Vec<(libc::pid_t, libc::c_int, (i64, u32))>,
+    /// Until the container runs.
+    pending: Option<Pending>,
+    /// A client asked for the start; its answer waits for the runtime.
+    start_asked: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -678,7 +744,11 @@ impl Shim {
             set(SLOT_CONSOLE_CONNS + i, Some(c.as_raw_fd()));
         }
         for (i, c) in self.clients.iter().enumerate() {
-            set(SLOT_CLIENTS + i, Some(c.fd.as_raw_fd()));
+            // One waiting for its answer is not read (its next line waits).
+            set(
+                SLOT_CLIENTS + i,
+                Some(c.fd.as_raw_fd()).filter(|_| !c.awaiting),
+            );
         }
         let used = SLOT_ATTACHED + self.attached.len();
         if sys::poll(fds.get_mut(..used).unwrap_or_default(), timeout)? == 0 {
@@ -849,21 +919,97 @@ impl Shim {
         let log = &mut self.log;
         let master = self.master.as_ref().map(|m| m.as_raw_fd());
         let tty_open = self.out.is_some();
-        let mut handle = |cmd: Command| -> Result<(), String> {
+        let pending = self.pending.is_some();
+        let start_asked = &mut self.start_asked;
+        let mut cancel_asked = false;
+        let mut handle = |cmd: Command| -> Answer {
+            let now = |r: Result<(), String>| Answer::Now(r.map(|()| String::new()));
             match cmd {
-                Command::ReopenLog => log.reopen().map_err(|e| format!("reopen-log: {e}")),
-                Command::Resize { cols, rows } => match master {
+                Command::ReopenLog => now(log.reopen().map_err(|e| format!("reopen-log: {e}"))),
+                Command::Resize { cols, rows } => now(match master {
                     Some(fd) if tty_open => {
                         sys::set_winsize(fd, cols, rows).map_err(|e| format!("resize: {e}"))
                     }
                     Some(_) => Err("resize: the container's tty is closed".into()),
                     None => Err("resize: the container has no tty".into()),
-                },
+                }),
+                Command::Start if !pending => now(Err("start: the container has started".into())),
+                Command::Start if *start_asked => now(Err("start: already starting".into())),
+                Command::Start => {
+                    *start_asked = true;
+                    Answer::Later
+                }
+                Command::Cancel if !pending => now(Err("cancel: the container has started".into())),
+                Command::Cancel if *start_asked => {
+                    now(Err("cancel: the container is starting".into()))
+                }
+                Command::Cancel => {
+                    cancel_asked = true;
+                    now(Ok(()))
+                }
             }
         };
         // Clients whose fd was not ready just find nothing to read.
         clients.retain_mut(|c| matches!(c.serve(&mut handle), Step::Open));
         self.clients = clients;
+        if cancel_asked {
+            self.cancel();
+        }
+    }
+
+    /// Answers the client that asked for the start, then serves what it
+    /// sent after.
+    fn answer_start(&mut self, answer: Result<libc::pid_t, String>) {
+        let answer = answer.map(|pid| pid.to_string());
+        if let Err(e) = &answer {
+            note(format_args!("start failed: {e}"));
+        }
+        self.clients.retain_mut(|c| {
+            if !c.awaiting {
+                return true;
+            }
+            c.awaiting = false;
+            c.reply(answer.clone())
+        });
+        self.serve_clients();
+    }
+
+    /// Waits (bounded) until the runtime's init `pid` is the shim's child:
+    /// crun's `run --detach` forks a second crun whose child the init is,
+    /// and that one may still be exiting when the first is reaped. The
+    /// init's exit status when it was reaped already.
+    fn adopt(&mut self, pid: libc::pid_t) -> Option<(libc::c_int, (i64, u32))> {
+        let deadline = sys::monotonic_ms() + ADOPT_MS;
+        loop {
+            if let Some(i) = self.early.iter().position(|(p, _, _)| *p == pid) {
+                let (_, st, at) = self.early.swap_remove(i);
+                return Some((st, at));
+            }
+            let left = deadline - sys::monotonic_ms();
+            if sys::is_child(pid) || left <= 0 {
+                return None;
+            }
+            // A reaped child (the second runtime) wakes this at once.
+            if self.poll_once(left.min(10) as libc::c_int).is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Gives the container up before it ran: recorded as killed.
+    fn cancel(&mut self) {
+        if self.pending.take().is_some() {
+            self.exited = Some((libc::SIGKILL, sys::now_realtime()));
+        }
+    }
+
+    /// After a failed `run`: what it may have sent or left is dropped.
+    fn forget_children(&mut self) {
+        self.early.clear();
+        if self.tty && self.master.take().is_some() {
+            self.out = None;
+            self.stdin = None;
+        }
     }
 
     fn stdin_blocked(&self) -> bool {

@@ -1,7 +1,7 @@
 //! The built `berth-shim` against real crun (through the hybrid-host
 //! wrapper) and runc, on a busybox rootfs: the report on fd 3, the CRI log,
-//! exit codes, surviving its spawner, the control socket, the tty, create
-//! failures and the monitor's memory.
+//! exit codes, surviving its spawner, the control socket, the tty, set-up
+//! and start failures and the monitor's memory.
 
 mod support;
 
@@ -114,13 +114,37 @@ fn exit_codes_are_recorded() {
         assert_eq!(exit["signal"], 9, "{}: {exit}", rt.name);
         c.finish();
 
-        // Deleted without ever being started: the init dies, that is an exit.
+        // Cancelled without ever being started: recorded as a kill, and
+        // the runtime never saw it.
         let mut c = Container::new(&rt, &["sleep", "1000"], false);
         c.create();
-        let out = c.runtime(&["delete", "--force", &c.id]);
-        assert!(out.status.success(), "{}: {:?}", rt.name, out);
+        assert_eq!(c.control(&["cancel"]), vec!["ok\n"], "{}", rt.name);
         let exit = c.wait_exit();
         assert_eq!(exit["exit_code"], 137, "{}: {exit}", rt.name);
+        assert_eq!(exit["signal"], 9, "{}: {exit}", rt.name);
+        let listed = c.runtime(&["list"]);
+        assert!(
+            !String::from_utf8_lossy(&listed.stdout).contains(&c.id),
+            "{}: the runtime knows it",
+            rt.name
+        );
+        c.finish();
+
+        // Once started, `cancel` and a second `start` are refused.
+        let mut c = Container::new(&rt, &["sleep", "1000"], false);
+        c.create();
+        c.start();
+        assert_eq!(
+            c.control(&["cancel", "start"]),
+            vec![
+                "error cancel: the container has started\n",
+                "error start: the container has started\n"
+            ],
+            "{}",
+            rt.name
+        );
+        c.kill("KILL");
+        assert_eq!(c.wait_exit()["exit_code"], 137, "{}", rt.name);
         c.finish();
     }
 }
@@ -141,7 +165,7 @@ fn the_shim_outlives_its_spawner() {
             .arg(BIN)
             .args(c.shim_args());
         let (report, mut spawner) = c.spawn_through(spawner);
-        assert!(report.starts_with("{\"pid\":"), "{}: {report}", rt.name);
+        assert_eq!(report.trim_end(), "{\"ready\":true}", "{}", rt.name);
         let shim = c.shim_pid.expect("shim.pid");
         c.start();
         c.wait_log("a first tick", |e| e.msg == "tick");
@@ -254,12 +278,12 @@ fn tty_output_and_resize() {
         let script = "echo hello tty; while [ ! -e /tmp/go ]; do sleep 0.02; done; stty size";
         let mut c = Container::new(&rt, &["sh", "-c", script], true);
         c.create();
+        c.start();
         assert!(
             !c.state().join("console.sock").exists(),
             "{}: console.sock left",
             rt.name
         );
-        c.start();
         c.wait_log("tty output", is("stdout", "F", "hello tty"));
         assert_eq!(c.control(&["resize 100 40"]), vec!["ok\n"], "{}", rt.name);
         std::fs::write(c.rootfs().join("tmp/go"), "").unwrap();
@@ -278,41 +302,65 @@ fn tty_output_and_resize() {
 }
 
 #[test]
-fn a_failed_create_reports_the_runtimes_message() {
+fn a_failed_start_reports_the_runtimes_message_and_can_be_cancelled() {
     need_root();
     for rt in runtimes() {
         // The container's program does not exist.
         let mut c = Container::new(&rt, &["/bin/no-such-program"], false);
-        let report = c.spawn_shim();
-        let v: serde_json::Value = serde_json::from_str(&report).unwrap();
-        let msg = v["error"].as_str().unwrap_or_else(|| panic!("{report}"));
-        assert!(msg.contains("no-such-program"), "{}: {msg}", rt.name);
-        assert_failure_left_nothing(&c);
+        c.create();
+        let answer = c.start_answer();
+        assert!(answer.starts_with("error "), "{}: {answer}", rt.name);
+        assert!(answer.contains("no-such-program"), "{}: {answer}", rt.name);
+        // The monitor stays ready: the same failure again, then a cancel.
+        assert!(c.start_answer().contains("no-such-program"), "{}", rt.name);
+        assert_failure_cancelled(&c);
         c.finish();
 
         // A bundle that does not exist.
         let mut c = Container::new(&rt, &["true"], false);
         std::fs::remove_dir_all(c.bundle()).unwrap();
-        let report = c.spawn_shim();
-        let v: serde_json::Value = serde_json::from_str(&report).unwrap();
-        let msg = v["error"].as_str().unwrap_or_else(|| panic!("{report}"));
-        assert!(!msg.is_empty(), "{}", rt.name);
-        assert_failure_left_nothing(&c);
+        c.create();
+        let answer = c.start_answer();
+        assert!(answer.starts_with("error "), "{}: {answer}", rt.name);
+        assert!(answer.len() > "error ".len(), "{}: {answer}", rt.name);
+        assert_failure_cancelled(&c);
         c.finish();
     }
     // A runtime program that does not exist.
     let mut rt = runtimes().remove(0);
     rt.program = "/nonexistent/runtime".into();
     let mut c = Container::new(&rt, &["true"], false);
+    c.create();
+    let answer = c.start_answer();
+    assert!(
+        answer.contains("error cannot execute runtime /nonexistent/runtime"),
+        "{answer}"
+    );
+    assert_failure_cancelled(&c);
+    c.finish();
+
+    // A set-up failure (the log's directory is missing) is the report's.
+    let mut c = Container::new(&runtimes()[0], &["true"], false);
+    std::fs::remove_dir_all(c.log_path().parent().unwrap()).unwrap();
     let report = c.spawn_shim();
     let v: serde_json::Value = serde_json::from_str(&report).unwrap();
     let msg = v["error"].as_str().unwrap_or_else(|| panic!("{report}"));
-    assert!(
-        msg.contains("cannot execute runtime /nonexistent/runtime"),
-        "{msg}"
-    );
+    assert!(msg.contains("No such file or directory"), "{msg}");
     assert_failure_left_nothing(&c);
     c.finish();
+}
+
+/// After a failed start: nothing ran, and a cancel ends the monitor.
+fn assert_failure_cancelled(c: &Container) {
+    assert_eq!(c.cgroup_procs(), Vec::<String>::new(), "{}", c.id);
+    assert_eq!(c.control(&["cancel"]), vec!["ok\n"], "{}", c.id);
+    assert_eq!(c.wait_exit()["exit_code"], 137, "{}", c.id);
+    wait_for("the shim and runtime to go", || {
+        c.processes_naming_me().is_empty().then_some(())
+    });
+    for f in ["control.sock", "attach.sock", "console.sock"] {
+        assert!(!c.state().join(f).exists(), "{}: {f} left", c.id);
+    }
 }
 
 fn assert_failure_left_nothing(c: &Container) {
@@ -340,7 +388,8 @@ fn stdin_is_a_pipe_held_by_the_shim() {
         let mut c = Container::new(&rt, &["sh", "-c", script], false);
         c.shim_flags.push("--stdin".into());
         c.shim_flags.push("--stdin-once".into());
-        let init = c.create();
+        c.create();
+        let init = c.start();
         let shim = c.shim_pid.unwrap();
         let stdin = std::fs::read_link(format!("/proc/{init}/fd/0")).unwrap();
         let stdin = stdin.to_string_lossy().into_owned();
@@ -352,7 +401,6 @@ fn stdin_is_a_pipe_held_by_the_shim() {
             .map(|e| e.path())
             .find(|p| std::fs::read_link(p).is_ok_and(|l| l.to_string_lossy() == stdin))
             .unwrap_or_else(|| panic!("{}: the shim does not hold {stdin}", rt.name));
-        c.start();
         let mut w = std::fs::OpenOptions::new().write(true).open(held).unwrap();
         std::io::Write::write_all(&mut w, b"hello\n").unwrap();
         drop(w);
@@ -368,7 +416,8 @@ fn stdin_is_a_pipe_held_by_the_shim() {
 
         // Without --stdin the container reads /dev/null.
         let mut c = Container::new(&rt, &["sh", "-c", "exec sleep 1000"], false);
-        let init = c.create();
+        c.create();
+        let init = c.start();
         let stdin = std::fs::read_link(format!("/proc/{init}/fd/0")).unwrap();
         assert_eq!(stdin, std::path::Path::new("/dev/null"), "{}", rt.name);
         c.finish();

@@ -1,5 +1,6 @@
 //! Containers: an overlayfs rootfs, an OCI bundle, and a monitor
-//! (`berth-shim`) that runs the runtime's `create` and outlives berthd.
+//! (`berth-shim`), spawned at create, that runs the container through the
+//! runtime's `run` at start and outlives berthd.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -248,16 +249,10 @@ impl Containers {
         write_private(&bundle.join("config.json"), &spec)?;
         let specified = started.elapsed();
         let log_path = log_path(&pod.config, &config)?;
-        let (shim_pid, pid) =
-            self.spawn_monitor(id, runtime.as_ref(), &config, log_path.as_deref())?;
+        let shim_pid = self.spawn_monitor(id, runtime.as_ref(), &config, log_path.as_deref())?;
         made_dirs.keep();
-        // The runtime's create has bound them into the container's own
-        // mount namespace: the host needs the staging copies no longer.
-        if let Err(e) = rootfs::unmount_staged(&staging) {
-            tracing::warn!(container = %id, "recursive read-only staging: {e}");
-        }
         tracing::debug!(container = %id, ?mounted, ?specified, created = ?started.elapsed(),
-            "container made: rootfs mounted, spec written, runtime create done");
+            "container made: rootfs mounted, spec written, monitor ready");
         Ok(ContainerRecord {
             id: id.to_string(),
             sandbox_id: pod.id.clone(),
@@ -273,7 +268,6 @@ impl Containers {
             created_at_ns: now_ns(),
             log_path: log_path.unwrap_or_default(),
             shim_pid,
-            pid,
             cgroups_path,
             runtime_handler: pod.config.runtime_handler.clone(),
             stop_signal,
@@ -284,16 +278,16 @@ impl Containers {
         })
     }
 
-    /// Starts the container's monitor, which runs the runtime's `create`
-    /// on the bundle under the container's directory; returns (monitor
-    /// pid, init pid). Blocking.
+    /// Starts the container's monitor, which runs the bundle under the
+    /// container's directory when told to ([`Shared::run_container`]);
+    /// returns the monitor's pid. Blocking.
     pub(crate) fn spawn_monitor(
         &self,
         id: &str,
         runtime: &dyn crate::RuntimeDriver,
         config: &ContainerConfig,
         log: Option<&Path>,
-    ) -> Result<(u32, u32)> {
+    ) -> Result<u32> {
         self.monitors.spawn(&monitor::SpawnRequest {
             shim: &self.config.shim,
             handler: runtime.handler(),
@@ -574,11 +568,30 @@ impl Containers {
         let id = id.to_owned();
         let started = std::time::Instant::now();
         to_completion(async move {
-            let handler = core.start_now(&id).await?;
-            core.metrics.container_started(&handler, started.elapsed());
-            Ok(())
+            match core.start_now(&id).await {
+                Ok(handler) => {
+                    core.metrics.container_started(&handler, started.elapsed());
+                    Ok(())
+                }
+                Err(e) => {
+                    core.after_failed_start(&id);
+                    Err(e)
+                }
+            }
         })
         .await
+    }
+
+    /// A Docker `--rm` container that never ran goes when its start
+    /// fails, as with dockerd (the CLI waits for that removal).
+    fn after_failed_start(&self, id: &str) {
+        let Some(entry) = self.container_entry(id) else {
+            return;
+        };
+        let r = entry.record();
+        if r.auto_remove && r.owner == Owner::Docker && r.state == ContainerState::Created {
+            self.auto_remove_unstarted(id);
+        }
     }
 
     /// Starts it; returns its runtime handler (for the start figure).
@@ -594,12 +607,13 @@ impl Containers {
             return Ok(record.runtime_handler);
         }
         record.state.check_start(id)?;
-        let runtime = self.runtime(&record.runtime_handler)?;
+        let core = self.clone();
         let cid = id.to_string();
-        tokio::task::spawn_blocking(move || runtime.start(&cid))
+        let pid = tokio::task::spawn_blocking(move || core.run_container(&cid))
             .await
             .map_err(|e| Error::internal(format!("container start task: {e}")))??;
         let record = entry.update(|r| {
+            r.pid = pid;
             r.started_at_ns = now_ns();
             if r.state == ContainerState::Created {
                 r.state = ContainerState::Running;
@@ -640,8 +654,19 @@ impl Containers {
         if *entry.exited.borrow() {
             return Ok(());
         }
-        let runtime = self.runtime(&record.runtime_handler)?;
         let mut exited = entry.exited.subscribe();
+        if record.state == ContainerState::Created {
+            // Nothing runs yet: the monitor gives the container up and
+            // records that as a kill, as the runtime's kill of a created
+            // container would.
+            let (core, id) = (self.clone(), record.id.clone());
+            let dir = self.container_state_dir(&id);
+            tokio::task::spawn_blocking(move || core.monitors.control(&dir, &id, "cancel"))
+                .await
+                .map_err(|e| Error::internal(format!("container cancel task: {e}")))??;
+            return self.await_monitor_exit(&record.id, &mut exited).await;
+        }
+        let runtime = self.runtime(&record.runtime_handler)?;
         // A frozen process would keep its signals pending until thawed.
         self.thaw(entry).await?;
         // Docker shows each signal a stop sends; CRI's events have none.
@@ -665,14 +690,16 @@ impl Containers {
         let id = record.id.clone();
         told(libc::SIGKILL);
         let _ = tokio::task::spawn_blocking(move || runtime.kill(&id, "KILL")).await;
-        let exited_in_time = tokio::time::timeout(MONITOR_EXIT, exited.wait_for(|e| *e))
-            .await
-            .is_ok();
-        match exited_in_time {
-            true => Ok(()),
-            false => Err(Error::new(
+        self.await_monitor_exit(&record.id, &mut exited).await
+    }
+
+    /// Waits (bounded) for the recorded exit after a SIGKILL or cancel.
+    async fn await_monitor_exit(&self, id: &str, exited: &mut watch::Receiver<bool>) -> Result<()> {
+        match tokio::time::timeout(MONITOR_EXIT, exited.wait_for(|e| *e)).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::new(
                 ErrorKind::DeadlineExceeded,
-                format!("container {} did not exit after SIGKILL", record.id),
+                format!("container {id} did not exit after SIGKILL"),
             )),
         }
     }
@@ -777,6 +804,16 @@ impl Containers {
         let _guard = entry.lock.lock().await;
         let record = entry.record();
         record.state.check_update(id)?;
+        if record.state == ContainerState::Created {
+            // Not in the runtime yet: the spec it will run takes them.
+            let bundle_spec = self.container_dir(id).join("bundle/config.json");
+            let limits = linux_resources(&resources);
+            tokio::task::spawn_blocking(move || merge_resources_into_spec(&bundle_spec, &limits))
+                .await
+                .map_err(|e| Error::internal(format!("container update task: {e}")))??;
+            let record = entry.update(|r| r.config.resources = resources);
+            return self.persist_container(&record);
+        }
         let runtime = self.runtime(&record.runtime_handler)?;
         let file = self.container_state_dir(id).join("resources.json");
         berth_store::write_atomic(&file, linux_resources(&resources).to_string().as_bytes())?;
@@ -804,6 +841,19 @@ impl Containers {
 }
 
 impl Shared {
+    /// Has the monitor run the created container; returns its init pid.
+    /// Blocking.
+    pub(crate) fn run_container(&self, id: &str) -> Result<u32> {
+        let state = self.container_state_dir(id);
+        let pid = self.monitors.start(&state, id)?;
+        // The runtime has bound them into the container's own mount
+        // namespace: the host needs the staging copies no longer.
+        if let Err(e) = rootfs::unmount_staged(&state.join(STAGING)) {
+            tracing::warn!(container = %id, "recursive read-only staging: {e}");
+        }
+        Ok(pid)
+    }
+
     pub(crate) fn container_entry(&self, id: &str) -> Option<Arc<Entry>> {
         self.objects().containers.get(id).cloned()
     }
@@ -887,6 +937,9 @@ impl Shared {
             }
         }
         if let Some(pid) = self.monitors.live(&state, id) {
+            // A monitor still waiting to run the container gives it up
+            // (one whose container ran refuses: that one is gone already).
+            let _ = self.monitors.control(&state, id, "cancel");
             // The container is gone, so its monitor is on its way out.
             let deadline = std::time::Instant::now() + MONITOR_EXIT;
             while self.monitors.is_alive(pid, id) && std::time::Instant::now() < deadline {
@@ -969,6 +1022,47 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         .open(path)
         .and_then(|mut f| f.write_all(bytes))
         .map_err(|e| Error::from(e).context(format!("write {}", path.display())))
+}
+
+/// Merges `limits` (as [`linux_resources`] makes them) into the
+/// `linux.resources` of the OCI spec at `path`, field by field, as the
+/// runtime's `update` does for a running container.
+fn merge_resources_into_spec(path: &Path, limits: &serde_json::Value) -> Result<()> {
+    let bytes = std::fs::read(path)?;
+    let mut spec: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::internal(format!("read {}: {e}", path.display())))?;
+    let not_object = || {
+        Error::internal(format!(
+            "{}: linux.resources is not an object",
+            path.display()
+        ))
+    };
+    let linux = spec
+        .as_object_mut()
+        .ok_or_else(not_object)?
+        .entry("linux")
+        .or_insert_with(|| serde_json::json!({}));
+    let resources = linux
+        .as_object_mut()
+        .ok_or_else(not_object)?
+        .entry("resources")
+        .or_insert_with(|| serde_json::json!({}));
+    for (section, fields) in limits.as_object().into_iter().flatten() {
+        let target = resources
+            .as_object_mut()
+            .ok_or_else(not_object)?
+            .entry(section.clone())
+            .or_insert_with(|| serde_json::json!({}))
+            .as_object_mut()
+            .ok_or_else(not_object)?;
+        for (field, value) in fields.as_object().into_iter().flatten() {
+            target.insert(field.clone(), value.clone());
+        }
+    }
+    let bytes = serde_json::to_vec(&spec)
+        .map_err(|e| Error::internal(format!("serialize {}: {e}", path.display())))?;
+    // Whole or not at all: the monitor runs whatever is there at start.
+    berth_store::write_atomic(path, &bytes)
 }
 
 /// `linux.resources` JSON for `runtime update`.
@@ -1126,4 +1220,51 @@ fn check_ids_mapped(spec: &oci_spec::runtime::Spec, u: &PodUserns) -> Result<()>
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_merge_into_the_spec_field_by_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let spec = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "linux": {"resources": {
+                "memory": {"limit": 1000, "reservation": 500},
+                "cpu": {"shares": 2},
+                "pids": {"limit": 7}
+            }}
+        });
+        std::fs::write(&path, spec.to_string()).unwrap();
+        let limits = linux_resources(&Resources {
+            memory_limit_in_bytes: 4096,
+            cpu_shares: 300,
+            ..Default::default()
+        });
+        merge_resources_into_spec(&path, &limits).unwrap();
+        let merged: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(
+            merged["linux"]["resources"],
+            serde_json::json!({
+                "memory": {"limit": 4096, "swap": 4096, "reservation": 500},
+                "cpu": {"shares": 300},
+                "pids": {"limit": 7}
+            })
+        );
+        assert_eq!(merged["ociVersion"], "1.0.2");
+
+        // No resources yet: they are made; a malformed spec is an error.
+        std::fs::write(&path, "{}").unwrap();
+        merge_resources_into_spec(&path, &limits).unwrap();
+        let merged: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(merged["linux"]["resources"]["cpu"]["shares"], 300);
+        std::fs::write(&path, r#"{"linux": {"resources": 3}}"#).unwrap();
+        let e = merge_resources_into_spec(&path, &limits).unwrap_err();
+        assert!(e.message.contains("not an object"), "{e}");
+    }
 }

@@ -42,10 +42,16 @@ pub struct SpawnRequest<'a> {
 #[derive(Deserialize)]
 struct Report {
     #[serde(default)]
-    pid: u32,
+    ready: bool,
     #[serde(default)]
     error: Option<String>,
 }
+
+/// How long the runtime's `run` may take before `start` gives up
+/// waiting (the container may still come up; its monitor records it).
+const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long the other control commands may take.
+const CONTROL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What `exit.json` records.
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -55,12 +61,12 @@ pub struct Exit {
     pub finished_at_ns: i64,
 }
 
-/// Starts a monitor that runs `<runtime> create`; returns (monitor pid,
-/// container init pid). `own_cgroup_procs`: the `cgroup.procs` of the
+/// Starts a monitor, set up to run the container when told ([`start`]);
+/// returns the monitor's pid. `own_cgroup_procs`: the `cgroup.procs` of the
 /// cgroup the monitor starts in (the caller's), for the monitor to take
 /// the kernel's cgroup-migration lock early with. Blocking: call from a
 /// blocking thread.
-pub(crate) fn spawn(req: &SpawnRequest, own_cgroup_procs: Option<&Path>) -> Result<(u32, u32)> {
+pub(crate) fn spawn(req: &SpawnRequest, own_cgroup_procs: Option<&Path>) -> Result<u32> {
     std::fs::create_dir_all(req.dir)?;
     let (read_end, write_end) = pipe()?;
     let pid = crate::spawn::spawn_with_fd3(
@@ -80,27 +86,28 @@ pub(crate) fn spawn(req: &SpawnRequest, own_cgroup_procs: Option<&Path>) -> Resu
     let mut line = String::new();
     let mut reader = BufReader::new(std::fs::File::from(read_end));
     reader.read_line(&mut line)?;
-    let report: Report = serde_json::from_str(line.trim()).map_err(|e| {
+    let no_report = |why: String| {
         Error::internal(format!(
-            "container monitor for {} gave no report ({e}); see {}",
+            "container monitor for {} gave no report ({why}); see {}",
             req.id,
             req.dir.join("shim.log").display()
         ))
-    })?;
+    };
+    let report: Report = serde_json::from_str(line.trim()).map_err(|e| no_report(e.to_string()))?;
     if let Some(error) = report.error {
-        return Err(Error::new(
-            ErrorKind::Internal,
-            format!(
-                "runtime handler {:?} could not create container {}: {error}",
-                req.handler.name, req.id
-            ),
-        ));
+        return Err(Error::internal(format!(
+            "the monitor of container {} could not be set up: {error}",
+            req.id
+        )));
+    }
+    if !report.ready {
+        return Err(no_report(format!("{:?}", line.trim())));
     }
     let shim_pid = std::fs::read_to_string(shim_pid_file(req.dir))?
         .trim()
         .parse::<u32>()
         .map_err(|e| Error::internal(format!("monitor pid file of {}: {e}", req.id)))?;
-    Ok((shim_pid, report.pid))
+    Ok(shim_pid)
 }
 
 /// The monitor's command line (after the program) for `req`.
@@ -205,8 +212,37 @@ pub(crate) async fn wait_exit(pid: u32) -> Result<()> {
     Ok(())
 }
 
-/// Sends one control command (`reopen-log`, `resize C R`) and reads the answer.
+/// Has the monitor run the container (the runtime's `run --detach`);
+/// returns the container init's pid. The runtime's refusal (a missing
+/// executable, a bad mount) comes back in its own words.
+pub(crate) fn start(dir: &Path, id: &str) -> Result<u32> {
+    let answer = exchange(dir, id, "start", START_TIMEOUT)?;
+    match answer.strip_prefix("ok ").map(str::parse::<u32>) {
+        Some(Ok(pid)) if pid > 0 => Ok(pid),
+        _ => Err(refusal(id, "start", &answer)),
+    }
+}
+
+/// Sends one control command (`reopen-log`, `resize C R`, `cancel`) and
+/// reads the answer.
 pub(crate) fn control(dir: &Path, id: &str, command: &str) -> Result<()> {
+    match exchange(dir, id, command, CONTROL_TIMEOUT)?.as_str() {
+        "ok" => Ok(()),
+        other => Err(refusal(id, command, other)),
+    }
+}
+
+fn refusal(id: &str, command: &str, answer: &str) -> Error {
+    match answer.strip_prefix("error ") {
+        Some(why) if command == "start" => {
+            Error::internal(format!("container {id} could not start: {why}"))
+        }
+        _ => Error::internal(format!("monitor of container {id}: {command}: {answer}")),
+    }
+}
+
+/// One command and its answer line (trimmed).
+fn exchange(dir: &Path, id: &str, command: &str, timeout: std::time::Duration) -> Result<String> {
     let path = control_socket(dir);
     let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|e| {
         Error::new(
@@ -214,10 +250,10 @@ pub(crate) fn control(dir: &Path, id: &str, command: &str) -> Result<()> {
             format!("monitor of container {id} is not reachable: {e}"),
         )
     })?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    stream.set_read_timeout(Some(timeout))?;
     stream.write_all(format!("{command}\n").as_bytes())?;
     let mut answer = String::new();
-    let mut buf = [0u8; 512];
+    let mut buf = [0u8; 1024];
     while !answer.ends_with('\n') {
         let n = stream.read(&mut buf)?;
         if n == 0 {
@@ -225,10 +261,5 @@ pub(crate) fn control(dir: &Path, id: &str, command: &str) -> Result<()> {
         }
         answer.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
-    match answer.trim() {
-        "ok" => Ok(()),
-        other => Err(Error::internal(format!(
-            "monitor of container {id}: {command}: {other}"
-        ))),
-    }
+    Ok(answer.trim().to_string())
 }

@@ -19,10 +19,9 @@ use crate::monitor::{self, Exit, SpawnRequest};
 use crate::CoreConfig;
 
 /// Drives one OCI runtime binary (crun, runc) for the containers of its
-/// handler. `create` is the monitor's job ([`Monitors::spawn`]).
+/// handler. Running the container is the monitor's job ([`Monitors::start`]).
 pub trait RuntimeDriver: Send + Sync {
     fn handler(&self) -> &RuntimeHandler;
-    fn start(&self, id: &str) -> Result<()>;
     fn kill(&self, id: &str, signal: &str) -> Result<()>;
     /// Deletes the container; `force` kills a running one first. A
     /// container the runtime does not know is NotFound.
@@ -47,9 +46,6 @@ pub trait RuntimeDriver: Send + Sync {
 impl RuntimeDriver for OciRuntime {
     fn handler(&self) -> &RuntimeHandler {
         OciRuntime::handler(self)
-    }
-    fn start(&self, id: &str) -> Result<()> {
-        OciRuntime::start(self, id)
     }
     fn kill(&self, id: &str, signal: &str) -> Result<()> {
         OciRuntime::kill(self, id, signal)
@@ -83,12 +79,15 @@ impl RuntimeDriver for OciRuntime {
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// Starts and follows the per-container monitors (`berth-shim`), which
-/// run the runtime's `create`, hold the container's stdio and record its
-/// exit in the container's state dir.
+/// run the container through the runtime's `run`, hold its stdio and
+/// record its exit in the container's state dir.
 pub trait Monitors: Send + Sync {
-    /// Starts a monitor; returns (monitor pid, container init pid).
+    /// Starts a monitor, ready to run the container; returns its pid.
     /// Blocking.
-    fn spawn(&self, req: &SpawnRequest) -> Result<(u32, u32)>;
+    fn spawn(&self, req: &SpawnRequest) -> Result<u32>;
+    /// Has the monitor in `dir` run its container; returns the init's
+    /// pid. Blocking.
+    fn start(&self, dir: &Path, id: &str) -> Result<u32>;
     /// The pid of the monitor of container `id` recorded in `dir`, if that
     /// monitor still runs.
     fn live(&self, dir: &Path, id: &str) -> Option<u32>;
@@ -98,7 +97,8 @@ pub trait Monitors: Send + Sync {
     fn wait_exit(&self, pid: u32) -> BoxFuture<Result<()>>;
     /// The exit the monitor recorded in `dir`.
     fn read_exit(&self, dir: &Path) -> Option<Exit>;
-    /// One control command (`reopen-log`, `resize C R`). Blocking.
+    /// One control command (`reopen-log`, `resize C R`, `cancel`: end a
+    /// container that never started, recorded as killed). Blocking.
     fn control(&self, dir: &Path, id: &str, command: &str) -> Result<()>;
 }
 
@@ -109,8 +109,11 @@ struct ShimMonitors {
 }
 
 impl Monitors for ShimMonitors {
-    fn spawn(&self, req: &SpawnRequest) -> Result<(u32, u32)> {
+    fn spawn(&self, req: &SpawnRequest) -> Result<u32> {
         monitor::spawn(req, self.own_cgroup_procs.as_deref())
+    }
+    fn start(&self, dir: &Path, id: &str) -> Result<u32> {
+        monitor::start(dir, id)
     }
     fn live(&self, dir: &Path, id: &str) -> Option<u32> {
         monitor::live_monitor(dir, id)

@@ -240,11 +240,11 @@ impl Containers {
             core.hold_volumes(&r.id, &r.config.mounts)?;
             let made = core
                 .spawn_monitor(&r.id, runtime.as_ref(), &r.config, log)
-                .and_then(|made| match runtime.start(&r.id) {
-                    Ok(()) => Ok(made),
+                .and_then(|shim_pid| match core.run_container(&r.id) {
+                    Ok(pid) => Ok((shim_pid, pid)),
                     Err(e) => {
-                        // The monitor goes with the runtime's container.
-                        let _ = runtime.delete(&r.id, true);
+                        // The monitor, still waiting to run it, goes.
+                        let _ = core.monitors.control(&dir, &r.id, "cancel");
                         Err(e)
                     }
                 });
@@ -292,10 +292,12 @@ impl Containers {
             // As dockerd: a container killed by hand stays down.
             self.persist_container(&entry.update(|r| r.stopped_by_user = true))?;
         }
+        // Told before the signal lands, or its `die` could come first (as
+        // a stop tells each signal it sends).
+        self.container_event(&record, Action::Kill { signal });
         tokio::task::spawn_blocking(move || runtime.kill(&cid, &signal.to_string()))
             .await
             .map_err(|e| Error::internal(format!("container kill task: {e}")))??;
-        self.container_event(&record, Action::Kill { signal });
         // SIGKILL lands once the cgroup thaws.
         let _guard = entry.lock.lock().await;
         self.thaw(&entry).await
@@ -438,9 +440,18 @@ impl Containers {
     /// Docker's `--rm`: removes an exited container and its sandbox, off
     /// the caller's task.
     pub(crate) fn auto_remove(&self, id: &str) {
+        self.auto_remove_when(id, true);
+    }
+
+    /// Docker's `--rm` for a container whose start failed: it never ran.
+    pub(crate) fn auto_remove_unstarted(&self, id: &str) {
+        self.auto_remove_when(id, false);
+    }
+
+    fn auto_remove_when(&self, id: &str, only_exited: bool) {
         let (core, id) = (self.clone(), id.to_string());
         tokio::spawn(async move {
-            match core.remove_standalone_now(&id, false, true).await {
+            match core.remove_standalone_now(&id, false, only_exited).await {
                 Err(e) if e.kind != ErrorKind::NotFound => {
                     tracing::warn!(container = %id, "auto-remove: {e}")
                 }

@@ -550,8 +550,9 @@ async fn a_start_again_that_fails_leaves_it_exited() {
     assert_eq!(r.state, ContainerState::Exited);
     let stored: ContainerRecord = world.store.get(CONTAINERS, "d1").unwrap();
     assert_eq!(stored.state, ContainerState::Exited);
-    // The runtime's new container went with the failure.
-    assert!(!world.node.runtime_knows("d1"));
+    // The new monitor, still waiting to run it, went with the failure.
+    assert_eq!(world.node.calls_to("control d1"), ["control d1 cancel"]);
+    assert!(!world.node.is_running("d1"));
     assert_eq!(
         containers
             .wait("d1", WaitCondition::NotRunning)

@@ -481,10 +481,7 @@ async fn the_spec_is_applied_inside_the_container() {
     // Limits, read from the container's cgroup on the host.
     let info = verbose_info(&mut rt, &ctr).await;
     let cgroup = info["cgroupsPath"].as_str().unwrap().to_string();
-    let read = |controller: &str, file: &str| {
-        let v1 = PathBuf::from(format!("/sys/fs/cgroup/{controller}{cgroup}/{file}"));
-        std::fs::read_to_string(&v1).unwrap_or_else(|e| panic!("{}: {e}", v1.display()))
-    };
+    let read = |controller: &str, file: &str| read_v1_cgroup(&cgroup, controller, file);
     assert_eq!(read("memory", "memory.limit_in_bytes").trim(), "67108864");
     assert_eq!(read("cpu", "cpu.shares").trim(), "512");
     assert_eq!(read("cpu", "cpu.cfs_quota_us").trim(), "50000");
@@ -508,7 +505,43 @@ async fn the_spec_is_applied_inside_the_container() {
         s.resources.unwrap().linux.unwrap().memory_limit_in_bytes,
         96 * 1024 * 1024
     );
+
+    // A created container is not in the runtime yet: an update lands in
+    // the spec it will run with.
+    let later = create(
+        &mut rt,
+        &pod,
+        container_config("later", &reg.image("busybox"), &["sleep", "3600"]),
+    )
+    .await
+    .expect("create");
+    rt.update_container_resources(api::UpdateContainerResourcesRequest {
+        container_id: later.clone(),
+        linux: Some(api::LinuxContainerResources {
+            memory_limit_in_bytes: 80 * 1024 * 1024,
+            cpu_shares: 300,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("update a created container");
+    start(&mut rt, &later).await;
+    let info = verbose_info(&mut rt, &later).await;
+    let cgroup = info["cgroupsPath"].as_str().unwrap();
+    assert_eq!(
+        read_v1_cgroup(cgroup, "memory", "memory.limit_in_bytes").trim(),
+        "83886080"
+    );
+    assert_eq!(read_v1_cgroup(cgroup, "cpu", "cpu.shares").trim(), "300");
     teardown(&mut rt, &pod).await;
+}
+
+/// A file of a container's cgroup in one v1 controller (this host's
+/// layout).
+fn read_v1_cgroup(cgroup: &str, controller: &str, file: &str) -> String {
+    let v1 = PathBuf::from(format!("/sys/fs/cgroup/{controller}{cgroup}/{file}"));
+    std::fs::read_to_string(&v1).unwrap_or_else(|e| panic!("{}: {e}", v1.display()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -127,13 +127,13 @@ async fn image_layers_and_container_configs_are_closed_to_other_host_users() {
     teardown(&mut rt, &pod).await;
 }
 
-/// A runtime handler whose `create` takes a second longer than runc's:
-/// its script, and the config table naming it.
+/// A runtime handler whose `run` (the start) takes a second longer than
+/// runc's: its script, and the config table naming it.
 fn slow_handler(dir: &Path) -> String {
     let script = dir.join("slow-runc");
     std::fs::write(
         &script,
-        "#!/bin/sh\n# create is slow: a client deadline fires mid-create\ncase \" $* \" in *\" create \"*) sleep 1 ;; esac\nexec runc \"$@\"\n",
+        "#!/bin/sh\n# run is slow: a client deadline fires mid-start\ncase \" $* \" in *\" run \"*) sleep 1 ;; esac\nexec runc \"$@\"\n",
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -141,7 +141,7 @@ fn slow_handler(dir: &Path) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_create_cut_short_by_the_client_deadline_is_completed_and_recorded() {
+async fn a_start_cut_short_by_the_client_deadline_is_completed_and_recorded() {
     let reg = TestRegistry::start();
     reg.push(&["busybox"]);
     let scripts = tempfile::tempdir().unwrap();
@@ -153,52 +153,38 @@ async fn a_create_cut_short_by_the_client_deadline_is_completed_and_recorded() {
     let mut rt = d.runtime().await;
     let logs = d.dir().join("logs");
     let pod = run_pod(&mut rt, pod_config("cut", &logs), "slow").await;
+    let id = create(
+        &mut rt,
+        &pod,
+        container_config("cut", &reg.image("busybox"), &["sleep", "3600"]),
+    )
+    .await
+    .expect("create");
 
-    let mut req = tonic::Request::new(api::CreateContainerRequest {
-        pod_sandbox_id: pod.clone(),
-        config: Some(container_config(
-            "cut",
-            &reg.image("busybox"),
-            &["sleep", "3600"],
-        )),
-        sandbox_config: None,
+    let mut req = tonic::Request::new(api::StartContainerRequest {
+        container_id: id.clone(),
     });
     req.set_timeout(Duration::from_millis(300));
     let e = rt
-        .create_container(req)
+        .start_container(req)
         .await
         .expect_err("the deadline fires first");
     assert!(
         matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled),
         "{e:?}"
     );
-    // The create goes on without its caller and is recorded: kubelet's
-    // retry then finds the container (and its name names a listed id).
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let listed = loop {
-        if let Some(c) = list_containers(&mut rt).await.into_iter().next() {
-            break c;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the cut-short container was never recorded: {}",
-            d.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(listed.state, api::ContainerState::ContainerCreated as i32);
-    let again = create(
-        &mut rt,
-        &pod,
-        container_config("cut", &reg.image("busybox"), &["sleep", "3600"]),
-    )
-    .await
-    .expect_err("the name is taken");
-    assert_eq!(again.code(), Code::AlreadyExists);
-    assert!(again.message().contains(&listed.id), "{again:?}");
-    // And it works like any other container.
-    start(&mut rt, &listed.id).await;
-    wait_state(&mut rt, &listed.id, api::ContainerState::ContainerRunning).await;
+    // The start goes on without its caller and is recorded: kubelet then
+    // finds the container running, and a second start is refused.
+    wait_state(&mut rt, &id, api::ContainerState::ContainerRunning).await;
+    let again = rt
+        .start_container(api::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect_err("it runs already");
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+    let s = status(&mut rt, &id).await;
+    assert!(s.started_at > 0, "{s:?}");
     teardown(&mut rt, &pod).await;
     // The leak checks on drop: no monitor, cgroup, mount or directory left.
 }

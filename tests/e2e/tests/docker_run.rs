@@ -55,9 +55,9 @@ async fn run_in_the_foreground_returns_the_exit_code_and_both_streams() {
     assert_eq!(out.status, Some(9), "{}", out.stderr);
     assert_eq!(out.stdout, "piped\n");
 
-    // A command the image does not have: refused when the container is
-    // made (berth runs the OCI create at `create`; dockerd at `start`,
-    // where the CLI turns it into 127), and nothing is left.
+    // A command the image does not have: refused at the start, as by
+    // dockerd, and the --rm container goes (the CLI waits for that). The
+    // CLI exits 125, not 127: it looks for runc's words, and crun's differ.
     let run = d.docker(&["run", "--rm", &image, "no-such-command"]);
     assert_eq!(run.status, Some(125), "{}", run.stderr);
     assert!(

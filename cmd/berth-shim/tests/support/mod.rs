@@ -424,16 +424,16 @@ impl Container {
         (report, child)
     }
 
-    /// Spawns the shim and asserts it reported a pid.
-    pub fn create(&mut self) -> i32 {
+    /// Spawns the shim and asserts it reported that it is ready.
+    pub fn create(&mut self) {
         let report = self.spawn_shim();
-        let v: Value = serde_json::from_str(&report)
-            .unwrap_or_else(|e| panic!("{}: report {report:?}: {e}", self.rt.name));
-        let pid = v["pid"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("{}: create failed: {report}", self.rt.name));
+        assert_eq!(
+            report.trim_end(),
+            "{\"ready\":true}",
+            "{}: set-up failed",
+            self.rt.name
+        );
         assert!(self.shim_pid.is_some(), "shim.pid written");
-        pid as i32
     }
 
     pub fn runtime(&self, args: &[&str]) -> Output {
@@ -447,14 +447,19 @@ impl Container {
             .unwrap()
     }
 
-    pub fn start(&self) {
-        let out = self.runtime(&["start", &self.id]);
-        assert!(
-            out.status.success(),
-            "{} start: {}",
-            self.rt.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
+    /// `start` on the control socket; the answer, trimmed.
+    pub fn start_answer(&self) -> String {
+        let answer = self.control(&["start"]).remove(0);
+        answer.trim_end().to_string()
+    }
+
+    /// Starts the container through the shim; returns the init's pid.
+    pub fn start(&self) -> i32 {
+        let answer = self.start_answer();
+        answer
+            .strip_prefix("ok ")
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("{} start: {answer}", self.rt.name))
     }
 
     pub fn kill(&self, signal: &str) {

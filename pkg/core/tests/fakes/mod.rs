@@ -312,10 +312,6 @@ impl RuntimeDriver for FakeNode {
     fn handler(&self) -> &RuntimeHandler {
         &self.handler
     }
-    fn start(&self, id: &str) -> Result<()> {
-        self.call("start", id.to_string())?;
-        self.known(id)
-    }
     /// Every signal ends the process, as the shell's default action would.
     fn kill(&self, id: &str, signal: &str) -> Result<()> {
         self.call("kill", format!("{id} {signal}"))?;
@@ -379,12 +375,18 @@ fn dir_id(dir: &Path) -> String {
 }
 
 impl Monitors for FakeNode {
-    fn spawn(&self, req: &SpawnRequest) -> Result<(u32, u32)> {
+    fn spawn(&self, req: &SpawnRequest) -> Result<u32> {
         self.call("spawn", req.id.to_string())?;
         // As berth-shim does: its files live there.
         std::fs::create_dir_all(req.dir)?;
-        let shim = self.add_live(req.id);
-        Ok((shim, shim + 1))
+        Ok(self.add_live(req.id))
+    }
+    fn start(&self, dir: &Path, id: &str) -> Result<u32> {
+        assert_eq!(dir_id(dir), id, "the monitor dir of {id}");
+        self.call("start", id.to_string())?;
+        self.known(id)?;
+        let containers = lock(&self.table.containers);
+        Ok(containers.get(id).map_or(0, |c| c.init_pid))
     }
     fn live(&self, dir: &Path, id: &str) -> Option<u32> {
         assert_eq!(dir_id(dir), id, "the monitor dir of {id}");
@@ -417,6 +419,11 @@ impl Monitors for FakeNode {
         assert_eq!(dir_id(dir), id, "the monitor dir of {id}");
         self.call("control", format!("{id} {command}"))?;
         match self.is_running(id) {
+            // The monitor records the never-started container as killed.
+            true if command == "cancel" => {
+                self.exit(id, 137);
+                Ok(())
+            }
             true => Ok(()),
             false => Err(Error::not_found(format!("monitor of {id} is gone"))),
         }
