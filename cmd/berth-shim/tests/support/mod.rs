@@ -508,14 +508,19 @@ impl Container {
         let payload: String = lines.iter().map(|l| format!("{l}\n")).collect();
         s.write_all(payload.as_bytes()).unwrap();
         let mut r = BufReader::new(s);
-        lines
+        let answers = lines
             .iter()
             .map(|_| {
                 let mut answer = String::new();
                 r.read_line(&mut answer).unwrap();
                 answer
             })
-            .collect()
+            .collect();
+        // Done: once the shim has closed its side too, its descriptor
+        // for this client is gone (tests count the shim's descriptors).
+        let _ = r.get_ref().shutdown(std::net::Shutdown::Write);
+        let _ = std::io::Read::read_to_end(&mut r, &mut Vec::new());
+        answers
     }
 
     /// Processes in the container's cgroup (any hierarchy).
