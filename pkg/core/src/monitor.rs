@@ -234,10 +234,27 @@ pub(crate) fn control(dir: &Path, id: &str, command: &str) -> Result<()> {
 
 fn refusal(id: &str, command: &str, answer: &str) -> Error {
     match answer.strip_prefix("error ") {
-        Some(why) if command == "start" => {
-            Error::internal(format!("container {id} could not start: {why}"))
-        }
+        Some(why) if command == "start" => start_refused(id, why),
         _ => Error::internal(format!("monitor of container {id}: {command}: {answer}")),
+    }
+}
+
+/// A refused start in the runtime's words. A program the image lacks is
+/// the caller's mistake (InvalidArgument), also said in runc's words,
+/// which dockerd passes on and the docker CLI turns into exit code 127.
+fn start_refused(id: &str, why: &str) -> Error {
+    let missing = why
+        .split_once("executable file `")
+        .and_then(|(_, rest)| rest.split_once("` not found in $PATH"))
+        .map(|(program, _)| program);
+    match missing {
+        Some(program) => Error::invalid(format!(
+            "container {id} could not start: exec: {program:?}: executable file not found in $PATH ({why})"
+        )),
+        None if why.contains("executable file not found") => {
+            Error::invalid(format!("container {id} could not start: {why}"))
+        }
+        None => Error::internal(format!("container {id} could not start: {why}")),
     }
 }
 
@@ -262,4 +279,32 @@ fn exchange(dir: &Path, id: &str, command: &str, timeout: std::time::Duration) -
         answer.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
     Ok(answer.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_program_is_the_callers_mistake_in_runcs_words() {
+        let crun = "executable file `nope` not found in $PATH: No such file or directory";
+        let e = start_refused("c1", crun);
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        assert_eq!(
+            e.message,
+            format!(
+                "container c1 could not start: exec: \"nope\": executable file not found in $PATH ({crun})"
+            )
+        );
+        let runc = "runc create failed: unable to start container process: exec: \"nope\": executable file not found in $PATH";
+        let e = start_refused("c1", runc);
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        assert_eq!(e.message, format!("container c1 could not start: {runc}"));
+        let other = start_refused("c1", "mount: permission denied");
+        assert_eq!(other.kind, ErrorKind::Internal);
+        assert_eq!(
+            other.message,
+            "container c1 could not start: mount: permission denied"
+        );
+    }
 }
