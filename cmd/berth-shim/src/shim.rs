@@ -429,7 +429,6 @@ impl Setup<'_> {
                 let mut status = 0;
                 // SAFETY: waiting for our own child.
                 unsafe { libc::waitpid(runtime_pid, &mut status, 0) };
-                shim.runtime_status = Some(status);
                 self.delete_container();
                 return Err(format!("berth-shim: poll: {e}"));
             }
@@ -462,15 +461,17 @@ impl Setup<'_> {
                 return Err(format!("berth-shim: cannot read {CONTAINER_PID}: {e}"));
             }
         };
-        if let Some((st, at)) = shim.adopt(pid) {
-            shim.exited = Some((st, at));
-        } else if !sys::is_child(pid) {
-            self.delete_container();
-            shim.forget_children();
-            return Err(format!(
-                "berth-shim: container init {pid} is not a child of the shim; \
-                 the runtime must leave it to its parent's subreaper"
-            ));
+        match shim.adopt(pid) {
+            Adoption::Child => {}
+            Adoption::Exited(status, at) => shim.exited = Some((status, at)),
+            Adoption::NotChild => {
+                self.delete_container();
+                shim.forget_children();
+                return Err(format!(
+                    "berth-shim: container init {pid} is not a child of the shim; \
+                     the runtime must leave it to its parent's subreaper"
+                ));
+            }
         }
         shim.container_pid = Some(pid);
         shim.early = Vec::new();
@@ -506,8 +507,8 @@ impl Setup<'_> {
 }
 
 /// Makes `runtime.log` exist with the monitor's private mode before the
-/// runtime (whose umask is 022) appends to it; returns its current length.
-fn private_runtime_log() -> io::Result<u64> {
+/// runtime (whose umask is 022) appends to it.
+fn private_runtime_log() -> io::Result<()> {
     let f = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -515,8 +516,7 @@ fn private_runtime_log() -> io::Result<u64> {
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(RUNTIME_LOG)?;
     // A file left by an older monitor may be world-readable.
-    f.set_permissions(std::fs::Permissions::from_mode(PRIVATE))?;
-    Ok(f.metadata()?.len())
+    f.set_permissions(std::fs::Permissions::from_mode(PRIVATE))
 }
 
 /// Reads the pid file the runtime wrote (with its umask, 022) and makes it
@@ -562,6 +562,16 @@ fn runtime_error(program: &OsStr, log_offset: u64, capture: &[u8], status: libc:
         PathBuf::from(program).display(),
         describe(status)
     )
+}
+
+/// The runtime's init, once the runtime has exited.
+enum Adoption {
+    /// A child of the shim, monitored from now on.
+    Child,
+    /// Already reaped: its wait status and time.
+    Exited(libc::c_int, (i64, u32)),
+    /// Not the shim's child in time: it cannot be monitored.
+    NotChild,
 }
 
 /// What the runtime's `run` needs until the container starts.
@@ -976,22 +986,21 @@ impl Shim {
 
     /// Waits (bounded) until the runtime's init `pid` is the shim's child:
     /// crun's `run --detach` forks a second crun whose child the init is,
-    /// and that one may still be exiting when the first is reaped. The
-    /// init's exit status when it was reaped already.
-    fn adopt(&mut self, pid: libc::pid_t) -> Option<(libc::c_int, (i64, u32))> {
+    /// and that one may still be exiting when the first is reaped.
+    fn adopt(&mut self, pid: libc::pid_t) -> Adoption {
         let deadline = sys::monotonic_ms() + ADOPT_MS;
         loop {
             if let Some(i) = self.early.iter().position(|(p, _, _)| *p == pid) {
-                let (_, st, at) = self.early.swap_remove(i);
-                return Some((st, at));
+                let (_, status, at) = self.early.swap_remove(i);
+                return Adoption::Exited(status, at);
+            }
+            if sys::is_child(pid) {
+                return Adoption::Child;
             }
             let left = deadline - sys::monotonic_ms();
-            if sys::is_child(pid) || left <= 0 {
-                return None;
-            }
             // A reaped child (the second runtime) wakes this at once.
-            if self.poll_once(left.min(10) as libc::c_int).is_err() {
-                return None;
+            if left <= 0 || self.poll_once(left.min(10) as libc::c_int).is_err() {
+                return Adoption::NotChild;
             }
         }
     }

@@ -1037,23 +1037,12 @@ fn merge_resources_into_spec(path: &Path, limits: &serde_json::Value) -> Result<
             path.display()
         ))
     };
-    let linux = spec
-        .as_object_mut()
-        .ok_or_else(not_object)?
-        .entry("linux")
-        .or_insert_with(|| serde_json::json!({}));
-    let resources = linux
-        .as_object_mut()
-        .ok_or_else(not_object)?
-        .entry("resources")
-        .or_insert_with(|| serde_json::json!({}));
+    let resources = member(&mut spec, "linux")
+        .and_then(|linux| member(linux, "resources"))
+        .ok_or_else(not_object)?;
     for (section, fields) in limits.as_object().into_iter().flatten() {
-        let target = resources
-            .as_object_mut()
-            .ok_or_else(not_object)?
-            .entry(section.clone())
-            .or_insert_with(|| serde_json::json!({}))
-            .as_object_mut()
+        let target = member(resources, section)
+            .and_then(serde_json::Value::as_object_mut)
             .ok_or_else(not_object)?;
         for (field, value) in fields.as_object().into_iter().flatten() {
             target.insert(field.clone(), value.clone());
@@ -1063,6 +1052,13 @@ fn merge_resources_into_spec(path: &Path, limits: &serde_json::Value) -> Result<
         .map_err(|e| Error::internal(format!("serialize {}: {e}", path.display())))?;
     // Whole or not at all: the monitor runs whatever is there at start.
     berth_store::write_atomic(path, &bytes)
+}
+
+/// Member `key` of the JSON object `v`, made an empty object if missing;
+/// None when `v` is not an object.
+fn member<'a>(v: &'a mut serde_json::Value, key: &str) -> Option<&'a mut serde_json::Value> {
+    let object = v.as_object_mut()?;
+    Some(object.entry(key).or_insert_with(|| serde_json::json!({})))
 }
 
 /// `linux.resources` JSON for `runtime update`.

@@ -487,17 +487,7 @@ async fn the_spec_is_applied_inside_the_container() {
     assert_eq!(read("cpu", "cpu.cfs_quota_us").trim(), "50000");
 
     // UpdateContainerResources changes the live cgroup.
-    rt.update_container_resources(api::UpdateContainerResourcesRequest {
-        container_id: ctr.clone(),
-        linux: Some(api::LinuxContainerResources {
-            memory_limit_in_bytes: 96 * 1024 * 1024,
-            cpu_shares: 256,
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .expect("update resources");
+    update_limits(&mut rt, &ctr, 96 * 1024 * 1024, 256).await;
     assert_eq!(read("memory", "memory.limit_in_bytes").trim(), "100663296");
     assert_eq!(read("cpu", "cpu.shares").trim(), "256");
     let s = status(&mut rt, &ctr).await;
@@ -515,17 +505,7 @@ async fn the_spec_is_applied_inside_the_container() {
     )
     .await
     .expect("create");
-    rt.update_container_resources(api::UpdateContainerResourcesRequest {
-        container_id: later.clone(),
-        linux: Some(api::LinuxContainerResources {
-            memory_limit_in_bytes: 80 * 1024 * 1024,
-            cpu_shares: 300,
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .expect("update a created container");
+    update_limits(&mut rt, &later, 80 * 1024 * 1024, 300).await;
     start(&mut rt, &later).await;
     let info = verbose_info(&mut rt, &later).await;
     let cgroup = info["cgroupsPath"].as_str().unwrap();
@@ -535,6 +515,21 @@ async fn the_spec_is_applied_inside_the_container() {
     );
     assert_eq!(read_v1_cgroup(cgroup, "cpu", "cpu.shares").trim(), "300");
     teardown(&mut rt, &pod).await;
+}
+
+/// UpdateContainerResources with a memory limit and CPU shares.
+async fn update_limits(rt: &mut Runtime, id: &str, memory: i64, cpu_shares: i64) {
+    rt.update_container_resources(api::UpdateContainerResourcesRequest {
+        container_id: id.to_string(),
+        linux: Some(api::LinuxContainerResources {
+            memory_limit_in_bytes: memory,
+            cpu_shares,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("update the resources of {id}: {e:?}"));
 }
 
 /// A file of a container's cgroup in one v1 controller (this host's
