@@ -619,8 +619,10 @@ mod tests {
         let bus = Arc::new(EventBus::new(TOTAL, TOTAL));
         let made = Arc::new(AtomicUsize::new(0));
         // The publisher goes on to its next chunk only once another
-        // subscription was made, so subscriptions land all through
-        // publishing however the threads are scheduled.
+        // subscription was made, and each subscription waits for the
+        // chunk of its round to begin: subscriptions land all through
+        // publishing (mid-chunk where scheduling allows) however the
+        // threads are scheduled.
         let publisher = {
             let (bus, made) = (bus.clone(), made.clone());
             thread::spawn(move || {
@@ -635,7 +637,12 @@ mod tests {
             })
         };
         let mut subs = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
         while subs.len() < ROUNDS {
+            while bus.last_seq() <= (subs.len() * CHUNK) as u64 {
+                assert!(Instant::now() < deadline, "the publisher stalled");
+                thread::yield_now();
+            }
             // Since a moment ago: part replay, part live.
             let since = now_ns() - 100_000;
             let sub = bus.subscribe(Some(since));
